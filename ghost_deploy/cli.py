@@ -1,0 +1,261 @@
+"""Command line: `ghost-deploy {export,verify}` and `ghost-export` (= `ghost-deploy export`).
+
+Each command turns its arguments into one call of a public function. Imports nothing heavy at start-up, so
+`--help` works without torch, TensorRT or pycuda.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ghost_deploy import __version__
+from ghost_deploy.errors import EXIT_FAILURE, EXIT_OK, GhostDeployError, VerificationFailed
+
+EXIT_CODES = """exit codes:
+  0  success
+  1  unexpected failure
+  2  bad input or usage
+  3  missing optional dependency (the message names the extra to install)
+  4  a verification or accuracy gate failed (the report is still written)"""
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("architecture and preprocessing (override the checkpoint's metadata)")
+    g.add_argument("--arch", help="variant name: ghostnet_050, ghostnet_100, ghostnet_130")
+    g.add_argument("--num-classes", type=_int_at_least(1), metavar="N")
+    g.add_argument("--input-size", type=_int_at_least(1), metavar="N", help="square input size, divisible by 32")
+    g.add_argument("--mean", metavar="R,G,B", help="normalisation mean (on 0..1 pixels)")
+    g.add_argument("--std", metavar="R,G,B", help="normalisation std")
+    g.add_argument("--resize", type=_int_at_least(1), metavar="N", help="resize the shorter side to N")
+    g.add_argument("--crop", type=_int_at_least(1), metavar="N", help="centre crop (equals the input size)")
+    g.add_argument("--interpolation", choices=("bilinear", "bicubic"))
+    g.add_argument("--labels", type=Path, metavar="FILE", help="class names, one per line")
+    g.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow a pickled nn.Module or TorchScript file (unpickling can run arbitrary code)")
+
+
+def _add_verify_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("verification against ONNX Runtime CPU")
+    g.add_argument("--eval", type=Path, metavar="DIR", dest="eval_dir",
+                   help="images to verify on; class sub-folders named like the labels give accuracy")
+    g.add_argument("--eval-limit", type=_int_at_least(1), default=500, metavar="N",
+                   help="use a seeded subset of at most N images (default 500)")
+    g.add_argument("--atol", type=float, metavar="X", help="max absolute logit error (FP32 default 1e-4)")
+    g.add_argument("--min-cosine", type=float, metavar="X", help="minimum cosine similarity (FP32 default 0.9999)")
+    g.add_argument("--min-agreement", type=float, metavar="X", help="minimum top-1 agreement (FP32 default 0.99)")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the JSON report on standard output")
+    p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks on errors")
+
+
+def build_export_parser(prog: str = "ghost-export") -> argparse.ArgumentParser:
+    """The parser of `ghost-export` / `ghost-deploy export`."""
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Export a GhostNet checkpoint (or an ONNX file) to a simplified ONNX model, verified against "
+        "ONNX Runtime on the CPU.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _fill_export_parser(p)
+    return p
+
+
+def _fill_export_parser(p: argparse.ArgumentParser) -> None:
+    from ghost_deploy.pipeline import TARGETS
+
+    p.add_argument("model", type=Path, metavar="MODEL", help="a .pt/.pth checkpoint or an .onnx file")
+    p.add_argument("--target", default="onnx", choices=TARGETS, help="what to build (default onnx)")
+    p.add_argument("-o", "--output", type=Path, metavar="PATH",
+                   help="the artifact (default <model stem>.<target>.onnx beside MODEL); the report is PATH.json")
+    b = p.add_mutually_exclusive_group()
+    b.add_argument("--batch", type=_int_at_least(1), metavar="N", help="fixed batch size (default 1)")
+    b.add_argument("--dynamic-batch", metavar="MIN:OPT:MAX", help="dynamic batch dimension with this range")
+    p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset (default 17, at least 13)")
+    _add_model_flags(p)
+    _add_verify_flags(p)
+    _common(p)
+    p.set_defaults(handler=_run_export)
+
+
+def _fill_verify_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("artifact", type=Path, metavar="ARTIFACT", help="the ONNX file to check")
+    p.add_argument("--reference", type=Path, required=True, metavar="MODEL_OR_ONNX",
+                   help="the checkpoint or FP32 ONNX to compare with")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the JSON report to FILE")
+    _add_model_flags(p)
+    _add_verify_flags(p)
+    _common(p)
+    p.set_defaults(handler=_run_verify)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of `ghost-deploy`."""
+    p = argparse.ArgumentParser(prog="ghost-deploy", description="GhostNet to the edge: export, verify.",
+                                epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"ghost-deploy {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, fill, text in (
+        ("export", _fill_export_parser, "checkpoint to a simplified, verified ONNX model (also: ghost-export)"),
+        ("verify", _fill_verify_parser, "compare an ONNX artifact with a reference on ONNX Runtime CPU"),
+    ):
+        sp = sub.add_parser(name, help=text, description=text, epilog=EXIT_CODES,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        fill(sp)
+    return p
+
+
+def _overrides(args: argparse.Namespace) -> Any:
+    from ghost_deploy.modelinfo import Overrides
+    from ghost_deploy.preprocess import parse_triple
+
+    labels = None
+    if args.labels is not None:
+        try:
+            labels = tuple(line.strip() for line in args.labels.read_text().splitlines() if line.strip())
+        except (OSError, UnicodeDecodeError) as exc:
+            from ghost_deploy.errors import InputError
+
+            raise InputError(f"cannot read --labels {args.labels}: {exc}") from None
+    return Overrides(
+        arch=args.arch, num_classes=args.num_classes, input_size=args.input_size, resize=args.resize,
+        crop=args.crop, mean=parse_triple(args.mean) if args.mean else None,
+        std=parse_triple(args.std) if args.std else None, interpolation=args.interpolation, labels=labels,
+    )
+
+
+def _tolerances(args: argparse.Namespace, precision: str = "fp32") -> Any:
+    import dataclasses
+
+    from ghost_deploy.verify import Tolerances
+
+    tol = Tolerances.for_precision(precision)
+    changes = {"max_abs": args.atol, "min_cosine": args.min_cosine, "min_agreement": args.min_agreement}
+    return dataclasses.replace(tol, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _run_export(args: argparse.Namespace) -> dict[str, Any]:
+    from ghost_deploy.export import BatchSpec, parse_dynamic_batch
+    from ghost_deploy.pipeline import ExportConfig, export_model
+
+    batch = None
+    if args.dynamic_batch:
+        batch = BatchSpec(None, parse_dynamic_batch(args.dynamic_batch))
+    elif args.batch:
+        batch = BatchSpec(args.batch)
+    cfg = ExportConfig(
+        target=args.target, output=args.output, overrides=_overrides(args), batch=batch, opset=args.opset,
+        eval_dir=args.eval_dir, eval_limit=args.eval_limit, tolerances=_tolerances(args),
+        trust=args.trust_checkpoint, command=["ghost-export", *args.argv],
+    )
+    return export_model(args.model, cfg).report
+
+
+def _run_verify(args: argparse.Namespace) -> dict[str, Any]:
+    from ghost_deploy.verify_artifact import verify_artifact
+
+    return verify_artifact(
+        args.artifact, args.reference, overrides=_overrides(args), eval_dir=args.eval_dir,
+        eval_limit=args.eval_limit, tolerances=_tolerances(args), trust=args.trust_checkpoint,
+        output=args.output, command=["ghost-deploy", "verify", *args.argv],
+    )
+
+
+def summary(report: dict[str, Any]) -> str:
+    """The human summary of a report."""
+    lines = []
+    if "artifact" in report:
+        lines.append(f"artifact: {report['artifact']['path']} ({report['artifact']['bytes'] / 1e6:.2f} MB)")
+    graph = report.get("graph")
+    if graph:
+        lines.append(f"graph: {graph['nodes_before']} -> {graph['nodes_after']} nodes "
+                     f"({graph['identity_slices_removed']} identity Slices removed)")
+    ver = report.get("verification")
+    if ver:
+        m = ver["metrics"]
+        acc = ""
+        if "candidate_top1" in m:
+            acc = f", top-1 {m['candidate_top1']:.2%} (reference {m['reference_top1']:.2%})"
+        lines.append(
+            f"verification {'PASSED' if ver['passed'] else 'FAILED'} on {m['samples']} inputs "
+            f"({ver['data'].get('what', ver['data']['kind'])}): max abs error {m['max_abs_error']:.2e}, "
+            f"cosine {m['cosine_min']:.6f}, top-1 agreement {m['top1_agreement']:.2%}{acc}"
+        )
+        if ver["data"].get("note"):
+            lines.append(f"note: {ver['data']['note']}")
+    steps = report.get("steps", [])
+    if steps:
+        lines.append("steps: " + ", ".join(f"{s['name']} {s['seconds']:.2f} s" for s in steps))
+    if "artifact" in report:
+        lines.append(f"report: {report['artifact']['path']}.json")
+    return "\n".join(lines)
+
+
+def _dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None, prog: str) -> int:
+    args = parser.parse_args(argv)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
+    try:
+        report = args.handler(args)
+    except VerificationFailed as exc:
+        result = exc.result
+        rep = getattr(result, "report", result)
+        if args.json and isinstance(rep, dict):
+            print(json.dumps(rep, indent=2))
+        elif isinstance(rep, dict):
+            print(summary(rep))
+        return _fail(prog, exc, args.verbose)
+    except GhostDeployError as exc:
+        return _fail(prog, exc, args.verbose)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the last resort: one line, traceback with -v
+        if args.verbose:
+            traceback.print_exc()
+        print(f"{prog}: unexpected error: {type(exc).__name__}: {exc} (run with -v for the traceback)",
+              file=sys.stderr)
+        return EXIT_FAILURE
+    print(json.dumps(report, indent=2) if args.json else summary(report))
+    return EXIT_OK
+
+
+def _fail(prog: str, exc: GhostDeployError, verbose: bool) -> int:
+    if verbose:
+        traceback.print_exception(exc)
+    print(f"{prog}: error: {exc}", file=sys.stderr)
+    return exc.exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `ghost-deploy`."""
+    return _dispatch(build_parser(), argv, "ghost-deploy")
+
+
+def export_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `ghost-export` (the short form of `ghost-deploy export`)."""
+    return _dispatch(build_export_parser(), argv, "ghost-export")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Input sources: real images from a folder, arrays from .npy/.npz, or seeded random data.
+
+Every source yields `Sample`s; `batches` groups them into feeds `{input name: array}` for any runner.
+Verification, profiling and calibration all read through here, with the model's own preprocessing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ghost_deploy.errors import InputError
+from ghost_deploy.preprocess import IMAGE_SUFFIXES, Preprocessing, preprocess_file
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """One preprocessed CHW float32 input, its class index when known, and where it came from."""
+
+    array: np.ndarray
+    label: int | None
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """A batch of feeds, padded to the runner's fixed batch size; `count` rows are real."""
+
+    feeds: dict[str, np.ndarray]
+    labels: list[int | None]
+    count: int
+
+
+@dataclasses.dataclass
+class ImageFolder:
+    """Images under a folder (recursive); class sub-folders give labels when they match `labels`."""
+
+    root: Path
+    preprocessing: Preprocessing
+    labels: Sequence[str] | None = None
+    limit: int | None = None
+    seed: int = 0
+    paths: list[Path] = dataclasses.field(init=False)
+    unmatched_classes: list[str] = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.root.is_dir():
+            raise InputError(f"image folder {self.root} does not exist or is not a directory")
+        paths = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not paths:
+            raise InputError(
+                f"no image in {self.root} (searched recursively for {', '.join(IMAGE_SUFFIXES)}); "
+                "give a folder of images, optionally in one sub-folder per class"
+            )
+        if self.limit is not None and len(paths) > self.limit:
+            paths = sorted(random.Random(self.seed).sample(paths, self.limit))
+        self.paths = paths
+        classes = sorted({self._class_name(p) for p in paths} - {None})  # type: ignore[arg-type]
+        known = set(self.labels or ())
+        self.unmatched_classes = [c for c in classes if c not in known]
+
+    def _class_name(self, path: Path) -> str | None:
+        rel = path.relative_to(self.root)
+        return rel.parts[0] if len(rel.parts) > 1 else None
+
+    @property
+    def labelled(self) -> bool:
+        """True when every image sits in a class folder whose name is one of the labels."""
+        return self.labels is not None and all(
+            (c := self._class_name(p)) is not None and c in self.labels for p in self.paths
+        )
+
+    def digest(self) -> str:
+        """sha256 of the sorted relative file list: records which images were used."""
+        text = "\n".join(str(p.relative_to(self.root)) for p in self.paths)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __iter__(self) -> Iterator[Sample]:
+        index = {name: i for i, name in enumerate(self.labels or ())}
+        for path in self.paths:
+            cls = self._class_name(path)
+            label = index.get(cls) if cls is not None else None
+            yield Sample(preprocess_file(path, self.preprocessing), label, str(path.relative_to(self.root)))
+
+
+@dataclasses.dataclass
+class RandomInputs:
+    """Seeded standard-normal inputs of one shape: for when no image fits, and for profiling."""
+
+    count: int
+    shape: tuple[int, int, int]
+    seed: int = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[Sample]:
+        rng = np.random.default_rng(self.seed)
+        for i in range(self.count):
+            yield Sample(rng.standard_normal(self.shape, dtype=np.float32), None, f"random-{self.seed}-{i}")
+
+
+def batches(samples: Iterable[Sample], input_name: str, batch_size: int, pad: bool = True) -> Iterator[Batch]:
+    """Group samples into batches; with `pad`, the last one is filled up with copies of its last row."""
+    buf: list[Sample] = []
+    for sample in samples:
+        buf.append(sample)
+        if len(buf) == batch_size:
+            yield _stack(buf, input_name, batch_size)
+            buf = []
+    if buf:
+        yield _stack(buf, input_name, batch_size if pad else len(buf))
+
+
+def _stack(buf: list[Sample], input_name: str, size: int) -> Batch:
+    arrays = [s.array for s in buf] + [buf[-1].array] * (size - len(buf))
+    return Batch({input_name: np.stack(arrays).astype(np.float32, copy=False)}, [s.label for s in buf], len(buf))
