@@ -60,6 +60,8 @@ def _add_verify_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-limit", type=_int_at_least(1), default=500, metavar="N",
                    help="use a seeded subset of at most N images (default 500)")
     g.add_argument("--atol", type=float, metavar="X", help="max absolute logit error (FP32 default 1e-4)")
+    g.add_argument("--rtol", type=float, metavar="X",
+                   help="added to --atol per unit of the largest reference logit (FP32 default 1e-5)")
     g.add_argument("--min-cosine", type=float, metavar="X", help="minimum cosine similarity (FP32 default 0.9999)")
     g.add_argument("--min-agreement", type=float, metavar="X", help="minimum top-1 agreement (FP32 default 0.99)")
 
@@ -151,7 +153,7 @@ def _tolerances(args: argparse.Namespace, precision: str = "fp32") -> Any:
     from ghost_deploy.verify import Tolerances
 
     tol = Tolerances.for_precision(precision)
-    changes = {"max_abs": args.atol, "min_cosine": args.min_cosine, "min_agreement": args.min_agreement}
+    changes = {"max_abs": args.atol, "rtol": args.rtol, "min_cosine": args.min_cosine, "min_agreement": args.min_agreement}
     return dataclasses.replace(tol, **{k: v for k, v in changes.items() if v is not None})
 
 

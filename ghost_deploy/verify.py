@@ -21,6 +21,7 @@ class Tolerances:
     """Limits a verification must meet; None disables a limit."""
 
     max_abs: float | None = 1e-4
+    rtol: float = 1e-5  # the absolute limit grows by rtol x the largest reference logit (float32 rounding)
     min_cosine: float | None = 0.9999
     min_agreement: float | None = 0.99
     max_accuracy_drop: float | None = None
@@ -29,9 +30,9 @@ class Tolerances:
     def for_precision(cls, precision: str) -> Tolerances:
         """Defaults by precision: FP32 tight; FP16 and INT8 judged by cosine, agreement and accuracy drop."""
         if precision == "fp16":
-            return cls(max_abs=None, min_cosine=0.999, min_agreement=0.98, max_accuracy_drop=0.01)
+            return cls(max_abs=None, rtol=0.0, min_cosine=0.999, min_agreement=0.98, max_accuracy_drop=0.01)
         if precision == "int8":
-            return cls(max_abs=None, min_cosine=0.99, min_agreement=0.95, max_accuracy_drop=0.02)
+            return cls(max_abs=None, rtol=0.0, min_cosine=0.99, min_agreement=0.95, max_accuracy_drop=0.02)
         return cls()
 
     def to_dict(self) -> dict[str, float | None]:
@@ -120,9 +121,12 @@ def compare_runners(reference: Runner, candidate: Runner, batches: Iterable[Batc
 def judge(metrics: dict[str, Any], tol: Tolerances) -> list[str]:
     """Every tolerance the metrics miss, as a sentence saying by how much; empty when all pass."""
     failures = []
-    if tol.max_abs is not None and metrics["max_abs_error"] > tol.max_abs:
-        ratio = metrics["max_abs_error"] / tol.max_abs
-        failures.append(f"max abs error {metrics['max_abs_error']:.3g} > {tol.max_abs:g} ({ratio:.1f}x the limit)")
+    if tol.max_abs is not None:
+        limit = tol.max_abs + tol.rtol * metrics["reference_max_abs"]
+        if metrics["max_abs_error"] > limit:
+            ratio = metrics["max_abs_error"] / limit
+            failures.append(f"max abs error {metrics['max_abs_error']:.3g} > {limit:.3g} ({ratio:.1f}x the limit; "
+                            f"atol {tol.max_abs:g} + rtol {tol.rtol:g} x largest logit {metrics['reference_max_abs']:.3g})")
     if tol.min_cosine is not None and metrics["cosine_min"] < tol.min_cosine:
         failures.append(f"min cosine similarity {metrics['cosine_min']:.6f} < {tol.min_cosine}")
     if tol.min_agreement is not None and metrics["top1_agreement"] < tol.min_agreement:

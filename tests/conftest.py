@@ -1,0 +1,58 @@
+"""Shared fixtures: real digit images, small realistic GhostNets, and checkpoints in every form."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DIGITS = REPO / "calibration" / "digits"
+SHIPPED_MODEL = REPO / "models" / "ghostnet_digits.pt"
+
+
+def digit_images(count: int, size: int, split: str = "test") -> np.ndarray:
+    """`count` shipped digit images preprocessed to size x size with ImageNet-style normalisation."""
+    from ghost_deploy.preprocess import Preprocessing, preprocess_file
+
+    pre = Preprocessing(resize=size, crop=size)
+    paths = sorted((DIGITS / split).rglob("*.png"))[:count]
+    assert paths, f"no shipped images under {DIGITS / split}"
+    return np.stack([preprocess_file(p, pre) for p in paths])
+
+
+@pytest.fixture(scope="session")
+def small_model():  # type: ignore[no-untyped-def]
+    """A ghostnet_050 for 10 classes at 64x64 with BN statistics from real images."""
+    from ghost_deploy.synthetic import realistic_ghostnet
+
+    return realistic_ghostnet(digit_images(48, 64), width=0.5, num_classes=10, seed=1)
+
+
+@pytest.fixture(scope="session")
+def small_checkpoint(tmp_path_factory: pytest.TempPathFactory, small_model) -> Path:  # type: ignore[no-untyped-def]
+    """`small_model` saved as a bare state_dict (no metadata)."""
+    import torch
+
+    path = tmp_path_factory.mktemp("ckpt") / "small.pt"
+    torch.save(small_model.state_dict(), path)
+    return path
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `python -m ghost_deploy.cli ARGS` (or a console script named first) in a fresh process."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    if args and args[0] == "ghost-export":
+        cmd = [sys.executable, "-c", "import sys; from ghost_deploy.cli import export_main; sys.exit(export_main())",
+               *args[1:]]
+    else:
+        cmd = [sys.executable, "-m", "ghost_deploy.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=cwd, timeout=600)
+
+
+# A prelude that makes `import torch` (and onnxsim's optional use of it) fail, as on a device without the extra
+NO_TORCH = "import sys; sys.modules['torch'] = None; "

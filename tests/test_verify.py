@@ -1,0 +1,92 @@
+"""The comparator and the divergence localiser: they pass what matches and catch what does not."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from ghost_deploy.diverge import first_divergence_onnx, first_divergence_torch, module_path
+from ghost_deploy.export import BatchSpec, onnx_from_module
+from ghost_deploy.inputs import RandomInputs, batches
+from ghost_deploy.runners.base import TensorSpec
+from ghost_deploy.runners.onnxruntime import OnnxRuntimeRunner
+from ghost_deploy.runners.torch import TorchRunner
+from ghost_deploy.simplify import simplify_onnx
+from ghost_deploy.verify import Tolerances, compare_runners, judge
+from tests.conftest import digit_images
+
+
+@pytest.fixture(scope="module")
+def exported(small_model: torch.nn.Module) -> onnx.ModelProto:
+    return simplify_onnx(onnx_from_module(small_model, 64, BatchSpec(None, (1, 4, 8))))[0]
+
+
+def _perturb(model: onnx.ModelProto, node_name: str) -> onnx.ModelProto:
+    """A copy with the weight of one Conv node scaled up."""
+    bad = onnx.ModelProto()
+    bad.CopyFrom(model)
+    node = next(n for n in bad.graph.node if n.name == node_name)
+    init = next(i for i in bad.graph.initializer if i.name == node.input[1])
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.5, init.name))
+    return bad
+
+
+def _samples():  # type: ignore[no-untyped-def]
+    from ghost_deploy.inputs import Sample
+
+    return [Sample(x, i % 10, str(i)) for i, x in enumerate(digit_images(12, 64))]
+
+
+def test_matching_models_pass(small_model: torch.nn.Module, exported: onnx.ModelProto) -> None:
+    ref = TorchRunner(small_model, TensorSpec("input", (None, 3, 64, 64)))
+    with OnnxRuntimeRunner(exported.SerializeToString()) as cand:
+        metrics = compare_runners(ref, cand, batches(_samples(), "input", 4))
+    assert metrics["samples"] == 12 and metrics["labelled_samples"] == 12
+    assert metrics["max_abs_error"] < 1e-4 and metrics["top1_agreement"] == 1.0
+    assert metrics["cosine_min"] > 0.99999
+    assert judge(metrics, Tolerances()) == []
+
+
+def test_a_perturbed_weight_fails_and_names_its_node(small_model: torch.nn.Module, exported: onnx.ModelProto) -> None:
+    target = "/blocks/blocks.3/blocks.3.0/ghost1/primary_conv/primary_conv.0/Conv"
+    bad = _perturb(exported, target)
+    ref = TorchRunner(small_model, TensorSpec("input", (None, 3, 64, 64)))
+    with OnnxRuntimeRunner(bad.SerializeToString()) as cand:
+        metrics = compare_runners(ref, cand, batches(_samples(), "input", 4))
+    failures = judge(metrics, Tolerances())
+    assert failures and "max abs error" in failures[0] and "x the limit" in failures[0]
+    feeds = next(batches(_samples(), "input", 4)).feeds
+    found = first_divergence_torch(small_model, bad, feeds)
+    assert found is not None and found.node == target and found.op_type == "Conv"
+    assert found.compared_nodes > 10  # earlier nodes were compared and matched
+    assert first_divergence_torch(small_model, exported, feeds) is None
+
+
+def test_onnx_against_onnx_localisation(exported: onnx.ModelProto) -> None:
+    target = "/blocks/blocks.6/blocks.6.1/ghost2/cheap_operation/cheap_operation.0/Conv"
+    feeds = {"input": digit_images(2, 64)}
+    found = first_divergence_onnx(exported, _perturb(exported, target), feeds)
+    assert found is not None and found.node == target
+    assert first_divergence_onnx(exported, exported, feeds) is None
+
+
+def test_module_path_from_node_names() -> None:
+    assert module_path("/blocks/blocks.0/blocks.0.0/ghost1/primary_conv/primary_conv.0/Conv") == \
+        "blocks.0.0.ghost1.primary_conv.0"
+    assert module_path("/conv_stem/Conv") == "conv_stem"
+    assert module_path("Conv_12") is None
+
+
+def test_judge_reports_each_failure_with_its_size() -> None:
+    metrics = {"max_abs_error": 0.5, "reference_max_abs": 10.0, "cosine_min": 0.9, "top1_agreement": 0.8, "accuracy_drop": 0.1}
+    failures = judge(metrics, Tolerances(max_abs=0.1, rtol=0.0, min_cosine=0.99, min_agreement=0.95, max_accuracy_drop=0.01))
+    assert len(failures) == 4 and "5.0x the limit" in failures[0]
+
+
+def test_random_inputs_are_seeded() -> None:
+    a = [s.array for s in RandomInputs(3, (3, 8, 8), seed=5)]
+    b = [s.array for s in RandomInputs(3, (3, 8, 8), seed=5)]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
