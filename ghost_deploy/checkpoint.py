@@ -192,9 +192,7 @@ def infer_width(state: Mapping[str, Any]) -> float:
     )
 
 
-def _resolve_info(
-    state: Mapping[str, Any], meta: Mapping[str, Any] | None, ov: Overrides, path: Path
-) -> ModelInfo:
+def _resolve_info(state: Mapping[str, Any], meta: Mapping[str, Any] | None, ov: Overrides, path: Path) -> ModelInfo:
     if meta is not None:
         info = ModelInfo.from_dict(dict(meta))
     else:
@@ -210,8 +208,9 @@ def _resolve_info(
         if classifier is None:
             raise CheckpointError(f"not a GhostNet state_dict: {path} has no 'classifier.weight'")
         num_classes = int(classifier.shape[0])
-        info = ModelInfo(variant.name, variant.width, num_classes, variant.input_size, variant.preprocessing,
-                         source=source)
+        info = ModelInfo(
+            variant.name, variant.width, num_classes, variant.input_size, variant.preprocessing, source=source
+        )
     return apply_overrides(info, ov)
 
 
@@ -226,8 +225,11 @@ def _load_strict(torch: Any, module: Any, state: Mapping[str, Any], info: ModelI
     ]
     if missing or unexpected or differ:
         parts = []
-        for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                             ("shapes that differ (file vs model)", differ)):
+        for label, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shapes that differ (file vs model)", differ),
+        ):
             if items:
                 more = f" and {len(items) - 5} more" if len(items) > 5 else ""
                 parts.append(f"{len(items)} {label}: {', '.join(items[:5])}{more}")

@@ -49,19 +49,36 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--crop", type=_int_at_least(1), metavar="N", help="centre crop (equals the input size)")
     g.add_argument("--interpolation", choices=("bilinear", "bicubic"))
     g.add_argument("--labels", type=Path, metavar="FILE", help="class names, one per line")
-    g.add_argument("--trust-checkpoint", action="store_true",
-                   help="allow a pickled nn.Module or TorchScript file (unpickling can run arbitrary code)")
+    g.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow a pickled nn.Module or TorchScript file (unpickling can run arbitrary code)",
+    )
 
 
 def _add_verify_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("verification against ONNX Runtime CPU")
-    g.add_argument("--eval", type=Path, metavar="DIR", dest="eval_dir",
-                   help="images to verify on; class sub-folders named like the labels give accuracy")
-    g.add_argument("--eval-limit", type=_int_at_least(1), default=500, metavar="N",
-                   help="use a seeded subset of at most N images (default 500)")
+    g.add_argument(
+        "--eval",
+        type=Path,
+        metavar="DIR",
+        dest="eval_dir",
+        help="images to verify on; class sub-folders named like the labels give accuracy",
+    )
+    g.add_argument(
+        "--eval-limit",
+        type=_int_at_least(1),
+        default=500,
+        metavar="N",
+        help="use a seeded subset of at most N images (default 500)",
+    )
     g.add_argument("--atol", type=float, metavar="X", help="max absolute logit error (FP32 default 1e-4)")
-    g.add_argument("--rtol", type=float, metavar="X",
-                   help="added to --atol per unit of the largest reference logit (FP32 default 1e-5)")
+    g.add_argument(
+        "--rtol",
+        type=float,
+        metavar="X",
+        help="added to --atol per unit of the largest reference logit (FP32 default 1e-5)",
+    )
     g.add_argument("--min-cosine", type=float, metavar="X", help="minimum cosine similarity (FP32 default 0.9999)")
     g.add_argument("--min-agreement", type=float, metavar="X", help="minimum top-1 agreement (FP32 default 0.99)")
 
@@ -89,8 +106,13 @@ def _fill_export_parser(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("model", type=Path, metavar="MODEL", help="a .pt/.pth checkpoint or an .onnx file")
     p.add_argument("--target", default="onnx", choices=TARGETS, help="what to build (default onnx)")
-    p.add_argument("-o", "--output", type=Path, metavar="PATH",
-                   help="the artifact (default <model stem>.<target>.onnx beside MODEL); the report is PATH.json")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="PATH",
+        help="the artifact (default <model stem>.<target>.onnx beside MODEL); the report is PATH.json",
+    )
     b = p.add_mutually_exclusive_group()
     b.add_argument("--batch", type=_int_at_least(1), metavar="N", help="fixed batch size (default 1)")
     b.add_argument("--dynamic-batch", metavar="MIN:OPT:MAX", help="dynamic batch dimension with this range")
@@ -103,8 +125,13 @@ def _fill_export_parser(p: argparse.ArgumentParser) -> None:
 
 def _fill_verify_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("artifact", type=Path, metavar="ARTIFACT", help="the ONNX file to check")
-    p.add_argument("--reference", type=Path, required=True, metavar="MODEL_OR_ONNX",
-                   help="the checkpoint or FP32 ONNX to compare with")
+    p.add_argument(
+        "--reference",
+        type=Path,
+        required=True,
+        metavar="MODEL_OR_ONNX",
+        help="the checkpoint or FP32 ONNX to compare with",
+    )
     p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the JSON report to FILE")
     _add_model_flags(p)
     _add_verify_flags(p)
@@ -114,16 +141,21 @@ def _fill_verify_parser(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of `ghost-deploy`."""
-    p = argparse.ArgumentParser(prog="ghost-deploy", description="GhostNet to the edge: export, verify.",
-                                epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="ghost-deploy",
+        description="GhostNet to the edge: export, verify.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--version", action="version", version=f"ghost-deploy {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, fill, text in (
         ("export", _fill_export_parser, "checkpoint to a simplified, verified ONNX model (also: ghost-export)"),
         ("verify", _fill_verify_parser, "compare an ONNX artifact with a reference on ONNX Runtime CPU"),
     ):
-        sp = sub.add_parser(name, help=text, description=text, epilog=EXIT_CODES,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        sp = sub.add_parser(
+            name, help=text, description=text, epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         fill(sp)
     return p
 
@@ -141,9 +173,15 @@ def _overrides(args: argparse.Namespace) -> Any:
 
             raise InputError(f"cannot read --labels {args.labels}: {exc}") from None
     return Overrides(
-        arch=args.arch, num_classes=args.num_classes, input_size=args.input_size, resize=args.resize,
-        crop=args.crop, mean=parse_triple(args.mean) if args.mean else None,
-        std=parse_triple(args.std) if args.std else None, interpolation=args.interpolation, labels=labels,
+        arch=args.arch,
+        num_classes=args.num_classes,
+        input_size=args.input_size,
+        resize=args.resize,
+        crop=args.crop,
+        mean=parse_triple(args.mean) if args.mean else None,
+        std=parse_triple(args.std) if args.std else None,
+        interpolation=args.interpolation,
+        labels=labels,
     )
 
 
@@ -153,7 +191,12 @@ def _tolerances(args: argparse.Namespace, precision: str = "fp32") -> Any:
     from ghost_deploy.verify import Tolerances
 
     tol = Tolerances.for_precision(precision)
-    changes = {"max_abs": args.atol, "rtol": args.rtol, "min_cosine": args.min_cosine, "min_agreement": args.min_agreement}
+    changes = {
+        "max_abs": args.atol,
+        "rtol": args.rtol,
+        "min_cosine": args.min_cosine,
+        "min_agreement": args.min_agreement,
+    }
     return dataclasses.replace(tol, **{k: v for k, v in changes.items() if v is not None})
 
 
@@ -167,9 +210,16 @@ def _run_export(args: argparse.Namespace) -> dict[str, Any]:
     elif args.batch:
         batch = BatchSpec(args.batch)
     cfg = ExportConfig(
-        target=args.target, output=args.output, overrides=_overrides(args), batch=batch, opset=args.opset,
-        eval_dir=args.eval_dir, eval_limit=args.eval_limit, tolerances=_tolerances(args),
-        trust=args.trust_checkpoint, command=["ghost-export", *args.argv],
+        target=args.target,
+        output=args.output,
+        overrides=_overrides(args),
+        batch=batch,
+        opset=args.opset,
+        eval_dir=args.eval_dir,
+        eval_limit=args.eval_limit,
+        tolerances=_tolerances(args),
+        trust=args.trust_checkpoint,
+        command=["ghost-export", *args.argv],
     )
     return export_model(args.model, cfg).report
 
@@ -178,9 +228,15 @@ def _run_verify(args: argparse.Namespace) -> dict[str, Any]:
     from ghost_deploy.verify_artifact import verify_artifact
 
     return verify_artifact(
-        args.artifact, args.reference, overrides=_overrides(args), eval_dir=args.eval_dir,
-        eval_limit=args.eval_limit, tolerances=_tolerances(args), trust=args.trust_checkpoint,
-        output=args.output, command=["ghost-deploy", "verify", *args.argv],
+        args.artifact,
+        args.reference,
+        overrides=_overrides(args),
+        eval_dir=args.eval_dir,
+        eval_limit=args.eval_limit,
+        tolerances=_tolerances(args),
+        trust=args.trust_checkpoint,
+        output=args.output,
+        command=["ghost-deploy", "verify", *args.argv],
     )
 
 
@@ -191,8 +247,10 @@ def summary(report: dict[str, Any]) -> str:
         lines.append(f"artifact: {report['artifact']['path']} ({report['artifact']['bytes'] / 1e6:.2f} MB)")
     graph = report.get("graph")
     if graph:
-        lines.append(f"graph: {graph['nodes_before']} -> {graph['nodes_after']} nodes "
-                     f"({graph['identity_slices_removed']} identity Slices removed)")
+        lines.append(
+            f"graph: {graph['nodes_before']} -> {graph['nodes_after']} nodes "
+            f"({graph['identity_slices_removed']} identity Slices removed)"
+        )
     ver = report.get("verification")
     if ver:
         m = ver["metrics"]
@@ -235,8 +293,7 @@ def _dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None, prog:
     except Exception as exc:  # the last resort: one line, traceback with -v
         if args.verbose:
             traceback.print_exc()
-        print(f"{prog}: unexpected error: {type(exc).__name__}: {exc} (run with -v for the traceback)",
-              file=sys.stderr)
+        print(f"{prog}: unexpected error: {type(exc).__name__}: {exc} (run with -v for the traceback)", file=sys.stderr)
         return EXIT_FAILURE
     print(json.dumps(report, indent=2) if args.json else summary(report))
     return EXIT_OK

@@ -114,7 +114,11 @@ def _torch_outputs(module: torch.nn.Module, x: np.ndarray) -> dict[str, np.ndarr
 
 
 def first_divergence_torch(
-    module: torch.nn.Module, model: onnx.ModelProto, feeds: dict[str, np.ndarray], rtol: float = 1e-3, atol: float = 1e-4
+    module: torch.nn.Module,
+    model: onnx.ModelProto,
+    feeds: dict[str, np.ndarray],
+    rtol: float = 1e-3,
+    atol: float = 1e-4,
 ) -> Divergence | None:
     """First node (in graph order) whose output differs from its PyTorch module's output."""
     x = next(iter(feeds.values()))
@@ -137,7 +141,11 @@ def first_divergence_torch(
 
 
 def first_divergence_onnx(
-    reference: onnx.ModelProto, model: onnx.ModelProto, feeds: dict[str, np.ndarray], rtol: float = 1e-3, atol: float = 1e-4
+    reference: onnx.ModelProto,
+    model: onnx.ModelProto,
+    feeds: dict[str, np.ndarray],
+    rtol: float = 1e-3,
+    atol: float = 1e-4,
 ) -> Divergence | None:
     """First node of `model` whose output differs from the same-named tensor of `reference`."""
     ref = _run_all(reference, feeds)
@@ -160,7 +168,9 @@ def _run_all(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, 
         return runner.infer(feeds)
 
 
-def _check(node: onnx.NodeProto, got: np.ndarray, want: np.ndarray, rtol: float, atol: float, n: int) -> Divergence | None:
+def _check(
+    node: onnx.NodeProto, got: np.ndarray, want: np.ndarray, rtol: float, atol: float, n: int
+) -> Divergence | None:
     err = float(np.abs(got.astype(np.float64) - want.astype(np.float64)).max(initial=0.0))
     scale = float(np.abs(want).max(initial=0.0))
     if err > atol + rtol * scale:

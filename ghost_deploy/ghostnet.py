@@ -76,7 +76,8 @@ class ConvBnAct(nn.Module):
         self.act1 = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act1(self.bn1(self.conv(x)))
+        out: torch.Tensor = self.act1(self.bn1(self.conv(x)))
+        return out
 
 
 class GhostModule(nn.Module):
@@ -150,7 +151,8 @@ class GhostBottleneck(nn.Module):
         if self.se is not None:
             x = self.se(x)
         x = self.ghost2(x)
-        return x + self.shortcut(residual)
+        out: torch.Tensor = x + self.shortcut(residual)
+        return out
 
 
 class GhostNet(nn.Module):
@@ -191,7 +193,8 @@ class GhostNet(nn.Module):
         x = torch.flatten(x, 1)
         if self.dropout > 0.0:
             x = F.dropout(x, p=self.dropout, training=self.training)
-        return self.classifier(x)
+        logits: torch.Tensor = self.classifier(x)
+        return logits
 
 
 def stem_channels(width: float) -> int:

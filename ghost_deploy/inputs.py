@@ -60,7 +60,7 @@ class ImageFolder:
         if self.limit is not None and len(paths) > self.limit:
             paths = sorted(random.Random(self.seed).sample(paths, self.limit))
         self.paths = paths
-        classes = sorted({self._class_name(p) for p in paths} - {None})  # type: ignore[arg-type]
+        classes = sorted({c for p in paths if (c := self._class_name(p)) is not None})
         known = set(self.labels or ())
         self.unmatched_classes = [c for c in classes if c not in known]
 

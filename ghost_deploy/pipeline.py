@@ -123,8 +123,9 @@ def _source_from_checkpoint(path: Path, cfg: ExportConfig, steps: Steps, report:
         model = onnx_from_module(loaded.module, loaded.info.input_size, batch, cfg.opset)
         rec["note"] = f"{len(model.graph.node)} nodes"
     report["exported_graph"] = {"exporter": "torch.onnx.export(dynamo=False)", "ops": op_counts(model)}
-    spec = TensorSpec("input", (None if batch.is_dynamic else batch.fixed, 3, loaded.info.input_size,
-                                loaded.info.input_size))
+    spec = TensorSpec(
+        "input", (None if batch.is_dynamic else batch.fixed, 3, loaded.info.input_size, loaded.info.input_size)
+    )
     return _Source(loaded.info, model, TorchRunner(loaded.module, spec), batch, loaded.module)
 
 
@@ -170,22 +171,33 @@ def _simplify(model: onnx.ModelProto, steps: Steps, report: dict[str, Any]) -> o
     before = op_counts(model)
     with steps.step("simplify", "simplifying with onnxsim") as rec:
         simplified, removed = simplify_onnx(model)
-        rec["note"] = f"{len(model.graph.node)} -> {len(simplified.graph.node)} nodes, {removed} identity Slices removed"
-    report["graph"] = {"ops_before": before, "ops_after": op_counts(simplified), "identity_slices_removed": removed,
-                       "nodes_before": len(model.graph.node), "nodes_after": len(simplified.graph.node)}
+        rec["note"] = (
+            f"{len(model.graph.node)} -> {len(simplified.graph.node)} nodes, {removed} identity Slices removed"
+        )
+    report["graph"] = {
+        "ops_before": before,
+        "ops_after": op_counts(simplified),
+        "identity_slices_removed": removed,
+        "nodes_before": len(model.graph.node),
+        "nodes_after": len(simplified.graph.node),
+    }
     return simplified
 
 
 def _describe_model(report: dict[str, Any], source: _Source, model: onnx.ModelProto, artifact: Path) -> None:
     info = source.info.to_dict()
     base = Path(report["input"]["path"]).parent
-    info["data"] = {k: os.path.relpath((base / v).resolve(), artifact.parent.resolve()) for k, v in info["data"].items()}
+    info["data"] = {
+        k: os.path.relpath((base / v).resolve(), artifact.parent.resolve()) for k, v in info["data"].items()
+    }
     report["model"] = info
     report["config"] = {"opset": _opset(model), "batch": source.batch.to_dict()}
     runner = OnnxRuntimeRunner(model.SerializeToString())
     with runner:
-        report["io"] = {"inputs": [s.to_dict() for s in runner.input_specs()],
-                        "outputs": [s.to_dict() for s in runner.output_specs()]}
+        report["io"] = {
+            "inputs": [s.to_dict() for s in runner.input_specs()],
+            "outputs": [s.to_dict() for s in runner.output_specs()],
+        }
     report["preprocessing"] = source.info.preprocessing.to_dict()
 
 
@@ -198,14 +210,22 @@ def _verify(
 ) -> bool:
     candidate = OnnxRuntimeRunner(model.SerializeToString())
     size = source.batch.example
-    with steps.step("verify", f"comparing ONNX Runtime CPU with {source.reference.name}") as rec, \
-            source.reference, candidate:
+    with (
+        steps.step("verify", f"comparing ONNX Runtime CPU with {source.reference.name}") as rec,
+        source.reference,
+        candidate,
+    ):
         metrics = compare_runners(source.reference, candidate, batches(data, "input", size))
         failures = judge(metrics, tol)
         rec["note"] = f"max abs error {metrics['max_abs_error']:.2e} on {metrics['samples']} inputs"
     verification: dict[str, Any] = {
-        "reference": source.reference.name, "candidate": candidate.name, "data": data.description,
-        "metrics": metrics, "tolerances": tol.to_dict(), "passed": not failures, "failures": failures,
+        "reference": source.reference.name,
+        "candidate": candidate.name,
+        "data": data.description,
+        "metrics": metrics,
+        "tolerances": tol.to_dict(),
+        "passed": not failures,
+        "failures": failures,
     }
     if failures:
         verification["first_divergence"] = _localise(source, model, data, size)

@@ -43,8 +43,14 @@ class Preprocessing:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, as stored in checkpoints and reports."""
-        return {**dataclasses.asdict(self), "mean": list(self.mean), "std": list(self.std), "layout": "NCHW",
-                "channel_order": "RGB", "scale": "1/255"}
+        return {
+            **dataclasses.asdict(self),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "layout": "NCHW",
+            "channel_order": "RGB",
+            "scale": "1/255",
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
@@ -101,9 +107,10 @@ def preprocess_image(img: Image.Image, pre: Preprocessing) -> np.ndarray:
         img = img.resize((new_w, new_h), _INTERPOLATION[pre.interpolation])
     left, top = (new_w - pre.crop) // 2, (new_h - pre.crop) // 2
     img = img.crop((left, top, left + pre.crop, top + pre.crop))
-    arr = np.asarray(img, dtype=np.float32) / np.float32(255.0)
-    arr = (arr - np.asarray(pre.mean, dtype=np.float32)) / np.asarray(pre.std, dtype=np.float32)
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+    pixels = np.asarray(img, dtype=np.float32) / np.float32(255.0)
+    mean, std = np.asarray(pre.mean, dtype=np.float32), np.asarray(pre.std, dtype=np.float32)
+    normalised: np.ndarray = ((pixels - mean) / std).astype(np.float32, copy=False)
+    return np.ascontiguousarray(normalised.transpose(2, 0, 1))
 
 
 def preprocess_file(path: Path, pre: Preprocessing) -> np.ndarray:

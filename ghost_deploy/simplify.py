@@ -74,9 +74,7 @@ def _static_shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
     return shapes
 
 
-def _is_identity_slice(
-    inputs: Iterable[str], shape: list[int | None] | None, consts: dict[str, np.ndarray]
-) -> bool:
+def _is_identity_slice(inputs: Iterable[str], shape: list[int | None] | None, consts: dict[str, np.ndarray]) -> bool:
     names = list(inputs)
     if shape is None or any(n and n not in consts for n in names[1:]):
         return False

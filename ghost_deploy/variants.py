@@ -15,7 +15,7 @@ class Variant:
     name: str
     width: float
     input_size: int = 224
-    preprocessing: Preprocessing = Preprocessing(resize=256, crop=224)
+    preprocessing: Preprocessing = dataclasses.field(default_factory=lambda: Preprocessing(resize=256, crop=224))
 
 
 # ImageNet defaults of the official release: resize 256, centre crop 224, ImageNet mean/std, bilinear.

@@ -106,7 +106,9 @@ def _cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)
 
 
-def compare_runners(reference: Runner, candidate: Runner, batches: Iterable[Batch], output: str | None = None) -> dict[str, Any]:
+def compare_runners(
+    reference: Runner, candidate: Runner, batches: Iterable[Batch], output: str | None = None
+) -> dict[str, Any]:
     """Run both runners on every batch and return the metrics of the candidate's first (or named) output."""
     acc = _Accumulator()
     ref_out = output or reference.output_specs()[0].name
@@ -125,8 +127,10 @@ def judge(metrics: dict[str, Any], tol: Tolerances) -> list[str]:
         limit = tol.max_abs + tol.rtol * metrics["reference_max_abs"]
         if metrics["max_abs_error"] > limit:
             ratio = metrics["max_abs_error"] / limit
-            failures.append(f"max abs error {metrics['max_abs_error']:.3g} > {limit:.3g} ({ratio:.1f}x the limit; "
-                            f"atol {tol.max_abs:g} + rtol {tol.rtol:g} x largest logit {metrics['reference_max_abs']:.3g})")
+            failures.append(
+                f"max abs error {metrics['max_abs_error']:.3g} > {limit:.3g} ({ratio:.1f}x the limit; "
+                f"atol {tol.max_abs:g} + rtol {tol.rtol:g} x largest logit {metrics['reference_max_abs']:.3g})"
+            )
     if tol.min_cosine is not None and metrics["cosine_min"] < tol.min_cosine:
         failures.append(f"min cosine similarity {metrics['cosine_min']:.6f} < {tol.min_cosine}")
     if tol.min_agreement is not None and metrics["top1_agreement"] < tol.min_agreement:

@@ -53,9 +53,15 @@ def verify_artifact(
     with steps.step("verify", f"comparing {artifact.name} with {source.reference.name}"), source.reference, candidate:
         metrics = compare_runners(source.reference, candidate, batches(data, "input", source.batch.example))
     failures = judge(metrics, tol)
-    report["verification"] = {"reference": source.reference.name, "candidate": candidate.name,
-                              "data": data.description, "metrics": metrics, "tolerances": tol.to_dict(),
-                              "passed": not failures, "failures": failures}
+    report["verification"] = {
+        "reference": source.reference.name,
+        "candidate": candidate.name,
+        "data": data.description,
+        "metrics": metrics,
+        "tolerances": tol.to_dict(),
+        "passed": not failures,
+        "failures": failures,
+    }
     if failures:
         report["verification"]["first_divergence"] = _localise(source, model, data, source.batch.example)
     report["steps"] = steps.timings

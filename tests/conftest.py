@@ -47,8 +47,12 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     """Run `python -m ghost_deploy.cli ARGS` (or a console script named first) in a fresh process."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     if args and args[0] == "ghost-export":
-        cmd = [sys.executable, "-c", "import sys; from ghost_deploy.cli import export_main; sys.exit(export_main())",
-               *args[1:]]
+        cmd = [
+            sys.executable,
+            "-c",
+            "import sys; from ghost_deploy.cli import export_main; sys.exit(export_main())",
+            *args[1:],
+        ]
     else:
         cmd = [sys.executable, "-m", "ghost_deploy.cli", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=cwd, timeout=600)

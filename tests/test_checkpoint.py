@@ -63,8 +63,15 @@ def test_width_is_inferred_from_shapes(width: float) -> None:
 
 
 def test_our_metadata_round_trips(tmp_path: Path, net: GhostNet) -> None:
-    info = ModelInfo("ghostnet_050", 0.5, 5, 64, Preprocessing(72, 64, (0.1, 0.2, 0.3), (0.4, 0.5, 0.6)),
-                     labels=tuple("abcde"), data={"test": "imgs"})
+    info = ModelInfo(
+        "ghostnet_050",
+        0.5,
+        5,
+        64,
+        Preprocessing(72, 64, (0.1, 0.2, 0.3), (0.4, 0.5, 0.6)),
+        labels=tuple("abcde"),
+        data={"test": "imgs"},
+    )
     save_checkpoint(tmp_path / "m.pt", net, info)
     raw = torch.load(tmp_path / "m.pt", weights_only=True)
     assert raw["ghost_deploy"]["labels"] == list("abcde")
@@ -75,8 +82,12 @@ def test_our_metadata_round_trips(tmp_path: Path, net: GhostNet) -> None:
 
 def test_flags_override_preprocessing_and_labels(tmp_path: Path, net: GhostNet) -> None:
     torch.save(net.state_dict(), tmp_path / "c.pt")
-    loaded = load_model(tmp_path / "c.pt", Overrides(arch="ghostnet_050", input_size=96, mean=(0.5, 0.5, 0.5),
-                                                     interpolation="bicubic", labels=tuple("vwxyz")))
+    loaded = load_model(
+        tmp_path / "c.pt",
+        Overrides(
+            arch="ghostnet_050", input_size=96, mean=(0.5, 0.5, 0.5), interpolation="bicubic", labels=tuple("vwxyz")
+        ),
+    )
     pre = loaded.info.preprocessing
     assert (loaded.info.input_size, pre.crop, pre.resize) == (96, 96, 110)  # 256/224 of the crop
     assert pre.mean == (0.5, 0.5, 0.5) and pre.interpolation == "bicubic"
@@ -91,7 +102,7 @@ def test_wrong_label_count_is_refused(tmp_path: Path, net: GhostNet) -> None:
 
 def test_another_architecture_names_keys_and_shapes(tmp_path: Path) -> None:
     torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU()).state_dict(), tmp_path / "o.pt")
-    with pytest.raises(CheckpointError, match="not a GhostNet state_dict: no 'conv_stem.weight'"):
+    with pytest.raises(CheckpointError, match=r"not a GhostNet state_dict: no 'conv_stem.weight'"):
         load_model(tmp_path / "o.pt")
 
 
@@ -111,7 +122,7 @@ def test_mismatch_lists_missing_unexpected_and_differing(tmp_path: Path, net: Gh
 
 def test_input_size_not_divisible_by_32(tmp_path: Path, net: GhostNet) -> None:
     torch.save(net.state_dict(), tmp_path / "c.pt")
-    with pytest.raises(InputError, match="not a multiple of 32.*use 96 or 128"):
+    with pytest.raises(InputError, match=r"not a multiple of 32.*use 96 or 128"):
         load_model(tmp_path / "c.pt", Overrides(input_size=100))
 
 
@@ -159,10 +170,11 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path: Path, writer: str)
 
 
 def test_pickled_module_needs_trust_then_any_classifier_works(tmp_path: Path) -> None:
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=4), torch.nn.AdaptiveAvgPool2d(1),
-                                torch.nn.Flatten(), torch.nn.Linear(4, 6)).eval()
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, stride=4), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 6)
+    ).eval()
     torch.save(model, tmp_path / "mod.pt")
-    with pytest.raises(CheckpointError, match="dangerous|can take over|--trust-checkpoint"):
+    with pytest.raises(CheckpointError, match=r"dangerous|can take over|--trust-checkpoint"):
         load_model(tmp_path / "mod.pt")
     loaded = load_model(tmp_path / "mod.pt", Overrides(input_size=64), trust=True)
     assert loaded.info.arch == "custom" and loaded.info.num_classes == 6

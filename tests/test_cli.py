@@ -24,8 +24,9 @@ def _files(folder: Path) -> set[str]:
 def exported(tmp_path_factory: pytest.TempPathFactory, small_checkpoint: Path) -> Path:
     """The small checkpoint exported once through the CLI (also checks the happy path)."""
     out = tmp_path_factory.mktemp("exp") / "small.onnx"
-    proc = run_cli("ghost-export", str(small_checkpoint), "--input-size", "64", "-o", str(out),
-                   "--dynamic-batch", "1:4:8")
+    proc = run_cli(
+        "ghost-export", str(small_checkpoint), "--input-size", "64", "-o", str(out), "--dynamic-batch", "1:4:8"
+    )
     assert proc.returncode == 0, proc.stderr
     return out
 
@@ -46,8 +47,17 @@ def test_export_writes_a_checked_onnx_and_its_report(exported: Path) -> None:
 
 
 def test_json_prints_only_the_report_on_stdout(tmp_path: Path, small_checkpoint: Path) -> None:
-    proc = run_cli("ghost-export", str(small_checkpoint), "--input-size", "64", "-o", str(tmp_path / "m.onnx"),
-                   "--json", "--eval-limit", "4")
+    proc = run_cli(
+        "ghost-export",
+        str(small_checkpoint),
+        "--input-size",
+        "64",
+        "-o",
+        str(tmp_path / "m.onnx"),
+        "--json",
+        "--eval-limit",
+        "4",
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["artifact"]["path"] == str(tmp_path / "m.onnx")
     assert "[verify]" in proc.stderr  # progress goes to the terminal, not into the JSON
@@ -66,8 +76,12 @@ def test_onnx_input_never_imports_torch(tmp_path: Path, exported: Path) -> None:
     out = tmp_path / "again.onnx"
     import subprocess
 
-    proc = subprocess.run([sys.executable, "-c", code, str(exported), "-o", str(out), "--eval-limit", "8"],
-                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(exported), "-o", str(out), "--eval-limit", "8"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(Path(str(out) + ".json").read_text())
     assert report["verification"]["reference"].startswith("onnxruntime")
@@ -87,8 +101,11 @@ def test_missing_torch_exits_3_naming_the_extra(tmp_path: Path, small_checkpoint
     import subprocess
 
     code = NO_TORCH + "from ghost_deploy.cli import export_main; sys.exit(export_main())"
-    proc = subprocess.run([sys.executable, "-c", code, str(small_checkpoint), "-o", str(tmp_path / "x.onnx")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(small_checkpoint), "-o", str(tmp_path / "x.onnx")],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 3
     assert "ghost-deploy[export]" in proc.stderr and "Traceback" not in proc.stderr
     assert _files(tmp_path) == set()
@@ -155,8 +172,7 @@ def test_failed_verification_exits_4_names_the_node_and_keeps_the_report(
     bad = tmp_path / "bad.onnx"
     onnx.save(model, str(bad))
     report = tmp_path / "verify.json"
-    proc = run_cli("verify", str(bad), "--reference", str(small_checkpoint), "--input-size", "64",
-                   "-o", str(report))
+    proc = run_cli("verify", str(bad), "--reference", str(small_checkpoint), "--input-size", "64", "-o", str(report))
     assert proc.returncode == 4, proc.stderr
     assert "verification failed: max abs error" in proc.stderr and node.name in proc.stderr
     saved = json.loads(report.read_text())
@@ -175,12 +191,25 @@ def test_eval_folder_with_class_folders_gives_accuracy(tmp_path: Path, small_che
     for cls in ("cat", "dog"):
         (tmp_path / "eval" / cls).mkdir(parents=True)
         for i in range(3):
-            Image.fromarray(rng.integers(0, 255, (70, 90, 3), dtype=np.uint8)).save(tmp_path / "eval" / cls / f"{i}.jpg")
+            Image.fromarray(rng.integers(0, 255, (70, 90, 3), dtype=np.uint8)).save(
+                tmp_path / "eval" / cls / f"{i}.jpg"
+            )
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(["cat", "dog", *[f"c{i}" for i in range(8)]]) + "\n")
     out = tmp_path / "m.onnx"
-    proc = run_cli("ghost-export", str(small_checkpoint), "--input-size", "64", "--eval", str(tmp_path / "eval"),
-                   "--labels", str(labels), "-o", str(out), "--json")
+    proc = run_cli(
+        "ghost-export",
+        str(small_checkpoint),
+        "--input-size",
+        "64",
+        "--eval",
+        str(tmp_path / "eval"),
+        "--labels",
+        str(labels),
+        "-o",
+        str(out),
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     ver = json.loads(proc.stdout)["verification"]
     assert ver["data"]["kind"] == "user" and ver["data"]["images"] == 6 and ver["data"]["labelled"]

@@ -54,13 +54,20 @@ def test_simplified_graph_has_no_slice_and_same_outputs(small_model: torch.nn.Mo
 def test_a_real_slice_is_kept() -> None:
     from onnx import TensorProto, helper, numpy_helper
 
-    inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
-             (("s", [0]), ("e", [2]), ("a", [1]), ("e_all", [2**62]))]
+    inits = [
+        numpy_helper.from_array(np.array(v, np.int64), n)
+        for n, v in (("s", [0]), ("e", [2]), ("a", [1]), ("e_all", [2**62]))
+    ]
     graph = helper.make_graph(
-        [helper.make_node("Slice", ["x", "s", "e", "a"], ["y"]),  # keeps 2 of 4 channels: not an identity
-         helper.make_node("Slice", ["y", "s", "e_all", "a"], ["z"])],  # full range: an identity
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 2, 2])],
-        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 2, 2, 2])], inits)
+        [
+            helper.make_node("Slice", ["x", "s", "e", "a"], ["y"]),  # keeps 2 of 4 channels: not an identity
+            helper.make_node("Slice", ["y", "s", "e_all", "a"], ["z"]),
+        ],  # full range: an identity
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 2, 2])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 2, 2, 2])],
+        inits,
+    )
     model, removed = remove_identity_slices(helper.make_model(graph))
     assert removed == 0  # the identity one feeds a graph output, so it stays; the partial one must stay too
     graph.output[0].name = "w"
@@ -84,7 +91,8 @@ print(hashlib.sha256(model.SerializeToString()).hexdigest())
 def test_export_is_byte_identical_across_processes() -> None:
     digests = {
         subprocess.run([sys.executable, "-c", _EXPORT_SCRIPT], capture_output=True, text=True, check=True)
-        .stdout.strip().splitlines()[-1]
+        .stdout.strip()
+        .splitlines()[-1]
         for _ in range(2)
     }
     assert len(digests) == 1

@@ -74,15 +74,25 @@ def test_onnx_against_onnx_localisation(exported: onnx.ModelProto) -> None:
 
 
 def test_module_path_from_node_names() -> None:
-    assert module_path("/blocks/blocks.0/blocks.0.0/ghost1/primary_conv/primary_conv.0/Conv") == \
-        "blocks.0.0.ghost1.primary_conv.0"
+    assert (
+        module_path("/blocks/blocks.0/blocks.0.0/ghost1/primary_conv/primary_conv.0/Conv")
+        == "blocks.0.0.ghost1.primary_conv.0"
+    )
     assert module_path("/conv_stem/Conv") == "conv_stem"
     assert module_path("Conv_12") is None
 
 
 def test_judge_reports_each_failure_with_its_size() -> None:
-    metrics = {"max_abs_error": 0.5, "reference_max_abs": 10.0, "cosine_min": 0.9, "top1_agreement": 0.8, "accuracy_drop": 0.1}
-    failures = judge(metrics, Tolerances(max_abs=0.1, rtol=0.0, min_cosine=0.99, min_agreement=0.95, max_accuracy_drop=0.01))
+    metrics = {
+        "max_abs_error": 0.5,
+        "reference_max_abs": 10.0,
+        "cosine_min": 0.9,
+        "top1_agreement": 0.8,
+        "accuracy_drop": 0.1,
+    }
+    failures = judge(
+        metrics, Tolerances(max_abs=0.1, rtol=0.0, min_cosine=0.99, min_agreement=0.95, max_accuracy_drop=0.01)
+    )
     assert len(failures) == 4 and "5.0x the limit" in failures[0]
 
 

@@ -47,10 +47,10 @@ class Runner(abc.ABC):
     ) -> None:
         self.deactivate()
 
-    def activate(self) -> None:
+    def activate(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Acquire resources; the default does nothing."""
 
-    def deactivate(self) -> None:
+    def deactivate(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Release resources; the default does nothing."""
 
     @abc.abstractmethod

@@ -11,8 +11,14 @@ import onnxruntime as ort
 from ghost_deploy.errors import InputError
 from ghost_deploy.runners.base import Runner, TensorSpec
 
-_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
-               "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8"}
+_ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+}
 
 
 class OnnxRuntimeRunner(Runner):

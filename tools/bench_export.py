@@ -1,0 +1,101 @@
+"""Benchmark of `ghost-export` on GhostNet-1.0x at 224x224: time of each step, and ONNX Runtime CPU latency
+against PyTorch eager latency, as a ratio from interleaved runs in one process.
+
+    python tools/bench_export.py [--width 1.0] [--size 224] [--runs 50] [--threads 2]
+
+The model has random weights with BatchNorm statistics measured on the shipped digit images (resized), and a
+classifier scaled so the logits span several units, so the parity check means something.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from ghost_deploy.checkpoint import save_checkpoint  # noqa: E402
+from ghost_deploy.export import BatchSpec  # noqa: E402
+from ghost_deploy.modelinfo import ModelInfo  # noqa: E402
+from ghost_deploy.pipeline import ExportConfig, export_model  # noqa: E402
+from ghost_deploy.preprocess import Preprocessing, preprocess_file  # noqa: E402
+from ghost_deploy.report import Steps  # noqa: E402
+from ghost_deploy.runners.onnxruntime import OnnxRuntimeRunner  # noqa: E402
+from ghost_deploy.synthetic import realistic_ghostnet  # noqa: E402
+
+
+def _images(count: int, size: int) -> np.ndarray:
+    pre = Preprocessing(resize=size, crop=size)
+    paths = sorted((REPO / "calibration" / "digits" / "calibration").rglob("*.png"))[:count]
+    return np.stack([preprocess_file(p, pre) for p in paths])
+
+
+def _interleaved(
+    model: torch.nn.Module, runner: OnnxRuntimeRunner, x: np.ndarray, runs: int
+) -> tuple[list[float], list[float]]:
+    """Alternate PyTorch and ORT runs so both see the same machine state; returns latencies in ms."""
+    xt = torch.from_numpy(x)
+    t_torch, t_ort = [], []
+    with torch.inference_mode():
+        for _ in range(5):  # warm-up
+            model(xt)
+            runner.infer({"input": x})
+        for _ in range(runs):
+            start = time.perf_counter()
+            model(xt)
+            t_torch.append((time.perf_counter() - start) * 1e3)
+            start = time.perf_counter()
+            runner.infer({"input": x})
+            t_ort.append((time.perf_counter() - start) * 1e3)
+    return t_torch, t_ort
+
+
+def main() -> None:
+    """Run the benchmark and print the step times and the latency ratio."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--width", type=float, default=1.0)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    images = _images(40, args.size)
+    model = realistic_ghostnet(images[:32], width=args.width, num_classes=1000)
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / "ghostnet.pt"
+        info = ModelInfo(
+            "ghostnet_100", args.width, 1000, args.size, Preprocessing(round(args.size * 256 / 224), args.size)
+        )
+        save_checkpoint(ckpt, model, info)
+        steps = Steps(echo=lambda text: None)
+        cfg = ExportConfig(output=Path(tmp) / "g.onnx", batch=BatchSpec(None, (1, 1, 8)))
+        result = export_model(ckpt, cfg, steps)
+        metrics = result.report["verification"]["metrics"]
+        print(f"GhostNet {args.width}x at {args.size}x{args.size}, torch threads {args.threads}")
+        for step in result.report["steps"]:
+            print(f"  step {step['name']:<9} {step['seconds']:7.2f} s")
+        print(
+            f"  parity: max abs error {metrics['max_abs_error']:.2e}, logits up to {metrics['reference_max_abs']:.1f}"
+        )
+        runner = OnnxRuntimeRunner(result.artifact, threads=args.threads, spin=False)
+        with runner:
+            for batch in (1, 8):
+                x = np.ascontiguousarray(np.resize(images, (batch, 3, args.size, args.size)))
+                t_torch, t_ort = _interleaved(model, runner, x, args.runs)
+                mt, mo = statistics.median(t_torch), statistics.median(t_ort)
+                print(
+                    f"  batch {batch}: PyTorch eager median {mt:.2f} ms, ONNX Runtime CPU median {mo:.2f} ms, "
+                    f"ratio ORT/PyTorch {mo / mt:.2f} ({args.runs} interleaved runs)"
+                )
+
+
+if __name__ == "__main__":
+    main()
