@@ -76,9 +76,11 @@ def build_ghostnet(info: ModelInfo) -> torch.nn.Module:
 def save_checkpoint(path: Path, module: torch.nn.Module, info: ModelInfo, extra: dict[str, Any] | None = None) -> None:
     """Save a state_dict with our metadata, atomically; loads with `torch.load(weights_only=True)`."""
     torch = optional.torch("Saving a checkpoint")
-    payload: dict[str, Any] = {"state_dict": module.state_dict(), METADATA_KEY: info.to_dict()}
-    if extra:
-        payload[METADATA_KEY].update(extra)
+    meta = info.to_dict()
+    clash = sorted(set(extra or {}) & set(meta))
+    if clash:
+        raise InputError(f"extra metadata may not replace {clash}; put them in the ModelInfo")
+    payload: dict[str, Any] = {"state_dict": module.state_dict(), METADATA_KEY: {**meta, **(extra or {})}}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
