@@ -78,7 +78,10 @@ def _triple(values: Sequence[float]) -> tuple[float, float, float]:
 def parse_triple(text: str) -> tuple[float, float, float]:
     """Parse 'R,G,B' as given to --mean / --std."""
     try:
-        return _triple([float(v) for v in text.split(",")])
+        values = [float(v) for v in text.split(",")]
+        if len(values) != 3:
+            raise ValueError(text)
+        return _triple(values)
     except ValueError:
         raise InputError(f"expected three comma-separated numbers like 0.485,0.456,0.406, got {text!r}") from None
 
