@@ -119,8 +119,53 @@ def _fill_export_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset (default 17, at least 13)")
     _add_model_flags(p)
     _add_verify_flags(p)
+    _add_precision_flags(p)
     _common(p)
     p.set_defaults(handler=_run_export)
+
+
+def _add_precision_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("reduced precision (targets onnx-fp16, onnx-int8, ort-int8)")
+    g.add_argument(
+        "--calib",
+        type=Path,
+        metavar="PATH",
+        help="calibration images (a folder, searched recursively) or an .npy/.npz of preprocessed "
+        "batches; default: the shipped model's calibration split",
+    )
+    g.add_argument("--calib-size", type=_int_at_least(1), metavar="N", help="a seeded subset of N inputs")
+    g.add_argument(
+        "--calib-method",
+        choices=("entropy", "minmax", "percentile"),
+        default="entropy",
+        help="activation ranges (default entropy, as TensorRT's EntropyCalibration2)",
+    )
+    g.add_argument("--percentile", type=float, default=99.99, metavar="P", help="for --calib-method percentile")
+    g.add_argument("--exclude-nodes", default="", metavar="A,B", help="node names kept in higher precision")
+    g.add_argument("--exclude-op-types", default="", metavar="A,B", help="op types kept in higher precision")
+    g.add_argument(
+        "--high-precision",
+        choices=("fp32", "fp16"),
+        default="fp32",
+        help="dtype of what is not quantized in onnx-int8 (fp16 for TensorRT 11)",
+    )
+    g.add_argument(
+        "--trt-version",
+        metavar="X.Y.Z",
+        help="version in the calibration cache header (default: installed TensorRT, else 10.3)",
+    )
+    g.add_argument(
+        "--calib-cache",
+        type=Path,
+        metavar="FILE",
+        help="build onnx-int8 from a TensorRT calibration cache instead of calibrating",
+    )
+    g.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        metavar="POINTS",
+        help="largest top-1 drop against FP32, in points (default 1.0)",
+    )
 
 
 def _fill_verify_parser(p: argparse.ArgumentParser) -> None:
@@ -200,6 +245,39 @@ def _tolerances(args: argparse.Namespace, precision: str = "fp32") -> Any:
     return dataclasses.replace(tol, **{k: v for k, v in changes.items() if v is not None})
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _precision(args: argparse.Namespace) -> Any:
+    from ghost_deploy.precision import PrecisionConfig
+
+    return PrecisionConfig(
+        calib_method=args.calib_method,
+        percentile=args.percentile,
+        exclude_nodes=_names(args.exclude_nodes),
+        exclude_op_types=_names(args.exclude_op_types),
+        high_precision=args.high_precision,
+        trt_version=args.trt_version,
+        calib_cache=args.calib_cache,
+    )
+
+
+def _precision_tolerances(args: argparse.Namespace) -> Any:
+    import dataclasses
+
+    from ghost_deploy.precision import precision_of
+    from ghost_deploy.verify import Tolerances
+
+    precision = precision_of(args.target)
+    if precision == "fp32":
+        return None
+    tol = Tolerances.for_precision(precision)
+    if args.max_accuracy_drop is not None:
+        tol = dataclasses.replace(tol, max_accuracy_drop=args.max_accuracy_drop / 100.0)
+    return tol
+
+
 def _run_export(args: argparse.Namespace) -> dict[str, Any]:
     from ghost_deploy.export import BatchSpec, parse_dynamic_batch
     from ghost_deploy.pipeline import ExportConfig, export_model
@@ -220,6 +298,10 @@ def _run_export(args: argparse.Namespace) -> dict[str, Any]:
         tolerances=_tolerances(args),
         trust=args.trust_checkpoint,
         command=["ghost-export", *args.argv],
+        calib=args.calib,
+        calib_size=args.calib_size,
+        precision=_precision(args),
+        precision_tolerances=_precision_tolerances(args),
     )
     return export_model(args.model, cfg).report
 

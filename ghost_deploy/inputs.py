@@ -11,6 +11,7 @@ import hashlib
 import random
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -123,3 +124,66 @@ def batches(samples: Iterable[Sample], input_name: str, batch_size: int, pad: bo
 def _stack(buf: list[Sample], input_name: str, size: int) -> Batch:
     arrays = [s.array for s in buf] + [buf[-1].array] * (size - len(buf))
     return Batch({input_name: np.stack(arrays).astype(np.float32, copy=False)}, [s.label for s in buf], len(buf))
+
+
+@dataclasses.dataclass
+class ArrayFile:
+    """Preprocessed inputs from an .npy (N x 3 x S x S) or .npz (every array concatenated), float32."""
+
+    path: Path
+    shape: tuple[int, int, int]
+    limit: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        try:
+            loaded = np.load(self.path, allow_pickle=False)
+            arrays = [loaded[k] for k in loaded.files] if isinstance(loaded, np.lib.npyio.NpzFile) else [loaded]
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read {self.path} as .npy/.npz: {exc}") from None
+        for arr in arrays:
+            if arr.ndim != 4 or tuple(arr.shape[1:]) != self.shape or arr.dtype.kind != "f":
+                raise InputError(
+                    f"{self.path} holds an array of shape {arr.shape} and dtype {arr.dtype}; expected "
+                    f"float N x {' x '.join(map(str, self.shape))} (preprocessed, NCHW)"
+                )
+        data = np.concatenate(arrays).astype(np.float32)
+        if not np.isfinite(data).all():
+            raise InputError(f"{self.path} contains NaN or Inf values; calibration data must be finite")
+        if self.limit is not None and len(data) > self.limit:
+            data = data[np.sort(np.random.default_rng(self.seed).choice(len(data), self.limit, replace=False))]
+        self.data = data
+
+    def digest(self) -> str:
+        """sha256 of the arrays used."""
+        return hashlib.sha256(self.data.tobytes()).hexdigest()
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i, arr in enumerate(self.data):
+            yield Sample(arr, None, f"{self.path.name}[{i}]")
+
+
+def calibration_samples(
+    path: Path, info: Any, size: int | None, seed: int = 0
+) -> tuple[Iterable[Sample], dict[str, Any]]:
+    """Calibration inputs from a folder of images or an .npy/.npz, and their description for the report."""
+    if not path.exists():
+        raise InputError(f"calibration data {path} does not exist; pass --calib DIR or an .npy/.npz file")
+    source: ImageFolder | ArrayFile
+    if path.is_dir():
+        source = ImageFolder(path, info.preprocessing, None, size, seed)
+        total = len(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
+    elif path.suffix.lower() in (".npy", ".npz"):
+        source = ArrayFile(path, (3, info.input_size, info.input_size), size, seed)
+        total = len(source)
+    else:
+        raise InputError(f"--calib {path}: expected a folder of images or an .npy/.npz file")
+    desc: dict[str, Any] = {"path": str(path), "used": len(source), "list_sha256": source.digest()}
+    if size is not None and size > len(source):
+        desc["warning"] = f"--calib-size {size} is larger than the {len(source)} inputs available: all are used"
+    elif size is not None:
+        desc["available"] = total
+    return source, desc

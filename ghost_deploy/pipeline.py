@@ -20,6 +20,7 @@ from ghost_deploy.export import DEFAULT_OPSET, BatchSpec
 from ghost_deploy.fileio import check_writable, write_bytes_atomic
 from ghost_deploy.inputs import batches
 from ghost_deploy.modelinfo import ModelInfo, Overrides, apply_overrides
+from ghost_deploy.precision import PRECISION_TARGETS, PrecisionConfig, build_precision, precision_of
 from ghost_deploy.preprocess import Preprocessing
 from ghost_deploy.report import Steps, file_entry, new_report, report_path, write_report
 from ghost_deploy.runners.base import Runner, TensorSpec
@@ -27,7 +28,7 @@ from ghost_deploy.runners.onnxruntime import OnnxRuntimeRunner
 from ghost_deploy.simplify import op_counts
 from ghost_deploy.verify import Tolerances, compare_runners, judge
 
-ONNX_TARGETS = ("onnx",)
+ONNX_TARGETS = ("onnx", "onnx-fp16", "onnx-int8", "ort-int8")
 TRT_TARGETS: tuple[str, ...] = ()
 TARGETS = ONNX_TARGETS + TRT_TARGETS
 
@@ -46,6 +47,10 @@ class ExportConfig:
     tolerances: Tolerances = dataclasses.field(default_factory=Tolerances)
     trust: bool = False
     seed: int = 0
+    calib: Path | None = None
+    calib_size: int | None = None
+    precision: PrecisionConfig = dataclasses.field(default_factory=PrecisionConfig)
+    precision_tolerances: Tolerances | None = None  # None: the defaults of the target's precision
     command: list[str] = dataclasses.field(default_factory=list)
 
 
@@ -94,12 +99,26 @@ def export_model(model_path: Path, cfg: ExportConfig, steps: Steps | None = None
     else:
         source = _source_from_checkpoint(model_path, cfg, steps, report)
     data = eval_data(source.info, model_path.parent, cfg.eval_dir, cfg.eval_limit, cfg.seed)
+    calib = _calibration_source(cfg, source.info, model_path.parent, report)
     simplified = _simplify(source.onnx_model, steps, report)
+    final, cache = simplified, None
+    if cfg.target in PRECISION_TARGETS:
+        with steps.step("precision", f"calibrating and building {cfg.target}"):
+            built = build_precision(simplified, cfg.target, cfg.precision, calib)
+        final, cache = built.model, built.cache
+        report["precision"] = built.report
     with steps.step("write", f"writing {artifact}"):
-        write_bytes_atomic(artifact, simplified.SerializeToString())
+        write_bytes_atomic(artifact, final.SerializeToString())
+        if cache is not None:
+            write_bytes_atomic(cache_path(artifact), cache)
     report["artifact"] = file_entry(artifact)
-    _describe_model(report, source, simplified, artifact)
+    if cache is not None:
+        report["cache"] = file_entry(cache_path(artifact))
+    _describe_model(report, source, final, artifact)
     passed = _verify(source, simplified, data, cfg.tolerances, steps, report)
+    if cfg.target in PRECISION_TARGETS:
+        tol = cfg.precision_tolerances or Tolerances.for_precision(precision_of(cfg.target))
+        passed = _verify_preview(simplified, built, data, source.batch, tol, steps, report) and passed
     report["steps"] = steps.timings
     report["status"] = "ok" if passed else "verification_failed"
     path = write_report(artifact, report)
@@ -107,6 +126,29 @@ def export_model(model_path: Path, cfg: ExportConfig, steps: Steps | None = None
     if not passed:
         raise VerificationFailed(_failure_message(report), result)
     return result
+
+
+def cache_path(artifact: Path) -> Path:
+    """The TensorRT calibration cache beside an artifact: `<artifact>.cache`."""
+    return artifact.with_name(artifact.name + ".cache")
+
+
+def _calibration_source(cfg: ExportConfig, info: ModelInfo, base: Path, report: dict[str, Any]) -> Any:
+    """Calibration samples for precision targets: --calib, else the model's own calibration split."""
+    if cfg.target not in PRECISION_TARGETS or cfg.precision.calib_cache is not None:
+        return None
+    from ghost_deploy.inputs import calibration_samples
+
+    split = info.data.get("calibration")
+    path = cfg.calib or ((base / split).resolve() if split and (base / split).is_dir() else None)
+    if path is None:
+        raise InputError(
+            f"--target {cfg.target} needs calibration data: pass --calib DIR of images (or an .npy/.npz "
+            "of preprocessed batches); random data is never used"
+        )
+    samples, desc = calibration_samples(path, info, cfg.calib_size, cfg.seed)
+    report["calibration_data"] = desc
+    return samples
 
 
 def _source_from_checkpoint(path: Path, cfg: ExportConfig, steps: Steps, report: dict[str, Any]) -> _Source:
@@ -233,6 +275,33 @@ def _verify(
     return not failures
 
 
+def _verify_preview(
+    fp32: onnx.ModelProto,
+    built: Any,
+    data: Any,
+    batch: BatchSpec,
+    tol: Tolerances,
+    steps: Steps,
+    report: dict[str, Any],
+) -> bool:
+    reference = OnnxRuntimeRunner(fp32.SerializeToString())
+    preview = OnnxRuntimeRunner(built.preview.SerializeToString(), optimize=built.preview_optimize)
+    with steps.step("preview", "previewing the reduced precision on ONNX Runtime CPU") as rec, reference, preview:
+        metrics = compare_runners(reference, preview, batches(data, "input", batch.example))
+        rec["note"] = f"top-1 agreement {metrics['top1_agreement']:.2%} on {metrics['samples']} inputs"
+    failures = judge(metrics, tol)
+    report["precision_verification"] = {
+        "reference": "onnxruntime CPU, FP32 ONNX",
+        "candidate": built.report.get("preview", "the Q/DQ graph on onnxruntime CPU"),
+        "data": data.description,
+        "metrics": metrics,
+        "tolerances": tol.to_dict(),
+        "passed": not failures,
+        "failures": failures,
+    }
+    return not failures
+
+
 def _localise(source: _Source, model: onnx.ModelProto, data: Any, size: int) -> dict[str, Any] | None:
     from ghost_deploy import diverge
 
@@ -251,7 +320,11 @@ def _localise(source: _Source, model: onnx.ModelProto, data: Any, size: int) -> 
 
 def _failure_message(report: dict[str, Any]) -> str:
     ver = report["verification"]
-    text = "verification failed: " + "; ".join(ver["failures"])
+    failures = list(ver["failures"])
+    failures += [
+        f"{report['target']} preview: {f}" for f in report.get("precision_verification", {}).get("failures", [])
+    ]
+    text = "verification failed: " + "; ".join(failures)
     div = ver.get("first_divergence")
     if div:
         text += f"; first diverging node: {div['node']} ({div['op_type']}, max abs error {div['max_abs_error']:.3g})"

@@ -1,0 +1,431 @@
+"""Activation ranges for INT8, measured on the CPU with ONNX Runtime, in memory that does not grow with images.
+
+ONNX Runtime's own histogram calibrators keep every activation of every image (DESIGN.md, fact 4). Here each
+batch's activations are folded into a fixed-size state per tensor (running min/max, or a histogram of |x|
+with a fixed number of bins) and dropped before the next batch runs.
+
+Thresholds follow NVIDIA's open re-implementation of TensorRT's calibrators
+(pytorch-quantization `calib/histogram.py`; reference/tensorrt.md section 4): EntropyCalibration2 (KL
+divergence over a 2048-bin histogram of |x|), percentile, and min/max.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import onnx
+
+from ghost_deploy.errors import InputError
+from ghost_deploy.inputs import Sample, batches
+from ghost_deploy.runners.onnxruntime import OnnxRuntimeRunner
+
+METHODS = ("entropy", "minmax", "percentile")
+_FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+# KL values closer than this are ties: the closed-form KL below carries rounding of about 1e-14 nats
+_KL_TIE = 1e-12
+
+
+class NonFiniteError(InputError):
+    """An activation or input holds NaN or Inf (exit 2)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorRange:
+    """The calibrated range of one tensor: the symmetric threshold `amax` and the signed min and max seen."""
+
+    amax: float
+    min: float
+    max: float
+
+    def to_dict(self) -> dict[str, float]:
+        """JSON-ready form."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """The ranges of every calibrated tensor, the method that chose `amax`, and how many images were seen."""
+
+    ranges: dict[str, TensorRange]
+    method: str
+    images: int
+
+    def amax(self) -> dict[str, float]:
+        """Tensor name -> amax, in graph order (what a calibration cache or Q/DQ scales need)."""
+        return {name: r.amax for name, r in self.ranges.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        ranges = {name: r.to_dict() for name, r in self.ranges.items()}
+        return {"method": self.method, "images": self.images, "ranges": ranges}
+
+
+class Collector(Protocol):
+    """Folds batches of one tensor into a fixed-size state."""
+
+    def collect(self, x: np.ndarray) -> None:
+        """Fold one batch of the tensor into the state."""
+
+    def result(self, method: str, percentile: float) -> TensorRange:
+        """The range chosen by `method` from what was collected."""
+
+
+class MinMaxCollector:
+    """Running signed min and max of a tensor; amax = max |x|."""
+
+    def __init__(self, name: str = "tensor") -> None:
+        self.name = name
+        self.min = math.inf
+        self.max = -math.inf
+        self.count = 0
+
+    @property
+    def amax(self) -> float:
+        """max |x| over everything collected (0.0 before any data)."""
+        return max(abs(self.min), abs(self.max)) if self.count else 0.0
+
+    def collect(self, x: np.ndarray) -> None:
+        """Fold one batch; NaN or Inf raises NonFiniteError naming the tensor."""
+        if x.size == 0:
+            return
+        lo, hi = float(np.min(x)), float(np.max(x))  # NaN propagates through both
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise NonFiniteError(f"tensor {self.name!r} holds NaN or Inf")
+        self.min, self.max = min(self.min, lo), max(self.max, hi)
+        self.count += x.size
+
+    def result(self, method: str = "minmax", percentile: float = 99.99) -> TensorRange:
+        """amax = max |x| (the method arguments are accepted for the Collector protocol and ignored)."""
+        if not self.count:
+            return TensorRange(0.0, 0.0, 0.0)
+        return TensorRange(self.amax, self.min, self.max)
+
+
+class HistogramCollector:
+    """A histogram of |x| over [0, upper] with exactly `num_bins` counts, plus the running signed min and max.
+
+    Like pytorch-quantization's HistogramCalibrator, a batch beyond the current range grows the range. Unlike
+    it, the bin count stays fixed: `upper` is always the smallest power of two >= max |x|, so growing multiplies
+    it by an integer 2^k and each run of 2^k old bins merges exactly into one new bin (the old edges are a
+    subset of the new). The histogram of a stream therefore equals the histogram of all its data taken at once,
+    whatever the order and the batch size. The price: max |x| lies in (upper/2, upper], so between half and
+    all of the bins hold data.
+    """
+
+    def __init__(self, num_bins: int = 2048, name: str = "tensor") -> None:
+        if num_bins < 2:
+            raise InputError(f"a histogram needs at least 2 bins, got {num_bins}; the usual value is 2048")
+        self.num_bins = num_bins
+        self.counts = np.zeros(num_bins, dtype=np.int64)
+        self.upper = 0.0  # stays 0.0 while every value seen is 0: all counts then sit in bin 0
+        self._minmax = MinMaxCollector(name)
+
+    @property
+    def min(self) -> float:
+        """Smallest (signed) value collected."""
+        return self._minmax.min
+
+    @property
+    def max(self) -> float:
+        """Largest (signed) value collected."""
+        return self._minmax.max
+
+    @property
+    def edges(self) -> np.ndarray:
+        """The num_bins + 1 bin edges, from 0 to `upper`."""
+        return np.linspace(0.0, self.upper, self.num_bins + 1)
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the state's arrays: fixed, whatever the number of batches."""
+        return int(self.counts.nbytes)
+
+    def collect(self, x: np.ndarray) -> None:
+        """Fold one batch of the tensor into the histogram; NaN or Inf raises NonFiniteError."""
+        self._minmax.collect(x)
+        if x.size == 0:
+            return
+        amax = self._minmax.amax
+        if amax > self.upper:
+            self._grow(amax)
+        if self.upper == 0.0:
+            self.counts[0] += x.size
+            return
+        scaled = np.abs(x.reshape(-1), dtype=np.float64)  # float64: float32 num_bins/upper overflows for tiny ranges
+        scaled *= self.num_bins / self.upper
+        index = scaled.astype(np.intp)
+        np.minimum(index, self.num_bins - 1, out=index)  # |x| == upper belongs to the last bin
+        self.counts += np.bincount(index, minlength=self.num_bins)
+
+    def _grow(self, amax: float) -> None:
+        """Widen the range to the power of two that covers `amax`, merging k old bins into each new one."""
+        mantissa, exponent = math.frexp(amax)  # exact: amax = mantissa * 2**exponent, 0.5 <= mantissa < 1
+        upper = math.ldexp(1.0, exponent - 1 if mantissa == 0.5 else exponent)
+        if self.upper == 0.0:
+            self.upper = upper  # every earlier value was 0, and 0 stays in bin 0
+            return
+        k = round(upper / self.upper)  # an exact power of two
+        if k >= self.num_bins:
+            merged = np.array([self.counts.sum()], dtype=np.int64)
+        else:
+            pad = (-self.num_bins) % k
+            merged = np.concatenate([self.counts, np.zeros(pad, dtype=np.int64)]).reshape(-1, k).sum(axis=1)
+        self.counts = np.zeros(self.num_bins, dtype=np.int64)
+        self.counts[: merged.size] = merged
+        self.upper = upper
+
+    def result(self, method: str = "entropy", percentile: float = 99.99) -> TensorRange:
+        """The range by `method` ('entropy' or 'percentile'; 'minmax' gives max |x|).
+
+        A histogram threshold is capped at max |x|: the grown upper edge may lie beyond every value seen.
+        """
+        if not self._minmax.count:
+            return TensorRange(0.0, 0.0, 0.0)
+        if method == "entropy":
+            amax = min(entropy_amax(self.counts, self.edges), self._minmax.amax)
+        elif method == "percentile":
+            amax = min(percentile_amax(self.counts, self.edges, percentile), self._minmax.amax)
+        else:
+            _check_method(method)
+            amax = self._minmax.amax
+        return TensorRange(amax, self.min, self.max)
+
+
+def entropy_amax(hist: np.ndarray, edges: np.ndarray, num_quant_bins: int = 128, start_bin: int = 128) -> float:
+    """TensorRT's EntropyCalibration2 threshold: edges[i] for the cut-off i that minimises KL(P || Q).
+
+    For each i in [start_bin, num_bins]: P is hist[:i] with the counts beyond i added to its last bin; Q merges
+    hist[:i] into `num_quant_bins` groups and spreads each group's total evenly over its non-empty bins.
+    bins[0] is replaced by bins[1] first (zeros, e.g. after ReLU, would dominate), and the LAST minimum wins,
+    as in pytorch-quantization's `_compute_amax_entropy`. Closed form, vectorised over i (see `_kl_by_cutoff`).
+    """
+    counts = np.asarray(hist, dtype=np.float64).copy()
+    n = counts.size
+    if edges.size != n + 1:
+        raise ValueError(f"{n} histogram bins need {n + 1} edges, got {edges.size}")
+    if n < 2 or start_bin > n:
+        return float(edges[-1])  # too few bins to search: no clipping
+    counts[0] = counts[1]
+    if counts.sum() == 0:
+        return float(edges[-1])
+    cutoffs = np.arange(max(start_bin, 1), n + 1)
+    kl = _kl_by_cutoff(counts, cutoffs, num_quant_bins)
+    best = kl.min()
+    # last argmin, with rounding-level differences counted as ties
+    i = cutoffs[np.flatnonzero(kl <= best + _KL_TIE)[-1]]
+    return float(edges[i])
+
+
+def _kl_by_cutoff(counts: np.ndarray, cutoffs: np.ndarray, q: int) -> np.ndarray:
+    """KL(P_i || Q_i) for every cut-off i, from prefix sums instead of one pass over the bins per i.
+
+    With T = total count, U_i = sum(hist[:i]), S_g / C_g a group's count / non-empty bins:
+    KL = (sum P log P - sum P log Q) / T + log(U_i / T), and sum_j<i hist_j log Q_j = sum_g S_g log(S_g / C_g).
+    """
+    total = counts.sum()
+    cum = np.concatenate(([0.0], np.cumsum(counts)))
+    nonempty = np.concatenate(([0], np.cumsum(counts > 0)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xlogx = np.where(counts > 0, counts * np.log(counts), 0.0)
+        cum_xlogx = np.concatenate(([0.0], np.cumsum(xlogx)))
+        # first bin of group g for cut-off i: ceil(g * i / q), as np.digitize over linspace(0, i, q + 1)
+        bounds = -((-np.arange(q + 1)[None, :] * cutoffs[:, None]) // q)
+        group_sum = np.diff(cum[bounds], axis=1)
+        group_nonempty = np.diff(nonempty[bounds], axis=1)
+        cross = np.where(group_sum > 0, group_sum * np.log(group_sum / group_nonempty), 0.0).sum(axis=1)
+        last = counts[cutoffs - 1]
+        outliers = total - cum[cutoffs]
+        p_last = last + outliers
+        p_log_p = cum_xlogx[cutoffs - 1] + np.where(p_last > 0, p_last * np.log(p_last), 0.0)
+        # Q of the last bin: its group's mean over non-empty bins, 0 when the bin itself is empty
+        q_last = group_sum[:, -1] / group_nonempty[:, -1]
+        cross = cross + np.where(outliers > 0, outliers * np.log(np.where(last > 0, q_last, 0.0)), 0.0)
+        kl = (p_log_p - cross) / total + np.log(cum[cutoffs] / total)
+    # P > 0 where Q = 0 (outliers folded into an empty last bin, or no data below i: NaN here, which
+    # pytorch-quantization's np.argmin picks by accident) is an infinite divergence
+    return np.where(np.isnan(kl), np.inf, kl)
+
+
+def percentile_amax(hist: np.ndarray, edges: np.ndarray, percentile: float = 99.99) -> float:
+    """The upper edge of the bin where the CDF of the histogram reaches `percentile` %.
+
+    pytorch-quantization returns that bin's lower edge; the upper edge keeps at least `percentile` % of the
+    values inside [-amax, amax], and is never 0 for a tensor that is not all zeros.
+    """
+    _check_percentile(percentile)
+    counts = np.asarray(hist, dtype=np.int64)
+    cdf = np.cumsum(counts)
+    if cdf[-1] == 0:
+        return float(edges[-1])
+    idx = int(np.searchsorted(cdf, cdf[-1] * (percentile / 100.0), side="left"))
+    return float(edges[min(idx, counts.size - 1) + 1])
+
+
+def calibrate(
+    model: onnx.ModelProto,
+    samples: Iterable[Sample],
+    tensors: Sequence[str] | None = None,
+    method: str = "entropy",
+    percentile: float = 99.99,
+    batch_size: int = 8,
+    progress: Callable[[int], None] | None = None,
+    num_bins: int = 2048,
+) -> Calibration:
+    """Measure activation ranges of an FP32 ONNX model over `samples`, one batch at a time.
+
+    `tensors` defaults to the graph input and every float tensor a node produces. The model runs on ONNX
+    Runtime's CPU provider without graph optimisation (so intermediate names survive), with those tensors
+    exposed as outputs. `progress` is called with the number of images done after each batch.
+    """
+    _check_method(method)
+    _check_percentile(percentile)
+    if batch_size < 1:
+        raise InputError(f"calibration batch size {batch_size} must be at least 1")
+    inferred = onnx.shape_inference.infer_shapes(model)
+    input_name, input_shape = _image_input(inferred)
+    names = _tensor_names(inferred, input_name, tensors)
+    exposed = _with_outputs(inferred, [n for n in names if n != input_name])
+    collectors: dict[str, Collector] = {
+        n: MinMaxCollector(n) if method == "minmax" else HistogramCollector(num_bins, n) for n in names
+    }
+    runner = OnnxRuntimeRunner(exposed.SerializeToString(), optimize=False)
+    with runner:
+        images = _collect(runner, _checked(samples, input_shape), input_name, collectors, batch_size, progress)
+    if images == 0:
+        raise InputError("no calibration image was given; give a folder or file with at least one image")
+    return Calibration({n: c.result(method, percentile) for n, c in collectors.items()}, method, images)
+
+
+def _collect(
+    runner: OnnxRuntimeRunner,
+    samples: Iterable[Sample],
+    input_name: str,
+    collectors: dict[str, Collector],
+    batch_size: int,
+    progress: Callable[[int], None] | None,
+) -> int:
+    """Run every batch and fold its tensors into the collectors; returns the number of images."""
+    fixed = runner.input_specs()[0].fixed_batch
+    rows = fixed or batch_size  # a fixed batch dimension decides the batch size
+    images = 0
+    for batch in batches(samples, input_name, rows, pad=fixed is not None):
+        outputs = _run(runner, batch.feeds, list(collectors), input_name)
+        try:
+            _fold(outputs, collectors, batch.count, len(batch.feeds[input_name]))
+        except NonFiniteError as exc:
+            raise NonFiniteError(
+                f"{exc} for calibration images {images + 1} to {images + batch.count}; the FP32 model "
+                "overflows on them: check the preprocessing and the weights"
+            ) from None
+        images += batch.count
+        if progress is not None:
+            progress(images)
+    return images
+
+
+def _check_method(method: str) -> None:
+    """Reject a method that is not one of METHODS."""
+    if method not in METHODS:
+        raise InputError(f"calibration method {method!r} is unknown; use one of {', '.join(METHODS)}")
+
+
+def _check_percentile(percentile: float) -> None:
+    """Reject a percentile outside (0, 100]."""
+    if not 0.0 < percentile <= 100.0:
+        raise InputError(f"percentile {percentile} is out of range; give a value in (0, 100], such as 99.99")
+
+
+def _image_input(model: onnx.ModelProto) -> tuple[str, list[int | None]]:
+    """The name and per-sample shape (None where dynamic) of the model's only float32 input."""
+    weights = {init.name for init in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in weights]
+    if len(inputs) != 1 or inputs[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+        found = ", ".join(
+            f"{i.name} ({onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)})" for i in inputs
+        )
+        raise InputError(
+            f"calibration needs a model with one float32 input, got: {found or 'none'}; "
+            "calibrate the FP32 image classifier"
+        )
+    dims = inputs[0].type.tensor_type.shape.dim
+    return inputs[0].name, [d.dim_value if d.HasField("dim_value") else None for d in dims[1:]]
+
+
+def _tensor_names(model: onnx.ModelProto, input_name: str, tensors: Sequence[str] | None) -> list[str]:
+    """The tensors to calibrate, in graph order for the default; validated when given."""
+    g = model.graph
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in [*g.input, *g.value_info, *g.output]}
+    produced = [name for node in g.node for name in node.output if name]
+    if tensors is None:
+        return list(dict.fromkeys([input_name, *(n for n in produced if types.get(n) in _FLOAT_TYPES)]))
+    known = {input_name, *produced}
+    names = list(dict.fromkeys(tensors))
+    if not names:
+        raise InputError("the list of tensors to calibrate is empty; give at least one name or none for all")
+    for name in names:
+        if name not in known:
+            raise InputError(
+                f"tensor {name!r} is neither the model input nor a node output; "
+                f"valid names include {', '.join(repr(n) for n in [input_name, *produced][:5])}"
+            )
+        if types.get(name, onnx.TensorProto.FLOAT) not in _FLOAT_TYPES:
+            raise InputError(f"tensor {name!r} is not a float tensor; only float activations take INT8 ranges")
+    return names
+
+
+def _with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """A copy of a shape-inferred model with `names` added to its graph outputs."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    infos = {vi.name: vi for vi in out.graph.value_info}
+    existing = {o.name for o in out.graph.output}
+    for name in names:
+        if name not in existing:
+            # a tensor shape inference could not type: declare it float, shape unknown
+            vi = infos.get(name) or onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+            out.graph.output.append(vi)
+    return out
+
+
+def _checked(samples: Iterable[Sample], shape: list[int | None]) -> Iterator[Sample]:
+    """Pass samples through, rejecting one whose shape does not fit the model or that holds NaN or Inf."""
+    for sample in samples:
+        got = list(sample.array.shape)
+        if len(got) != len(shape) or any(want is not None and g != want for g, want in zip(got, shape, strict=False)):
+            want_text = "x".join("?" if d is None else str(d) for d in shape)
+            raise InputError(
+                f"calibration sample {sample.name!r} has shape {'x'.join(map(str, got))}, the model "
+                f"expects {want_text}; use the model's preprocessing (input size)"
+            )
+        if not np.isfinite(sample.array).all():
+            raise NonFiniteError(f"calibration sample {sample.name!r} holds NaN or Inf; check the input data")
+        yield sample
+
+
+def _run(runner: OnnxRuntimeRunner, feeds: dict[str, np.ndarray], names: list[str], input_name: str) -> dict[str, Any]:
+    """One batch's requested tensors; the input is taken from the feed rather than fetched."""
+    fetch = [n for n in names if n != input_name]
+    outputs = dict(zip(fetch, runner.session.run(fetch, feeds), strict=True)) if fetch else {}
+    if input_name in names:
+        outputs[input_name] = feeds[input_name]
+    return outputs
+
+
+def _fold(outputs: dict[str, Any], collectors: dict[str, Collector], count: int, rows: int) -> None:
+    """Fold each tensor of one batch into its collector, releasing it at once; padding rows stay out."""
+    while outputs:
+        name, value = outputs.popitem()
+        array = np.asarray(value)
+        if count < rows:  # the padded last batch of a fixed-batch model
+            if array.ndim == 0 or array.shape[0] != rows:
+                raise InputError(
+                    f"tensor {name!r} is not batch-major, so the padding of the last batch cannot be left out; "
+                    f"give a multiple of {rows} images or calibrate a dynamic-batch model"
+                )
+            array = array[:count]
+        collectors[name].collect(array)
+        del array, value

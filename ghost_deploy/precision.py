@@ -1,0 +1,142 @@
+"""The precision step of `ghost-export`: FP32 ONNX -> `onnx-int8`, `ort-int8` or `onnx-fp16`, plus the model
+that previews its arithmetic on the CPU.
+
+Calibration streams over the calibration images (memory does not grow with their number); the INT8 preview
+is the Q/DQ graph itself (ONNX Runtime executes Q/DQ arithmetic faithfully), the FP16 preview rounds every
+activation to FP16 (see `fp16.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from ghost_deploy.errors import InputError
+from ghost_deploy.inputs import Sample
+
+PRECISION_TARGETS = ("onnx-fp16", "onnx-int8", "ort-int8")
+
+
+@dataclasses.dataclass(frozen=True)
+class PrecisionConfig:
+    """How to calibrate and quantize."""
+
+    calib_method: str = "entropy"
+    percentile: float = 99.99
+    exclude_nodes: tuple[str, ...] = ()
+    exclude_op_types: tuple[str, ...] = ()
+    high_precision: str = "fp32"
+    trt_version: str | None = None
+    calib_cache: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.high_precision not in ("fp32", "fp16"):
+            raise InputError(f"--high-precision must be fp32 or fp16, got {self.high_precision!r}")
+
+
+@dataclasses.dataclass
+class PrecisionResult:
+    """The artifact's model, the model that previews it on ONNX Runtime CPU, and what to report."""
+
+    model: onnx.ModelProto
+    preview: onnx.ModelProto
+    preview_optimize: bool
+    report: dict[str, Any]
+    cache: bytes | None = None  # TensorRT calibration cache for onnx-int8
+
+
+def precision_of(target: str) -> str:
+    """'fp16' or 'int8' for a precision target, 'fp32' otherwise."""
+    return "fp16" if target.endswith("fp16") else "int8" if target.endswith("int8") else "fp32"
+
+
+def build_precision(
+    fp32: onnx.ModelProto, target: str, cfg: PrecisionConfig, samples: Iterable[Sample] | None
+) -> PrecisionResult:
+    """Calibrate (or read a cache) and build the target's model and its CPU preview."""
+    from ghost_deploy.calibrate import calibrate
+
+    if cfg.calib_cache is not None:
+        if target != "onnx-int8":
+            raise InputError("--calib-cache applies to --target onnx-int8 only")
+        ranges, calib_report = _ranges_from_cache(cfg.calib_cache)
+    else:
+        if samples is None:
+            raise InputError(f"--target {target} needs calibration images: pass --calib DIR (or an .npy/.npz)")
+        method = "minmax" if target == "onnx-fp16" else cfg.calib_method
+        calibration = calibrate(fp32, samples, None, method=method, percentile=cfg.percentile)
+        ranges, calib_report = calibration.ranges, calibration.to_dict()
+    if target == "onnx-fp16":
+        return _fp16(fp32, ranges, cfg, calib_report)
+    return _int8(fp32, target, ranges, cfg, calib_report)
+
+
+def _ranges_from_cache(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    from ghost_deploy.calibrate import TensorRange
+    from ghost_deploy.trtcache import amax_from_scale, read_cache
+
+    cache = read_cache(path)
+    ranges = {}
+    for name, scale in cache.scales.items():
+        amax = amax_from_scale(scale)
+        ranges[name] = TensorRange(amax, -amax, amax)
+    return ranges, {
+        "source": str(path),
+        "header_version": cache.version_int,
+        "algorithm": cache.algorithm,
+        "tensors": len(ranges),
+    }
+
+
+def _fp16(
+    fp32: onnx.ModelProto, ranges: dict[str, Any], cfg: PrecisionConfig, calib: dict[str, Any]
+) -> PrecisionResult:
+    from ghost_deploy.fp16 import fp16_from_fp32, fp16_preview, nodes_to_keep_fp32
+
+    keep = nodes_to_keep_fp32(fp32, ranges, cfg.exclude_nodes)
+    keep.update(
+        {n.name: f"--exclude-op-types {n.op_type}" for n in fp32.graph.node if n.op_type in cfg.exclude_op_types}
+    )
+    model, summary = fp16_from_fp32(fp32, keep)
+    report = {
+        "precision": "fp16",
+        "calibration": calib,
+        "fp16": summary.to_dict(),
+        "preview": "FP32 graph with weights and every activation rounded to FP16 (ORT CPU, optimisations off)",
+    }
+    return PrecisionResult(model, fp16_preview(fp32, keep), False, report)
+
+
+def _int8(
+    fp32: onnx.ModelProto, target: str, ranges: dict[str, Any], cfg: PrecisionConfig, calib: dict[str, Any]
+) -> PrecisionResult:
+    from ghost_deploy.quantize import qdq_for_onnxruntime, qdq_for_tensorrt
+    from ghost_deploy.trtcache import default_trt_version, format_cache
+
+    report: dict[str, Any] = {"precision": "int8", "calibration": calib}
+    if target == "ort-int8":
+        model, summary = qdq_for_onnxruntime(fp32, ranges, cfg.exclude_nodes, cfg.exclude_op_types)
+        report.update(flavour="ONNX Runtime CPU: uint8 activations, int8 per-channel weights", qdq=summary.to_dict())
+        return PrecisionResult(model, model, True, report)
+    model, summary = qdq_for_tensorrt(fp32, ranges, cfg.exclude_nodes, cfg.exclude_op_types)
+    version, origin = (cfg.trt_version, "--trt-version") if cfg.trt_version else default_trt_version()
+    activations = {name: r.amax for name, r in ranges.items() if r.amax > 0}
+    cache = format_cache(activations, version)
+    report.update(
+        flavour="TensorRT: symmetric int8, per-channel weights, per-tensor activations",
+        qdq=summary.to_dict(),
+        cache={"trt_version": version, "version_from": origin, "tensors": len(activations)},
+    )
+    preview = model
+    if cfg.high_precision == "fp16":
+        from ghost_deploy.fp16 import fp16_from_fp32, fp16_preview
+
+        typed = onnx.version_converter.convert_version(model, 19)  # Q/DQ with FP16 scales needs opset 19
+        model, fp16_summary = fp16_from_fp32(typed, {})
+        preview = fp16_preview(preview)
+        report["high_precision"] = {"dtype": "fp16", "opset": 19, **fp16_summary.to_dict()}
+    return PrecisionResult(model, preview, cfg.high_precision == "fp32", report, cache)
