@@ -137,8 +137,9 @@ def _add_precision_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--calib-method",
         choices=("entropy", "minmax", "percentile"),
-        default="entropy",
-        help="activation ranges (default entropy, as TensorRT's EntropyCalibration2)",
+        default=None,
+        help="activation ranges (default: entropy for onnx-int8, as TensorRT's EntropyCalibration2; minmax for "
+        "ort-int8, as ONNX Runtime's quantize_static; onnx-fp16 always uses minmax)",
     )
     g.add_argument("--percentile", type=float, default=99.99, metavar="P", help="for --calib-method percentile")
     g.add_argument("--exclude-nodes", default="", metavar="A,B", help="node names kept in higher precision")
@@ -166,6 +167,12 @@ def _add_precision_flags(p: argparse.ArgumentParser) -> None:
         metavar="POINTS",
         help="largest top-1 drop against FP32, in points (default 1.0)",
     )
+    g.add_argument(
+        "--auto-exclude",
+        action="store_true",
+        help="keep the INT8-sensitive layers in higher precision until the calibration data agrees with FP32 "
+        "within --max-accuracy-drop",
+    )
 
 
 def _fill_verify_parser(p: argparse.ArgumentParser) -> None:
@@ -178,10 +185,49 @@ def _fill_verify_parser(p: argparse.ArgumentParser) -> None:
         help="the checkpoint or FP32 ONNX to compare with",
     )
     p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the JSON report to FILE")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "int8"),
+        default="fp32",
+        help="the artifact's precision: picks the default tolerances (default fp32)",
+    )
     _add_model_flags(p)
     _add_verify_flags(p)
     _common(p)
     p.set_defaults(handler=_run_verify)
+
+
+def _fill_sensitivity_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", type=Path, metavar="MODEL", help="a .pt/.pth checkpoint or an FP32 .onnx file")
+    p.add_argument(
+        "--target",
+        default="onnx-int8",
+        choices=("onnx-int8", "ort-int8"),
+        help="which Q/DQ flavour to measure (default onnx-int8)",
+    )
+    p.add_argument("--top", type=_int_at_least(1), default=15, metavar="N", help="rows of the table (default 15)")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the JSON report to FILE")
+    _add_model_flags(p)
+    _add_precision_flags(p)
+    _common(p)
+    p.set_defaults(
+        handler=_run_sensitivity,
+        eval_dir=None,
+        eval_limit=500,
+        atol=None,
+        rtol=None,
+        min_cosine=None,
+        min_agreement=None,
+        opset=17,
+        batch=None,
+        dynamic_batch="1:8:8",
+    )
+
+
+def _run_sensitivity(args: argparse.Namespace) -> dict[str, Any]:
+    from ghost_deploy.sensitivity import sensitivity_of_model
+
+    return sensitivity_of_model(args.model, _export_config(args), top=args.top, output=args.output)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fill, text in (
         ("export", _fill_export_parser, "checkpoint to a simplified, verified ONNX model (also: ghost-export)"),
         ("verify", _fill_verify_parser, "compare an ONNX artifact with a reference on ONNX Runtime CPU"),
+        ("sensitivity", _fill_sensitivity_parser, "rank the INT8 layers by the top-1 agreement they cost"),
     ):
         sp = sub.add_parser(
             name, help=text, description=text, epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -253,13 +300,15 @@ def _precision(args: argparse.Namespace) -> Any:
     from ghost_deploy.precision import PrecisionConfig
 
     return PrecisionConfig(
-        calib_method=args.calib_method,
+        calib_method=args.calib_method or ("minmax" if args.target == "ort-int8" else "entropy"),
         percentile=args.percentile,
         exclude_nodes=_names(args.exclude_nodes),
         exclude_op_types=_names(args.exclude_op_types),
         high_precision=args.high_precision,
         trt_version=args.trt_version,
         calib_cache=args.calib_cache,
+        auto_exclude=args.auto_exclude,
+        auto_exclude_agreement=1.0 - (args.max_accuracy_drop if args.max_accuracy_drop is not None else 1.0) / 100,
     )
 
 
@@ -279,15 +328,21 @@ def _precision_tolerances(args: argparse.Namespace) -> Any:
 
 
 def _run_export(args: argparse.Namespace) -> dict[str, Any]:
+    from ghost_deploy.pipeline import export_model
+
+    return export_model(args.model, _export_config(args)).report
+
+
+def _export_config(args: argparse.Namespace) -> Any:
     from ghost_deploy.export import BatchSpec, parse_dynamic_batch
-    from ghost_deploy.pipeline import ExportConfig, export_model
+    from ghost_deploy.pipeline import ExportConfig
 
     batch = None
     if args.dynamic_batch:
         batch = BatchSpec(None, parse_dynamic_batch(args.dynamic_batch))
     elif args.batch:
         batch = BatchSpec(args.batch)
-    cfg = ExportConfig(
+    return ExportConfig(
         target=args.target,
         output=args.output,
         overrides=_overrides(args),
@@ -303,7 +358,6 @@ def _run_export(args: argparse.Namespace) -> dict[str, Any]:
         precision=_precision(args),
         precision_tolerances=_precision_tolerances(args),
     )
-    return export_model(args.model, cfg).report
 
 
 def _run_verify(args: argparse.Namespace) -> dict[str, Any]:
@@ -315,7 +369,7 @@ def _run_verify(args: argparse.Namespace) -> dict[str, Any]:
         overrides=_overrides(args),
         eval_dir=args.eval_dir,
         eval_limit=args.eval_limit,
-        tolerances=_tolerances(args),
+        tolerances=_tolerances(args, args.precision),
         trust=args.trust_checkpoint,
         output=args.output,
         command=["ghost-deploy", "verify", *args.argv],
@@ -346,6 +400,26 @@ def summary(report: dict[str, Any]) -> str:
         )
         if ver["data"].get("note"):
             lines.append(f"note: {ver['data']['note']}")
+    pver = report.get("precision_verification")
+    if pver:
+        m = pver["metrics"]
+        acc = f", top-1 {m['candidate_top1']:.2%} (FP32 {m['reference_top1']:.2%})" if "candidate_top1" in m else ""
+        lines.append(
+            f"{report['target']} preview {'PASSED' if pver['passed'] else 'FAILED'} against the FP32 ONNX on "
+            f"{m['samples']} inputs: top-1 agreement {m['top1_agreement']:.2%}, cosine {m['cosine_mean']:.5f}{acc}"
+        )
+    auto = report.get("precision", {}).get("calibration", {}).get("auto_exclude")
+    if auto:
+        lines.append(
+            f"auto-exclude: {len(auto['excluded'])} layers kept in higher precision "
+            f"({'met' if auto['met'] else 'NOT met'}: agreement >= {auto['min_agreement']:.2%} on calibration data)"
+        )
+    sens = report.get("sensitivity")
+    if sens:
+        lines.append(f"INT8 sensitivity ({sens['measured_on']}), most costly first:")
+        lines.append(f"  {'agreement':>9}  {'cosine':>8}  layer")
+        for row in sens["layers"][: report.get("top", 15)]:
+            lines.append(f"  {row['agreement']:>9.2%}  {row['cosine_mean']:>8.5f}  {row['node']} ({row['op_type']})")
     steps = report.get("steps", [])
     if steps:
         lines.append("steps: " + ", ".join(f"{s['name']} {s['seconds']:.2f} s" for s in steps))

@@ -28,9 +28,10 @@ _HALF = TensorProto.FLOAT16
 
 
 class Range(Protocol):
-    """What the FP16 decision needs of a calibrated tensor range."""
+    """What the FP16 decision needs of a calibrated tensor range (read-only)."""
 
-    amax: float
+    @property
+    def amax(self) -> float: ...
 
 
 @dataclasses.dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ghost_deploy.errors import InputError
-from ghost_deploy.preprocess import IMAGE_SUFFIXES, Preprocessing, preprocess_file
+from ghost_deploy.preprocess import IMAGE_SUFFIXES, Preprocessing, load_rgb, preprocess_file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +47,9 @@ class ImageFolder:
     labels: Sequence[str] | None = None
     limit: int | None = None
     seed: int = 0
+    skip_unreadable: bool = False  # decode every image up front, drop the unreadable ones and count them
     paths: list[Path] = dataclasses.field(init=False)
+    skipped: list[str] = dataclasses.field(init=False, default_factory=list)
     unmatched_classes: list[str] = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
@@ -58,12 +61,28 @@ class ImageFolder:
                 f"no image in {self.root} (searched recursively for {', '.join(IMAGE_SUFFIXES)}); "
                 "give a folder of images, optionally in one sub-folder per class"
             )
+        if self.skip_unreadable:
+            paths = self._readable(paths)
         if self.limit is not None and len(paths) > self.limit:
             paths = sorted(random.Random(self.seed).sample(paths, self.limit))
         self.paths = paths
         classes = sorted({c for p in paths if (c := self._class_name(p)) is not None})
         known = set(self.labels or ())
         self.unmatched_classes = [c for c in classes if c not in known]
+
+    def _readable(self, paths: list[Path]) -> list[Path]:
+        good = []
+        for path in paths:
+            try:
+                load_rgb(path)
+                good.append(path)
+            except InputError as exc:
+                self.skipped.append(str(exc))
+        if not good:
+            raise InputError(
+                f"no readable image in {self.root}: all {len(paths)} files were skipped; first: {self.skipped[0]}"
+            )
+        return good
 
     def _class_name(self, path: Path) -> str | None:
         rel = path.relative_to(self.root)
@@ -174,7 +193,7 @@ def calibration_samples(
         raise InputError(f"calibration data {path} does not exist; pass --calib DIR or an .npy/.npz file")
     source: ImageFolder | ArrayFile
     if path.is_dir():
-        source = ImageFolder(path, info.preprocessing, None, size, seed)
+        source = ImageFolder(path, info.preprocessing, None, size, seed, skip_unreadable=True)
         total = len(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
     elif path.suffix.lower() in (".npy", ".npz"):
         source = ArrayFile(path, (3, info.input_size, info.input_size), size, seed)
@@ -182,8 +201,15 @@ def calibration_samples(
     else:
         raise InputError(f"--calib {path}: expected a folder of images or an .npy/.npz file")
     desc: dict[str, Any] = {"path": str(path), "used": len(source), "list_sha256": source.digest()}
+    if isinstance(source, ImageFolder) and source.skipped:
+        desc["skipped"] = {"count": len(source.skipped), "why": source.skipped[:10]}
+        print(
+            f"warning: skipped {len(source.skipped)} unreadable calibration files, e.g. {source.skipped[0]}",
+            file=sys.stderr,
+        )
     if size is not None and size > len(source):
         desc["warning"] = f"--calib-size {size} is larger than the {len(source)} inputs available: all are used"
+        print(f"warning: {desc['warning']}", file=sys.stderr)
     elif size is not None:
         desc["available"] = total
     return source, desc

@@ -328,4 +328,9 @@ def _failure_message(report: dict[str, Any]) -> str:
     div = ver.get("first_divergence")
     if div:
         text += f"; first diverging node: {div['node']} ({div['op_type']}, max abs error {div['max_abs_error']:.3g})"
+    if report.get("precision_verification", {}).get("failures") and report["target"].endswith("int8"):
+        text += (
+            "; to find and keep the fragile layers in higher precision run `ghost-deploy sensitivity` or add "
+            "--auto-exclude, or try --calib-method minmax/percentile"
+        )
     return text + f"; report: {report_path(Path(report['artifact']['path']))}"

@@ -32,6 +32,8 @@ class PrecisionConfig:
     high_precision: str = "fp32"
     trt_version: str | None = None
     calib_cache: Path | None = None
+    auto_exclude: bool = False
+    auto_exclude_agreement: float = 0.99  # on the calibration data: 1 - the largest accuracy drop allowed
 
     def __post_init__(self) -> None:
         if self.high_precision not in ("fp32", "fp16"):
@@ -72,7 +74,27 @@ def build_precision(
         ranges, calib_report = calibration.ranges, calibration.to_dict()
     if target == "onnx-fp16":
         return _fp16(fp32, ranges, cfg, calib_report)
+    if cfg.auto_exclude:
+        cfg, calib_report["auto_exclude"] = _auto_exclude(fp32, target, ranges, cfg, samples)
     return _int8(fp32, target, ranges, cfg, calib_report)
+
+
+def _auto_exclude(
+    fp32: onnx.ModelProto, target: str, ranges: dict[str, Any], cfg: PrecisionConfig, samples: Any
+) -> tuple[PrecisionConfig, dict[str, Any]]:
+    """Keep the most sensitive layers in higher precision until the calibration data agrees enough."""
+    import itertools
+
+    from ghost_deploy.sensitivity import auto_exclude
+
+    if samples is None:
+        raise InputError("--auto-exclude measures on calibration images: pass --calib (a cache has no images)")
+    subset = list(itertools.islice(iter(samples), 256))  # a bounded set: every layer is measured on it
+    found = auto_exclude(
+        fp32, ranges, subset, cfg.auto_exclude_agreement, target, cfg.exclude_nodes, cfg.exclude_op_types
+    )
+    excluded = tuple(cfg.exclude_nodes) + tuple(found["excluded"])
+    return dataclasses.replace(cfg, exclude_nodes=excluded), found
 
 
 def _ranges_from_cache(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -30,11 +30,14 @@ MIN_QDQ_OPSET = 13
 
 
 class Range(Protocol):
-    """What quantization needs of a calibrated tensor range."""
+    """What quantization needs of a calibrated tensor range (read-only)."""
 
-    amax: float
-    min: float
-    max: float
+    @property
+    def amax(self) -> float: ...
+    @property
+    def min(self) -> float: ...
+    @property
+    def max(self) -> float: ...
 
 
 @dataclasses.dataclass

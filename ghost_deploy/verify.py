@@ -23,6 +23,7 @@ class Tolerances:
     max_abs: float | None = 1e-4
     rtol: float = 1e-5  # the absolute limit grows by rtol x the largest reference logit (float32 rounding)
     min_cosine: float | None = 0.9999
+    cosine_of: str = "min"  # judge the per-sample cosine by its "min" or its "mean"
     min_agreement: float | None = 0.99
     max_accuracy_drop: float | None = None
 
@@ -32,10 +33,13 @@ class Tolerances:
         if precision == "fp16":
             return cls(max_abs=None, rtol=0.0, min_cosine=0.999, min_agreement=0.98, max_accuracy_drop=0.01)
         if precision == "int8":
-            return cls(max_abs=None, rtol=0.0, min_cosine=0.99, min_agreement=0.95, max_accuracy_drop=0.02)
+            # INT8 noise moves single samples more than FP16 does: the mean cosine is the stable statistic
+            return cls(
+                max_abs=None, rtol=0.0, min_cosine=0.99, cosine_of="mean", min_agreement=0.95, max_accuracy_drop=0.01
+            )
         return cls()
 
-    def to_dict(self) -> dict[str, float | None]:
+    def to_dict(self) -> dict[str, float | str | None]:
         """JSON-ready form."""
         return dataclasses.asdict(self)
 
@@ -131,8 +135,9 @@ def judge(metrics: dict[str, Any], tol: Tolerances) -> list[str]:
                 f"max abs error {metrics['max_abs_error']:.3g} > {limit:.3g} ({ratio:.1f}x the limit; "
                 f"atol {tol.max_abs:g} + rtol {tol.rtol:g} x largest logit {metrics['reference_max_abs']:.3g})"
             )
-    if tol.min_cosine is not None and metrics["cosine_min"] < tol.min_cosine:
-        failures.append(f"min cosine similarity {metrics['cosine_min']:.6f} < {tol.min_cosine}")
+    cosine = metrics[f"cosine_{tol.cosine_of}"]
+    if tol.min_cosine is not None and cosine < tol.min_cosine:
+        failures.append(f"{tol.cosine_of} cosine similarity {cosine:.6f} < {tol.min_cosine}")
     if tol.min_agreement is not None and metrics["top1_agreement"] < tol.min_agreement:
         failures.append(f"top-1 agreement {metrics['top1_agreement']:.2%} < {tol.min_agreement:.2%}")
     if tol.max_accuracy_drop is not None and metrics.get("accuracy_drop", 0.0) > tol.max_accuracy_drop:

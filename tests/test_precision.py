@@ -94,3 +94,68 @@ def test_bad_calibration_inputs_exit_2_and_write_nothing(tmp_path: Path, small_c
         assert proc.returncode == 2, f"{name}: {proc.returncode} {proc.stderr}"
         assert message in proc.stderr, f"{name}: {proc.stderr}"
     assert {p.name for p in tmp_path.iterdir()} == before
+
+
+def test_int8_from_an_onnx_file_never_imports_torch(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import NO_TORCH
+
+    fp32 = tmp_path / "fp32.onnx"
+    assert run_cli("ghost-export", str(SHIPPED_MODEL), "-o", str(fp32), "--eval-limit", "16").returncode == 0
+    code = NO_TORCH + "from ghost_deploy.cli import export_main; sys.exit(export_main())"
+    out = tmp_path / "q.onnx"
+    calib = str(Path(__file__).resolve().parents[1] / "calibration" / "digits" / "calibration")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(fp32),
+            "--target",
+            "ort-int8",
+            "--calib",
+            calib,
+            "--calib-size",
+            "32",
+            "-o",
+            str(out),
+            "--eval-limit",
+            "40",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(Path(str(out) + ".json").read_text())["calibration_data"]["used"] == 32
+
+
+def test_high_precision_fp16_makes_a_typed_qdq_graph(tmp_path: Path) -> None:
+    out = tmp_path / "q16.onnx"
+    proc = run_cli(
+        "ghost-export",
+        str(SHIPPED_MODEL),
+        "--target",
+        "onnx-int8",
+        "--high-precision",
+        "fp16",
+        "--calib-method",
+        "minmax",
+        "--calib-size",
+        "32",
+        "--eval-limit",
+        "60",
+        "-o",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    model = onnx.load(str(out))
+    assert model.opset_import[0].version >= 19
+    types = {i.name: i.data_type for i in model.graph.initializer}
+    q_scales = [types[n.input[1]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert q_scales and set(q_scales) == {onnx.TensorProto.FLOAT16}
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert Path(str(out) + ".cache").read_text().startswith("TRT-100300-EntropyCalibration2")

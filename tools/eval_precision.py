@@ -1,0 +1,97 @@
+"""Accuracy of the reduced-precision targets of the shipped model, on its test split and on ten seeded
+jittered copies of it (shifts up to 4 pixels), ONNX Runtime CPU, against the FP32 ONNX.
+
+    python tools/eval_precision.py [--copies 10] [--shift 4] [--targets onnx-int8,ort-int8,onnx-fp16]
+                                   [--export-args "--auto-exclude"]
+
+The plain test split has 359 images, a third of a point each: too coarse alone, hence the jittered copies.
+Each target is built with `ghost-export` (calibrated on the calibration split); the previews it verifies
+with (the Q/DQ graph; the FP16-rounding graph) are evaluated here on the 11 x 359 inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from ghost_deploy.cli import export_main  # noqa: E402
+from ghost_deploy.fp16 import fp16_preview  # noqa: E402
+from ghost_deploy.inputs import ImageFolder  # noqa: E402
+from ghost_deploy.modelinfo import ModelInfo  # noqa: E402
+from ghost_deploy.runners.onnxruntime import OnnxRuntimeRunner  # noqa: E402
+
+MODEL = REPO / "models" / "ghostnet_digits.pt"
+
+
+def _jittered(base: np.ndarray, copies: int, shift: int, fill: np.ndarray, seed: int = 0) -> np.ndarray:
+    """`copies` shifted versions of every image (zero-padded with the background value), plus the original."""
+    rng = np.random.default_rng(seed)
+    out = [base]
+    for _ in range(copies):
+        batch = np.empty_like(base)
+        for i, img in enumerate(base):
+            dx, dy = rng.integers(-shift, shift + 1, size=2)
+            moved = np.broadcast_to(fill, img.shape).copy()
+            h, w = img.shape[1:]
+            src = img[:, max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)]
+            moved[:, max(0, dy) : max(0, dy) + src.shape[1], max(0, dx) : max(0, dx) + src.shape[2]] = src
+            batch[i] = moved
+        out.append(batch)
+    return np.concatenate(out)
+
+
+def _logits(model: bytes, x: np.ndarray, optimize: bool = True) -> np.ndarray:
+    with OnnxRuntimeRunner(model, optimize=optimize) as runner:
+        return np.concatenate([runner.infer({"input": x[i : i + 8]})["logits"] for i in range(0, len(x), 8)])
+
+
+def main() -> None:
+    """Build each target, then print agreement and accuracy drop on the test split and its jittered copies."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--copies", type=int, default=10)
+    parser.add_argument("--shift", type=int, default=4)
+    parser.add_argument("--targets", default="onnx-int8,ort-int8,onnx-fp16")
+    parser.add_argument("--export-args", default="", help="extra ghost-export flags for the INT8 targets")
+    args = parser.parse_args()
+    import onnx
+    import torch
+
+    info = ModelInfo.from_dict(torch.load(MODEL, weights_only=True)["ghost_deploy"])
+    pre = info.preprocessing
+    test = ImageFolder(REPO / "calibration" / "digits" / "test", pre, info.labels)
+    base = np.stack([s.array for s in test])
+    labels = np.array([s.label for s in test] * (args.copies + 1))
+    fill = ((0.0 - np.array(pre.mean)) / np.array(pre.std)).astype(np.float32)[:, None, None]
+    x = _jittered(base, args.copies, args.shift, fill)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32_path = Path(tmp) / "fp32.onnx"
+        export_main([str(MODEL), "-o", str(fp32_path), "--dynamic-batch", "1:8:8"])
+        ref = _logits(fp32_path.read_bytes(), x)
+        ref_acc = float((ref.argmax(1) == labels).mean())
+        print(f"\n{len(x)} inputs ({len(base)} test images x {args.copies + 1}), FP32 top-1 {ref_acc:.2%}")
+        for target in args.targets.split(","):
+            out = Path(tmp) / f"{target}.onnx"
+            extra = shlex.split(args.export_args) if "int8" in target else []
+            export_main([str(MODEL), "--target", target, "-o", str(out), "--dynamic-batch", "1:8:8", *extra])
+            if target == "onnx-fp16":
+                got = _logits(fp16_preview(onnx.load(str(fp32_path))).SerializeToString(), x, optimize=False)
+            else:
+                got = _logits(out.read_bytes(), x)
+            agree = float((got.argmax(1) == ref.argmax(1)).mean())
+            acc = float((got.argmax(1) == labels).mean())
+            print(
+                f"{target:<10} agreement {agree:.2%}  top-1 {acc:.2%}  drop {100 * (ref_acc - acc):+.2f} points  "
+                f"{' '.join(extra)}"
+            )
+
+
+if __name__ == "__main__":
+    main()
