@@ -230,6 +230,17 @@ def _run_sensitivity(args: argparse.Namespace) -> dict[str, Any]:
     return sensitivity_of_model(args.model, _export_config(args), top=args.top, output=args.output)
 
 
+def _fill_doctor_parser(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.set_defaults(handler=_run_doctor)
+
+
+def _run_doctor(args: argparse.Namespace) -> dict[str, Any]:
+    from ghost_deploy.doctor import diagnose
+
+    return diagnose()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of `ghost-deploy`."""
     p = argparse.ArgumentParser(
@@ -244,6 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("export", _fill_export_parser, "checkpoint to a simplified, verified ONNX model (also: ghost-export)"),
         ("verify", _fill_verify_parser, "compare an ONNX artifact with a reference on ONNX Runtime CPU"),
         ("sensitivity", _fill_sensitivity_parser, "rank the INT8 layers by the top-1 agreement they cost"),
+        (
+            "doctor",
+            _fill_doctor_parser,
+            "what this machine has (GPU, TensorRT, CUDA, Jetson) and what each target needs",
+        ),
     ):
         sp = sub.add_parser(
             name, help=text, description=text, epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -378,6 +394,10 @@ def _run_verify(args: argparse.Namespace) -> dict[str, Any]:
 
 def summary(report: dict[str, Any]) -> str:
     """The human summary of a report."""
+    if "targets" in report and "gpus" in report:
+        from ghost_deploy.doctor import render
+
+        return render(report)
     lines = []
     if "artifact" in report:
         lines.append(f"artifact: {report['artifact']['path']} ({report['artifact']['bytes'] / 1e6:.2f} MB)")
