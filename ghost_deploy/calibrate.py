@@ -27,6 +27,10 @@ METHODS = ("entropy", "minmax", "percentile")
 _FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
 # KL values closer than this are ties: the closed-form KL below carries rounding of about 1e-14 nats
 _KL_TIE = 1e-12
+# elements binned per pass: the temporaries (float and index) stay in the CPU's cache
+_CHUNK = 1 << 16
+# one-pass Relu binning while |x|'s range is at most this many times the Relu's (bincount of (k + 1) * bins)
+_MAX_SPLIT = 8
 
 
 class NonFiniteError(InputError):
@@ -152,14 +156,14 @@ class HistogramCollector:
         amax = self._minmax.amax
         if amax > self.upper:
             self._grow(amax)
+        self._bin(x.reshape(-1))
+
+    def _bin(self, flat: np.ndarray) -> None:
+        """Add values within the current range to the counts."""
         if self.upper == 0.0:
-            self.counts[0] += x.size
-            return
-        scaled = np.abs(x.reshape(-1), dtype=np.float64)  # float64: float32 num_bins/upper overflows for tiny ranges
-        scaled *= self.num_bins / self.upper
-        index = scaled.astype(np.intp)
-        np.minimum(index, self.num_bins - 1, out=index)  # |x| == upper belongs to the last bin
-        self.counts += np.bincount(index, minlength=self.num_bins)
+            self.counts[0] += flat.size
+        else:
+            self.counts += _abs_counts(flat, self.num_bins / self.upper, self.num_bins)
 
     def _grow(self, amax: float) -> None:
         """Widen the range to the power of two that covers `amax`, merging k old bins into each new one."""
@@ -168,14 +172,7 @@ class HistogramCollector:
         if self.upper == 0.0:
             self.upper = upper  # every earlier value was 0, and 0 stays in bin 0
             return
-        k = round(upper / self.upper)  # an exact power of two
-        if k >= self.num_bins:
-            merged = np.array([self.counts.sum()], dtype=np.int64)
-        else:
-            pad = (-self.num_bins) % k
-            merged = np.concatenate([self.counts, np.zeros(pad, dtype=np.int64)]).reshape(-1, k).sum(axis=1)
-        self.counts = np.zeros(self.num_bins, dtype=np.int64)
-        self.counts[: merged.size] = merged
+        self.counts = _rebinned(self.counts, round(upper / self.upper))  # k: an exact power of two
         self.upper = upper
 
     def result(self, method: str = "entropy", percentile: float = 99.99) -> TensorRange:
@@ -193,6 +190,164 @@ class HistogramCollector:
             _check_method(method)
             amax = self._minmax.amax
         return TensorRange(amax, self.min, self.max)
+
+
+def _exact_in_float32(flat: np.ndarray, scale: float) -> bool:
+    """True when float32 gives the float64 bins exactly: a float16/32 value times a power of two is exact."""
+    return flat.dtype in (np.float16, np.float32) and math.frexp(scale)[0] == 0.5 and 2.0**-126 <= scale <= 2.0**127
+
+
+def _abs_counts(flat: np.ndarray, scale: float, num_bins: int) -> np.ndarray:
+    """Counts of floor(|x| * scale), |x| == upper in the last bin, in chunks whose temporaries stay in cache."""
+    counts = np.zeros(num_bins + 1, dtype=np.int64)
+    dtype = np.float32 if _exact_in_float32(flat, scale) else np.float64
+    scaled, index = np.empty(min(flat.size, _CHUNK), dtype=dtype), np.empty(min(flat.size, _CHUNK), dtype=np.intp)
+    for start in range(0, flat.size, _CHUNK):
+        part = flat[start : start + _CHUNK]
+        s, i = scaled[: part.size], index[: part.size]
+        np.abs(part, out=s, dtype=dtype)
+        np.multiply(s, scale, out=s)  # a value that underflows lands in bin 0 either way; none exceeds num_bins
+        np.copyto(i, s, casting="unsafe")  # truncation: floor for values >= 0
+        counts += np.bincount(i, minlength=num_bins + 1)
+    counts[num_bins - 1] += counts[num_bins]
+    return counts[:num_bins]
+
+
+def _signed_counts(flat: np.ndarray, relu_upper: float, upper: float, num_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """The counts of Relu(x) over [0, relu_upper] and of |x| over [0, upper], from one pass over x.
+
+    trunc(x * s) at the Relu's scale s bins x >= 0 as floor(x * s) and x < 0 as -floor(|x| * s); shifted by
+    k * num_bins (upper = k * relu_upper), one bincount holds both signs. Merging k fine bins gives |x|'s bins
+    exactly (floor(floor(a) / k) = floor(a / k)). Only called where `_exact_in_float32` holds.
+    """
+    scale, k = num_bins / relu_upper, round(upper / relu_upper)
+    offset = k * num_bins
+    counts = np.zeros(offset + num_bins + 1, dtype=np.int64)
+    scaled, index = np.empty(min(flat.size, _CHUNK), dtype=np.float32), np.empty(min(flat.size, _CHUNK), np.intp)
+    for start in range(0, flat.size, _CHUNK):
+        part = flat[start : start + _CHUNK]
+        s, i = scaled[: part.size], index[: part.size]
+        np.multiply(part, scale, out=s, dtype=np.float32)
+        np.copyto(i, s, casting="unsafe")  # truncation toward 0
+        i += offset
+        counts += np.bincount(i, minlength=counts.size)
+    positive, negative = counts[offset:], counts[offset::-1]  # bin 0 (|x| * s < 1, either sign) is in both
+    relu = positive[:num_bins].copy()
+    relu[num_bins - 1] += positive[num_bins]
+    relu[0] += counts[:offset].sum()  # Relu makes every negative 0
+    fine = np.zeros(offset + 1, dtype=np.int64)
+    fine[: num_bins + 1] += positive
+    fine[1:] += negative[1:]
+    fine[offset - 1] += fine[offset]
+    return relu, fine[:offset].reshape(num_bins, k).sum(axis=1)
+
+
+def _rebinned(counts: np.ndarray, k: int) -> np.ndarray:
+    """The histogram over a range k (a power of two) times wider, with the same number of bins: exact."""
+    num_bins = counts.size
+    if k >= num_bins:
+        merged = np.array([counts.sum()], dtype=np.int64)
+    else:
+        pad = (-num_bins) % k
+        merged = np.concatenate([counts, np.zeros(pad, dtype=np.int64)]).reshape(-1, k).sum(axis=1)
+    out = np.zeros(num_bins, dtype=np.int64)
+    out[: merged.size] = merged
+    return out
+
+
+class ReluInputCollector:
+    """A HistogramCollector for a tensor x that feeds a Relu, which also holds the histogram of Relu(x).
+
+    Both come from one pass over x (`_signed_counts`), so the Relu output is neither fetched from ONNX Runtime
+    nor binned again; both equal what a HistogramCollector of each tensor would hold, bin for bin.
+    """
+
+    def __init__(self, num_bins: int = 2048, name: str = "tensor") -> None:
+        self.abs, self.relu = HistogramCollector(num_bins, name), HistogramCollector(num_bins, f"Relu({name})")
+
+    def collect(self, x: np.ndarray) -> None:
+        """Fold one batch; NaN or Inf raises NonFiniteError."""
+        seen, relu_seen = self.abs._minmax, self.relu._minmax
+        seen.collect(x)
+        if x.size == 0:
+            return
+        relu_seen.min, relu_seen.max, relu_seen.count = max(seen.min, 0.0), max(seen.max, 0.0), seen.count
+        for hist in (self.abs, self.relu):
+            if hist._minmax.amax > hist.upper:
+                hist._grow(hist._minmax.amax)
+        flat, nb = x.reshape(-1), self.abs.num_bins
+        relu_upper = self.relu.upper
+        if relu_upper > 0.0 and self.abs.upper <= _MAX_SPLIT * relu_upper and _exact_in_float32(flat, nb / relu_upper):
+            relu, absolute = _signed_counts(flat, relu_upper, self.abs.upper, nb)
+            self.relu.counts += relu
+            self.abs.counts += absolute
+        else:  # two passes: no positive values yet, a far wider negative side, or float64 binning
+            self.abs._bin(flat)
+            self.relu._bin(np.maximum(flat, 0.0) if self.relu.upper > 0.0 else flat)
+
+    def result(self, method: str = "entropy", percentile: float = 99.99) -> TensorRange:
+        """The range of x by `method`."""
+        return self.abs.result(method, percentile)
+
+
+class DerivedCollector:
+    """A Relu or Concat output whose state comes from its inputs' collectors: it collects nothing itself.
+
+    Relu(x) comes from the ReluInputCollector (or the min/max) of x. A Concat's values are exactly its inputs',
+    so its min/max are theirs and, the ranges being powers of two, its histogram is theirs merged into the
+    widest range: the counts of collecting the output itself, without fetching it or binning it again. (A value
+    exactly equal to an input's power-of-two upper edge sits in that input's last bin and may merge one bin
+    lower, as when a HistogramCollector's own range grows past it.)
+    """
+
+    def __init__(self, op_type: str, parts: Sequence[Collector], name: str = "tensor") -> None:
+        self.op_type, self.parts, self.name = op_type, list(parts), name
+
+    def collect(self, x: np.ndarray) -> None:
+        """Not used: the inputs' collectors hold the data."""
+        raise TypeError(f"{self.name!r} is derived from the input of its {self.op_type} and collects nothing")
+
+    def state(self) -> MinMaxCollector | HistogramCollector:
+        """A collector holding the state that collecting the output itself would have produced."""
+        if self.op_type == "Relu" and isinstance(self.parts[0], ReluInputCollector):
+            return self.parts[0].relu
+        parts = [_state(p) for p in self.parts]
+        histograms = [p for p in parts if isinstance(p, HistogramCollector)]
+        if self.op_type == "Concat" and len(histograms) == len(parts):
+            return _merged(histograms, self.name)
+        out = MinMaxCollector(self.name)  # method 'minmax': Relu clamps at 0, Concat takes the extremes
+        for seen in (p if isinstance(p, MinMaxCollector) else p._minmax for p in parts):
+            if seen.count:
+                out.min, out.max, out.count = min(out.min, seen.min), max(out.max, seen.max), out.count + seen.count
+        if self.op_type == "Relu" and out.count:
+            out.min, out.max = max(out.min, 0.0), max(out.max, 0.0)
+        return out
+
+    def result(self, method: str = "entropy", percentile: float = 99.99) -> TensorRange:
+        """The range by `method`, as the collector of the output itself would give it."""
+        return self.state().result(method, percentile)
+
+
+def _merged(parts: Sequence[HistogramCollector], name: str) -> HistogramCollector:
+    """The histogram of the parts' values together, in the widest range (exact: every range is a power of two)."""
+    out = HistogramCollector(parts[0].num_bins, name)
+    out.upper = max(p.upper for p in parts)
+    seen = out._minmax
+    for p in parts:
+        out.counts += _rebinned(p.counts, round(out.upper / p.upper)) if p.upper > 0.0 else p.counts
+        if p._minmax.count:
+            seen.min, seen.max, seen.count = min(seen.min, p.min), max(seen.max, p.max), seen.count + p._minmax.count
+    return out
+
+
+def _state(collector: Collector) -> MinMaxCollector | HistogramCollector:
+    """The concrete state behind any collector."""
+    if isinstance(collector, ReluInputCollector):
+        return collector.abs
+    if isinstance(collector, DerivedCollector):
+        return collector.state()
+    assert isinstance(collector, (MinMaxCollector, HistogramCollector))  # for mypy: the only other kinds
+    return collector
 
 
 def entropy_amax(hist: np.ndarray, edges: np.ndarray, num_quant_bins: int = 128, start_bin: int = 128) -> float:
@@ -236,7 +391,9 @@ def _kl_by_cutoff(counts: np.ndarray, cutoffs: np.ndarray, q: int) -> np.ndarray
         bounds = -((-np.arange(q + 1)[None, :] * cutoffs[:, None]) // q)
         group_sum = np.diff(cum[bounds], axis=1)
         group_nonempty = np.diff(nonempty[bounds], axis=1)
-        cross = np.where(group_sum > 0, group_sum * np.log(group_sum / group_nonempty), 0.0).sum(axis=1)
+        ratio = group_sum / np.maximum(group_nonempty, 1)  # 0 for an empty group, whose term is 0
+        np.log(ratio, out=ratio, where=ratio > 0)
+        cross = (ratio * group_sum).sum(axis=1)
         last = counts[cutoffs - 1]
         outliers = total - cum[cutoffs]
         p_last = last + outliers
@@ -279,7 +436,9 @@ def calibrate(
 
     `tensors` defaults to the graph input and every float tensor a node produces. The model runs on ONNX
     Runtime's CPU provider without graph optimisation (so intermediate names survive), with those tensors
-    exposed as outputs. `progress` is called with the number of images done after each batch.
+    exposed as outputs, except the outputs of Relu and Concat nodes whose inputs are calibrated: their state
+    is derived from their inputs' (DerivedCollector), which halves the data binned on GhostNet. `progress` is
+    called with the number of images done after each batch.
     """
     _check_method(method)
     _check_percentile(percentile)
@@ -288,16 +447,36 @@ def calibrate(
     inferred = onnx.shape_inference.infer_shapes(model)
     input_name, input_shape = _image_input(inferred)
     names = _tensor_names(inferred, input_name, tensors)
-    exposed = _with_outputs(inferred, [n for n in names if n != input_name])
-    collectors: dict[str, Collector] = {
-        n: MinMaxCollector(n) if method == "minmax" else HistogramCollector(num_bins, n) for n in names
-    }
-    runner = OnnxRuntimeRunner(exposed.SerializeToString(), optimize=False)
+    collectors = _collectors(inferred, names, method, num_bins)
+    fetched = {n: c for n, c in collectors.items() if not isinstance(c, DerivedCollector)}
+    # only the serialized copy is kept: every ModelProto copy is the size of the weights
+    serialized = _with_outputs(inferred, [n for n in fetched if n != input_name]).SerializeToString()
+    del inferred
+    runner = OnnxRuntimeRunner(serialized, optimize=False)
     with runner:
-        images = _collect(runner, _checked(samples, input_shape), input_name, collectors, batch_size, progress)
+        images = _collect(runner, _checked(samples, input_shape), input_name, fetched, batch_size, progress)
     if images == 0:
         raise InputError("no calibration image was given; give a folder or file with at least one image")
     return Calibration({n: c.result(method, percentile) for n, c in collectors.items()}, method, images)
+
+
+def _collectors(model: onnx.ModelProto, names: Sequence[str], method: str, num_bins: int) -> dict[str, Collector]:
+    """A collector per tensor, in the order of `names`; a Relu or Concat whose inputs are calibrated derives its own."""
+    relu_inputs = {n.input[0] for n in model.graph.node if n.op_type == "Relu" and n.output[0] in names}
+    collectors: dict[str, Collector] = {}
+    for n in names:
+        if method == "minmax":
+            collectors[n] = MinMaxCollector(n)
+        else:
+            collectors[n] = ReluInputCollector(num_bins, n) if n in relu_inputs else HistogramCollector(num_bins, n)
+    for node in model.graph.node:  # graph order: the inputs are settled before the node's output
+        out = node.output[0] if node.output else ""
+        if out not in collectors or not node.input or any(i not in collectors for i in node.input):
+            continue
+        direct = isinstance(collectors[node.input[0]], (ReluInputCollector, MinMaxCollector))
+        if node.op_type == "Concat" or (node.op_type == "Relu" and direct):
+            collectors[out] = DerivedCollector(node.op_type, [collectors[i] for i in node.input], out)
+    return collectors
 
 
 def _collect(

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import shutil
-from importlib import util
 
 import pytest
 
+from ghost_deploy.doctor import TRT_DISTRIBUTIONS, _version
 from tests.conftest import run_cli
 
+# tensorrt-stubs puts a `tensorrt/` folder of .pyi files in site-packages, which imports as an empty
+# namespace package: only the distribution's metadata says whether TensorRT itself is installed
 needs_bare_machine = pytest.mark.skipif(
-    shutil.which("nvidia-smi") is not None or util.find_spec("tensorrt") is not None,
+    shutil.which("nvidia-smi") is not None or _version(*TRT_DISTRIBUTIONS) is not None,
     reason="this machine has a GPU or TensorRT; the test checks the report of a machine without them",
 )
 
