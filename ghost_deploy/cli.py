@@ -120,6 +120,7 @@ def _fill_export_parser(p: argparse.ArgumentParser) -> None:
     _add_model_flags(p)
     _add_verify_flags(p)
     _add_precision_flags(p)
+    _add_engine_flags(p)
     _common(p)
     p.set_defaults(handler=_run_export)
 
@@ -346,7 +347,42 @@ def _precision_tolerances(args: argparse.Namespace) -> Any:
 def _run_export(args: argparse.Namespace) -> dict[str, Any]:
     from ghost_deploy.pipeline import export_model
 
+    if args.target.startswith("trt-"):
+        from ghost_deploy.engine import EngineOptions, export_engine
+
+        options = EngineOptions(
+            int8_mode=args.int8_mode,
+            workspace_mib=args.workspace,
+            timing_cache=args.timing_cache,
+            optimization_level=args.builder_optimization_level,
+            hardware_compatibility=args.hardware_compatibility,
+            version_compatible=args.version_compatible,
+            dla_core=args.dla_core,
+        )
+        return export_engine(args.model, _export_config(args), options)
     return export_model(args.model, _export_config(args)).report
+
+
+def _add_engine_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("TensorRT engines (targets trt-fp32, trt-fp16, trt-int8)")
+    g.add_argument(
+        "--int8-mode",
+        choices=("explicit", "implicit"),
+        default="explicit",
+        help="explicit: the Q/DQ graph (default); implicit: a calibrator reading the CPU-made cache "
+        "(TensorRT 8.5 to 10 only)",
+    )
+    g.add_argument("--workspace", type=_int_at_least(1), metavar="MIB", help="builder workspace in MiB")
+    g.add_argument("--timing-cache", type=Path, metavar="FILE", help="timing cache, loaded and saved back")
+    g.add_argument("--builder-optimization-level", type=int, metavar="0-5", help="TensorRT 8.6+")
+    g.add_argument(
+        "--hardware-compatibility",
+        choices=("none", "ampere+", "same_compute_capability"),
+        default="none",
+        help="build for other GPUs of a level (TensorRT 8.6+)",
+    )
+    g.add_argument("--version-compatible", action="store_true", help="runs on newer TensorRT runtimes (8.6+)")
+    g.add_argument("--dla-core", type=int, metavar="N", help="Jetson DLA core, with GPU fallback")
 
 
 def _export_config(args: argparse.Namespace) -> Any:

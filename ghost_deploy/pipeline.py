@@ -29,7 +29,7 @@ from ghost_deploy.simplify import op_counts
 from ghost_deploy.verify import Tolerances, compare_runners, judge
 
 ONNX_TARGETS = ("onnx", "onnx-fp16", "onnx-int8", "ort-int8")
-TRT_TARGETS: tuple[str, ...] = ()
+TRT_TARGETS = ("trt-fp32", "trt-fp16", "trt-int8")
 TARGETS = ONNX_TARGETS + TRT_TARGETS
 
 
@@ -84,8 +84,8 @@ def default_output(model: Path, target: str) -> Path:
 def export_model(model_path: Path, cfg: ExportConfig, steps: Steps | None = None) -> ExportResult:
     """Run the whole `ghost-export` job; raises VerificationFailed (after writing) when the check fails."""
     steps = steps or Steps()
-    if cfg.target not in TARGETS:
-        raise InputError(f"target {cfg.target!r} is not available; choose one of {', '.join(TARGETS)}")
+    if cfg.target not in TARGETS or cfg.target in TRT_TARGETS:
+        raise InputError(f"target {cfg.target!r} is not an ONNX target; choose one of {', '.join(ONNX_TARGETS)}")
     if not model_path.exists():
         raise InputError(f"model file {model_path} does not exist; check the path")
     artifact = cfg.output or default_output(model_path, cfg.target)

@@ -1,0 +1,126 @@
+"""`ghost-export --target trt-*`: the ONNX the installed (or named) TensorRT needs, a trtexec script, and the
+engine where TensorRT exists.
+
+The ONNX side runs first, on the CPU, exactly as for the ONNX targets (calibration, Q/DQ, FP16, preview);
+`trt_plan.plan_build` decides which ONNX the build parses on this TensorRT version; `<engine>.build.sh`
+holds the equivalent trtexec command, so a device with trtexec but no Python bindings can build. Without
+TensorRT the job stops there with exit 3, naming the extra and the script.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from ghost_deploy.errors import MissingDependencyError
+from ghost_deploy.fileio import check_writable, write_bytes_atomic
+from ghost_deploy.report import Steps, new_report, write_report
+
+# the ONNX target that produces each kind of ONNX the plan may ask for
+_ONNX_TARGET = {"fp32": "onnx", "fp16": "onnx-fp16", "qdq-fp32": "onnx-int8", "qdq-fp16": "onnx-int8"}
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineOptions:
+    """Builder options of the trt-* targets."""
+
+    int8_mode: str = "explicit"
+    workspace_mib: int | None = None
+    timing_cache: Path | None = None
+    optimization_level: int | None = None
+    hardware_compatibility: str = "none"
+    version_compatible: bool = False
+    dla_core: int | None = None
+
+
+def trt_version_for_build(requested: str | None) -> tuple[str, str]:
+    """The TensorRT version to plan for: --trt-version, the installed one, else 10.3 (JetPack 6)."""
+    from ghost_deploy.trtcache import default_trt_version
+
+    return (requested, "--trt-version") if requested else default_trt_version()
+
+
+def export_engine(model_path: Path, cfg: Any, options: EngineOptions, steps: Steps | None = None) -> dict[str, Any]:
+    """Make the ONNX the build needs, write `<engine>.build.sh`, and build the engine (exit 3 without TensorRT)."""
+    from ghost_deploy.pipeline import default_output, export_model
+    from ghost_deploy.trt_plan import plan_build
+    from ghost_deploy.trtexec import render_build_script
+
+    steps = steps or Steps()
+    engine = cfg.output or default_output(model_path, cfg.target)
+    check_writable(engine)
+    base = engine.with_suffix("") if engine.suffix == ".engine" else engine
+    version, origin = trt_version_for_build(cfg.precision.trt_version)
+    candidates = {kind: base.with_name(f"{base.name}.{kind}.onnx") for kind in _ONNX_TARGET}
+    plan = plan_build(version, _request(cfg, options, candidates))
+    onnx_path = plan.onnx_path
+    precision = dataclasses.replace(
+        cfg.precision, high_precision="fp16" if plan.onnx_kind == "qdq-fp16" else "fp32", trt_version=version
+    )
+    onnx_cfg = dataclasses.replace(cfg, target=_ONNX_TARGET[plan.onnx_kind], output=onnx_path, precision=precision)
+    steps.say(f"TensorRT {version} ({origin}): the build parses {onnx_path.name} ({plan.onnx_reason})")
+    if plan.calibrator == "cache":  # implicit INT8: the cache comes from the CPU calibration of onnx-int8
+        cache_cfg = dataclasses.replace(onnx_cfg, target="onnx-int8", output=candidates["qdq-fp32"])
+        export_model(model_path, cache_cfg, steps)
+    onnx_result = export_model(model_path, onnx_cfg, steps)
+    size = int(onnx_result.report["model"]["input_size"])  # now known: plan again with the real input shape
+    cfg = dataclasses.replace(cfg, overrides=dataclasses.replace(cfg.overrides, input_size=size))
+    plan = plan_build(version, _request(cfg, options, candidates))
+    script_path = engine.with_name(engine.name + ".build.sh")
+    script = render_build_script(plan, onnx_path, engine, script_path=script_path)
+    write_bytes_atomic(script_path, script.encode())
+    os.chmod(script_path, os.stat(script_path).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    report = new_report(cfg.command, cfg.target)
+    report.update(
+        onnx=onnx_result.report["artifact"],
+        onnx_report=str(onnx_result.report_file),
+        trt_version={"version": version, "from": origin},
+        build_plan=plan.to_dict(),
+        build_script=str(script_path),
+        engine={"path": str(engine), "built": False},
+    )
+    from ghost_deploy.doctor import TRT_DISTRIBUTIONS, _version
+
+    if _version(*TRT_DISTRIBUTIONS) is None:
+        report["engine"]["why_not"] = "TensorRT is not installed on this machine"
+        write_report(engine, report)
+        raise MissingDependencyError(
+            "tensorrt",
+            "trt",
+            f"Building the {cfg.target} engine (the ONNX {onnx_path}, its report and {script_path} are written; "
+            f"on the device run: bash {script_path}, or install the extra there and rerun ghost-export)",
+        )
+    raise MissingDependencyError(  # the Python build adapter is the next step of this work
+        "tensorrt.Builder",
+        "trt",
+        f"Building the {cfg.target} engine from Python is not implemented yet; run bash {script_path}",
+    )
+
+
+def _request(cfg: Any, options: EngineOptions, paths: dict[str, Path]) -> Any:
+    from ghost_deploy.trt_plan import BuildRequest
+
+    batch = cfg.batch
+    size = cfg.overrides.input_size or 0
+    return BuildRequest(
+        target=cfg.target,
+        input_name="input",
+        input_chw=(3, size or 224, size or 224),
+        int8_mode=options.int8_mode,
+        onnx_fp32=paths["fp32"],
+        onnx_fp16=paths["fp16"],
+        onnx_qdq_fp32=paths["qdq-fp32"],
+        onnx_qdq_fp16=paths["qdq-fp16"],
+        calibration_cache=paths["qdq-fp32"].with_name(paths["qdq-fp32"].name + ".cache"),
+        batch=batch.fixed if batch is not None and batch.fixed else 1,
+        dynamic_batch=batch.dynamic if batch is not None else None,
+        workspace_mib=options.workspace_mib,
+        timing_cache=options.timing_cache,
+        optimization_level=options.optimization_level,
+        hardware_compatibility=options.hardware_compatibility,
+        version_compatible=options.version_compatible,
+        dla_core=options.dla_core,
+    )
