@@ -93,11 +93,71 @@ def export_engine(model_path: Path, cfg: Any, options: EngineOptions, steps: Ste
             f"Building the {cfg.target} engine (the ONNX {onnx_path}, its report and {script_path} are written; "
             f"on the device run: bash {script_path}, or install the extra there and rerun ghost-export)",
         )
-    raise MissingDependencyError(  # the Python build adapter is the next step of this work
-        "tensorrt.Builder",
-        "trt",
-        f"Building the {cfg.target} engine from Python is not implemented yet; run bash {script_path}",
-    )
+    return _build_and_verify(model_path, cfg, plan, engine, onnx_result, candidates, report, steps)
+
+
+def _build_and_verify(
+    model_path: Path,
+    cfg: Any,
+    plan: Any,
+    engine: Path,
+    onnx_result: Any,
+    candidates: dict[str, Path],
+    report: dict[str, Any],
+    steps: Steps,
+) -> dict[str, Any]:
+    """Build with TensorRT, then verify the engine against ONNX Runtime CPU on the FP32 ONNX."""
+    from ghost_deploy.doctor import _gpus
+    from ghost_deploy.errors import VerificationFailed
+    from ghost_deploy.evaldata import eval_data
+    from ghost_deploy.fileio import sha256_file
+    from ghost_deploy.inputs import batches
+    from ghost_deploy.modelinfo import ModelInfo
+    from ghost_deploy.pipeline import export_model
+    from ghost_deploy.precision import precision_of
+    from ghost_deploy.report import file_entry
+    from ghost_deploy.runners.onnxruntime import OnnxRuntimeRunner
+    from ghost_deploy.runners.tensorrt import TensorRTRunner
+    from ghost_deploy.trt_build import engine_from_onnx
+    from ghost_deploy.verify import Tolerances, compare_runners, judge
+
+    with steps.step("build", f"building {engine.name} with TensorRT"):
+        facts = engine_from_onnx(plan, engine)
+    report["engine"] = {
+        **file_entry(engine),
+        "built": True,
+        **facts,
+        "gpus": _gpus(),
+        "onnx_sha256": sha256_file(plan.onnx_path),
+    }
+    fp32 = candidates["fp32"]
+    if plan.onnx_kind != "fp32":
+        export_model(model_path, dataclasses.replace(cfg, target="onnx", output=fp32), steps)
+    info = ModelInfo.from_dict(onnx_result.report["model"], source="report")
+    data = eval_data(info, engine.parent, cfg.eval_dir, cfg.eval_limit, cfg.seed)
+    tol = cfg.precision_tolerances or Tolerances.for_precision(precision_of(cfg.target))
+    batch = plan.profile.opt[0] if plan.profile is not None else plan.input_shape[0]
+    with (
+        steps.step("verify", "comparing the engine with ONNX Runtime CPU on the FP32 ONNX"),
+        OnnxRuntimeRunner(fp32) as reference,
+        TensorRTRunner(engine) as candidate,
+    ):
+        metrics = compare_runners(reference, candidate, batches(data, "input", batch))
+    failures = judge(metrics, tol)
+    report["verification"] = {
+        "reference": "onnxruntime CPU, FP32 ONNX",
+        "candidate": "tensorrt",
+        "data": data.description,
+        "metrics": metrics,
+        "tolerances": tol.to_dict(),
+        "passed": not failures,
+        "failures": failures,
+    }
+    report["steps"] = steps.timings
+    write_report(engine, report)
+    if failures:
+        raise VerificationFailed("engine verification failed: " + "; ".join(failures), report)
+    return report
 
 
 def _request(cfg: Any, options: EngineOptions, paths: dict[str, Path]) -> Any:
