@@ -231,6 +231,42 @@ def _run_sensitivity(args: argparse.Namespace) -> dict[str, Any]:
     return sensitivity_of_model(args.model, _export_config(args), top=args.top, output=args.output)
 
 
+def _fill_build_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", type=Path, metavar="MODEL.onnx", help="FP32, FP16 or Q/DQ ONNX written by ghost-export")
+    p.add_argument("--target", required=True, choices=("trt-fp32", "trt-fp16", "trt-int8"))
+    p.add_argument("-o", "--output", type=Path, metavar="PATH", help="the engine (default <onnx stem>.<target>.engine)")
+    p.add_argument("--trt-version", metavar="X.Y.Z", help="plan for this TensorRT (default: the installed one)")
+    p.add_argument("--dynamic-batch", metavar="MIN:OPT:MAX", help="profile for a dynamic batch dimension")
+    _add_engine_flags(p)
+    _common(p)
+    p.set_defaults(handler=_run_build)
+
+
+def _run_build(args: argparse.Namespace) -> dict[str, Any]:
+    from ghost_deploy.engine import EngineOptions, build_engine
+    from ghost_deploy.export import parse_dynamic_batch
+
+    options = EngineOptions(
+        int8_mode=args.int8_mode,
+        workspace_mib=args.workspace,
+        timing_cache=args.timing_cache,
+        optimization_level=args.builder_optimization_level,
+        hardware_compatibility=args.hardware_compatibility,
+        version_compatible=args.version_compatible,
+        dla_core=args.dla_core,
+    )
+    dynamic = parse_dynamic_batch(args.dynamic_batch) if args.dynamic_batch else None
+    return build_engine(
+        args.model,
+        args.target,
+        options,
+        output=args.output,
+        trt_version=args.trt_version,
+        dynamic_batch=dynamic,
+        command=["ghost-deploy", "build", *args.argv],
+    )
+
+
 def _fill_doctor_parser(p: argparse.ArgumentParser) -> None:
     _common(p)
     p.set_defaults(handler=_run_doctor)
@@ -256,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("export", _fill_export_parser, "checkpoint to a simplified, verified ONNX model (also: ghost-export)"),
         ("verify", _fill_verify_parser, "compare an ONNX artifact with a reference on ONNX Runtime CPU"),
         ("sensitivity", _fill_sensitivity_parser, "rank the INT8 layers by the top-1 agreement they cost"),
+        ("build", _fill_build_parser, "build a TensorRT engine on the device from an ONNX made by ghost-export"),
         (
             "doctor",
             _fill_doctor_parser,

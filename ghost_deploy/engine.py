@@ -184,3 +184,96 @@ def _request(cfg: Any, options: EngineOptions, paths: dict[str, Path]) -> Any:
         version_compatible=options.version_compatible,
         dla_core=options.dla_core,
     )
+
+
+def onnx_kind(model_path: Path) -> str:
+    """What kind of ONNX a file is, for the build plan: 'qdq-fp16', 'qdq-fp32', 'fp16' or 'fp32'."""
+    import onnx
+
+    from ghost_deploy.errors import InputError
+
+    try:
+        model = onnx.load(str(model_path), load_external_data=False)
+    except Exception as exc:  # protobuf errors come in several types
+        raise InputError(f"{model_path} is not a valid ONNX model: {type(exc).__name__}") from None
+    ops = {n.op_type for n in model.graph.node}
+    half = any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+    if "QuantizeLinear" in ops:
+        return "qdq-fp16" if half else "qdq-fp32"
+    return "fp16" if half else "fp32"
+
+
+def build_engine(
+    onnx_path: Path,
+    target: str,
+    options: EngineOptions,
+    *,
+    output: Path | None = None,
+    trt_version: str | None = None,
+    dynamic_batch: tuple[int, int, int] | None = None,
+    command: list[str] | None = None,
+    steps: Steps | None = None,
+) -> dict[str, Any]:
+    """`ghost-deploy build MODEL.onnx --target trt-*`: the build on a device, from an ONNX made elsewhere."""
+    from ghost_deploy.errors import InputError
+    from ghost_deploy.trt_plan import BuildRequest, plan_build
+    from ghost_deploy.trtexec import render_build_script
+
+    steps = steps or Steps()
+    if not onnx_path.is_file():
+        raise InputError(f"{onnx_path} does not exist; give the .onnx that ghost-export wrote")
+    engine = output or onnx_path.with_name(f"{onnx_path.stem}.{target}.engine")
+    check_writable(engine)
+    kind = onnx_kind(onnx_path)
+    import onnx
+
+    dims = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    chw = (dims[1].dim_value, dims[2].dim_value, dims[3].dim_value)
+    fixed = dims[0].dim_value if dims[0].HasField("dim_value") else None
+    if fixed is None and dynamic_batch is None:
+        dynamic_batch = (1, 1, 1)
+    cache = onnx_path.with_name(onnx_path.name + ".cache")
+    version, origin = trt_version_for_build(trt_version)
+    request = BuildRequest(
+        target=target,
+        input_name="input",
+        input_chw=chw,
+        int8_mode=options.int8_mode,
+        calibration_cache=cache if cache.is_file() else None,
+        batch=fixed or 1,
+        dynamic_batch=dynamic_batch if fixed is None else None,
+        workspace_mib=options.workspace_mib,
+        timing_cache=options.timing_cache,
+        optimization_level=options.optimization_level,
+        hardware_compatibility=options.hardware_compatibility,
+        version_compatible=options.version_compatible,
+        dla_core=options.dla_core,
+        onnx_fp32=onnx_path if kind == "fp32" else None,
+        onnx_fp16=onnx_path if kind == "fp16" else None,
+        onnx_qdq_fp32=onnx_path if kind == "qdq-fp32" else None,
+        onnx_qdq_fp16=onnx_path if kind == "qdq-fp16" else None,
+    )
+    plan = plan_build(version, request)
+    script_path = engine.with_name(engine.name + ".build.sh")
+    write_bytes_atomic(script_path, render_build_script(plan, onnx_path, engine, script_path=script_path).encode())
+    os.chmod(script_path, os.stat(script_path).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    report = new_report(command or [], target)
+    report.update(
+        onnx={"path": str(onnx_path), "kind": kind},
+        trt_version={"version": version, "from": origin},
+        build_plan=plan.to_dict(),
+        build_script=str(script_path),
+        engine={"path": str(engine), "built": False},
+    )
+    from ghost_deploy.doctor import TRT_DISTRIBUTIONS, _version
+
+    if _version(*TRT_DISTRIBUTIONS) is None:
+        report["engine"]["why_not"] = "TensorRT is not installed on this machine"
+        write_report(engine, report)
+        raise MissingDependencyError("tensorrt", "trt", f"Building {engine.name} ({script_path} is written)")
+    from ghost_deploy.trt_build import engine_from_onnx
+
+    with steps.step("build", f"building {engine.name} with TensorRT"):
+        report["engine"].update(built=True, **engine_from_onnx(plan, engine))
+    write_report(engine, report)
+    return report

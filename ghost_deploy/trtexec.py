@@ -61,7 +61,7 @@ def render_build_script(
     lines = [
         "#!/usr/bin/env bash",
         # repr keeps a newline in a file name from ending the comment
-        f"# Builds {engine_rel!r} from {onnx_rel!r} with trtexec, as ghost-export plans it for the TensorRT Python API.",
+        f"# Builds {engine_rel!r} from {onnx_rel!r} with trtexec, as ghost-export plans it in Python.",
         f"# Rendered for TensorRT {plan.version_text}, target {plan.target}, "
         f"{'strongly' if plan.strongly_typed else 'weakly'} typed, ONNX kind {plan.onnx_kind}.",
         "# trtexec flags differ between versions: run it with the TensorRT it was rendered for.",

@@ -90,3 +90,29 @@ def test_engine_builds_runs_and_matches_onnxruntime(tmp_path: Path, target: str)
     )
     assert proc.returncode == 0, proc.stderr
     assert engine.is_file() and json.loads(Path(f"{engine}.json").read_text())["engine"]["built"] is True
+
+
+@no_tensorrt
+def test_build_command_plans_from_the_onnx_kind(tmp_path: Path) -> None:
+    qdq = tmp_path / "g.onnx"
+    proc = run_cli(
+        "ghost-export",
+        str(SHIPPED_MODEL),
+        "--target",
+        "onnx-int8",
+        "--calib-method",
+        "minmax",
+        "--calib-size",
+        "64",
+        "--eval-limit",
+        "40",
+        "-o",
+        str(qdq),
+    )
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("build", str(qdq), "--target", "trt-int8", "--trt-version", "8.5.2")
+    assert proc.returncode == 3 and "ghost-deploy[trt]" in proc.stderr
+    script = (tmp_path / "g.trt-int8.engine.build.sh").read_text()
+    assert "Rendered for TensorRT 8.5.2" in script and "--int8" in script
+    proc = run_cli("build", str(qdq), "--target", "trt-int8", "--trt-version", "11.4.0")
+    assert proc.returncode == 2 and "--high-precision fp16" in proc.stderr
