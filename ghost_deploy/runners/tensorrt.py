@@ -33,6 +33,11 @@ class TensorRTRunner(Runner):
             import tensorrt as trt
         except ImportError as exc:
             raise MissingDependencyError(exc.name or "tensorrt", "trt", "Running a TensorRT engine") from exc
+        from ghost_deploy.doctor import _gpus
+        from ghost_deploy.trt_compat import check_engine_file
+
+        gpus = _gpus()
+        check_engine_file(self.engine_path, trt.__version__, gpus[0]["compute_capability"] if gpus else None)
         logger = trt.Logger(trt.Logger.WARNING)
         engine = trt.Runtime(logger).deserialize_cuda_engine(self.engine_path.read_bytes())
         if engine is None:
