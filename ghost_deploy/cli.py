@@ -267,6 +267,37 @@ def _run_build(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+# sub-commands whose code lives in their own modules; listed only when the module is present
+_PLUGINS = (
+    ("profile", "ghost_deploy.profile", "fill_parser", "latency like trtexec: warm-up, duration, percentiles"),
+    ("bench", "ghost_deploy.bench", "fill_parser", "every target this machine can run, in one table"),
+    ("pack", "ghost_deploy.bundle", "fill_parser", "a deployment bundle: artifacts, manifest, labels, build.sh"),
+    ("run", "ghost_deploy.runtime_cli", "fill_run_parser", "run a bundle on images"),
+    ("inspect", "ghost_deploy.runtime_cli", "fill_inspect_parser", "print a bundle's manifest"),
+)
+
+
+def _PLUGINS_PRESENT() -> list[tuple[str, Callable[[argparse.ArgumentParser], None], str]]:
+    from importlib.util import find_spec
+
+    return [
+        (name, _plugin(module, function), text)
+        for name, module, function, text in _PLUGINS
+        if find_spec(module) is not None
+    ]
+
+
+def _plugin(module: str, function: str = "fill_parser") -> Callable[[argparse.ArgumentParser], None]:
+    """A sub-command whose parser lives in its own module: `function(p)` adds its options and `handler`."""
+
+    def fill(p: argparse.ArgumentParser) -> None:
+        import importlib
+
+        getattr(importlib.import_module(module), function)(p)
+
+    return fill
+
+
 def _fill_doctor_parser(p: argparse.ArgumentParser) -> None:
     _common(p)
     p.set_defaults(handler=_run_doctor)
@@ -298,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
             _fill_doctor_parser,
             "what this machine has (GPU, TensorRT, CUDA, Jetson) and what each target needs",
         ),
+        *_PLUGINS_PRESENT(),
     ):
         sp = sub.add_parser(
             name, help=text, description=text, epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -544,7 +576,8 @@ def _dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None, prog:
             traceback.print_exc()
         print(f"{prog}: unexpected error: {type(exc).__name__}: {exc} (run with -v for the traceback)", file=sys.stderr)
         return EXIT_FAILURE
-    print(json.dumps(report, indent=2) if args.json else summary(report))
+    text = report.pop("human_summary", None)  # a command may render its own summary
+    print(json.dumps(report, indent=2) if args.json else text if isinstance(text, str) else summary(report))
     return EXIT_OK
 
 
