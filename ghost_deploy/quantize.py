@@ -224,6 +224,13 @@ def qdq_for_onnxruntime(
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
+    if exclude_nodes or exclude_op_types:
+        # Measured: ONNX Runtime's WeightBiasQuantization pass re-quantizes a float Conv that sits between
+        # quantized neighbours when the session loads, so the exclusion would silently not hold.
+        raise InputError(
+            "ort-int8 cannot keep single layers in higher precision: ONNX Runtime re-quantizes them at load time; "
+            "use --target onnx-int8 for mixed precision, or --calib-method minmax/percentile for accuracy"
+        )
     nodes, excluded = select_nodes(model, exclude_nodes, exclude_op_types)
     data = {
         name: TensorData(

@@ -149,3 +149,9 @@ def test_cache_file_written_next_to_artifact_reads_back(tmp_path: Path) -> None:
     assert data.splitlines()[0] == b"TRT-8502-EntropyCalibration2"
     cache = parse_cache(data)
     assert cache.scales["input"] == pytest.approx(2.0 / 127)
+
+
+def test_ort_flavour_refuses_exclusions_that_would_not_hold(fp32: onnx.ModelProto, ranges) -> None:  # type: ignore[no-untyped-def]
+    first = next(n.name for n in fp32.graph.node if n.op_type == "Conv")
+    with pytest.raises(InputError, match="re-quantizes"):
+        qdq_for_onnxruntime(fp32, ranges, exclude_nodes=[first])

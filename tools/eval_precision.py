@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=10)
     parser.add_argument("--shift", type=int, default=4)
     parser.add_argument("--targets", default="onnx-int8,ort-int8,onnx-fp16")
-    parser.add_argument("--export-args", default="", help="extra ghost-export flags for the INT8 targets")
+    parser.add_argument("--export-args", default="", help="extra ghost-export flags for onnx-int8")
     args = parser.parse_args()
     import onnx
     import torch
@@ -79,7 +79,7 @@ def main() -> None:
         print(f"\n{len(x)} inputs ({len(base)} test images x {args.copies + 1}), FP32 top-1 {ref_acc:.2%}")
         for target in args.targets.split(","):
             out = Path(tmp) / f"{target}.onnx"
-            extra = shlex.split(args.export_args) if "int8" in target else []
+            extra = shlex.split(args.export_args) if target == "onnx-int8" else []
             export_main([str(MODEL), "--target", target, "-o", str(out), "--dynamic-batch", "1:8:8", *extra])
             if target == "onnx-fp16":
                 got = _logits(fp16_preview(onnx.load(str(fp32_path))).SerializeToString(), x, optimize=False)
