@@ -117,6 +117,12 @@ def _fill_export_parser(p: argparse.ArgumentParser) -> None:
     b.add_argument("--batch", type=_int_at_least(1), metavar="N", help="fixed batch size (default 1)")
     b.add_argument("--dynamic-batch", metavar="MIN:OPT:MAX", help="dynamic batch dimension with this range")
     p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset (default 17, at least 13)")
+    p.add_argument(
+        "--pack",
+        type=Path,
+        metavar="PATH",
+        help="also write a deployment bundle (a directory, or a .tar.gz when PATH ends so)",
+    )
     _add_model_flags(p)
     _add_verify_flags(p)
     _add_precision_flags(p)
@@ -428,8 +434,23 @@ def _run_export(args: argparse.Namespace) -> dict[str, Any]:
             version_compatible=args.version_compatible,
             dla_core=args.dla_core,
         )
-        return export_engine(args.model, _export_config(args), options)
-    return export_model(args.model, _export_config(args)).report
+        report = export_engine(args.model, _export_config(args), options)
+        if args.pack is not None:
+            report["bundle"] = _pack([Path(report["engine"]["path"]), Path(report["onnx"]["path"])], args.pack)
+        return report
+    result = export_model(args.model, _export_config(args))
+    if args.pack is not None:
+        result.report["bundle"] = _pack([result.artifact], args.pack)
+    return result.report
+
+
+def _pack(artifacts: list[Path], output: Path) -> Any:
+    from ghost_deploy.bundle import pack
+
+    packed = pack(artifacts, output)
+    for warning in packed.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
+    return packed.get("bundle")
 
 
 def _add_engine_flags(p: argparse.ArgumentParser) -> None:

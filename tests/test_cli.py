@@ -214,3 +214,24 @@ def test_eval_folder_with_class_folders_gives_accuracy(tmp_path: Path, small_che
     ver = json.loads(proc.stdout)["verification"]
     assert ver["data"]["kind"] == "user" and ver["data"]["images"] == 6 and ver["data"]["labelled"]
     assert ver["metrics"]["labelled_samples"] == 6 and "candidate_top1" in ver["metrics"]
+
+
+def test_export_with_pack_writes_a_bundle_that_opens(tmp_path: Path, small_checkpoint: Path) -> None:
+    from ghost_deploy.runtime import Bundle
+
+    bundle = tmp_path / "b.tar.gz"
+    proc = run_cli(
+        "ghost-export",
+        str(small_checkpoint),
+        "--input-size",
+        "64",
+        "-o",
+        str(tmp_path / "m.onnx"),
+        "--eval-limit",
+        "4",
+        "--pack",
+        str(bundle),
+    )
+    assert proc.returncode == 0, proc.stderr
+    opened = Bundle.open(bundle, extract_to=tmp_path / "x")
+    assert opened.infer(np.zeros((1, 3, 64, 64), np.float32))
