@@ -1,0 +1,461 @@
+"""`ghost-deploy profile ARTIFACT`: latency like trtexec, for an ONNX file, a PyTorch checkpoint or an engine.
+
+The timing loop and statistics (warm-up by time, duration, nearest-rank percentiles, CV) live in
+`profile_stats`; this module opens the artifact through its runner, feeds it real images through the
+model's preprocessing (or seeded random data), runs ONNX Runtime's per-layer profiler in a separate session
+(as trtexec profiles separately since v11, so the profiler does not distort the timing), and reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+from collections.abc import Sequence
+from importlib import util
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ghost_deploy import optional
+from ghost_deploy.errors import InputError, MissingDependencyError
+from ghost_deploy.fileio import atomic_path, check_writable, write_json_atomic
+from ghost_deploy.modelinfo import ModelInfo, Overrides
+from ghost_deploy.profile_stats import (
+    CV_THRESHOLD_CPU,
+    CV_THRESHOLD_GPU,
+    LoopConfig,
+    environment,
+    summarize,
+    time_queries,
+)
+from ghost_deploy.report import file_entry, new_report
+from ghost_deploy.runners.base import Runner, TensorSpec
+
+KINDS = {".onnx": "onnx", ".pt": "pytorch", ".pth": "pytorch", ".engine": "tensorrt", ".plan": "tensorrt"}
+PERCENTILE_DEFINITION = (
+    "nearest rank, no interpolation: pP = sorted[max(N-1-floor((1-P/100)*N), 0)] (trtexec); the median is the "
+    "middle value or the mean of the two middle values"
+)
+
+
+@dataclasses.dataclass
+class ProfileConfig:
+    """What to measure and how; the defaults are trtexec's."""
+
+    loop: LoopConfig = dataclasses.field(default_factory=LoopConfig)
+    batches: tuple[int, ...] | None = None  # None: the artifact's fixed batch, else 1
+    threads: int | None = None
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    random_input: bool = False
+    seed: int = 0
+    eval_dir: Path | None = None
+    top_layers: int = 10
+    layer_runs: int = 20  # runs of the separate per-layer profiling session; 0 skips it
+    cv_threshold: float | None = None  # None: 2.5% on a GPU, CV_THRESHOLD_CPU on the CPU
+    trust: bool = False
+
+
+@dataclasses.dataclass
+class _Target:
+    """An opened artifact: its runner and what is known about its inputs."""
+
+    kind: str
+    runner: Runner
+    info: ModelInfo | None
+    on_gpu: bool
+    onnx_path: Path | None = None
+
+
+def profile_artifact(path: Path, cfg: ProfileConfig, command: Sequence[str] = ()) -> dict[str, Any]:
+    """Profile `path` at each batch size; returns the JSON report (every per-query time included)."""
+    target = open_target(path, cfg)
+    threshold = cfg.cv_threshold if cfg.cv_threshold is not None else _default_threshold(target.on_gpu)
+    report = new_report(list(command), "profile")
+    report.update(artifact=file_entry(path), kind=target.kind, backend=target.runner.name)
+    report["config"] = {
+        **dataclasses.asdict(cfg.loop),
+        "threads": cfg.threads,
+        "providers": list(cfg.providers) if target.kind == "onnx" else None,
+        "cv_threshold": threshold,
+        "percentile_definition": PERCENTILE_DEFINITION,
+    }
+    report["environment"] = environment()
+    results = []
+    with target.runner as runner:
+        spec = runner.input_specs()[0]
+        for batch in _batches(spec, cfg.batches, path):
+            feeds, desc = _feeds(target, spec, batch, cfg, path)
+            times = time_queries(lambda f=feeds: runner.infer(f), cfg.loop)  # type: ignore[misc]
+            result = summarize(times, batch, threshold, target.on_gpu)
+            result["inputs"] = desc
+            result["queries"] = {
+                "start_ms": [round(t * 1e3, 6) for t in times.starts[times.warmup :]],
+                "latency_ms": [round(t, 6) for t in times.latencies_ms],
+                "warmup_start_ms": [round(t * 1e3, 6) for t in times.starts[: times.warmup]],
+                "warmup_latency_ms": [round(t, 6) for t in times.warmup_latencies_ms],
+            }
+            if target.kind == "onnx" and cfg.layer_runs > 0 and target.onnx_path is not None:
+                result["layers"] = ort_layer_profile(target.onnx_path, feeds, cfg)
+            results.append(result)
+    report["results"] = results
+    report["warnings"] = [w for r in results for w in r["warnings"]]
+    return report
+
+
+def open_target(path: Path, cfg: ProfileConfig) -> _Target:
+    """The runner for an artifact, chosen by its extension; refuses unknown and malformed files."""
+    if not path.is_file():
+        raise InputError(f"artifact {path} does not exist or is not a file; check the path")
+    kind = KINDS.get(path.suffix.lower())
+    if kind is None:
+        raise InputError(
+            f"{path.name}: unknown artifact type {path.suffix or '(no extension)'!r}; expected "
+            ".onnx (ONNX Runtime), .pt/.pth (PyTorch) or .engine/.plan (TensorRT)"
+        )
+    if kind != "onnx" and cfg.providers != ("CPUExecutionProvider",):
+        raise InputError(f"--provider applies to .onnx artifacts (ONNX Runtime); {path.name} is a {kind} artifact")
+    if kind == "onnx":
+        return _onnx_target(path, cfg)
+    if kind == "pytorch":
+        from ghost_deploy.checkpoint import load_model
+        from ghost_deploy.runners.torch import TorchRunner
+
+        loaded = load_model(path, Overrides(), trust=cfg.trust)
+        size = loaded.info.input_size
+        runner = TorchRunner(loaded.module, TensorSpec("input", (None, 3, size, size)), threads=cfg.threads)
+        return _Target(kind, runner, loaded.info, on_gpu=False)
+    if not _has_tensorrt():
+        raise MissingDependencyError("tensorrt", "trt", "Profiling a TensorRT engine")
+    from ghost_deploy.runners.tensorrt import TensorRTRunner
+
+    info = _info_from_sidecar(path)
+    return _Target(kind, TensorRTRunner(path), info, on_gpu=True)
+
+
+def _has_tensorrt() -> bool:
+    """TensorRT is importable: a real module, not the namespace left by `tensorrt-stubs`."""
+    spec = util.find_spec("tensorrt")
+    return spec is not None and spec.origin not in (None, "namespace")
+
+
+def resolve_providers(names: Sequence[str]) -> tuple[str, ...]:
+    """Full ONNX Runtime provider names from short ones (CPU, CUDA, TensorRT); refuses unavailable ones."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    resolved = []
+    for name in names:
+        full = name if name.endswith("ExecutionProvider") else f"{name}ExecutionProvider"
+        match = next((a for a in available if a.lower() == full.lower()), None)
+        if match is None:
+            raise InputError(f"ONNX Runtime provider {name!r} is not available here; available: {', '.join(available)}")
+        resolved.append(match)
+    return tuple(resolved)
+
+
+def _onnx_target(path: Path, cfg: ProfileConfig) -> _Target:
+    import onnx
+
+    from ghost_deploy.pipeline import info_from_onnx
+    from ghost_deploy.runners.onnxruntime import OnnxRuntimeRunner
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError and others all mean 'not ONNX'
+        raise InputError(f"{path} is not a valid ONNX model: {type(exc).__name__}") from None
+    if not model.graph.node:
+        raise InputError(f"{path} is not a valid ONNX model: it has no graph nodes")
+    try:
+        info: ModelInfo | None = info_from_onnx(model, path, Overrides())
+    except InputError:
+        if not cfg.random_input:
+            raise
+        info = None  # not an image model: seeded random data of the declared shape is enough
+    runner = OnnxRuntimeRunner(path, providers=cfg.providers, threads=cfg.threads, spin=True)
+    return _Target("onnx", runner, info, on_gpu=cfg.providers[0] != "CPUExecutionProvider", onnx_path=path)
+
+
+def _info_from_sidecar(path: Path) -> ModelInfo | None:
+    """Model info from `<engine>.json` when ghost-deploy wrote it."""
+    sidecar = path.with_name(path.name + ".json")
+    try:
+        meta = json.loads(sidecar.read_text()).get("model")
+        return ModelInfo.from_dict(meta, source="report") if isinstance(meta, dict) else None
+    except (OSError, ValueError, InputError):
+        return None
+
+
+def _default_threshold(on_gpu: bool) -> float:
+    return CV_THRESHOLD_GPU if on_gpu else CV_THRESHOLD_CPU
+
+
+def _batches(spec: TensorSpec, asked: tuple[int, ...] | None, path: Path) -> tuple[int, ...]:
+    """The batch sizes to run: the asked ones if the input allows them, else its fixed batch or 1."""
+    fixed = spec.fixed_batch
+    if asked is None:
+        return (fixed or 1,)
+    for batch in asked:
+        if fixed is not None and batch != fixed:
+            raise InputError(
+                f"{path.name} has a fixed batch of {fixed}; --batch {batch} is not allowed "
+                f"(profile with --batch {fixed}, or re-export with --dynamic-batch)"
+            )
+    return asked
+
+
+def _feeds(
+    target: _Target, spec: TensorSpec, batch: int, cfg: ProfileConfig, path: Path
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """One batch of inputs: real images through the model's preprocessing, or seeded random data."""
+    shape = tuple(d if d is not None else 0 for d in spec.shape[1:])
+    if cfg.random_input or target.info is None:
+        if any(d == 0 for d in shape):
+            raise InputError(f"{path.name}: input {spec.name} has dynamic dimensions {spec.shape}; cannot make data")
+        array = np.random.default_rng(cfg.seed).standard_normal((batch, *shape), dtype=np.float32)
+        desc: dict[str, Any] = {"kind": "random", "seed": cfg.seed, "shape": [batch, *shape]}
+    else:
+        from ghost_deploy.evaldata import eval_data
+
+        data = eval_data(target.info, path.parent, cfg.eval_dir, limit=max(batch, 1), seed=cfg.seed)
+        samples = [s.array for _, s in zip(range(batch), data, strict=False)]
+        array = np.resize(np.stack(samples), (batch, *samples[0].shape))  # repeats images if there are too few
+        desc = {"kind": "images", "distinct": len(samples), "shape": list(array.shape), "source": data.description}
+    return {spec.name: np.ascontiguousarray(array.astype(spec.dtype, copy=False))}, desc
+
+
+def ort_layer_profile(model_path: Path, feeds: dict[str, np.ndarray], cfg: ProfileConfig) -> dict[str, Any]:
+    """Per-node time from ONNX Runtime's profiler, in a session of its own, mapped to ONNX node names."""
+    import onnx
+    import onnxruntime as ort
+
+    skip = 3  # the first runs allocate and fill caches: left out like trtexec's warm-up
+    with tempfile.TemporaryDirectory(prefix="ghost-profile-") as tmp:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(tmp) / "ort")
+        if cfg.threads:
+            opts.intra_op_num_threads = cfg.threads
+        session = ort.InferenceSession(str(model_path), sess_options=opts, providers=list(cfg.providers))
+        for _ in range(skip + cfg.layer_runs):
+            session.run(None, feeds)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])[skip:]
+    spans = [(e["ts"], e["ts"] + e["dur"]) for e in runs]
+    totals: dict[str, list[Any]] = {}
+    for e in events:
+        if e.get("cat") == "Node" and any(a <= e["ts"] <= b for a, b in spans):
+            row = totals.setdefault(e["name"].removesuffix("_kernel_time"), [0, e.get("args", {}).get("op_name")])
+            row[0] += e["dur"]
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    node_total = sum(v[0] for v in totals.values()) or 1
+    layers = [
+        {
+            "kernel": name,
+            "ort_op": op,
+            "onnx_nodes": _onnx_nodes(name, op, graph),
+            "ms_per_run": us / 1e3 / len(runs),
+            "share": us / node_total,
+        }
+        for name, (us, op) in sorted(totals.items(), key=lambda kv: -kv[1][0])
+    ]
+    return {
+        "profiler": "onnxruntime SessionOptions.enable_profiling, a separate session",
+        "runs": len(runs),
+        "run_ms": sum(b - a for a, b in spans) / 1e3 / max(len(runs), 1),
+        "nodes_ms": node_total / 1e3 / max(len(runs), 1),
+        "layers": layers,
+    }
+
+
+def _onnx_nodes(kernel: str, ort_op: str | None, graph: Any) -> list[str]:
+    """The ONNX nodes behind an ORT kernel: the node of that name, or the nodes fused into it."""
+    by_name = {n.name: n for n in graph.node}
+    if kernel in by_name:
+        return [kernel]
+    producers = {out: n for n in graph.node for out in n.output}
+    node = producers.get(kernel.removesuffix("_nchwc"))
+    if node is None:
+        return []  # a kernel ORT inserted itself (layout reorders)
+    fused = [node.name]
+    want = {"FusedConv": "Conv", "FusedGemm": "Gemm"}.get(ort_op or "", ort_op)
+    while node.op_type != want and len(fused) < 4 and node.input and node.input[0] in producers:
+        node = producers[node.input[0]]  # walk back over the activations fused into the kernel
+        fused.insert(0, node.name)
+    return fused if node.op_type == want else fused[-1:]
+
+
+def plot_report(report: dict[str, Any], path: Path) -> None:
+    """Latency histogram and per-query trace for each batch size, as a PNG (matplotlib, extra `plot`)."""
+    optional.require("matplotlib", "Drawing the latency plot (--plot)")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    results = report["results"]
+    fig = Figure(figsize=(11, 3.6 * len(results)), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(results), 2, squeeze=False)
+    name = Path(report["artifact"]["path"]).name
+    for (hist, trace), res in zip(axes, results, strict=True):
+        lat, q = res["latency_ms"], res["queries"]
+        hist.hist(q["latency_ms"], bins=min(60, max(10, len(q["latency_ms"]) // 10)), color="tab:blue")
+        for key, style in (("median", "-"), ("p99", "--")):
+            hist.axvline(lat[key], color="black", linestyle=style, label=f"{key} {lat[key]:.3f} ms")
+        hist.set(xlabel="latency (ms)", ylabel="queries", title=f"{name}, batch {res['batch']}: latency histogram")
+        hist.legend()
+        trace.plot(
+            np.asarray(q["warmup_start_ms"]) / 1e3,
+            q["warmup_latency_ms"],
+            ".",
+            color="tab:gray",
+            markersize=3,
+            label=f"warm-up ({res['warmup_queries']})",
+        )
+        trace.plot(
+            np.asarray(q["start_ms"]) / 1e3,
+            q["latency_ms"],
+            ".",
+            color="tab:blue",
+            markersize=3,
+            label=f"timed ({res['timed_queries']})",
+        )
+        trace.axhline(lat["median"], color="black", linewidth=0.8)
+        trace.set(xlabel="query start (s)", ylabel="latency (ms)", title=f"per-query trace, CV {res['cv']:.1%}")
+        trace.legend()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+
+
+def human_summary(report: dict[str, Any], top: int = 10) -> str:
+    """trtexec-like text: counts, throughput, latency, stability, top layers, environment."""
+    cfg, env = report["config"], report["environment"]
+    threads = cfg["threads"] or "default"
+    lines = [
+        f"=== Performance summary: {Path(report['artifact']['path']).name} on {report['backend']} "
+        f"(threads {threads}) ==="
+    ]
+    for res in report["results"]:
+        lat, thr = res["latency_ms"], res["throughput"]
+        lines += [
+            f"batch {res['batch']} ({res['inputs']['kind']} inputs)",
+            f"  Warmup completed {res['warmup_queries']} queries over {res['warmup_ms']:.0f} ms",
+            f"  Timing trace has {res['timed_queries']} queries over {res['walltime_s']:.3f} s",
+            f"  Throughput: {thr['inferences_per_s']:.2f} inferences/s, {thr['images_per_s']:.2f} images/s",
+            "  Latency: "
+            + ", ".join(f"{k} = {lat[k]:.4f} ms" for k in ("min", "max", "mean", "median"))
+            + ", "
+            + ", ".join(f"percentile({p}%) = {lat[f'p{p}']:.4f} ms" for p in (90, 95, 99)),
+            f"  Coefficient of variation: {res['cv']:.2%} (threshold {res['cv_threshold']:.1%}: "
+            f"{'stable' if res['stable'] else 'UNSTABLE'})",
+        ]
+        lines += [f"  warning: {w}" for w in res["warnings"]]
+        layers = res.get("layers")
+        if layers:
+            lines.append(
+                f"  Top {min(top, len(layers['layers']))} layers (ONNX Runtime profiler, {layers['runs']} "
+                f"runs in a separate session, {layers['nodes_ms']:.3f} ms of nodes per run):"
+            )
+            lines.append(f"    {'ms/run':>9} {'share':>6}  {'kernel (op)':<40} ONNX nodes")
+            for row in layers["layers"][:top]:
+                nodes = " + ".join(row["onnx_nodes"]) or "(inserted by ONNX Runtime)"
+                lines.append(f"    {row['ms_per_run']:9.4f} {row['share']:6.1%}  {row['ort_op']:<12} {nodes}")
+    gpus = ", ".join(f"{g['name']} (driver {g['driver']})" for g in env["gpus"]) or "none"
+    versions = report["versions"]
+    lines.append(
+        f"environment: CPU {env['cpu']['model']} ({env['cpu']['usable']} usable of {env['cpu']['logical_cores']} "
+        f"logical cores), GPU {gpus}; onnxruntime {versions.get('onnxruntime')}, torch {versions.get('torch')}, "
+        f"tensorrt {versions.get('tensorrt')}"
+    )
+    lines.append(f"percentiles: {PERCENTILE_DEFINITION}")
+    return "\n".join(lines)
+
+
+def parse_batches(text: str) -> tuple[int, ...]:
+    """`8` or a sweep `1,2,4,8`: positive integers."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--batch {text!r}: expected a positive integer or a list such as 1,2,4,8") from None
+    if not values or min(values) < 1:
+        raise InputError(f"--batch {text!r}: batch sizes must be at least 1")
+    return values
+
+
+def fill_parser(p: argparse.ArgumentParser) -> None:
+    """Options of `ghost-deploy profile`."""
+    p.add_argument("artifact", type=Path, help=".onnx (ONNX Runtime), .pt/.pth (PyTorch eager), .engine (TensorRT)")
+    p.add_argument("--batch", help="batch size, or a sweep such as 1,2,4,8 (default: the artifact's, else 1)")
+    p.add_argument("--warmup-ms", type=float, default=200.0, help="warm-up time in ms (trtexec --warmUp; 200)")
+    p.add_argument("--duration-s", type=float, default=3.0, help="timed duration in s (trtexec --duration; 3)")
+    p.add_argument("--iterations", type=int, default=10, help="at least this many timed queries (10)")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads / torch threads")
+    p.add_argument("--provider", default="CPU", help="ONNX Runtime providers, e.g. CUDA,CPU (default CPU)")
+    p.add_argument("--random-input", action="store_true", help="seeded random data instead of real images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval", type=Path, dest="eval_dir", metavar="DIR", help="images to feed (default: the model's)")
+    p.add_argument("--top", type=int, default=10, help="layers to list (10)")
+    p.add_argument("--layer-runs", type=int, default=20, help="runs of the per-layer profiler; 0 skips it (20)")
+    p.add_argument(
+        "--cv-threshold",
+        type=float,
+        metavar="PERCENT",
+        help=f"warn above this CV in %% (default {CV_THRESHOLD_GPU:.1%} GPU, {CV_THRESHOLD_CPU:.0%} CPU)",
+    )
+    p.add_argument("--trust-checkpoint", action="store_true", help="allow pickled modules / TorchScript")
+    p.add_argument("-o", "--output", type=Path, help="write the JSON report (every per-query time) here")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="latency histogram and per-query trace")
+    p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
+    p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
+    p.set_defaults(handler=run)
+
+
+def config_from_args(args: argparse.Namespace) -> ProfileConfig:
+    """A ProfileConfig from parsed options, validated."""
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be at least 1, got {args.threads}")
+    if args.cv_threshold is not None and args.cv_threshold <= 0:
+        raise InputError(f"--cv-threshold must be a positive percentage, got {args.cv_threshold}")
+    if args.top < 0 or args.layer_runs < 0:
+        raise InputError("--top and --layer-runs must be zero or positive")
+    names = [n.strip() for n in args.provider.split(",") if n.strip()]
+    return ProfileConfig(
+        loop=LoopConfig(args.warmup_ms, args.duration_s, args.iterations),
+        batches=parse_batches(args.batch) if args.batch else None,
+        threads=args.threads,
+        providers=resolve_providers(names) if args.artifact.suffix.lower() == ".onnx" else ("CPUExecutionProvider",),
+        random_input=args.random_input,
+        seed=args.seed,
+        eval_dir=args.eval_dir,
+        top_layers=args.top,
+        layer_runs=args.layer_runs,
+        cv_threshold=args.cv_threshold / 100 if args.cv_threshold is not None else None,
+        trust=args.trust_checkpoint,
+    )
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The `profile` command: profile, write -o/--plot, and return the report with its table."""
+    cfg = config_from_args(args)
+    for out in (args.output, args.plot):
+        if out is not None:
+            check_writable(out)
+    if args.plot is not None:
+        optional.require("matplotlib", "Drawing the latency plot (--plot)")  # fail before minutes of timing
+    _say(f"profiling {args.artifact} ...")
+    report = profile_artifact(args.artifact, cfg, ["ghost-deploy", "profile", *args.argv])
+    if args.output is not None:
+        write_json_atomic(args.output, report)
+        _say(f"wrote {args.output}")
+    if args.plot is not None:
+        plot_report(report, args.plot)
+        _say(f"wrote {args.plot}")
+    report["human_summary"] = human_summary(report, cfg.top_layers)
+    return report
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
