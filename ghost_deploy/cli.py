@@ -248,11 +248,10 @@ def _fill_build_parser(p: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=_run_build)
 
 
-def _run_build(args: argparse.Namespace) -> dict[str, Any]:
-    from ghost_deploy.engine import EngineOptions, build_engine
-    from ghost_deploy.export import parse_dynamic_batch
+def _engine_options(args: argparse.Namespace) -> Any:
+    from ghost_deploy.engine import EngineOptions
 
-    options = EngineOptions(
+    return EngineOptions(
         int8_mode=args.int8_mode,
         workspace_mib=args.workspace,
         timing_cache=args.timing_cache,
@@ -261,6 +260,13 @@ def _run_build(args: argparse.Namespace) -> dict[str, Any]:
         version_compatible=args.version_compatible,
         dla_core=args.dla_core,
     )
+
+
+def _run_build(args: argparse.Namespace) -> dict[str, Any]:
+    from ghost_deploy.engine import build_engine
+    from ghost_deploy.export import parse_dynamic_batch
+
+    options = _engine_options(args)
     dynamic = parse_dynamic_batch(args.dynamic_batch) if args.dynamic_batch else None
     return build_engine(
         args.model,
@@ -423,18 +429,9 @@ def _run_export(args: argparse.Namespace) -> dict[str, Any]:
     from ghost_deploy.pipeline import export_model
 
     if args.target.startswith("trt-"):
-        from ghost_deploy.engine import EngineOptions, export_engine
+        from ghost_deploy.engine import export_engine
 
-        options = EngineOptions(
-            int8_mode=args.int8_mode,
-            workspace_mib=args.workspace,
-            timing_cache=args.timing_cache,
-            optimization_level=args.builder_optimization_level,
-            hardware_compatibility=args.hardware_compatibility,
-            version_compatible=args.version_compatible,
-            dla_core=args.dla_core,
-        )
-        report = export_engine(args.model, _export_config(args), options)
+        report = export_engine(args.model, _export_config(args), _engine_options(args))
         if args.pack is not None:
             report["bundle"] = _pack([Path(report["engine"]["path"]), Path(report["onnx"]["path"])], args.pack)
         return report

@@ -70,9 +70,7 @@ def export_engine(model_path: Path, cfg: Any, options: EngineOptions, steps: Ste
     cfg = dataclasses.replace(cfg, overrides=dataclasses.replace(cfg.overrides, input_size=size))
     plan = plan_build(version, _request(cfg, options, candidates))
     script_path = engine.with_name(engine.name + ".build.sh")
-    script = render_build_script(plan, onnx_path, engine, script_path=script_path)
-    write_bytes_atomic(script_path, script.encode())
-    os.chmod(script_path, os.stat(script_path).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    _write_script(script_path, render_build_script(plan, onnx_path, engine, script_path=script_path))
     report = new_report(cfg.command, cfg.target)
     report.update(
         onnx=onnx_result.report["artifact"],
@@ -82,17 +80,12 @@ def export_engine(model_path: Path, cfg: Any, options: EngineOptions, steps: Ste
         build_script=str(script_path),
         engine={"path": str(engine), "built": False},
     )
-    from ghost_deploy.doctor import TRT_DISTRIBUTIONS, _version
-
-    if _version(*TRT_DISTRIBUTIONS) is None:
-        report["engine"]["why_not"] = "TensorRT is not installed on this machine"
-        write_report(engine, report)
-        raise MissingDependencyError(
-            "tensorrt",
-            "trt",
-            f"Building the {cfg.target} engine (the ONNX {onnx_path}, its report and {script_path} are written; "
-            f"on the device run: bash {script_path}, or install the extra there and rerun ghost-export)",
-        )
+    _stop_without_tensorrt(
+        engine,
+        report,
+        f"Building the {cfg.target} engine (the ONNX {onnx_path}, its report and {script_path} are written; "
+        f"on the device run: bash {script_path}, or install the extra there and rerun ghost-export)",
+    )
     return _build_and_verify(model_path, cfg, plan, engine, onnx_result, candidates, report, steps)
 
 
@@ -158,6 +151,22 @@ def _build_and_verify(
     if failures:
         raise VerificationFailed("engine verification failed: " + "; ".join(failures), report)
     return report
+
+
+def _write_script(path: Path, script: str) -> None:
+    """Write the trtexec script atomically and make it executable."""
+    write_bytes_atomic(path, script.encode())
+    os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+
+
+def _stop_without_tensorrt(engine: Path, report: dict[str, Any], purpose: str) -> None:
+    """Where TensorRT is not installed: write the engine's report (not built, and why), then exit 3."""
+    from ghost_deploy.doctor import TRT_DISTRIBUTIONS, _version
+
+    if _version(*TRT_DISTRIBUTIONS) is None:
+        report["engine"]["why_not"] = "TensorRT is not installed on this machine"
+        write_report(engine, report)
+        raise MissingDependencyError("tensorrt", "trt", purpose)
 
 
 def _request(cfg: Any, options: EngineOptions, paths: dict[str, Path]) -> Any:
@@ -255,8 +264,7 @@ def build_engine(
     )
     plan = plan_build(version, request)
     script_path = engine.with_name(engine.name + ".build.sh")
-    write_bytes_atomic(script_path, render_build_script(plan, onnx_path, engine, script_path=script_path).encode())
-    os.chmod(script_path, os.stat(script_path).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    _write_script(script_path, render_build_script(plan, onnx_path, engine, script_path=script_path))
     report = new_report(command or [], target)
     report.update(
         onnx={"path": str(onnx_path), "kind": kind},
@@ -265,12 +273,7 @@ def build_engine(
         build_script=str(script_path),
         engine={"path": str(engine), "built": False},
     )
-    from ghost_deploy.doctor import TRT_DISTRIBUTIONS, _version
-
-    if _version(*TRT_DISTRIBUTIONS) is None:
-        report["engine"]["why_not"] = "TensorRT is not installed on this machine"
-        write_report(engine, report)
-        raise MissingDependencyError("tensorrt", "trt", f"Building {engine.name} ({script_path} is written)")
+    _stop_without_tensorrt(engine, report, f"Building {engine.name} ({script_path} is written)")
     from ghost_deploy.trt_build import engine_from_onnx
 
     with steps.step("build", f"building {engine.name} with TensorRT"):
