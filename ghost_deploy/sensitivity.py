@@ -89,12 +89,16 @@ def auto_exclude(
     target: str = "onnx-int8",
     already: Collection[str] = (),
     exclude_op_types: Collection[str] = (),
+    ranking: Sequence[LayerCost] | None = None,
 ) -> dict[str, Any]:
-    """Exclude the most sensitive layers (1, 2, 4, ... of them) until agreement reaches `min_agreement`."""
+    """Exclude the most sensitive layers (1, 2, 4, ... of them) until agreement reaches `min_agreement`.
+
+    `ranking` may be given when `layer_sensitivity` already ran on the same samples.
+    """
     batch = _batch_size(fp32)
     ref = _logits(fp32, samples, batch)
     build = builder_for(target)
-    ranking = layer_sensitivity(fp32, ranges, samples, target)
+    ranking = ranking if ranking is not None else layer_sensitivity(fp32, ranges, samples, target)
     order = [c.node for c in ranking if c.node not in already]
     tried = []
     count = 0
