@@ -18,14 +18,27 @@ from ghost_deploy.errors import CheckpointError, InputError
 from ghost_deploy.fileio import atomic_path
 from ghost_deploy.modelinfo import METADATA_KEY, ModelInfo, Overrides, apply_overrides
 from ghost_deploy.preprocess import Preprocessing
-from ghost_deploy.variants import VARIANTS, check_input_size, variant_for_width
+from ghost_deploy.variants import FAMILY_PREFIX, VARIANTS, check_input_size, variant_for_width
 
-__all__ = ["LoadedModel", "Overrides", "build_ghostnet", "infer_width", "load_model", "save_checkpoint"]
+__all__ = [
+    "LoadedModel",
+    "Overrides",
+    "build_ghostnet",
+    "infer_layout",
+    "infer_width",
+    "load_model",
+    "save_checkpoint",
+]
 
 if TYPE_CHECKING:
     import torch
 
 NESTED_KEYS = ("state_dict", "model", "model_state_dict")
+_FAMILY_NAMES = {
+    "v1": "GhostNet (V1)",
+    "v2": "GhostNetV2 (DFC attention: short_conv)",
+    "v3": "GhostNetV3 (re-parameterisable branches)",
+}
 _TRUST_HINT = (
     "unpickling runs code stored in the file, so a malicious checkpoint can take over this machine; "
     "if you trust where it came from, pass --trust-checkpoint"
@@ -58,19 +71,20 @@ def load_model(path: Path, overrides: Overrides | None = None, *, trust: bool = 
             raise CheckpointError(f"{path} holds a pickled module, not a state_dict; {_TRUST_HINT}")
         return _trusted_module(torch, state, overrides, "pickled module")
     state, prefix_note = _clean_keys(state)
-    info = _resolve_info(state, meta if isinstance(meta, Mapping) else None, overrides, path)
-    module = build_ghostnet(info)
+    family, fused = infer_layout(state)
+    info = _resolve_info(state, meta if isinstance(meta, Mapping) else None, overrides, path, family)
+    module = build_ghostnet(info, fused=fused)
     _load_strict(torch, module, state, info, path)
     module.eval()
     return LoadedModel(module, info, form + prefix_note)
 
 
-def build_ghostnet(info: ModelInfo) -> torch.nn.Module:
-    """A freshly initialised GhostNet for `info` (width and classes)."""
+def build_ghostnet(info: ModelInfo, fused: bool = False) -> torch.nn.Module:
+    """A freshly initialised GhostNet for `info` (family, width and classes); `fused`: V3 in deployed form."""
     optional.torch("Building a GhostNet")
     from ghost_deploy.ghostnet import GhostNet
 
-    return GhostNet(num_classes=info.num_classes, width=info.width)
+    return GhostNet(num_classes=info.num_classes, width=info.width, version=info.family, fused=fused)
 
 
 def save_checkpoint(path: Path, module: torch.nn.Module, info: ModelInfo, extra: dict[str, Any] | None = None) -> None:
@@ -170,7 +184,23 @@ def _clean_keys(state: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
         state = {k[len("module.") :]: v for k, v in state.items()}
         note = ", 'module.' prefix removed"
     # thop's profiling counters (total_ops, total_params) are not weights
-    return {k: v for k, v in state.items() if "total_" not in k.rsplit(".", 1)[-1]}, note
+    state = {k: v for k, v in state.items() if "total_" not in k.rsplit(".", 1)[-1]}
+    # the official GhostNetV3 release names its branch BatchNorms `bn`, timm (and we) `bn1`
+    if any("_rpr_" in k and ".bn." in k for k in state):
+        state = {(k.replace(".bn.", ".bn1.") if "_rpr_" in k else k): v for k, v in state.items()}
+        note += ", official V3 branch names (bn -> bn1)"
+    return state, note
+
+
+def infer_layout(state: Mapping[str, Any]) -> tuple[str, bool]:
+    """(family, fused) from the keys: V3 branches ('_rpr_') or fused V3 convs with bias, V2 attention, else V1."""
+    if any("_rpr_" in k for k in state):
+        return "v3", False
+    if any(k.endswith(".primary_conv.0.bias") for k in state):
+        return "v3", True
+    if any(".short_conv." in k for k in state):
+        return "v2", False
+    return "v1", False
 
 
 def infer_width(state: Mapping[str, Any]) -> float:
@@ -190,11 +220,13 @@ def infer_width(state: Mapping[str, Any]) -> float:
         if stem_channels(width) == stem and last_channels(width) == last:
             return width
     raise CheckpointError(
-        f"no GhostNet width gives a {stem}-channel stem and a {last}-channel last conv; is this a GhostNet v1?"
+        f"no GhostNet width gives a {stem}-channel stem and a {last}-channel last conv; is this a GhostNet?"
     )
 
 
-def _resolve_info(state: Mapping[str, Any], meta: Mapping[str, Any] | None, ov: Overrides, path: Path) -> ModelInfo:
+def _resolve_info(
+    state: Mapping[str, Any], meta: Mapping[str, Any] | None, ov: Overrides, path: Path, family: str
+) -> ModelInfo:
     if meta is not None:
         info = ModelInfo.from_dict(dict(meta))
     else:
@@ -204,7 +236,7 @@ def _resolve_info(state: Mapping[str, Any], meta: Mapping[str, Any] | None, ov: 
             variant = get_variant(ov.arch)
             source = "flags"
         else:
-            variant = variant_for_width(infer_width(state))
+            variant = variant_for_width(infer_width(state), family)
             source = "inferred"
         classifier = state.get("classifier.weight")
         if classifier is None:
@@ -213,7 +245,14 @@ def _resolve_info(state: Mapping[str, Any], meta: Mapping[str, Any] | None, ov: 
         info = ModelInfo(
             variant.name, variant.width, num_classes, variant.input_size, variant.preprocessing, source=source
         )
-    return apply_overrides(info, ov)
+    info = apply_overrides(info, ov)
+    if info.family != family:
+        where = "--arch" if info.source == "flags" else "its metadata"
+        raise CheckpointError(
+            f"{path} has the keys of a {_FAMILY_NAMES[family]}, but {where} says {info.arch}; "
+            f"pass the right --arch (a {FAMILY_PREFIX[family]}* name)"
+        )
+    return info
 
 
 def _load_strict(torch: Any, module: Any, state: Mapping[str, Any], info: ModelInfo, path: Path) -> None:
@@ -238,7 +277,7 @@ def _load_strict(torch: Any, module: Any, state: Mapping[str, Any], info: ModelI
         raise CheckpointError(
             f"{path} does not match {info.arch} (width {info.width}, {info.num_classes} classes): "
             + "; ".join(parts)
-            + "; check --arch/--num-classes, or that this is a GhostNet v1 checkpoint"
+            + "; check --arch/--num-classes, or that this is a GhostNet checkpoint"
         )
     module.load_state_dict(state, strict=True)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from ghost_deploy.errors import CheckpointError, InputError
 from ghost_deploy.preprocess import Preprocessing
-from ghost_deploy.variants import check_input_size, get_variant
+from ghost_deploy.variants import check_input_size, family_of, get_variant
 
 METADATA_KEY = "ghost_deploy"
 METADATA_VERSION = 1
@@ -68,6 +68,11 @@ class ModelInfo:
                 "remove it or pass --arch/--num-classes/--input-size"
             ) from None
 
+    @property
+    def family(self) -> str:
+        """'v1', 'v2' or 'v3' (from the architecture name; 'custom' counts as 'v1')."""
+        return family_of(self.arch)
+
     def replace(self, **changes: Any) -> ModelInfo:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
@@ -102,14 +107,14 @@ def apply_overrides(info: ModelInfo, ov: Overrides) -> ModelInfo:
     size = ov.input_size or ov.crop
     pre = info.preprocessing
     if size is not None and size != info.input_size:
-        check_input_size(size)
+        check_input_size(size, info.family)
         ratio = pre.resize / pre.crop
         pre = Preprocessing(round(size * ratio), size, pre.mean, pre.std, pre.interpolation)
         info = info.replace(input_size=size)
     pre = pre.replace(resize=ov.resize, mean=ov.mean, std=ov.std, interpolation=ov.interpolation)
     if ov.resize is not None and ov.resize < pre.crop:
         raise InputError(f"--resize {ov.resize} is smaller than the crop {pre.crop}; resize must be at least crop")
-    check_input_size(info.input_size)
+    check_input_size(info.input_size, info.family)
     info = info.replace(preprocessing=pre)
     labels = ov.labels if ov.labels is not None else info.labels
     if labels is not None and len(labels) != info.num_classes:
