@@ -524,6 +524,13 @@ def summary(report: dict[str, Any]) -> str:
     lines = []
     if "artifact" in report:
         lines.append(f"artifact: {report['artifact']['path']} ({report['artifact']['bytes'] / 1e6:.2f} MB)")
+    rep = report.get("reparameterization")
+    if rep:
+        lines.append(
+            f"re-parameterised (GhostNetV3 branches fused before export): {rep['parameters_before'] / 1e6:.2f}M -> "
+            f"{rep['parameters_after'] / 1e6:.2f}M parameters; fused vs unfused max abs error "
+            f"{rep['max_abs_error_float32']:.1e} in float32 ({rep['max_abs_error_float64']:.1e} in float64)"
+        )
     graph = report.get("graph")
     if graph:
         lines.append(

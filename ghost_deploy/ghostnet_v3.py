@@ -43,6 +43,8 @@ def _fused_conv(branches: Iterable[nn.Module], kernel: torch.Tensor, bias: torch
         template.padding,  # type: ignore[arg-type]
         groups=template.groups,
         bias=True,
+        device=template.weight.device,
+        dtype=template.weight.dtype,
     )
     with torch.no_grad():
         conv.weight.copy_(kernel.to(conv.weight.dtype))

@@ -7,11 +7,13 @@ artifact is written even when verification fails (exit 4).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 from ghost_deploy.errors import InputError, VerificationFailed
@@ -31,6 +33,9 @@ from ghost_deploy.verify import Tolerances, compare_runners, judge
 ONNX_TARGETS = ("onnx", "onnx-fp16", "onnx-int8", "ort-int8")
 TRT_TARGETS = ("trt-fp32", "trt-fp16", "trt-int8")
 TARGETS = ONNX_TARGETS + TRT_TARGETS
+# GhostNetV3's fused model must give the unfused model's logits within this (max abs error, real images)
+REPARAM_ATOL = 1e-4
+REPARAM_SAMPLES = 64
 
 
 @dataclasses.dataclass
@@ -160,6 +165,11 @@ def _source_from_checkpoint(path: Path, cfg: ExportConfig, steps: Steps, report:
         loaded = load_model(path, cfg.overrides, trust=cfg.trust)
         rec["note"] = f"{loaded.info.arch}, {loaded.info.num_classes} classes, {loaded.checkpoint_form}"
     report["checkpoint"] = {"form": loaded.checkpoint_form, "architecture_from": loaded.info.source}
+    from ghost_deploy.ghostnet_v3 import has_training_branches
+
+    if has_training_branches(loaded.module):
+        data = eval_data(loaded.info, path.parent, cfg.eval_dir, cfg.eval_limit, cfg.seed)
+        loaded.module = _reparameterize(loaded.module, data, cfg.tolerances, steps, report)
     batch = cfg.batch or BatchSpec()
     with steps.step("export", f"exporting to ONNX (opset {cfg.opset})") as rec:
         model = onnx_from_module(loaded.module, loaded.info.input_size, batch, cfg.opset)
@@ -169,6 +179,55 @@ def _source_from_checkpoint(path: Path, cfg: ExportConfig, steps: Steps, report:
         "input", (None if batch.is_dynamic else batch.fixed, 3, loaded.info.input_size, loaded.info.input_size)
     )
     return _Source(loaded.info, model, TorchRunner(loaded.module, spec), batch, loaded.module)
+
+
+def _reparameterize(module: Any, data: Any, tol: Tolerances, steps: Steps, report: dict[str, Any]) -> Any:
+    """Fuse GhostNetV3's training-time branches, after checking on real inputs that nothing changes.
+
+    Two checks, on up to REPARAM_SAMPLES inputs: in float64 the fusion itself must be exact (max abs error of
+    the logits <= REPARAM_ATOL; it is ~1e-12), and in float32, the arithmetic that is deployed, fused and
+    unfused must agree within the FP32 verification limit (float32 rounding differs between one conv and a
+    sum of five; the unfused model is itself only that close to its float64 result). Either failing: exit 4.
+    """
+    import copy
+
+    import torch
+
+    from ghost_deploy.ghostnet_v3 import reparameterize
+
+    with steps.step("reparameterize", "fusing GhostNetV3's training-time branches") as rec:
+        fused = reparameterize(module)
+        rows = list(itertools.islice(iter(data), REPARAM_SAMPLES))
+        x = torch.from_numpy(np.stack([r.array for r in rows]).astype(np.float32))
+        with torch.no_grad():
+            exact64 = copy.deepcopy(module).double()
+            err64 = float((exact64(x.double()) - reparameterize(exact64, inplace=True)(x.double())).abs().max())
+            unfused32 = module(x)
+            err32 = float((unfused32 - fused(x)).abs().max())
+        limit32 = (tol.max_abs or REPARAM_ATOL) + tol.rtol * float(unfused32.abs().max())
+        rec["note"] = (
+            f"max abs error fused vs unfused {err64:.1e} in float64, {err32:.1e} in float32 ({len(rows)} inputs)"
+        )
+    passed = err64 <= REPARAM_ATOL and err32 <= limit32
+    report["reparameterization"] = {
+        "what": "GhostNetV3's training-time branches fused into one conv with bias each, before export",
+        "parameters_before": sum(p.numel() for p in module.parameters()),
+        "parameters_after": sum(p.numel() for p in fused.parameters()),
+        "samples": len(rows),
+        "data": data.description,
+        "max_abs_error_float64": err64,
+        "tolerance_float64": REPARAM_ATOL,
+        "max_abs_error_float32": err32,
+        "tolerance_float32": limit32,
+        "passed": passed,
+    }
+    if not passed:
+        raise VerificationFailed(
+            f"re-parameterisation changed the logits by {err64:.3g} in float64 (limit {REPARAM_ATOL}) and "
+            f"{err32:.3g} in float32 (limit {limit32:.3g}); nothing was exported. Are the BatchNorm statistics "
+            "finite, and is this a standard GhostNetV3?"
+        )
+    return fused
 
 
 def _source_from_onnx(path: Path, cfg: ExportConfig, steps: Steps) -> _Source:

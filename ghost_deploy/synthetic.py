@@ -18,18 +18,30 @@ if TYPE_CHECKING:
 
 
 def realistic_ghostnet(
-    images: np.ndarray, width: float = 1.0, num_classes: int = 1000, seed: int = 0, logit_std: float = 3.0
+    images: np.ndarray,
+    width: float = 1.0,
+    num_classes: int = 1000,
+    seed: int = 0,
+    logit_std: float = 3.0,
+    version: str = "v1",
 ) -> GhostNet:
-    """An eval-mode GhostNet whose BatchNorm statistics are measured on `images` (N x 3 x S x S)."""
+    """An eval-mode GhostNet (V1, V2 or V3) whose BatchNorm statistics are measured on `images` (N x 3 x S x S).
+
+    BatchNorm scales and shifts are drawn at random too (near 1 and 0), so that every BatchNorm matters:
+    folding it into a conv, or fusing V3's branches, is tested on more than an identity.
+    """
     torch = optional.torch("Building a GhostNet")
     from ghost_deploy.ghostnet import GhostNet
 
     torch.manual_seed(seed)
-    model = GhostNet(num_classes=num_classes, width=width)
+    model = GhostNet(num_classes=num_classes, width=width, version=version)
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.reset_running_stats()
             module.momentum = None  # cumulative average over all batches
+            with torch.no_grad():
+                module.weight.uniform_(0.8, 1.2)
+                module.bias.uniform_(-0.1, 0.1)
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
     model.train()
     with torch.no_grad():
