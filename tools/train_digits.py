@@ -17,6 +17,11 @@ Usage (from the repository root; reproduces models/ghostnet_digits.pt):
     python tools/train_digits.py
 
 Smoke test: `python tools/train_digits.py --limit 50 --epochs 1 --output /tmp/m.pt --data /tmp/digits`.
+
+Other architectures on the same data (written to models/<arch>_digits.pt, not shipped):
+
+    python tools/train_digits.py --arch ghostnetv2_100
+    python tools/train_digits.py --arch ghostnetv3_100
 """
 
 from __future__ import annotations
@@ -46,11 +51,12 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from ghost_deploy.checkpoint import save_checkpoint  # noqa: E402
+from ghost_deploy.errors import InputError  # noqa: E402
 from ghost_deploy.fileio import check_writable  # noqa: E402
 from ghost_deploy.ghostnet import GhostNet  # noqa: E402
 from ghost_deploy.modelinfo import ModelInfo  # noqa: E402
 from ghost_deploy.preprocess import Preprocessing, load_rgb, preprocess_image  # noqa: E402
-from ghost_deploy.variants import variant_for_width  # noqa: E402
+from ghost_deploy.variants import Variant, get_variant, variant_for_width  # noqa: E402
 
 SPLITS = ("train", "calibration", "test")
 # Fractions of each class that go to calibration and test; the rest is train (about 70 / 10 / 20).
@@ -64,6 +70,7 @@ INPUT_SIZE = 64
 BATCH_SIZE = 64
 FILE_PATTERN = re.compile(r"^\d{4}\.png$")
 THREADS = 2
+DEFAULT_ARCH = "ghostnet_050"
 Sample = tuple[Image.Image, int]  # an RGB image as `load_rgb` returns it, and its class index
 
 
@@ -316,27 +323,43 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--output",
         type=Path,
-        default=REPO_ROOT / "models" / "ghostnet_digits.pt",
-        help="checkpoint to write (default: <repo>/models/ghostnet_digits.pt)",
+        default=None,
+        help="checkpoint to write (default: <repo>/models/ghostnet_digits.pt for the default architecture, "
+        "else <repo>/models/<arch>_digits.pt)",
     )
     parser.add_argument("--epochs", type=int, default=30, help="training epochs (default: 30)")
     parser.add_argument("--seed", type=int, default=0, help="training seed; the split has its own (default: 0)")
-    parser.add_argument("--width", type=float, default=0.5, help="GhostNet width multiplier (default: 0.5)")
+    parser.add_argument(
+        "--arch",
+        default=DEFAULT_ARCH,
+        help=f"architecture: ghostnet_*, ghostnetv2_* or ghostnetv3_* (default: {DEFAULT_ARCH}); V3 is trained "
+        "with its re-parameterisable branches and saved unfused, as users' V3 checkpoints are",
+    )
+    parser.add_argument("--width", type=float, default=None, help="width multiplier (default: the architecture's)")
     parser.add_argument("--lr", type=float, default=3e-3, help="peak AdamW learning rate (default: 3e-3)")
     parser.add_argument("--limit", type=int, default=None, help="train on only N images (smoke test)")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.epochs < 1 or (args.limit is not None and args.limit < 1):
         parser.error("--epochs and --limit must be at least 1")
+    try:
+        variant = get_variant(args.arch)
+    except InputError as exc:
+        parser.error(str(exc))
+    args.width = args.width or variant.width
+    args.variant = variant_for_width(args.width, variant.family)
+    if args.output is None:
+        name = "ghostnet_digits.pt" if args.arch == DEFAULT_ARCH else f"{args.variant.name}_digits.pt"
+        args.output = REPO_ROOT / "models" / name
     return args
 
 
-def make_info(width: float, pre: Preprocessing, data_dir: Path, output: Path) -> ModelInfo:
+def make_info(variant: Variant, pre: Preprocessing, data_dir: Path, output: Path) -> ModelInfo:
     """Metadata of the checkpoint; data folders are stored relative to the checkpoint file."""
     rel = Path(os.path.relpath(data_dir.resolve(), output.resolve().parent))
     return ModelInfo(
-        arch=variant_for_width(width).name,
-        width=width,
+        arch=variant.name,
+        width=variant.width,
         num_classes=len(LABELS),
         input_size=INPUT_SIZE,
         preprocessing=pre,
@@ -359,6 +382,7 @@ def share_readable(path: Path) -> None:
 def training_record(args: argparse.Namespace, train_images: int, test_images: int, test_top1: float) -> dict[str, Any]:
     """How the checkpoint was made, in plain types (stored beside the metadata, read with weights_only=True)."""
     return {
+        "arch": args.variant.name,
         "seed": args.seed,
         "split_seed": SPLIT_SEED,
         "epochs": args.epochs,
@@ -391,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"train {len(train)}, calibration {len(calibration)}, test {len(test)} images; mean {mean}, std {std}")
     if args.limit is not None:
         train = random.Random(args.seed).sample(train, min(args.limit, len(train)))
-    model = GhostNet(num_classes=len(LABELS), width=args.width)
+    model = GhostNet(num_classes=len(LABELS), width=args.width, version=args.variant.family)
     fit(model, train, calibration, pre, args.epochs, args.seed, args.lr)
     recalibrate_batchnorm(model, train, pre)
     test_top1 = evaluate(model, test, pre)
@@ -399,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"test top-1 (eval mode, {len(test)} images): {test_top1:.4f}; total time {elapsed:.0f} s")
     training = training_record(args, len(train), len(test), test_top1)
     save_checkpoint(
-        args.output, model, make_info(args.width, pre, args.data, args.output), extra={"training": training}
+        args.output, model, make_info(args.variant, pre, args.data, args.output), extra={"training": training}
     )
     share_readable(args.output)
     print(f"saved {args.output}")
