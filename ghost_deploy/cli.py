@@ -529,7 +529,8 @@ def summary(report: dict[str, Any]) -> str:
         lines.append(
             f"re-parameterised (GhostNetV3 branches fused before export): {rep['parameters_before'] / 1e6:.2f}M -> "
             f"{rep['parameters_after'] / 1e6:.2f}M parameters; fused vs unfused max abs error "
-            f"{rep['max_abs_error_float32']:.1e} in float32 ({rep['max_abs_error_float64']:.1e} in float64)"
+            f"{rep['max_abs_error_float64']:.1e} in float64, {rep['max_abs_error_float32']:.1e} in float32 (the "
+            f"unfused model's own float32 rounding: {rep['unfused_float32_rounding_error']:.1e})"
         )
     graph = report.get("graph")
     if graph:
