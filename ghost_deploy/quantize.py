@@ -166,6 +166,9 @@ def qdq_for_tensorrt(
     return out, summary
 
 
+_QDQ = ("QuantizeLinear", "DequantizeLinear")
+
+
 def name_in(targets: Mapping[str, Any], name: str) -> bool:
     """True when `name` is a tensor to quantize."""
     return name in targets
@@ -204,6 +207,36 @@ def _weight_qdq(model: onnx.ModelProto, node: onnx.NodeProto) -> list[onnx.NodeP
     return _qdq_nodes(weight, f"{weight}_dequantized", f"{weight}_scale", f"{weight}_zero_point", axis)
 
 
+def _float_inputs(model: onnx.ModelProto, excluded: Collection[str]) -> None:
+    """Feed excluded nodes the float tensors instead of their Q -> DQ copies, and drop Q/DQ left unused.
+
+    quantize_static leaves an excluded Conv between a DQ and a Q; ONNX Runtime's WeightBiasQuantization pass
+    then quantizes its weights when the session loads and fuses it into a QLinearConv (measured: an excluded
+    Conv in the middle of the shipped model ran as QLinearConv), so the exclusion would not hold. A float input
+    breaks that pattern: the node stays a float Conv (checked in the session's optimized graph).
+    """
+    producers = {out: node for node in model.graph.node for out in node.output}
+    for node in model.graph.node:
+        if node.name not in excluded:
+            continue
+        for index, name in enumerate(node.input):
+            dq = producers.get(name)
+            q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[index] = q.input[0]
+    while True:
+        used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+        dead = [n for n in model.graph.node if n.op_type in _QDQ and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for node in dead:
+            model.graph.node.remove(node)
+    used = {i for n in model.graph.node for i in n.input}
+    unused = [init for init in model.graph.initializer if init.name not in used]
+    for init in unused:
+        model.graph.initializer.remove(init)
+
+
 def _ensure_opset(model: onnx.ModelProto, minimum: int) -> None:
     for opset in model.opset_import:
         if opset.domain in ("", "ai.onnx") and opset.version < minimum:
@@ -224,13 +257,6 @@ def qdq_for_onnxruntime(
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
-    if exclude_nodes or exclude_op_types:
-        # Measured: ONNX Runtime's WeightBiasQuantization pass re-quantizes a float Conv that sits between
-        # quantized neighbours when the session loads, so the exclusion would silently not hold.
-        raise InputError(
-            "ort-int8 cannot keep single layers in higher precision: ONNX Runtime re-quantizes them at load time; "
-            "use --target onnx-int8 for mixed precision, or --calib-method minmax/percentile for accuracy"
-        )
     nodes, excluded = select_nodes(model, exclude_nodes, exclude_op_types)
     data = {
         name: TensorData(
@@ -255,6 +281,7 @@ def qdq_for_onnxruntime(
     )
     quantizer.quantize_model()
     out = quantizer.model.model
+    _float_inputs(out, excluded)
     summary = QuantSummary(quantized_nodes=[n.name for n in nodes], excluded=excluded)
     summary.quantized_tensors = {
         n.input[0]: 0.0 for n in out.graph.node if n.op_type == "QuantizeLinear" and not n.input[0].endswith("weight")

@@ -136,11 +136,8 @@ def sensitivity_of_model(
     from ghost_deploy.report import Steps, new_report
 
     steps = steps or Steps()
-    if cfg.target != "onnx-int8":
-        raise InputError(
-            f"sensitivity ranks the layers of onnx-int8 (TensorRT's Q/DQ): --target {cfg.target} cannot keep single "
-            "layers in higher precision (ONNX Runtime re-quantizes them at load time)"
-        )
+    if cfg.target not in ("onnx-int8", "ort-int8"):
+        raise InputError(f"sensitivity ranks INT8 layers: --target must be onnx-int8 or ort-int8, not {cfg.target}")
     if not model_path.exists():
         raise InputError(f"model file {model_path} does not exist; check the path")
     if output is not None:
