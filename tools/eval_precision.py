@@ -1,8 +1,9 @@
-"""Accuracy of the reduced-precision targets of the shipped model, on its test split and on ten seeded
-jittered copies of it (shifts up to 4 pixels), ONNX Runtime CPU, against the FP32 ONNX.
+"""Accuracy of the reduced-precision targets of the shipped model (or --model, one trained on the same digits),
+on its test split and on ten seeded jittered copies of it (shifts up to 4 pixels), ONNX Runtime CPU, against
+the FP32 ONNX.
 
-    python tools/eval_precision.py [--copies 10] [--shift 4] [--targets onnx-int8,ort-int8,onnx-fp16]
-                                   [--export-args "--auto-exclude"]
+    python tools/eval_precision.py [--model PATH] [--copies 10] [--shift 4]
+                                   [--targets onnx-int8,ort-int8,onnx-fp16] [--export-args "--auto-exclude"]
 
 The plain test split has 359 images, a third of a point each: too coarse alone, hence the jittered copies.
 Each target is built with `ghost-export` (calibrated on the calibration split); the previews it verifies
@@ -56,6 +57,7 @@ def _logits(model: bytes, x: np.ndarray, optimize: bool = True) -> np.ndarray:
 def main() -> None:
     """Build each target, then print agreement and accuracy drop on the test split and its jittered copies."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=MODEL, help="checkpoint (default: the shipped model)")
     parser.add_argument("--copies", type=int, default=10)
     parser.add_argument("--shift", type=int, default=4)
     parser.add_argument("--targets", default="onnx-int8,ort-int8,onnx-fp16")
@@ -64,7 +66,7 @@ def main() -> None:
     import onnx
     import torch
 
-    info = ModelInfo.from_dict(torch.load(MODEL, weights_only=True)["ghost_deploy"])
+    info = ModelInfo.from_dict(torch.load(args.model, weights_only=True)["ghost_deploy"])
     pre = info.preprocessing
     test = ImageFolder(REPO / "calibration" / "digits" / "test", pre, info.labels)
     base = np.stack([s.array for s in test])
@@ -73,14 +75,14 @@ def main() -> None:
     x = _jittered(base, args.copies, args.shift, fill)
     with tempfile.TemporaryDirectory() as tmp:
         fp32_path = Path(tmp) / "fp32.onnx"
-        export_main([str(MODEL), "-o", str(fp32_path), "--dynamic-batch", "1:8:8"])
+        export_main([str(args.model), "-o", str(fp32_path), "--dynamic-batch", "1:8:8"])
         ref = _logits(fp32_path.read_bytes(), x)
         ref_acc = float((ref.argmax(1) == labels).mean())
         print(f"\n{len(x)} inputs ({len(base)} test images x {args.copies + 1}), FP32 top-1 {ref_acc:.2%}")
         for target in args.targets.split(","):
             out = Path(tmp) / f"{target}.onnx"
             extra = shlex.split(args.export_args) if target == "onnx-int8" else []
-            export_main([str(MODEL), "--target", target, "-o", str(out), "--dynamic-batch", "1:8:8", *extra])
+            export_main([str(args.model), "--target", target, "-o", str(out), "--dynamic-batch", "1:8:8", *extra])
             if target == "onnx-fp16":
                 got = _logits(fp16_preview(onnx.load(str(fp32_path))).SerializeToString(), x, optimize=False)
             else:
