@@ -5,7 +5,11 @@ Rows: PyTorch eager (the FP32 reference), `onnx`, `onnx-fp16`, `ort-int8`, `onnx
 set, agreement and cosine with FP32, median and p99 latency, throughput, speed-up over PyTorch eager. INT8
 targets are calibrated with min/max ranges (as `--calib-method minmax`). Targets are timed one after the
 other with the profiler's loop (`profile_stats`), so a machine whose load changes during the run moves rows
-against each other: compare rows from one run, and read the CV column.
+against each other: compare rows from one run, and read the CV column. Where TensorRT is installed, the
+`trt-*` engines are built from the FP32 ONNX with `engine.export_engine` (and verified there), checked
+against the reference like the other rows, and timed like `ghost-deploy profile` times engines: trtexec's
+Latency (H2D + GPU compute + D2H from CUDA events), so their latency leaves out the host-side Python
+overhead that the host-timed rows include.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ghost_deploy.doctor import tensorrt_installed
 from ghost_deploy.errors import GhostDeployError, InputError, VerificationFailed
 from ghost_deploy.evaldata import eval_data
 from ghost_deploy.export import BatchSpec
@@ -25,14 +30,21 @@ from ghost_deploy.fileio import check_writable, write_json_atomic
 from ghost_deploy.inputs import batches
 from ghost_deploy.pipeline import ONNX_TARGETS, TRT_TARGETS, ExportConfig, export_model
 from ghost_deploy.precision import PrecisionConfig
-from ghost_deploy.profile import _has_tensorrt
-from ghost_deploy.profile_stats import CV_THRESHOLD_CPU, LoopConfig, environment, summarize, time_queries
+from ghost_deploy.profile_stats import (
+    CV_THRESHOLD_CPU,
+    CV_THRESHOLD_GPU,
+    LoopConfig,
+    environment,
+    summarize,
+    time_queries,
+)
 from ghost_deploy.report import Steps, new_report
 from ghost_deploy.runners.base import Runner, TensorSpec
 from ghost_deploy.runners.onnxruntime import OnnxRuntimeRunner
 from ghost_deploy.verify import compare_runners
 
 CPU_TARGETS = ("onnx", "onnx-fp16", "ort-int8", "onnx-int8")
+NO_TENSORRT = "not available here: TensorRT not installed"
 _WHY_SLOW = {
     "onnx-fp16": "ONNX Runtime's CPU provider computes FP16 graphs in FP32 behind casts",
     "onnx-int8": "symmetric INT8 Q/DQ (TensorRT's layout) is slow on ONNX Runtime's CPU path; ort-int8 is the CPU one",
@@ -73,8 +85,8 @@ def bench_model(model: Path, cfg: BenchConfig, command: Sequence[str] = ()) -> d
         built = {"onnx": _build(model, "onnx", cfg, work)}
         fp32 = built["onnx"]["artifact"]  # reduced precision starts from it: no second export or PyTorch check
         built.update({t: _build(fp32, t, cfg, work) for t in cfg.targets if t in ONNX_TARGETS and t != "onnx"})
+        built.update({t: _build_engine(fp32, t, cfg, work) for t in TRT_TARGETS})
         rows = _measure(model, cfg, built)
-    rows += [{"target": t, "status": "not available", "reason": _trt_reason()} for t in TRT_TARGETS]
     report["rows"] = rows
     report["warnings"] = _warnings(rows)
     return report
@@ -109,6 +121,34 @@ def _build(model: Path, target: str, cfg: BenchConfig, work: Path) -> dict[str, 
         return {"artifact": None, "report": {}, "gate": f"not built: {exc}"}
 
 
+def _build_engine(fp32: Path, target: str, cfg: BenchConfig, work: Path) -> dict[str, Any]:
+    """Build and verify one trt-* engine from the FP32 ONNX where TensorRT is installed."""
+    if not tensorrt_installed():
+        return {"artifact": None, "report": {}, "gate": NO_TENSORRT, "backend": "tensorrt"}
+    from ghost_deploy.engine import EngineOptions, export_engine
+
+    out = work / f"{fp32.name.removesuffix('.onnx')}.{target}.engine"
+    export_cfg = ExportConfig(
+        target=target,
+        output=out,
+        batch=BatchSpec(fixed=cfg.batch),
+        eval_dir=cfg.eval_dir,
+        eval_limit=cfg.eval_limit,
+        seed=cfg.seed,
+        calib=cfg.calib,
+        calib_size=cfg.calib_size,
+        precision=PrecisionConfig(calib_method="minmax"),
+    )
+    _say(f"[bench] building {target} ...")
+    entry: dict[str, Any] = {"artifact": out, "backend": "tensorrt"}
+    try:
+        return {**entry, "report": export_engine(fp32, export_cfg, EngineOptions(), Steps(echo=lambda text: None))}
+    except VerificationFailed as exc:
+        return {**entry, "report": exc.result or {}, "gate": f"failed: {exc}"}
+    except GhostDeployError as exc:
+        return {**entry, "artifact": None, "report": {}, "gate": f"not built: {exc}"}
+
+
 def _measure(model: Path, cfg: BenchConfig, built: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Accuracy against FP32 and latency for the eager model and every built target."""
     info, eager = _eager(model, cfg)
@@ -123,20 +163,22 @@ def _measure(model: Path, cfg: BenchConfig, built: dict[str, dict[str, Any]]) ->
         with eager:
             eager_row.update(status="ok", **_timing(eager, cfg))
     rows.append(eager_row)
-    for target in ("onnx", *cfg.targets):
+    for target in ("onnx", *cfg.targets, *TRT_TARGETS):
         entry = built.get(target)
         if target in [r["target"] for r in rows] or entry is None:
             continue
-        row: dict[str, Any] = {"target": target, "backend": "onnxruntime CPU", "gate": entry["gate"]}
+        engine = entry.get("backend") == "tensorrt"
+        gate = entry.get("gate", "passed")
+        row: dict[str, Any] = {"target": target, "backend": "tensorrt" if engine else "onnxruntime CPU", "gate": gate}
         if entry["artifact"] is None:
-            rows.append({**row, "status": "not available", "reason": entry["gate"]})
+            rows.append({**row, "status": "not available", "reason": gate})
             continue
         _say(f"[bench] measuring {target} ...")
         artifact: Path = entry["artifact"]
-        candidate = OnnxRuntimeRunner(artifact, threads=cfg.threads)
+        candidate = _runner(artifact, engine, cfg.threads)
         with reference, candidate:
             metrics = compare_runners(reference, candidate, batches(data, "input", cfg.batch))
-        timed = OnnxRuntimeRunner(artifact, threads=cfg.threads, spin=True)
+        timed = _runner(artifact, engine, cfg.threads, spin=True)
         with timed:
             row.update(status="ok", artifact=str(artifact), bytes=artifact.stat().st_size, **_timing(timed, cfg))
         row.update(
@@ -172,14 +214,31 @@ def _eager(model: Path, cfg: BenchConfig) -> tuple[Any, Runner | None]:
     return loaded.info, TorchRunner(loaded.module, TensorSpec("input", (None, 3, size, size)), threads=cfg.threads)
 
 
+def _runner(artifact: Path, engine: bool, threads: int | None, spin: bool = False) -> Runner:
+    """A TensorRT runner for an engine, else an ONNX Runtime CPU runner."""
+    if engine:
+        from ghost_deploy.runners.tensorrt import TensorRTRunner
+
+        return TensorRTRunner(artifact)
+    return OnnxRuntimeRunner(artifact, threads=threads, spin=spin)
+
+
 def _timing(runner: Runner, cfg: BenchConfig) -> dict[str, Any]:
-    """Median, p99, throughput and CV with the profiler's loop, on seeded data of the runner's input shape."""
+    """Median, p99, throughput and CV with the profiler's loop, on seeded data of the runner's input shape;
+    an engine with CUDA events like `ghost-deploy profile` (trtexec's Latency, GPU compute CV)."""
     import numpy as np
+
+    from ghost_deploy.runners.tensorrt import TensorRTRunner
 
     spec = runner.input_specs()[0]
     shape = (cfg.batch, *(d or 1 for d in spec.shape[1:]))
     feeds = {spec.name: np.random.default_rng(cfg.seed).standard_normal(shape, dtype=np.float32)}
-    result = summarize(time_queries(lambda: runner.infer(feeds), cfg.loop), cfg.batch, CV_THRESHOLD_CPU)
+    if isinstance(runner, TensorRTRunner):
+        from ghost_deploy.trt_profile import profile_engine_batch
+
+        result = profile_engine_batch(runner, feeds, cfg.batch, cfg.loop, CV_THRESHOLD_GPU)
+    else:
+        result = summarize(time_queries(lambda: runner.infer(feeds), cfg.loop), cfg.batch, CV_THRESHOLD_CPU)
     return {
         "median_ms": result["latency_ms"]["median"],
         "p99_ms": result["latency_ms"]["p99"],
@@ -187,12 +246,6 @@ def _timing(runner: Runner, cfg: BenchConfig) -> dict[str, Any]:
         "cv": result["cv"],
         "timed_queries": result["timed_queries"],
     }
-
-
-def _trt_reason() -> str:
-    if not _has_tensorrt():
-        return "not available here: TensorRT not installed"
-    return "TensorRT is installed, but bench does not build engines yet: ghost-export --target trt-*, then profile"
 
 
 def _warnings(rows: list[dict[str, Any]]) -> list[str]:

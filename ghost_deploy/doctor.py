@@ -25,6 +25,12 @@ def _version(*names: str) -> str | None:
     return None
 
 
+def tensorrt_installed() -> bool:
+    """TensorRT is installed, by its package metadata: `tensorrt-stubs` (for mypy) leaves an importable but
+    empty `tensorrt` namespace, so import machinery cannot tell, and this is the test the export path uses."""
+    return _version(*TRT_DISTRIBUTIONS) is not None
+
+
 def _gpus() -> list[dict[str, str]]:
     """GPUs from nvidia-smi (name, compute capability, driver), empty when there is none."""
     exe = shutil.which("nvidia-smi")

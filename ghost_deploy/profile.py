@@ -2,8 +2,11 @@
 
 The timing loop and statistics (warm-up by time, duration, nearest-rank percentiles, CV) live in
 `profile_stats`; this module opens the artifact through its runner, feeds it real images through the
-model's preprocessing (or seeded random data), runs ONNX Runtime's per-layer profiler in a separate session
-(as trtexec profiles separately since v11, so the profiler does not distort the timing), and reports.
+model's preprocessing (or seeded random data), runs the per-layer profiler in a separate session (as
+trtexec profiles separately since v11, so the profiler does not distort the timing), and reports. Engines
+are timed with CUDA events like trtexec (`trt_profile`, `trt_timing`: Enqueue, H2D, GPU Compute, D2H,
+`--cuda-graph`, `--no-data-transfers`) and a dynamic engine's batch must lie in its optimization profile.
+The text and the plot are `profile_report`'s; the per-layer tables `layer_profile`'s.
 """
 
 from __future__ import annotations
@@ -12,18 +15,18 @@ import argparse
 import dataclasses
 import json
 import sys
-import tempfile
 from collections.abc import Sequence
-from importlib import util
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from ghost_deploy import optional
 from ghost_deploy.errors import InputError, MissingDependencyError
-from ghost_deploy.fileio import atomic_path, check_writable, write_json_atomic
+from ghost_deploy.fileio import check_writable, write_json_atomic
+from ghost_deploy.layer_profile import ort_layer_profile
 from ghost_deploy.modelinfo import ModelInfo, Overrides
+from ghost_deploy.profile_report import PERCENTILE_DEFINITION, human_summary, plot_report
 from ghost_deploy.profile_stats import (
     CV_THRESHOLD_CPU,
     CV_THRESHOLD_GPU,
@@ -34,12 +37,9 @@ from ghost_deploy.profile_stats import (
 )
 from ghost_deploy.report import file_entry, new_report
 from ghost_deploy.runners.base import Runner, TensorSpec
+from ghost_deploy.trt_timing import check_batch_in_profile, default_batch
 
 KINDS = {".onnx": "onnx", ".pt": "pytorch", ".pth": "pytorch", ".engine": "tensorrt", ".plan": "tensorrt"}
-PERCENTILE_DEFINITION = (
-    "nearest rank, no interpolation: pP = sorted[max(N-1-floor((1-P/100)*N), 0)] (trtexec); the median is the "
-    "middle value or the mean of the two middle values"
-)
 
 
 @dataclasses.dataclass
@@ -57,6 +57,8 @@ class ProfileConfig:
     layer_runs: int = 20  # runs of the separate per-layer profiling session; 0 skips it
     cv_threshold: float | None = None  # None: 2.5% on a GPU, CV_THRESHOLD_CPU on the CPU
     trust: bool = False
+    cuda_graph: bool = False  # engines only: the enqueue captured in a CUDA graph (trtexec --useCudaGraph)
+    data_transfers: bool = True  # engines only: False times the GPU compute alone (trtexec --noDataTransfers)
 
 
 @dataclasses.dataclass
@@ -82,28 +84,68 @@ def profile_artifact(path: Path, cfg: ProfileConfig, command: Sequence[str] = ()
         "providers": list(cfg.providers) if target.kind == "onnx" else None,
         "cv_threshold": threshold,
         "percentile_definition": PERCENTILE_DEFINITION,
+        "cuda_graph": cfg.cuda_graph if target.kind == "tensorrt" else None,
+        "data_transfers": cfg.data_transfers if target.kind == "tensorrt" else None,
     }
     report["environment"] = environment()
     results = []
     with target.runner as runner:
         spec = runner.input_specs()[0]
-        for batch in _batches(spec, cfg.batches, path):
+        for batch in _batches(spec, cfg.batches, path, _profile_shapes(target, spec)):
             feeds, desc = _feeds(target, spec, batch, cfg, path)
-            times = time_queries(lambda f=feeds: runner.infer(f), cfg.loop)  # type: ignore[misc]
-            result = summarize(times, batch, threshold, target.on_gpu)
+            if target.kind == "tensorrt":
+                result = _engine_result(target, path, feeds, batch, cfg, threshold)
+            else:
+                result = _host_result(runner, feeds, batch, cfg, threshold, target.on_gpu)
             result["inputs"] = desc
-            result["queries"] = {
-                "start_ms": [round(t * 1e3, 6) for t in times.starts[times.warmup :]],
-                "latency_ms": [round(t, 6) for t in times.latencies_ms],
-                "warmup_start_ms": [round(t * 1e3, 6) for t in times.starts[: times.warmup]],
-                "warmup_latency_ms": [round(t, 6) for t in times.warmup_latencies_ms],
-            }
             if target.kind == "onnx" and cfg.layer_runs > 0 and target.onnx_path is not None:
-                result["layers"] = ort_layer_profile(target.onnx_path, feeds, cfg)
+                result["layers"] = ort_layer_profile(
+                    target.onnx_path, feeds, cfg.layer_runs, cfg.threads, cfg.providers
+                )
             results.append(result)
     report["results"] = results
     report["warnings"] = [w for r in results for w in r["warnings"]]
     return report
+
+
+def _host_result(
+    runner: Runner, feeds: dict[str, np.ndarray], batch: int, cfg: ProfileConfig, threshold: float, on_gpu: bool
+) -> dict[str, Any]:
+    """Time `runner.infer` with the host clock (ONNX Runtime, PyTorch) and summarize it."""
+    times = time_queries(lambda: runner.infer(feeds), cfg.loop)
+    result = summarize(times, batch, threshold, on_gpu)
+    result["queries"] = {
+        "start_ms": [round(t * 1e3, 6) for t in times.starts[times.warmup :]],
+        "latency_ms": [round(t, 6) for t in times.latencies_ms],
+        "warmup_start_ms": [round(t * 1e3, 6) for t in times.starts[: times.warmup]],
+        "warmup_latency_ms": [round(t, 6) for t in times.warmup_latencies_ms],
+    }
+    return result
+
+
+def _engine_result(
+    target: _Target, path: Path, feeds: dict[str, np.ndarray], batch: int, cfg: ProfileConfig, threshold: float
+) -> dict[str, Any]:
+    """Time an engine with CUDA events, then its layers with IProfiler in a context of its own."""
+    from ghost_deploy.runners.tensorrt import TensorRTRunner
+    from ghost_deploy.trt_profile import profile_engine_batch, trt_layer_profile
+
+    runner = cast(TensorRTRunner, target.runner)
+    result = profile_engine_batch(
+        runner, feeds, batch, cfg.loop, threshold, cuda_graph=cfg.cuda_graph, data_transfers=cfg.data_transfers
+    )
+    if cfg.layer_runs > 0:
+        result["layers"] = trt_layer_profile(path, feeds, cfg.layer_runs)
+    return result
+
+
+def _profile_shapes(target: _Target, spec: TensorSpec) -> tuple[list[int], list[int], list[int]] | None:
+    """An engine input's optimization profile (MIN, OPT, MAX shapes) when its batch is dynamic."""
+    if target.kind != "tensorrt" or spec.fixed_batch is not None:
+        return None
+    from ghost_deploy.runners.tensorrt import TensorRTRunner
+
+    return cast(TensorRTRunner, target.runner).profile_shapes(spec.name)
 
 
 def open_target(path: Path, cfg: ProfileConfig) -> _Target:
@@ -118,6 +160,9 @@ def open_target(path: Path, cfg: ProfileConfig) -> _Target:
         )
     if kind != "onnx" and cfg.providers != ("CPUExecutionProvider",):
         raise InputError(f"--provider applies to .onnx artifacts (ONNX Runtime); {path.name} is a {kind} artifact")
+    if kind != "tensorrt" and (cfg.cuda_graph or not cfg.data_transfers):
+        flag = "--cuda-graph" if cfg.cuda_graph else "--no-data-transfers"
+        raise InputError(f"{flag} applies to TensorRT engines (.engine/.plan), not to {path.name} ({kind})")
     if kind == "onnx":
         return _onnx_target(path, cfg)
     if kind == "pytorch":
@@ -137,9 +182,10 @@ def open_target(path: Path, cfg: ProfileConfig) -> _Target:
 
 
 def _has_tensorrt() -> bool:
-    """TensorRT is importable: a real module, not the namespace left by `tensorrt-stubs`."""
-    spec = util.find_spec("tensorrt")
-    return spec is not None and spec.origin not in (None, "namespace")
+    """TensorRT is installed, by package metadata (`doctor.tensorrt_installed`), as the export path decides."""
+    from ghost_deploy.doctor import tensorrt_installed
+
+    return tensorrt_installed()
 
 
 def resolve_providers(names: Sequence[str]) -> tuple[str, ...]:
@@ -193,8 +239,18 @@ def _default_threshold(on_gpu: bool) -> float:
     return CV_THRESHOLD_GPU if on_gpu else CV_THRESHOLD_CPU
 
 
-def _batches(spec: TensorSpec, asked: tuple[int, ...] | None, path: Path) -> tuple[int, ...]:
-    """The batch sizes to run: the asked ones if the input allows them, else its fixed batch or 1."""
+def _batches(
+    spec: TensorSpec,
+    asked: tuple[int, ...] | None,
+    path: Path,
+    profile: tuple[list[int], list[int], list[int]] | None = None,
+) -> tuple[int, ...]:
+    """The batch sizes to run: the asked ones if the input allows them, else its fixed batch or 1; for a
+    dynamic engine, the asked ones inside its optimization profile, else the profile's OPT (as trtexec)."""
+    if profile is not None:
+        for batch in asked or ():
+            check_batch_in_profile(path.name, spec.name, batch, profile)
+        return asked or (default_batch(profile),)
     fixed = spec.fixed_batch
     if asked is None:
         return (fixed or 1,)
@@ -227,153 +283,6 @@ def _feeds(
     return {spec.name: np.ascontiguousarray(array.astype(spec.dtype, copy=False))}, desc
 
 
-def ort_layer_profile(model_path: Path, feeds: dict[str, np.ndarray], cfg: ProfileConfig) -> dict[str, Any]:
-    """Per-node time from ONNX Runtime's profiler, in a session of its own, mapped to ONNX node names."""
-    import onnx
-    import onnxruntime as ort
-
-    skip = 3  # the first runs allocate and fill caches: left out like trtexec's warm-up
-    with tempfile.TemporaryDirectory(prefix="ghost-profile-") as tmp:
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.enable_profiling = True
-        opts.profile_file_prefix = str(Path(tmp) / "ort")
-        if cfg.threads:
-            opts.intra_op_num_threads = cfg.threads
-        session = ort.InferenceSession(str(model_path), sess_options=opts, providers=list(cfg.providers))
-        for _ in range(skip + cfg.layer_runs):
-            session.run(None, feeds)
-        events = json.loads(Path(session.end_profiling()).read_text())
-    runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])[skip:]
-    spans = [(e["ts"], e["ts"] + e["dur"]) for e in runs]
-    totals: dict[str, list[Any]] = {}
-    for e in events:
-        if e.get("cat") == "Node" and any(a <= e["ts"] <= b for a, b in spans):
-            row = totals.setdefault(e["name"].removesuffix("_kernel_time"), [0, e.get("args", {}).get("op_name")])
-            row[0] += e["dur"]
-    graph = onnx.load(str(model_path), load_external_data=False).graph
-    node_total = sum(v[0] for v in totals.values()) or 1
-    layers = [
-        {
-            "kernel": name,
-            "ort_op": op,
-            "onnx_nodes": _onnx_nodes(name, op, graph),
-            "ms_per_run": us / 1e3 / len(runs),
-            "share": us / node_total,
-        }
-        for name, (us, op) in sorted(totals.items(), key=lambda kv: -kv[1][0])
-    ]
-    return {
-        "profiler": "onnxruntime SessionOptions.enable_profiling, a separate session",
-        "runs": len(runs),
-        "run_ms": sum(b - a for a, b in spans) / 1e3 / max(len(runs), 1),
-        "nodes_ms": node_total / 1e3 / max(len(runs), 1),
-        "layers": layers,
-    }
-
-
-def _onnx_nodes(kernel: str, ort_op: str | None, graph: Any) -> list[str]:
-    """The ONNX nodes behind an ORT kernel: the node of that name, or the nodes fused into it."""
-    by_name = {n.name: n for n in graph.node}
-    if kernel in by_name:
-        return [kernel]
-    producers = {out: n for n in graph.node for out in n.output}
-    node = producers.get(kernel.removesuffix("_nchwc"))
-    if node is None:
-        return []  # a kernel ORT inserted itself (layout reorders)
-    fused = [node.name]
-    want = {"FusedConv": "Conv", "FusedGemm": "Gemm"}.get(ort_op or "", ort_op)
-    while node.op_type != want and len(fused) < 4 and node.input and node.input[0] in producers:
-        node = producers[node.input[0]]  # walk back over the activations fused into the kernel
-        fused.insert(0, node.name)
-    return fused if node.op_type == want else fused[-1:]
-
-
-def plot_report(report: dict[str, Any], path: Path) -> None:
-    """Latency histogram and per-query trace for each batch size, as a PNG (matplotlib, extra `plot`)."""
-    optional.require("matplotlib", "Drawing the latency plot (--plot)")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    results = report["results"]
-    fig = Figure(figsize=(11, 3.6 * len(results)), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(len(results), 2, squeeze=False)
-    name = Path(report["artifact"]["path"]).name
-    for (hist, trace), res in zip(axes, results, strict=True):
-        lat, q = res["latency_ms"], res["queries"]
-        hist.hist(q["latency_ms"], bins=min(60, max(10, len(q["latency_ms"]) // 10)), color="tab:blue")
-        for key, style in (("median", "-"), ("p99", "--")):
-            hist.axvline(lat[key], color="black", linestyle=style, label=f"{key} {lat[key]:.3f} ms")
-        hist.set(xlabel="latency (ms)", ylabel="queries", title=f"{name}, batch {res['batch']}: latency histogram")
-        hist.legend()
-        trace.plot(
-            np.asarray(q["warmup_start_ms"]) / 1e3,
-            q["warmup_latency_ms"],
-            ".",
-            color="tab:gray",
-            markersize=3,
-            label=f"warm-up ({res['warmup_queries']})",
-        )
-        trace.plot(
-            np.asarray(q["start_ms"]) / 1e3,
-            q["latency_ms"],
-            ".",
-            color="tab:blue",
-            markersize=3,
-            label=f"timed ({res['timed_queries']})",
-        )
-        trace.axhline(lat["median"], color="black", linewidth=0.8)
-        trace.set(xlabel="query start (s)", ylabel="latency (ms)", title=f"per-query trace, CV {res['cv']:.1%}")
-        trace.legend()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-
-
-def human_summary(report: dict[str, Any], top: int = 10) -> str:
-    """trtexec-like text: counts, throughput, latency, stability, top layers, environment."""
-    cfg, env = report["config"], report["environment"]
-    threads = cfg["threads"] or "default"
-    lines = [
-        f"=== Performance summary: {Path(report['artifact']['path']).name} on {report['backend']} "
-        f"(threads {threads}) ==="
-    ]
-    for res in report["results"]:
-        lat, thr = res["latency_ms"], res["throughput"]
-        lines += [
-            f"batch {res['batch']} ({res['inputs']['kind']} inputs)",
-            f"  Warmup completed {res['warmup_queries']} queries over {res['warmup_ms']:.0f} ms",
-            f"  Timing trace has {res['timed_queries']} queries over {res['walltime_s']:.3f} s",
-            f"  Throughput: {thr['inferences_per_s']:.2f} inferences/s, {thr['images_per_s']:.2f} images/s",
-            "  Latency: "
-            + ", ".join(f"{k} = {lat[k]:.4f} ms" for k in ("min", "max", "mean", "median"))
-            + ", "
-            + ", ".join(f"percentile({p}%) = {lat[f'p{p}']:.4f} ms" for p in (90, 95, 99)),
-            f"  Coefficient of variation: {res['cv']:.2%} (threshold {res['cv_threshold']:.1%}: "
-            f"{'stable' if res['stable'] else 'UNSTABLE'})",
-        ]
-        lines += [f"  warning: {w}" for w in res["warnings"]]
-        layers = res.get("layers")
-        if layers:
-            lines.append(
-                f"  Top {min(top, len(layers['layers']))} layers (ONNX Runtime profiler, {layers['runs']} "
-                f"runs in a separate session, {layers['nodes_ms']:.3f} ms of nodes per run):"
-            )
-            lines.append(f"    {'ms/run':>9} {'share':>6}  {'kernel (op)':<40} ONNX nodes")
-            for row in layers["layers"][:top]:
-                nodes = " + ".join(row["onnx_nodes"]) or "(inserted by ONNX Runtime)"
-                lines.append(f"    {row['ms_per_run']:9.4f} {row['share']:6.1%}  {row['ort_op']:<12} {nodes}")
-    gpus = ", ".join(f"{g['name']} (driver {g['driver']})" for g in env["gpus"]) or "none"
-    versions = report["versions"]
-    lines.append(
-        f"environment: CPU {env['cpu']['model']} ({env['cpu']['usable']} usable of {env['cpu']['logical_cores']} "
-        f"logical cores), GPU {gpus}; onnxruntime {versions.get('onnxruntime')}, torch {versions.get('torch')}, "
-        f"tensorrt {versions.get('tensorrt')}"
-    )
-    lines.append(f"percentiles: {PERCENTILE_DEFINITION}")
-    return "\n".join(lines)
-
-
 def parse_batches(text: str) -> tuple[int, ...]:
     """`8` or a sweep `1,2,4,8`: positive integers."""
     try:
@@ -403,7 +312,15 @@ def fill_parser(p: argparse.ArgumentParser) -> None:
         "--cv-threshold",
         type=float,
         metavar="PERCENT",
-        help=f"warn above this CV in %% (default {CV_THRESHOLD_GPU:.1%} GPU, {CV_THRESHOLD_CPU:.0%} CPU)",
+        help=f"warn above this CV in %% (default {CV_THRESHOLD_GPU * 100:g}%% GPU, {CV_THRESHOLD_CPU * 100:g}%% CPU)",
+    )
+    p.add_argument(
+        "--cuda-graph", action="store_true", help="engines: launch the enqueue as a CUDA graph (trtexec --useCudaGraph)"
+    )
+    p.add_argument(
+        "--no-data-transfers",
+        action="store_true",
+        help="engines: time the GPU compute alone, no H2D/D2H copies (trtexec --noDataTransfers)",
     )
     p.add_argument("--trust-checkpoint", action="store_true", help="allow pickled modules / TorchScript")
     p.add_argument("-o", "--output", type=Path, help="write the JSON report (every per-query time) here")
@@ -434,6 +351,8 @@ def config_from_args(args: argparse.Namespace) -> ProfileConfig:
         layer_runs=args.layer_runs,
         cv_threshold=args.cv_threshold / 100 if args.cv_threshold is not None else None,
         trust=args.trust_checkpoint,
+        cuda_graph=args.cuda_graph,
+        data_transfers=not args.no_data_transfers,
     )
 
 

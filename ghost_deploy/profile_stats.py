@@ -171,6 +171,7 @@ def summarize(times: QueryTimes, batch: int, cv_threshold: float, on_gpu: bool =
         "latency_ms": {k: stats[k] for k in ("min", "mean", "median", "p90", "p95", "p99", "max")},
         "std_ms": stats["std"],
         "cv": stats["cv"],
+        "cv_of": "latency",
         "cv_threshold": cv_threshold,
         "stable": stats["cv"] <= cv_threshold,
         "warnings": [],

@@ -60,3 +60,33 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
 
 # A prelude that makes `import torch` (and onnxsim's optional use of it) fail, as on a device without the extra
 NO_TORCH = "import sys; sys.modules['torch'] = None; "
+
+
+def tiny_onnx(path: Path, batch: int | str = 1, size: int = 32) -> Path:
+    """Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm: an image classifier small enough to time quickly."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        helper.make_tensor("w", TensorProto.FLOAT, [8, 3, 3, 3], rng.standard_normal(216).tolist()),
+        helper.make_tensor("fc", TensorProto.FLOAT, [8, 10], rng.standard_normal(80).tolist()),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "w"], ["conv_out"], name="stem/Conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv_out"], ["relu_out"], name="stem/Relu"),
+        helper.make_node("GlobalAveragePool", ["relu_out"], ["pool_out"], name="pool"),
+        helper.make_node("Flatten", ["pool_out"], ["flat"], name="flatten"),
+        helper.make_node("MatMul", ["flat", "fc"], ["logits"], name="classifier"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path

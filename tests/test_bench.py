@@ -60,6 +60,9 @@ def test_bench_shipped_model_lists_every_target(tmp_path: Path) -> None:
     assert rows["ort-int8"]["bytes"] < rows["onnx"]["bytes"]  # INT8 weights
     if not _has_tensorrt():
         assert all(rows[t]["reason"] == "not available here: TensorRT not installed" for t in expected[5:])
+    else:  # built, verified and timed with CUDA events where TensorRT and a GPU exist
+        assert all(rows[t]["status"] == "ok" and rows[t]["backend"] == "tensorrt" for t in expected[5:])
+        assert all(rows[t]["agreement"] >= 0.9 and rows[t]["median_ms"] > 0 for t in expected[5:])
     lines = proc.stdout.splitlines()
     assert lines[1].startswith("| target | size MB | top-1 |") and any(
         line.startswith("| trt-int8 |") for line in lines

@@ -6,16 +6,15 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
 
 from ghost_deploy.errors import InputError
+from ghost_deploy.layer_profile import ort_kernel_nodes
 from ghost_deploy.profile import (
     ProfileConfig,
+    _batches,
     _has_tensorrt,
-    _onnx_nodes,
     open_target,
     profile_artifact,
     resolve_providers,
@@ -29,37 +28,11 @@ from ghost_deploy.profile_stats import (
     summarize,
     time_queries,
 )
-from tests.conftest import run_cli
+from ghost_deploy.runners.base import TensorSpec
+from tests.conftest import run_cli, tiny_onnx
 
 HAS_TRT = _has_tensorrt()
 FAST = ["--warmup-ms", "20", "--duration-s", "0.2", "--layer-runs", "3"]
-
-
-def _tiny_onnx(path: Path, batch: int | str = 1, size: int = 32) -> Path:
-    """Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm: an image classifier small enough to time quickly."""
-    rng = np.random.default_rng(0)
-    inits = [
-        helper.make_tensor("w", TensorProto.FLOAT, [8, 3, 3, 3], rng.standard_normal(216).tolist()),
-        helper.make_tensor("fc", TensorProto.FLOAT, [8, 10], rng.standard_normal(80).tolist()),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["input", "w"], ["conv_out"], name="stem/Conv", pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["conv_out"], ["relu_out"], name="stem/Relu"),
-        helper.make_node("GlobalAveragePool", ["relu_out"], ["pool_out"], name="pool"),
-        helper.make_node("Flatten", ["pool_out"], ["flat"], name="flatten"),
-        helper.make_node("MatMul", ["flat", "fc"], ["logits"], name="classifier"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "tiny",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, size, size])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 10])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
 
 
 class FakeClock:
@@ -170,30 +143,39 @@ def test_missing_provider_lists_the_available_ones() -> None:
 
 
 def test_fixed_batch_refuses_other_batch_sizes_naming_its_batch(tmp_path: Path) -> None:
-    model = _tiny_onnx(tmp_path / "fixed.onnx", batch=1)
+    model = tiny_onnx(tmp_path / "fixed.onnx", batch=1)
     cfg = ProfileConfig(loop=LoopConfig(10, 0.05), batches=(1, 4), layer_runs=0)
     with pytest.raises(InputError, match="fixed batch of 1; --batch 4 is not allowed"):
         profile_artifact(model, cfg)
 
 
+def test_a_dynamic_engine_profiles_batches_inside_its_optimization_profile() -> None:
+    spec, engine = TensorSpec("input", (None, 3, 64, 64)), Path("g.engine")
+    profile = ([1, 3, 64, 64], [4, 3, 64, 64], [8, 3, 64, 64])
+    assert _batches(spec, None, engine, profile) == (4,)  # trtexec's default: the OPT shape
+    assert _batches(spec, (1, 8), engine, profile) == (1, 8)
+    with pytest.raises(InputError, match=r"g\.engine: batch 16 is outside .*'input': batch 1\.\.8, OPT 4"):
+        _batches(spec, (2, 16), engine, profile)
+
+
 def test_threads_sets_onnxruntime_intra_op_threads(tmp_path: Path) -> None:
-    target = open_target(_tiny_onnx(tmp_path / "t.onnx"), ProfileConfig(threads=3))
+    target = open_target(tiny_onnx(tmp_path / "t.onnx"), ProfileConfig(threads=3))
     with target.runner as runner:
         assert runner.session.get_session_options().intra_op_num_threads == 3  # type: ignore[attr-defined]
 
 
 def test_fused_kernels_map_back_to_their_onnx_nodes(tmp_path: Path) -> None:
-    graph = onnx.load(str(_tiny_onnx(tmp_path / "m.onnx"))).graph
-    assert _onnx_nodes("relu_out_nchwc", "Conv", graph) == ["stem/Conv", "stem/Relu"]
-    assert _onnx_nodes("pool", "GlobalAveragePool", graph) == ["pool"]
-    assert _onnx_nodes("ReorderOutput_token_3", "ReorderOutput", graph) == []
+    graph = onnx.load(str(tiny_onnx(tmp_path / "m.onnx"))).graph
+    assert ort_kernel_nodes("relu_out_nchwc", "Conv", graph) == ["stem/Conv", "stem/Relu"]
+    assert ort_kernel_nodes("pool", "GlobalAveragePool", graph) == ["pool"]
+    assert ort_kernel_nodes("ReorderOutput_token_3", "ReorderOutput", graph) == []
 
 
 # --- whole runs ------------------------------------------------------------------------------------------------
 
 
 def test_profile_sweep_on_a_dynamic_onnx_reports_every_batch(tmp_path: Path) -> None:
-    model = _tiny_onnx(tmp_path / "dyn.onnx", batch="N")
+    model = tiny_onnx(tmp_path / "dyn.onnx", batch="N")
     cfg = ProfileConfig(loop=LoopConfig(10, 0.05), batches=(1, 3), layer_runs=3)
     report = profile_artifact(model, cfg)
     assert [r["batch"] for r in report["results"]] == [1, 3]
@@ -210,7 +192,7 @@ def test_profile_sweep_on_a_dynamic_onnx_reports_every_batch(tmp_path: Path) -> 
 
 
 def test_cli_writes_json_and_png(tmp_path: Path) -> None:
-    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    model = tiny_onnx(tmp_path / "tiny.onnx")
     out, png = tmp_path / "out" / "p.json", tmp_path / "p.png"
     proc = run_cli("profile", str(model), *FAST, "--threads", "1", "-o", str(out), "--plot", str(png))
     assert proc.returncode == 0, proc.stderr
@@ -224,7 +206,7 @@ def test_cli_writes_json_and_png(tmp_path: Path) -> None:
 
 
 def test_cli_json_prints_the_report(tmp_path: Path) -> None:
-    proc = run_cli("profile", str(_tiny_onnx(tmp_path / "t.onnx")), *FAST, "--random-input", "--json")
+    proc = run_cli("profile", str(tiny_onnx(tmp_path / "t.onnx")), *FAST, "--random-input", "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert "human_summary" not in report and report["results"][0]["inputs"]["kind"] == "random"
@@ -237,12 +219,20 @@ def test_cli_json_prints_the_report(tmp_path: Path) -> None:
         (["--provider", "NoSuch"], "'NoSuch' is not available here; available: "),
         (["--batch", "0"], "batch sizes must be at least 1"),
         (["--batch", "2"], "fixed batch of 1"),
+        (["--cuda-graph"], "--cuda-graph applies to TensorRT engines (.engine/.plan), not to t.onnx"),
+        (["--no-data-transfers"], "--no-data-transfers applies to TensorRT engines"),
     ],
 )
 def test_cli_bad_options_exit_2_with_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
-    proc = run_cli("profile", str(_tiny_onnx(tmp_path / "t.onnx")), *FAST, *args)
+    proc = run_cli("profile", str(tiny_onnx(tmp_path / "t.onnx")), *FAST, *args)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("ghost-deploy: error:")]
     assert proc.returncode == 2 and len(errors) == 1 and needle in errors[0] and "Traceback" not in proc.stderr
+
+
+def test_cli_help_lists_the_engine_flags() -> None:
+    proc = run_cli("profile", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "--cuda-graph" in proc.stdout and "--no-data-transfers" in proc.stdout and "2.5% GPU" in proc.stdout
 
 
 def test_cli_unknown_type_exits_2(tmp_path: Path) -> None:
@@ -257,7 +247,7 @@ def test_plot_without_matplotlib_exits_3_naming_the_extra(tmp_path: Path) -> Non
     import sys
 
     code = "import sys; sys.modules['matplotlib'] = None; from ghost_deploy.cli import main; sys.exit(main())"
-    model = _tiny_onnx(tmp_path / "t.onnx")
+    model = tiny_onnx(tmp_path / "t.onnx")
     cmd = [sys.executable, "-c", code, "profile", str(model), *FAST, "--plot", str(tmp_path / "p.png")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 3 and "ghost-deploy[plot]" in proc.stderr
