@@ -207,11 +207,13 @@ def _eager(model: Path, cfg: BenchConfig) -> tuple[Any, Runner | None]:
 
         return info_from_onnx(onnx.load(str(model), load_external_data=False), model, Overrides()), None
     from ghost_deploy.checkpoint import load_model
+    from ghost_deploy.ghostnet_v3 import deployable
     from ghost_deploy.runners.torch import TorchRunner
 
     loaded = load_model(model)
     size = loaded.info.input_size
-    return loaded.info, TorchRunner(loaded.module, TensorSpec("input", (None, 3, size, size)), threads=cfg.threads)
+    spec = TensorSpec("input", (None, 3, size, size))
+    return loaded.info, TorchRunner(deployable(loaded.module), spec, threads=cfg.threads)  # V3: fused, as deployed
 
 
 def _runner(artifact: Path, engine: bool, threads: int | None, spin: bool = False) -> Runner:

@@ -234,3 +234,8 @@ def reparameterize(model: nn.Module, inplace: bool = False) -> nn.Module:
                 module.fuse()
     target.train(was_training)
     return target
+
+
+def deployable(model: nn.Module) -> nn.Module:
+    """The model as it is deployed: a fused copy when it has V3 training-time branches, else the model itself."""
+    return reparameterize(model) if has_training_branches(model) else model

@@ -167,11 +167,13 @@ def open_target(path: Path, cfg: ProfileConfig) -> _Target:
         return _onnx_target(path, cfg)
     if kind == "pytorch":
         from ghost_deploy.checkpoint import load_model
+        from ghost_deploy.ghostnet_v3 import deployable
         from ghost_deploy.runners.torch import TorchRunner
 
         loaded = load_model(path, Overrides(), trust=cfg.trust)
         size = loaded.info.input_size
-        runner = TorchRunner(loaded.module, TensorSpec("input", (None, 3, size, size)), threads=cfg.threads)
+        spec = TensorSpec("input", (None, 3, size, size))
+        runner = TorchRunner(deployable(loaded.module), spec, threads=cfg.threads)  # V3: fused, as deployed
         return _Target(kind, runner, loaded.info, on_gpu=False)
     if not _has_tensorrt():
         raise MissingDependencyError("tensorrt", "trt", "Profiling a TensorRT engine")
