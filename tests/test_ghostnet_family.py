@@ -11,19 +11,15 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from ghost_deploy.calibrate import calibrate
 from ghost_deploy.checkpoint import load_model, save_checkpoint
 from ghost_deploy.errors import CheckpointError, InputError, VerificationFailed
-from ghost_deploy.export import BatchSpec, onnx_from_module
+from ghost_deploy.export import BatchSpec
 from ghost_deploy.ghostnet import GhostNet
 from ghost_deploy.ghostnet_v3 import has_training_branches, reparameterize
-from ghost_deploy.inputs import ImageFolder
 from ghost_deploy.modelinfo import ModelInfo, Overrides
 from ghost_deploy.pipeline import ExportConfig, export_model
 from ghost_deploy.precision import PrecisionConfig
 from ghost_deploy.preprocess import Preprocessing
-from ghost_deploy.sensitivity import layer_sensitivity
-from ghost_deploy.simplify import simplify_onnx
 from ghost_deploy.synthetic import realistic_ghostnet
 from ghost_deploy.variants import check_input_size
 from tests.conftest import DIGITS, digit_images
@@ -202,8 +198,8 @@ def test_precision_targets_and_their_preview_work_on_v2_and_v3(
     path = _checkpoint(tmp_path, model, f"ghostnet{version}_050")
     cfg = ExportConfig(
         target=target,
-        eval_limit=48,
-        calib_size=32,
+        eval_limit=24,
+        calib_size=16,
         output=tmp_path / "m.onnx",
         precision=PrecisionConfig(calib_method="minmax"),
     )
@@ -212,19 +208,9 @@ def test_precision_targets_and_their_preview_work_on_v2_and_v3(
     except VerificationFailed as exc:  # random weights may miss a gate; the report and artifact still exist
         report = exc.result.report  # type: ignore[union-attr]
     preview = report["precision_verification"]["metrics"]
-    assert preview["samples"] == 48 and preview["cosine_mean"] > 0.5  # random weights: related, not accurate
+    assert preview["samples"] == 24 and preview["cosine_mean"] > 0.5  # random weights: related, not accurate
     ops = {n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node}
     if target.endswith("int8"):
         assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
     else:
         assert "Cast" in ops
-
-
-def test_sensitivity_ranks_the_layers_of_a_v2(tmp_path: Path, v2_model: GhostNet) -> None:
-    fp32 = simplify_onnx(onnx_from_module(v2_model, 64, BatchSpec(None, (1, 8, 8))))[0]
-    samples = list(ImageFolder(DIGITS / "calibration", Preprocessing(resize=64, crop=64), limit=16))
-    ranges = calibrate(fp32, samples, method="entropy").ranges
-    ranking = layer_sensitivity(fp32, ranges, samples)
-    names = [entry.node for entry in ranking]
-    assert len(names) == len({n.name for n in fp32.graph.node if n.op_type in ("Conv", "Gemm")})
-    assert any("short_conv" in n for n in names)  # the DFC attention convs are ranked too
