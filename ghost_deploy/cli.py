@@ -209,8 +209,8 @@ def _fill_sensitivity_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--target",
         default="onnx-int8",
-        choices=("onnx-int8",),
-        help="the Q/DQ flavour measured (onnx-int8: TensorRT's)",
+        choices=("onnx-int8", "ort-int8"),
+        help="the Q/DQ flavour measured (onnx-int8: TensorRT's, the default; ort-int8: ONNX Runtime CPU's)",
     )
     p.add_argument("--top", type=_int_at_least(1), default=15, metavar="N", help="rows of the table (default 15)")
     p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the JSON report to FILE")
