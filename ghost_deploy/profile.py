@@ -22,6 +22,7 @@ from typing import Any, cast
 import numpy as np
 
 from ghost_deploy import optional
+from ghost_deploy.clocks import clock_warnings
 from ghost_deploy.errors import InputError, MissingDependencyError
 from ghost_deploy.fileio import check_writable, write_json_atomic
 from ghost_deploy.layer_profile import ort_layer_profile
@@ -104,7 +105,7 @@ def profile_artifact(path: Path, cfg: ProfileConfig, command: Sequence[str] = ()
                 )
             results.append(result)
     report["results"] = results
-    report["warnings"] = [w for r in results for w in r["warnings"]]
+    report["warnings"] = [w for r in results for w in r["warnings"]] + clock_warnings(report["environment"])
     return report
 
 

@@ -192,6 +192,9 @@ def environment() -> dict[str, Any]:
     env["load_average_1min"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     governor = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
     env["cpu_governor"] = governor.read_text().strip() if governor.is_file() else None
+    from ghost_deploy.clocks import clock_state
+
+    env["clocks"] = clock_state()  # locked: min == max (sudo jetson_clocks on a Jetson); None where unreadable
     if env["jetson"] and shutil.which("nvpmodel"):
         try:
             out = subprocess.run(["nvpmodel", "-q"], capture_output=True, text=True, timeout=10).stdout
