@@ -92,11 +92,9 @@ def bench_model(model: Path, cfg: BenchConfig, command: Sequence[str] = ()) -> d
     return report
 
 
-def _build(model: Path, target: str, cfg: BenchConfig, work: Path) -> dict[str, Any]:
-    """Export one target with the library; a failed accuracy gate still yields the artifact."""
-    stem = model.name.removesuffix(".onnx.onnx").removesuffix(".onnx") if target != "onnx" else model.stem
-    out = work / f"{stem}.{target}.onnx"
-    export_cfg = ExportConfig(
+def _export_config(target: str, out: Path, cfg: BenchConfig) -> ExportConfig:
+    """How bench builds a target: its batch and data, INT8 from min/max ranges."""
+    return ExportConfig(
         target=target,
         output=out,
         batch=BatchSpec(fixed=cfg.batch),
@@ -107,6 +105,13 @@ def _build(model: Path, target: str, cfg: BenchConfig, work: Path) -> dict[str, 
         calib_size=cfg.calib_size,
         precision=PrecisionConfig(calib_method="minmax"),
     )
+
+
+def _build(model: Path, target: str, cfg: BenchConfig, work: Path) -> dict[str, Any]:
+    """Export one target with the library; a failed accuracy gate still yields the artifact."""
+    stem = model.name.removesuffix(".onnx.onnx").removesuffix(".onnx") if target != "onnx" else model.stem
+    out = work / f"{stem}.{target}.onnx"
+    export_cfg = _export_config(target, out, cfg)
     steps = Steps(echo=lambda text: None)
     _say(f"[bench] building {target} ...")
     try:
@@ -128,17 +133,7 @@ def _build_engine(fp32: Path, target: str, cfg: BenchConfig, work: Path) -> dict
     from ghost_deploy.engine import EngineOptions, export_engine
 
     out = work / f"{fp32.name.removesuffix('.onnx')}.{target}.engine"
-    export_cfg = ExportConfig(
-        target=target,
-        output=out,
-        batch=BatchSpec(fixed=cfg.batch),
-        eval_dir=cfg.eval_dir,
-        eval_limit=cfg.eval_limit,
-        seed=cfg.seed,
-        calib=cfg.calib,
-        calib_size=cfg.calib_size,
-        precision=PrecisionConfig(calib_method="minmax"),
-    )
+    export_cfg = _export_config(target, out, cfg)
     _say(f"[bench] building {target} ...")
     entry: dict[str, Any] = {"artifact": out, "backend": "tensorrt"}
     try:

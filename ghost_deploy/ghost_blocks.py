@@ -140,6 +140,19 @@ class GhostModuleV2(GhostModule):
         return dfc_gate(self.short_conv, x, super().forward(x))
 
 
+def shortcut(in_chs: int, out_chs: int, dw_kernel_size: int, stride: int) -> nn.Sequential:
+    """A bottleneck's shortcut: identity (empty) when shapes match, else depthwise k x k + BN, 1x1 conv + BN."""
+    if in_chs == out_chs and stride == 1:
+        return nn.Sequential()
+    pad = (dw_kernel_size - 1) // 2
+    return nn.Sequential(
+        nn.Conv2d(in_chs, in_chs, dw_kernel_size, stride, pad, groups=in_chs, bias=False),
+        nn.BatchNorm2d(in_chs),
+        nn.Conv2d(in_chs, out_chs, 1, 1, 0, bias=False),
+        nn.BatchNorm2d(out_chs),
+    )
+
+
 class GhostBottleneck(nn.Module):
     """Ghost bottleneck: ghost1 (expand), optional stride-2 depthwise, optional SE, ghost2, shortcut add.
 
@@ -165,16 +178,7 @@ class GhostBottleneck(nn.Module):
             self.bn_dw = nn.BatchNorm2d(mid_chs)
         self.se = SqueezeExcite(mid_chs, se_ratio=se_ratio) if se_ratio is not None and se_ratio > 0.0 else None
         self.ghost2 = GhostModule(mid_chs, out_chs, relu=False)
-        if in_chs == out_chs and stride == 1:
-            self.shortcut = nn.Sequential()
-        else:
-            pad = (dw_kernel_size - 1) // 2
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_chs, in_chs, dw_kernel_size, stride, pad, groups=in_chs, bias=False),
-                nn.BatchNorm2d(in_chs),
-                nn.Conv2d(in_chs, out_chs, 1, 1, 0, bias=False),
-                nn.BatchNorm2d(out_chs),
-            )
+        self.shortcut = shortcut(in_chs, out_chs, dw_kernel_size, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = x

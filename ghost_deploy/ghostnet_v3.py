@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ghost_deploy.ghost_blocks import ConvBn, GhostModule, SqueezeExcite, dfc_gate, short_conv
+from ghost_deploy.ghost_blocks import ConvBn, GhostModule, SqueezeExcite, dfc_gate, short_conv, shortcut
 
 NUM_CONV_BRANCHES = 3
 
@@ -179,15 +179,7 @@ class GhostBottleneckV3(nn.Module):
             self.dw_rpr_scale = ConvBn(mid_chs, mid_chs, 1, stride, groups=mid_chs)
         self.se = SqueezeExcite(mid_chs, se_ratio=se_ratio) if se_ratio > 0.0 else None
         self.ghost2 = GhostModuleV3(mid_chs, out_chs, relu=False, fused=fused)
-        if in_chs == out_chs and stride == 1:
-            self.shortcut = nn.Sequential()
-        else:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_chs, in_chs, dw_kernel_size, stride, pad, groups=in_chs, bias=False),
-                nn.BatchNorm2d(in_chs),
-                nn.Conv2d(in_chs, out_chs, 1, 1, 0, bias=False),
-                nn.BatchNorm2d(out_chs),
-            )
+        self.shortcut = shortcut(in_chs, out_chs, dw_kernel_size, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = x
