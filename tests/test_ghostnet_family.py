@@ -214,3 +214,14 @@ def test_precision_targets_and_their_preview_work_on_v2_and_v3(
         assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
     else:
         assert "Cast" in ops
+
+
+def test_a_v3_whose_fusion_changes_the_logits_exits_4_and_writes_nothing(tmp_path: Path, v3_model: GhostNet) -> None:
+    broken = copy.deepcopy(v3_model)
+    bn = broken.blocks[3][0].ghost1.cheap_rpr_skip
+    bn.running_var.fill_(float("nan"))  # a corrupt checkpoint: NaN statistics in one branch
+    path = _checkpoint(tmp_path, broken, "ghostnetv3_050")
+    cfg = ExportConfig(eval_limit=8, output=tmp_path / "m.onnx")
+    with pytest.raises(VerificationFailed, match=r"re-parameterisation changed the logits.*nothing was exported"):
+        export_model(path, cfg)
+    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "m.onnx.json").exists()
