@@ -40,9 +40,13 @@ def _int_at_least(low: int) -> Callable[[str], int]:
 
 def _add_model_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("architecture and preprocessing (override the checkpoint's metadata)")
-    g.add_argument("--arch", help="variant name: ghostnet_050, ghostnet_100, ghostnet_130")
+    from ghost_deploy.variants import VARIANTS
+
+    g.add_argument("--arch", help=f"variant name: {', '.join(VARIANTS)} (inferred from the keys when absent)")
     g.add_argument("--num-classes", type=_int_at_least(1), metavar="N")
-    g.add_argument("--input-size", type=_int_at_least(1), metavar="N", help="square input size, divisible by 32")
+    g.add_argument(
+        "--input-size", type=_int_at_least(1), metavar="N", help="square input size, divisible by 32 (V2/V3: >= 64)"
+    )
     g.add_argument("--mean", metavar="R,G,B", help="normalisation mean (on 0..1 pixels)")
     g.add_argument("--std", metavar="R,G,B", help="normalisation std")
     g.add_argument("--resize", type=_int_at_least(1), metavar="N", help="resize the shorter side to N")
