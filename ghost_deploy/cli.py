@@ -15,6 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from ghost_deploy import __version__
+from ghost_deploy.cli_flags import (
+    add_engine_flags,
+    add_model_flags,
+    add_precision_flags,
+    add_verify_flags,
+    int_at_least,
+)
+from ghost_deploy.cli_summary import summary
 from ghost_deploy.errors import EXIT_FAILURE, EXIT_OK, GhostDeployError, VerificationFailed
 
 EXIT_CODES = """exit codes:
@@ -23,68 +31,6 @@ EXIT_CODES = """exit codes:
   2  bad input or usage
   3  missing optional dependency (the message names the extra to install)
   4  a verification or accuracy gate failed (the report is still written)"""
-
-
-def _int_at_least(low: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
-
-    return parse
-
-
-def _add_model_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("architecture and preprocessing (override the checkpoint's metadata)")
-    from ghost_deploy.variants import VARIANTS
-
-    g.add_argument("--arch", help=f"variant name: {', '.join(VARIANTS)} (inferred from the keys when absent)")
-    g.add_argument("--num-classes", type=_int_at_least(1), metavar="N")
-    g.add_argument(
-        "--input-size", type=_int_at_least(1), metavar="N", help="square input size, divisible by 32 (V2/V3: >= 64)"
-    )
-    g.add_argument("--mean", metavar="R,G,B", help="normalisation mean (on 0..1 pixels)")
-    g.add_argument("--std", metavar="R,G,B", help="normalisation std")
-    g.add_argument("--resize", type=_int_at_least(1), metavar="N", help="resize the shorter side to N")
-    g.add_argument("--crop", type=_int_at_least(1), metavar="N", help="centre crop (equals the input size)")
-    g.add_argument("--interpolation", choices=("bilinear", "bicubic"))
-    g.add_argument("--labels", type=Path, metavar="FILE", help="class names, one per line")
-    g.add_argument(
-        "--trust-checkpoint",
-        action="store_true",
-        help="allow a pickled nn.Module or TorchScript file (unpickling can run arbitrary code)",
-    )
-
-
-def _add_verify_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("verification against ONNX Runtime CPU")
-    g.add_argument(
-        "--eval",
-        type=Path,
-        metavar="DIR",
-        dest="eval_dir",
-        help="images to verify on; class sub-folders named like the labels give accuracy",
-    )
-    g.add_argument(
-        "--eval-limit",
-        type=_int_at_least(1),
-        default=500,
-        metavar="N",
-        help="use a seeded subset of at most N images (default 500)",
-    )
-    g.add_argument("--atol", type=float, metavar="X", help="max absolute logit error (FP32 default 1e-4)")
-    g.add_argument(
-        "--rtol",
-        type=float,
-        metavar="X",
-        help="added to --atol per unit of the largest reference logit (FP32 default 1e-5)",
-    )
-    g.add_argument("--min-cosine", type=float, metavar="X", help="minimum cosine similarity (FP32 default 0.9999)")
-    g.add_argument("--min-agreement", type=float, metavar="X", help="minimum top-1 agreement (FP32 default 0.99)")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -118,7 +64,7 @@ def _fill_export_parser(p: argparse.ArgumentParser) -> None:
         help="the artifact (default <model stem>.<target>.onnx beside MODEL); the report is PATH.json",
     )
     b = p.add_mutually_exclusive_group()
-    b.add_argument("--batch", type=_int_at_least(1), metavar="N", help="fixed batch size (default 1)")
+    b.add_argument("--batch", type=int_at_least(1), metavar="N", help="fixed batch size (default 1)")
     b.add_argument("--dynamic-batch", metavar="MIN:OPT:MAX", help="dynamic batch dimension with this range")
     p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset (default 17, at least 13)")
     p.add_argument(
@@ -127,63 +73,12 @@ def _fill_export_parser(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="also write a deployment bundle (a directory, or a .tar.gz when PATH ends so)",
     )
-    _add_model_flags(p)
-    _add_verify_flags(p)
-    _add_precision_flags(p)
-    _add_engine_flags(p)
+    add_model_flags(p)
+    add_verify_flags(p)
+    add_precision_flags(p)
+    add_engine_flags(p)
     _common(p)
     p.set_defaults(handler=_run_export)
-
-
-def _add_precision_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("reduced precision (targets onnx-fp16, onnx-int8, ort-int8)")
-    g.add_argument(
-        "--calib",
-        type=Path,
-        metavar="PATH",
-        help="calibration images (a folder, searched recursively) or an .npy/.npz of preprocessed "
-        "batches; default: the shipped model's calibration split",
-    )
-    g.add_argument("--calib-size", type=_int_at_least(1), metavar="N", help="a seeded subset of N inputs")
-    g.add_argument(
-        "--calib-method",
-        choices=("entropy", "minmax", "percentile"),
-        default=None,
-        help="activation ranges (default: entropy for onnx-int8, as TensorRT's EntropyCalibration2; minmax for "
-        "ort-int8, as ONNX Runtime's quantize_static; onnx-fp16 always uses minmax)",
-    )
-    g.add_argument("--percentile", type=float, default=99.99, metavar="P", help="for --calib-method percentile")
-    g.add_argument("--exclude-nodes", default="", metavar="A,B", help="node names kept in higher precision")
-    g.add_argument("--exclude-op-types", default="", metavar="A,B", help="op types kept in higher precision")
-    g.add_argument(
-        "--high-precision",
-        choices=("fp32", "fp16"),
-        default="fp32",
-        help="dtype of what is not quantized in onnx-int8 (fp16 for TensorRT 11)",
-    )
-    g.add_argument(
-        "--trt-version",
-        metavar="X.Y.Z",
-        help="version in the calibration cache header (default: installed TensorRT, else 10.3)",
-    )
-    g.add_argument(
-        "--calib-cache",
-        type=Path,
-        metavar="FILE",
-        help="build onnx-int8 from a TensorRT calibration cache instead of calibrating",
-    )
-    g.add_argument(
-        "--max-accuracy-drop",
-        type=float,
-        metavar="POINTS",
-        help="largest top-1 drop against FP32, in points (default 1.0)",
-    )
-    g.add_argument(
-        "--auto-exclude",
-        action="store_true",
-        help="keep the INT8-sensitive layers in higher precision until the calibration data agrees with FP32 "
-        "within --max-accuracy-drop",
-    )
 
 
 def _fill_verify_parser(p: argparse.ArgumentParser) -> None:
@@ -202,8 +97,8 @@ def _fill_verify_parser(p: argparse.ArgumentParser) -> None:
         default="fp32",
         help="the artifact's precision: picks the default tolerances (default fp32)",
     )
-    _add_model_flags(p)
-    _add_verify_flags(p)
+    add_model_flags(p)
+    add_verify_flags(p)
     _common(p)
     p.set_defaults(handler=_run_verify)
 
@@ -216,10 +111,10 @@ def _fill_sensitivity_parser(p: argparse.ArgumentParser) -> None:
         choices=("onnx-int8", "ort-int8"),
         help="the Q/DQ flavour measured (onnx-int8: TensorRT's, the default; ort-int8: ONNX Runtime CPU's)",
     )
-    p.add_argument("--top", type=_int_at_least(1), default=15, metavar="N", help="rows of the table (default 15)")
+    p.add_argument("--top", type=int_at_least(1), default=15, metavar="N", help="rows of the table (default 15)")
     p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the JSON report to FILE")
-    _add_model_flags(p)
-    _add_precision_flags(p)
+    add_model_flags(p)
+    add_precision_flags(p)
     _common(p)
     p.set_defaults(
         handler=_run_sensitivity,
@@ -247,7 +142,7 @@ def _fill_build_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", type=Path, metavar="PATH", help="the engine (default <onnx stem>.<target>.engine)")
     p.add_argument("--trt-version", metavar="X.Y.Z", help="plan for this TensorRT (default: the installed one)")
     p.add_argument("--dynamic-batch", metavar="MIN:OPT:MAX", help="profile for a dynamic batch dimension")
-    _add_engine_flags(p)
+    add_engine_flags(p)
     _common(p)
     p.set_defaults(handler=_run_build)
 
@@ -454,28 +349,6 @@ def _pack(artifacts: list[Path], output: Path) -> Any:
     return packed.get("bundle")
 
 
-def _add_engine_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("TensorRT engines (targets trt-fp32, trt-fp16, trt-int8)")
-    g.add_argument(
-        "--int8-mode",
-        choices=("explicit", "implicit"),
-        default="explicit",
-        help="explicit: the Q/DQ graph (default); implicit: a calibrator reading the CPU-made cache "
-        "(TensorRT 8.5 to 10 only)",
-    )
-    g.add_argument("--workspace", type=_int_at_least(1), metavar="MIB", help="builder workspace in MiB")
-    g.add_argument("--timing-cache", type=Path, metavar="FILE", help="timing cache, loaded and saved back")
-    g.add_argument("--builder-optimization-level", type=int, metavar="0-5", help="TensorRT 8.6+")
-    g.add_argument(
-        "--hardware-compatibility",
-        choices=("none", "ampere+", "same_compute_capability"),
-        default="none",
-        help="build for other GPUs of a level (TensorRT 8.6+)",
-    )
-    g.add_argument("--version-compatible", action="store_true", help="runs on newer TensorRT runtimes (8.6+)")
-    g.add_argument("--dla-core", type=int, metavar="N", help="Jetson DLA core, with GPU fallback")
-
-
 def _export_config(args: argparse.Namespace) -> Any:
     from ghost_deploy.export import BatchSpec, parse_dynamic_batch
     from ghost_deploy.pipeline import ExportConfig
@@ -517,70 +390,6 @@ def _run_verify(args: argparse.Namespace) -> dict[str, Any]:
         output=args.output,
         command=["ghost-deploy", "verify", *args.argv],
     )
-
-
-def summary(report: dict[str, Any]) -> str:
-    """The human summary of a report."""
-    if "targets" in report and "gpus" in report:
-        from ghost_deploy.doctor import render
-
-        return render(report)
-    lines = []
-    if "artifact" in report:
-        lines.append(f"artifact: {report['artifact']['path']} ({report['artifact']['bytes'] / 1e6:.2f} MB)")
-    rep = report.get("reparameterization")
-    if rep:
-        lines.append(
-            f"re-parameterised (GhostNetV3 branches fused before export): {rep['parameters_before'] / 1e6:.2f}M -> "
-            f"{rep['parameters_after'] / 1e6:.2f}M parameters; fused vs unfused max abs error "
-            f"{rep['max_abs_error_float64']:.1e} in float64, {rep['max_abs_error_float32']:.1e} in float32 (the "
-            f"unfused model's own float32 rounding: {rep['unfused_float32_rounding_error']:.1e})"
-        )
-    graph = report.get("graph")
-    if graph:
-        lines.append(
-            f"graph: {graph['nodes_before']} -> {graph['nodes_after']} nodes "
-            f"({graph['identity_slices_removed']} identity Slices removed)"
-        )
-    ver = report.get("verification")
-    if ver:
-        m = ver["metrics"]
-        acc = ""
-        if "candidate_top1" in m:
-            acc = f", top-1 {m['candidate_top1']:.2%} (reference {m['reference_top1']:.2%})"
-        lines.append(
-            f"verification {'PASSED' if ver['passed'] else 'FAILED'} on {m['samples']} inputs "
-            f"({ver['data'].get('what', ver['data']['kind'])}): max abs error {m['max_abs_error']:.2e}, "
-            f"cosine {m['cosine_min']:.6f}, top-1 agreement {m['top1_agreement']:.2%}{acc}"
-        )
-        if ver["data"].get("note"):
-            lines.append(f"note: {ver['data']['note']}")
-    pver = report.get("precision_verification")
-    if pver:
-        m = pver["metrics"]
-        acc = f", top-1 {m['candidate_top1']:.2%} (FP32 {m['reference_top1']:.2%})" if "candidate_top1" in m else ""
-        lines.append(
-            f"{report['target']} preview {'PASSED' if pver['passed'] else 'FAILED'} against the FP32 ONNX on "
-            f"{m['samples']} inputs: top-1 agreement {m['top1_agreement']:.2%}, cosine {m['cosine_mean']:.5f}{acc}"
-        )
-    auto = report.get("precision", {}).get("calibration", {}).get("auto_exclude")
-    if auto:
-        lines.append(
-            f"auto-exclude: {len(auto['excluded'])} layers kept in higher precision "
-            f"({'met' if auto['met'] else 'NOT met'}: agreement >= {auto['min_agreement']:.2%} on calibration data)"
-        )
-    sens = report.get("sensitivity")
-    if sens:
-        lines.append(f"INT8 sensitivity ({sens['measured_on']}), most costly first:")
-        lines.append(f"  {'agreement':>9}  {'cosine':>8}  layer")
-        for row in sens["layers"][: report.get("top", 15)]:
-            lines.append(f"  {row['agreement']:>9.2%}  {row['cosine_mean']:>8.5f}  {row['node']} ({row['op_type']})")
-    steps = report.get("steps", [])
-    if steps:
-        lines.append("steps: " + ", ".join(f"{s['name']} {s['seconds']:.2f} s" for s in steps))
-    if "artifact" in report:
-        lines.append(f"report: {report['artifact']['path']}.json")
-    return "\n".join(lines)
 
 
 def _dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None, prog: str) -> int:
