@@ -390,8 +390,14 @@ def _failure_message(report: dict[str, Any]) -> str:
     if div:
         text += f"; first diverging node: {div['node']} ({div['op_type']}, max abs error {div['max_abs_error']:.3g})"
     if report.get("precision_verification", {}).get("failures") and report["target"].endswith("int8"):
-        text += (
-            "; to find and keep the fragile layers in higher precision run `ghost-deploy sensitivity` or add "
-            "--auto-exclude, or try --calib-method minmax/percentile"
-        )
+        if report.get("precision", {}).get("calibration", {}).get("auto_exclude"):
+            text += (
+                "; --auto-exclude kept layers in higher precision and still missed the limit: the loss is in "
+                "the ranges themselves (entropy clips inputs); try --calib-method minmax/percentile"
+            )
+        else:
+            text += (
+                "; to find and keep the fragile layers in higher precision run `ghost-deploy sensitivity` or add "
+                "--auto-exclude, or try --calib-method minmax/percentile"
+            )
     return text + f"; report: {report_path(Path(report['artifact']['path']))}"
