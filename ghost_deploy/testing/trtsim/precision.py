@@ -74,13 +74,19 @@ def _redirect_inputs(model: Any, names: set[str], suffix: str) -> None:
                 node.input[i] = name + suffix
 
 
+def _prepend(model: Any, nodes: list[Any]) -> None:
+    existing = list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes + existing)
+
+
 def _round_graph_inputs(model: Any, names: set[str]) -> None:
     suffix = "::fp16"
     _redirect_inputs(model, names, f"{PREFIX}{suffix}")
     casts = [n for name in sorted(names) for n in _round_pair("input", name, f"{name}{PREFIX}{suffix}")]
     for node in casts:  # the rounded copy's name: '<input>trtsim::::fp16'
         node.name = f"{PREFIX}input::{node.output[0]}"
-    model.graph.node[:0] = casts
+    _prepend(model, casts)
 
 
 def round_weak_fp16(model: Any, skip_weights: set[str]) -> None:
@@ -173,4 +179,4 @@ def _upcast_graph_inputs(model: Any, names: set[str]) -> None:
         helper.make_node("Cast", [n], [f"{n}{PREFIX}::fp32"], name=f"{PREFIX}input::{n}", to=FLOAT)
         for n in sorted(names)
     ]
-    model.graph.node[:0] = casts
+    _prepend(model, casts)
