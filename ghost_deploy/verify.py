@@ -1,47 +1,22 @@
-"""The comparator: a candidate runner against a reference runner, on the same batches.
+"""Verification: the comparator, the tolerances' judgement, and the ONE function that makes a verification record.
 
 Written once over the Runner interface: FP32/FP16/INT8 ONNX and TensorRT engines are all checked with it.
+The reference may also be outputs recorded earlier in the same job (`Recorded`): an export verifies its FP32
+ONNX against PyTorch once and reuses what the FP32 ONNX gave for every reduced-precision check after it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 
-from ghost_deploy.inputs import Batch
-from ghost_deploy.runners.base import Runner
-
-
-@dataclasses.dataclass(frozen=True)
-class Tolerances:
-    """Limits a verification must meet; None disables a limit."""
-
-    max_abs: float | None = 1e-4
-    rtol: float = 1e-5  # the absolute limit grows by rtol x the largest reference logit (float32 rounding)
-    min_cosine: float | None = 0.9999
-    cosine_of: str = "min"  # judge the per-sample cosine by its "min" or its "mean"
-    min_agreement: float | None = 0.99
-    max_accuracy_drop: float | None = None
-
-    @classmethod
-    def for_precision(cls, precision: str) -> Tolerances:
-        """Defaults by precision: FP32 tight; FP16 and INT8 judged by cosine, agreement and accuracy drop."""
-        if precision == "fp16":
-            return cls(max_abs=None, rtol=0.0, min_cosine=0.999, min_agreement=0.98, max_accuracy_drop=0.01)
-        if precision == "int8":
-            # INT8 noise moves single samples more than FP16 does: the mean cosine is the stable statistic
-            return cls(
-                max_abs=None, rtol=0.0, min_cosine=0.99, cosine_of="mean", min_agreement=0.95, max_accuracy_drop=0.01
-            )
-        return cls()
-
-    def to_dict(self) -> dict[str, float | str | None]:
-        """JSON-ready form."""
-        return dataclasses.asdict(self)
+from ghost_deploy.backends.base import Runner
+from ghost_deploy.config import Tolerances
+from ghost_deploy.data.inputs import Batch
 
 
 class _Accumulator:
@@ -110,18 +85,90 @@ def _cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)
 
 
-def compare_runners(
-    reference: Runner, candidate: Runner, batches: Iterable[Batch], output: str | None = None
-) -> dict[str, Any]:
-    """Run both runners on every batch and return the metrics of the candidate's first (or named) output."""
-    acc = _Accumulator()
-    ref_out = output or reference.output_specs()[0].name
-    cand_out = output or candidate.output_specs()[0].name
+@dataclasses.dataclass
+class Recorded:
+    """Outputs a runner gave on the verification data, row by row in data order (memory: rows x classes)."""
+
+    name: str
+    rows: list[np.ndarray] = dataclasses.field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        """Rows recorded."""
+        return sum(len(r) for r in self.rows)
+
+    def take(self, start: int, count: int) -> np.ndarray:
+        """Rows start .. start+count of the recorded outputs."""
+        flat = self.rows[0] if len(self.rows) == 1 else np.concatenate(self.rows)
+        self.rows = [flat]
+        if start + count > len(flat):
+            raise ValueError(f"{self.name}: {len(flat)} outputs recorded, asked for rows up to {start + count}")
+        return flat[start : start + count]
+
+
+def collect_outputs(runner: Runner, batches: Iterable[Batch], output: str | None = None) -> Recorded:
+    """What `runner` gives on every batch (its first or named output), recorded for later comparisons."""
+    name = output or runner.output_specs()[0].name
+    recorded = Recorded(runner.name)
     for batch in batches:
-        ref = reference.infer(batch.feeds)[ref_out][: batch.count]
+        recorded.rows.append(np.array(runner.infer(batch.feeds)[name][: batch.count], copy=True))
+    return recorded
+
+
+def compare_runners(
+    reference: Runner | Recorded,
+    candidate: Runner,
+    batches: Iterable[Batch],
+    output: str | None = None,
+    record: Recorded | None = None,
+) -> dict[str, Any]:
+    """Run both on every batch and return the metrics of the candidate's first (or named) output.
+
+    `reference` is a runner, or outputs recorded on the same data in the same order; `record` collects what
+    the candidate gave, for a later comparison against it.
+    """
+    acc = _Accumulator()
+    ref_out = output or (reference.output_specs()[0].name if isinstance(reference, Runner) else "")
+    cand_out = output or candidate.output_specs()[0].name
+    seen = 0
+    for batch in batches:
+        if isinstance(reference, Runner):
+            ref = reference.infer(batch.feeds)[ref_out][: batch.count]
+        else:
+            ref = reference.take(seen, batch.count)
         cand = candidate.infer(batch.feeds)[cand_out][: batch.count]
+        if record is not None:
+            record.rows.append(np.array(cand, copy=True))
         acc.add(ref, cand, batch.labels)
+        seen += batch.count
     return acc.metrics()
+
+
+def verification_record(
+    reference: str,
+    candidate: str,
+    data: dict[str, Any],
+    metrics: dict[str, Any],
+    tol: Tolerances,
+    localise: Callable[[], dict[str, Any] | None] | None = None,
+) -> dict[str, Any]:
+    """The verification entry of every report: who was compared on what, the metrics, the limits, the verdict.
+
+    `localise` finds the first diverging node; it runs only when the verdict is a failure.
+    """
+    failures = judge(metrics, tol)
+    record: dict[str, Any] = {
+        "reference": reference,
+        "candidate": candidate,
+        "data": data,
+        "metrics": metrics,
+        "tolerances": tol.to_dict(),
+        "passed": not failures,
+        "failures": failures,
+    }
+    if failures and localise is not None:
+        record["first_divergence"] = localise()
+    return record
 
 
 def judge(metrics: dict[str, Any], tol: Tolerances) -> list[str]:

@@ -1,34 +1,40 @@
-"""Shared fixtures: real digit images, small realistic GhostNets, and checkpoints in every form."""
+"""Shared fixtures (small realistic GhostNets, checkpoints) and the one hook for the machine markers.
+
+Markers (pyproject.toml): `tensorrt` and `gpu` need a real TensorRT / a CUDA GPU and are skipped with the
+reason where absent; `no_tensorrt` and `no_gpu` check what a machine without them does, and are skipped where
+they are present. Every test module is collected everywhere: none imports tensorrt at top level.
+"""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-DIGITS = REPO / "calibration" / "digits"
-SHIPPED_MODEL = REPO / "models" / "ghostnet_digits.pt"
+from ghost_deploy.machine import probe
+from tests.helpers import digit_images
 
 
-def digit_images(count: int, size: int, split: str = "test") -> np.ndarray:
-    """`count` shipped digit images preprocessed to size x size with ImageNet-style normalisation."""
-    from ghost_deploy.preprocess import Preprocessing, preprocess_file
-
-    pre = Preprocessing(resize=size, crop=size)
-    paths = sorted((DIGITS / split).rglob("*.png"))[:count]
-    assert paths, f"no shipped images under {DIGITS / split}"
-    return np.stack([preprocess_file(p, pre) for p in paths])
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip each marked test whose machine requirement this machine does not meet, saying why."""
+    has_trt = probe.tensorrt_installed()
+    has_gpu = bool(probe.gpus() or probe.jetson())
+    rules = {
+        "tensorrt": (not has_trt, "needs TensorRT, which is not installed on this machine"),
+        "gpu": (not has_gpu, "needs a CUDA GPU; this machine has none"),
+        "no_tensorrt": (has_trt, "TensorRT is installed here: this test checks a machine without it"),
+        "no_gpu": (has_gpu, "this machine has a GPU: this test checks a machine without one"),
+    }
+    for item in items:
+        for marker, (skip, reason) in rules.items():
+            if skip and item.get_closest_marker(marker) is not None:
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="session")
 def small_model():  # type: ignore[no-untyped-def]
     """A ghostnet_050 for 10 classes at 64x64 with BN statistics from real images."""
-    from ghost_deploy.synthetic import realistic_ghostnet
+    from ghost_deploy.model.synthetic import realistic_ghostnet
 
     return realistic_ghostnet(digit_images(48, 64), width=0.5, num_classes=10, seed=1)
 
@@ -40,53 +46,4 @@ def small_checkpoint(tmp_path_factory: pytest.TempPathFactory, small_model) -> P
 
     path = tmp_path_factory.mktemp("ckpt") / "small.pt"
     torch.save(small_model.state_dict(), path)
-    return path
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `python -m ghost_deploy.cli ARGS` (or a console script named first) in a fresh process."""
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    if args and args[0] == "ghost-export":
-        cmd = [
-            sys.executable,
-            "-c",
-            "import sys; from ghost_deploy.cli import export_main; sys.exit(export_main())",
-            *args[1:],
-        ]
-    else:
-        cmd = [sys.executable, "-m", "ghost_deploy.cli", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=cwd, timeout=600)
-
-
-# A prelude that makes `import torch` (and onnxsim's optional use of it) fail, as on a device without the extra
-NO_TORCH = "import sys; sys.modules['torch'] = None; "
-
-
-def tiny_onnx(path: Path, batch: int | str = 1, size: int = 32) -> Path:
-    """Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm: an image classifier small enough to time quickly."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    rng = np.random.default_rng(0)
-    inits = [
-        helper.make_tensor("w", TensorProto.FLOAT, [8, 3, 3, 3], rng.standard_normal(216).tolist()),
-        helper.make_tensor("fc", TensorProto.FLOAT, [8, 10], rng.standard_normal(80).tolist()),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["input", "w"], ["conv_out"], name="stem/Conv", pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["conv_out"], ["relu_out"], name="stem/Relu"),
-        helper.make_node("GlobalAveragePool", ["relu_out"], ["pool_out"], name="pool"),
-        helper.make_node("Flatten", ["pool_out"], ["flat"], name="flatten"),
-        helper.make_node("MatMul", ["flat", "fc"], ["logits"], name="classifier"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "tiny",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, size, size])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 10])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
     return path

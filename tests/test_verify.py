@@ -8,15 +8,16 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from ghost_deploy.diverge import first_divergence_onnx, first_divergence_torch, module_path
-from ghost_deploy.export import BatchSpec, onnx_from_module
-from ghost_deploy.inputs import RandomInputs, batches
-from ghost_deploy.runners.base import TensorSpec
-from ghost_deploy.runners.onnxruntime import OnnxRuntimeRunner
-from ghost_deploy.runners.torch import TorchRunner
-from ghost_deploy.simplify import simplify_onnx
-from ghost_deploy.verify import Tolerances, compare_runners, judge
-from tests.conftest import digit_images
+from ghost_deploy.backends.base import TensorSpec
+from ghost_deploy.backends.onnx.diverge import first_divergence_onnx, first_divergence_torch, module_path
+from ghost_deploy.backends.onnx.export import onnx_from_module
+from ghost_deploy.backends.onnx.simplify import simplify_onnx
+from ghost_deploy.backends.onnxruntime import OnnxRuntimeRunner
+from ghost_deploy.backends.pytorch import TorchRunner
+from ghost_deploy.config import BatchSpec, Tolerances
+from ghost_deploy.data.inputs import RandomInputs, batches
+from ghost_deploy.verify import compare_runners, judge
+from tests.helpers import digit_images
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def _perturb(model: onnx.ModelProto, node_name: str) -> onnx.ModelProto:
 
 
 def _samples():  # type: ignore[no-untyped-def]
-    from ghost_deploy.inputs import Sample
+    from ghost_deploy.data.inputs import Sample
 
     return [Sample(x, i % 10, str(i)) for i, x in enumerate(digit_images(12, 64))]
 

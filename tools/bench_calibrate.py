@@ -29,11 +29,10 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from ghost_deploy.data.inputs import Sample
+from ghost_deploy.data.preprocess import IMAGE_SUFFIXES, Preprocessing, load_rgb, preprocess_image
 
-from ghost_deploy.inputs import Sample  # noqa: E402
-from ghost_deploy.preprocess import IMAGE_SUFFIXES, Preprocessing, load_rgb, preprocess_image  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DIGITS = REPO / "calibration" / "digits"
 MAX_JITTER = 4  # pixels, at the model's input resolution
@@ -100,7 +99,7 @@ def child_ours(onnx_path: Path, count: int, size: int, out: Path) -> dict[str, A
     """Our streaming entropy calibration of `count` images."""
     import onnx
 
-    from ghost_deploy.calibrate import calibrate
+    from ghost_deploy.precision.calibrate import calibrate
 
     model = onnx.load(str(onnx_path))
     before = _peak_mb()
@@ -114,8 +113,8 @@ def child_forward(onnx_path: Path, count: int, size: int, out: Path) -> dict[str
     """The FP32 forward pass alone over the same images, as calibrate runs it: the floor of any calibrator's time."""
     import onnx
 
-    from ghost_deploy.inputs import batches
-    from ghost_deploy.runners.onnxruntime import OnnxRuntimeRunner
+    from ghost_deploy.backends.onnxruntime import OnnxRuntimeRunner
+    from ghost_deploy.data.inputs import batches
 
     runner = OnnxRuntimeRunner(onnx.load(str(onnx_path)).SerializeToString(), optimize=False)
     before = _peak_mb()
@@ -130,7 +129,7 @@ def child_ort(onnx_path: Path, count: int, size: int, out: Path) -> dict[str, An
     """ONNX Runtime's quantize_static with its Entropy calibrator (which keeps every activation of every image)."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, quantize_static
 
-    from ghost_deploy.inputs import batches
+    from ghost_deploy.data.inputs import batches
 
     class Reader(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -199,9 +198,10 @@ def build_onnx(path: Path, width: float, size: int) -> None:
     """Export and simplify a realistic GhostNet (random weights, BatchNorm statistics from digits) to `path`."""
     import onnx
 
-    from ghost_deploy.export import BatchSpec, onnx_from_module
-    from ghost_deploy.simplify import simplify_onnx
-    from ghost_deploy.synthetic import realistic_ghostnet
+    from ghost_deploy.backends.onnx.export import onnx_from_module
+    from ghost_deploy.backends.onnx.simplify import simplify_onnx
+    from ghost_deploy.config import BatchSpec
+    from ghost_deploy.model.synthetic import realistic_ghostnet
 
     images = np.stack([s.array for s in digit_samples(64, size, seed=1)])
     model = realistic_ghostnet(images, width=width, num_classes=1000)

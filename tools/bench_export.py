@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,20 +21,19 @@ import numpy as np
 import onnx
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from ghost_deploy.backends.onnxruntime import OnnxRuntimeRunner
+from ghost_deploy.config import BatchSpec, ExportConfig
+from ghost_deploy.data.inputs import ImageFolder
+from ghost_deploy.data.preprocess import Preprocessing, preprocess_file
+from ghost_deploy.model.checkpoint import save_checkpoint
+from ghost_deploy.model.info import ModelInfo
+from ghost_deploy.model.synthetic import realistic_ghostnet
+from ghost_deploy.precision.calibrate import calibrate
+from ghost_deploy.precision.quantize import qdq_for_onnxruntime
+from ghost_deploy.report import Steps
+from ghost_deploy.stages.export_onnx import export_model
 
-from ghost_deploy.calibrate import calibrate  # noqa: E402
-from ghost_deploy.checkpoint import save_checkpoint  # noqa: E402
-from ghost_deploy.export import BatchSpec  # noqa: E402
-from ghost_deploy.inputs import ImageFolder  # noqa: E402
-from ghost_deploy.modelinfo import ModelInfo  # noqa: E402
-from ghost_deploy.pipeline import ExportConfig, export_model  # noqa: E402
-from ghost_deploy.preprocess import Preprocessing, preprocess_file  # noqa: E402
-from ghost_deploy.quantize import qdq_for_onnxruntime  # noqa: E402
-from ghost_deploy.report import Steps  # noqa: E402
-from ghost_deploy.runners.onnxruntime import OnnxRuntimeRunner  # noqa: E402
-from ghost_deploy.synthetic import realistic_ghostnet  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _images(count: int, size: int) -> np.ndarray:

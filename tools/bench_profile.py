@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from ghost_deploy.backends.onnxruntime import OnnxRuntimeRunner
+from ghost_deploy.profiling.stats import LoopConfig, time_queries
 
-from ghost_deploy.profile_stats import LoopConfig, time_queries  # noqa: E402
-from ghost_deploy.runners.onnxruntime import OnnxRuntimeRunner  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 TARGET = 0.03
 

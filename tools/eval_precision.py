@@ -14,20 +14,18 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from ghost_deploy.backends.onnxruntime import OnnxRuntimeRunner
+from ghost_deploy.cli.main import export_main
+from ghost_deploy.data.inputs import ImageFolder
+from ghost_deploy.model.info import ModelInfo
+from ghost_deploy.precision.fp16 import fp16_preview
 
-from ghost_deploy.cli import export_main  # noqa: E402
-from ghost_deploy.fp16 import fp16_preview  # noqa: E402
-from ghost_deploy.inputs import ImageFolder  # noqa: E402
-from ghost_deploy.modelinfo import ModelInfo  # noqa: E402
-from ghost_deploy.runners.onnxruntime import OnnxRuntimeRunner  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 MODEL = REPO / "models" / "ghostnet_digits.pt"
 

@@ -45,18 +45,15 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    # run as `python tools/train_digits.py`: use ghost_deploy from this source tree even when it is not installed
-    sys.path.insert(0, str(REPO_ROOT))
+from ghost_deploy.data.preprocess import Preprocessing, load_rgb, preprocess_image
+from ghost_deploy.errors import InputError
+from ghost_deploy.fileio import check_writable
+from ghost_deploy.model.checkpoint import save_checkpoint
+from ghost_deploy.model.ghostnet import GhostNet
+from ghost_deploy.model.info import ModelInfo
+from ghost_deploy.model.variants import Variant, get_variant, variant_for_width
 
-from ghost_deploy.checkpoint import save_checkpoint  # noqa: E402
-from ghost_deploy.errors import InputError  # noqa: E402
-from ghost_deploy.fileio import check_writable  # noqa: E402
-from ghost_deploy.ghostnet import GhostNet  # noqa: E402
-from ghost_deploy.modelinfo import ModelInfo  # noqa: E402
-from ghost_deploy.preprocess import Preprocessing, load_rgb, preprocess_image  # noqa: E402
-from ghost_deploy.variants import Variant, get_variant, variant_for_width  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 SPLITS = ("train", "calibration", "test")
 # Fractions of each class that go to calibration and test; the rest is train (about 70 / 10 / 20).

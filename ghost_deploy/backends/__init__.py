@@ -1,0 +1,2 @@
+"""Where models run: one Runner interface (`base`), PyTorch, ONNX (export, simplify, divergence), ONNX Runtime
+and TensorRT."""

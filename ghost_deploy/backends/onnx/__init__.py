@@ -1,0 +1,1 @@
+"""ONNX graphs: PyTorch -> ONNX export, simplification, and locating the first node that diverges."""

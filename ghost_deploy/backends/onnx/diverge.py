@@ -1,0 +1,178 @@
+"""Find the first ONNX node whose output diverges from the reference's.
+
+Against PyTorch: node names of the TorchScript exporter carry the module scope
+(`/blocks/blocks.0/blocks.0.0/ghost1/primary_conv/primary_conv.0/Conv`), which maps back to the module
+`blocks.0.0.ghost1.primary_conv.0`; forward hooks capture that module's output. A Conv whose output fed a
+BatchNorm in PyTorch was fused with it at export, so it is compared with the BatchNorm's output.
+Against another ONNX model: tensors with the same name are compared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnx
+
+from ghost_deploy.backends.onnxruntime import OnnxRuntimeRunner
+
+if TYPE_CHECKING:
+    import torch
+
+# ONNX op -> PyTorch module class names whose output it reproduces
+_COMPARABLE = {
+    "Conv": ("Conv2d", "Conv1d"),
+    "Relu": ("ReLU",),
+    "Gemm": ("Linear",),
+    "MatMul": ("Linear",),
+    "GlobalAveragePool": ("AdaptiveAvgPool2d",),
+    "BatchNormalization": ("BatchNorm2d",),
+    "HardSigmoid": ("Hardsigmoid",),
+    "Sigmoid": ("Sigmoid",),
+    "MaxPool": ("MaxPool2d",),
+    "AveragePool": ("AvgPool2d",),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Divergence:
+    """The first node found to diverge, with its error and how many nodes were compared."""
+
+    node: str
+    op_type: str
+    max_abs_error: float
+    reference_max_abs: float
+    compared_nodes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return dataclasses.asdict(self)
+
+
+def module_path(node_name: str) -> str | None:
+    """The PyTorch module path encoded in a TorchScript-exporter node name, or None."""
+    parts = [p for p in node_name.split("/") if p][:-1]
+    if not parts:
+        return None
+    path: list[str] = []
+    prev = ""
+    for comp in parts:
+        path.append(comp[len(prev) + 1 :] if prev and comp.startswith(prev + ".") else comp)
+        prev = comp
+    return ".".join(path)
+
+
+def with_all_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose graph outputs include every float node output (for intermediate comparison)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    out = onnx.ModelProto()
+    out.CopyFrom(inferred)
+    existing = {o.name for o in out.graph.output}
+    for node in out.graph.node:
+        for name in node.output:
+            vi = types.get(name)
+            if name and name not in existing and vi is not None and vi.type.tensor_type.elem_type in (1, 10):
+                out.graph.output.append(vi)
+                existing.add(name)
+    return out
+
+
+def _torch_outputs(module: torch.nn.Module, x: np.ndarray) -> dict[str, np.ndarray]:
+    import torch
+
+    captured: dict[str, np.ndarray] = {}
+    producer: dict[int, str] = {}
+    keep: list[Any] = []  # hold tensors so their ids are not reused during the run
+    fused: dict[str, str] = {}
+
+    def hook(name: str, mod: torch.nn.Module, args: tuple[Any, ...], out: Any) -> None:
+        if not isinstance(out, torch.Tensor):
+            return
+        if type(mod).__name__.startswith("BatchNorm") and args and id(args[0]) in producer:
+            fused[producer[id(args[0])]] = name
+        producer[id(out)] = name
+        keep.append(out)
+        captured[name] = out.detach().clone().numpy()
+
+    handles = [
+        m.register_forward_hook(lambda mod, a, o, n=name: hook(n, mod, a, o))
+        for name, m in module.named_modules()
+        if name
+    ]
+    try:
+        with torch.inference_mode():
+            module(torch.from_numpy(x))
+    finally:
+        for h in handles:
+            h.remove()
+    for conv, bn in fused.items():
+        captured[conv] = captured[bn]
+    captured["__types__"] = np.array([f"{n}={type(m).__name__}" for n, m in module.named_modules() if n])
+    return captured
+
+
+def first_divergence_torch(
+    module: torch.nn.Module,
+    model: onnx.ModelProto,
+    feeds: dict[str, np.ndarray],
+    rtol: float = 1e-3,
+    atol: float = 1e-4,
+) -> Divergence | None:
+    """First node (in graph order) whose output differs from its PyTorch module's output."""
+    x = next(iter(feeds.values()))
+    ref = _torch_outputs(module, x)
+    kinds = dict(item.split("=", 1) for item in ref.pop("__types__").tolist())
+    outputs = _run_all(model, feeds)
+    compared = 0
+    for node in model.graph.node:
+        path = module_path(node.name)
+        if path is None or node.op_type not in _COMPARABLE or kinds.get(path) not in _COMPARABLE[node.op_type]:
+            continue
+        got, want = outputs.get(node.output[0]), ref.get(path)
+        if got is None or want is None or got.shape != want.shape:
+            continue
+        compared += 1
+        div = _check(node, got, want, rtol, atol, compared)
+        if div is not None:
+            return div
+    return None
+
+
+def first_divergence_onnx(
+    reference: onnx.ModelProto,
+    model: onnx.ModelProto,
+    feeds: dict[str, np.ndarray],
+    rtol: float = 1e-3,
+    atol: float = 1e-4,
+) -> Divergence | None:
+    """First node of `model` whose output differs from the same-named tensor of `reference`."""
+    ref = _run_all(reference, feeds)
+    outputs = _run_all(model, feeds)
+    compared = 0
+    for node in model.graph.node:
+        got, want = outputs.get(node.output[0]), ref.get(node.output[0])
+        if got is None or want is None or got.shape != want.shape:
+            continue
+        compared += 1
+        div = _check(node, got, want, rtol, atol, compared)
+        if div is not None:
+            return div
+    return None
+
+
+def _run_all(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    runner = OnnxRuntimeRunner(with_all_outputs(model).SerializeToString(), optimize=False)
+    with runner:
+        return runner.infer(feeds)
+
+
+def _check(
+    node: onnx.NodeProto, got: np.ndarray, want: np.ndarray, rtol: float, atol: float, n: int
+) -> Divergence | None:
+    err = float(np.abs(got.astype(np.float64) - want.astype(np.float64)).max(initial=0.0))
+    scale = float(np.abs(want).max(initial=0.0))
+    if err > atol + rtol * scale:
+        return Divergence(node.name or node.output[0], node.op_type, err, scale, n)
+    return None

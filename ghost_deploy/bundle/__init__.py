@@ -1,0 +1,1 @@
+"""Deployment bundles: packing (`pack`), the application runtime (`Bundle`) and the DeepStream configuration."""

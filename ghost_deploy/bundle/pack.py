@@ -1,0 +1,282 @@
+"""`ghost-deploy pack`: artifacts + manifest + labels + README + DeepStream config -> a bundle (dir or .tar.gz).
+
+Every input comes from the reports `ghost-export` writes beside its artifacts (`<artifact>.json`). The
+bundle is built in a temporary directory beside the output, opened and verified with the runtime, then
+renamed into place: a failed pack leaves nothing that looks like a bundle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ghost_deploy import __version__
+from ghost_deploy.bundle.deepstream import CONFIG_NAME, render_config
+from ghost_deploy.bundle.runtime import MANIFEST, SCHEMA_VERSION, Bundle, validate_manifest
+from ghost_deploy.errors import InputError
+from ghost_deploy.fileio import sha256_file
+from ghost_deploy.targets import TARGETS
+
+
+def _load_report(path: Path) -> dict[str, Any]:
+    report = path.with_name(path.name + ".json")
+    if not path.is_file():
+        raise InputError(f"artifact {path} does not exist; give files written by ghost-export")
+    if not report.is_file():
+        raise InputError(f"{path} has no report {report.name} beside it; pack only what ghost-export wrote")
+    try:
+        data = json.loads(report.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {report}: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{report} is not a ghost-deploy report")
+    return data
+
+
+def _onnx_report_of_engine(engine: Path, report: dict[str, Any]) -> dict[str, Any]:
+    onnx_path = Path(str(report.get("onnx", {}).get("path", "")))
+    candidates = [onnx_path, engine.parent / onnx_path.name]
+    for cand in candidates:
+        if cand.is_file() and cand.with_name(cand.name + ".json").is_file():
+            return _load_report(cand)
+    raise InputError(f"the report of the ONNX that {engine} was built from ({onnx_path}) is missing")
+
+
+def _artifact_entry(path: Path, report: dict[str, Any], profile: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The manifest's entry for one artifact and the ONNX report holding the model's description."""
+    target = TARGETS.get(str(report.get("target", "")))
+    if target is None:
+        raise InputError(f"{path}: its report names target {report.get('target')!r}, which pack does not know")
+    entry: dict[str, Any] = {"file": path.name, "target": target.name, "precision": target.precision}
+    entry["report"] = path.name + ".json"
+    if target.is_engine:
+        engine = report.get("engine", {})
+        if not engine.get("built"):
+            raise InputError(f"{path}: the engine was not built ({engine.get('why_not', 'see its report')})")
+        if engine.get("sha256") not in (None, sha256_file(path)):
+            raise InputError(f"{path} differs from the engine its report describes (sha256); rebuild or re-export")
+        gpus = engine.get("gpus") or [{}]
+        plan = report.get("build_plan", {})
+        entry.update(kind="engine", build=plan)
+        entry["tensorrt"] = {
+            "version": str(report.get("trt_version", {}).get("version", "")),
+            "gpu": gpus[0].get("name"),
+            "compute_capability": gpus[0].get("compute_capability"),
+            "version_compatible": bool(plan.get("version_compatible", False)),
+            "hardware_compatibility": plan.get("hardware_compatibility"),
+        }
+        onnx_report = _onnx_report_of_engine(path, report)
+        entry["verification"] = report.get("verification")
+    else:
+        if report.get("artifact", {}).get("sha256") not in (None, sha256_file(path)):
+            raise InputError(f"{path} differs from the file its report describes (sha256); export it again")
+        precision = report.get("precision") or {}
+        calib = precision.get("calibration") or {}
+        build = {"config": report.get("config"), "precision": precision.get("precision")}
+        build["calibration"] = {k: v for k, v in calib.items() if k != "ranges"} or None
+        entry.update(kind="onnx", build=build, verification=report.get("verification"))
+        entry["precision_verification"] = report.get("precision_verification")
+        onnx_report = report
+    entry["versions"] = {k: report.get("versions", {}).get(k) for k in ("onnxruntime", "onnx", "torch", "tensorrt")}
+    entry["latency"] = _latency(path, profile)
+    return entry, onnx_report
+
+
+def _latency(artifact: Path, profile: Path | None) -> dict[str, Any] | None:
+    """The latency summary of a profile report (`--profile FILE`, else `<artifact>.profile.json` if present)."""
+    path = profile or artifact.with_name(artifact.name + ".profile.json")
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read the profile report {path}: {exc}") from None
+    summary = data.get("latency") or data.get("summary") if isinstance(data, dict) else None
+    return {"source": path.name, "summary": summary if isinstance(summary, dict) else data}
+
+
+def build_manifest(artifacts: Sequence[Path], profile: Path | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The manifest (without `files`) for these artifacts and the labels; all must describe the same model."""
+    entries, model_reports = [], []
+    for path in artifacts:
+        entry, onnx_report = _artifact_entry(path, _load_report(path), profile)
+        entries.append(entry)
+        model_reports.append(onnx_report)
+    first = model_reports[0]
+    for path, other in zip(artifacts[1:], model_reports[1:], strict=True):
+        for key in ("model", "io", "preprocessing"):
+            if other.get(key) != first.get(key):
+                raise InputError(f"{path} describes another model than {artifacts[0]} (its {key} differs)")
+    model, io = first.get("model") or {}, first.get("io") or {}
+    if not io.get("inputs") or not io.get("outputs"):
+        raise InputError(f"the report of {artifacts[0]} has no input/output description; export it again")
+    labels = model.get("labels") or [str(i) for i in range(int(model.get("num_classes", 0)))]
+    inp, out = io["inputs"][0], io["outputs"][0]
+    batch = (first.get("config") or {}).get("batch") or {}
+    dynamic = {k: batch[k] for k in ("min", "opt", "max")} if batch.get("dynamic") else None
+    manifest: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "tool": {"name": "ghost-deploy", "version": __version__},
+        "model": {k: model.get(k) for k in ("arch", "width", "num_classes", "input_size")},
+        "artifacts": entries,
+        "input": {**inp, "layout": "NCHW", "dynamic_batch": dynamic},
+        "output": {**out, "kind": "logits"},
+        "preprocessing": first.get("preprocessing") or model.get("preprocessing"),
+        "labels_file": "labels.txt",
+        "num_labels": len(labels),
+    }
+    return manifest, [str(label) for label in labels]
+
+
+def render_readme(manifest: dict[str, Any]) -> str:
+    """A short README for the application developer, generated from the manifest."""
+    pre, inp, out = manifest["preprocessing"], manifest["input"], manifest["output"]
+    mean, std = pre["mean"], pre["std"]
+    arts = "\n".join(
+        f"- `{a['file']}`: {a['kind']}, target {a['target']}, precision {a['precision']}"
+        + (
+            f", TensorRT {a['tensorrt']['version']}, compute capability {a['tensorrt']['compute_capability']}"
+            if a.get("tensorrt")
+            else ""
+        )
+        for a in manifest["artifacts"]
+    )
+    return f"""# {manifest["model"].get("arch") or "model"} bundle
+
+Packed by ghost-deploy {manifest["tool"]["version"]} on {manifest["created"]}. Every file's size and sha256 are
+in `manifest.json`; `ghost_deploy.bundle.runtime.Bundle.open` checks them.
+
+{arts}
+
+## Input
+
+`{inp["name"]}`: shape {inp["shape"]} ({inp["layout"]}, {inp["dtype"]}, RGB), batch {inp["dynamic_batch"] or "fixed"}.
+
+1. Decode the image as 8-bit RGB (grayscale repeated to three channels, alpha dropped).
+2. Resize the shorter side to {pre["resize"]} pixels ({pre["interpolation"]}),
+   then centre-crop {pre["crop"]} x {pre["crop"]}.
+3. For each channel c (R, G, B) and pixel value p in 0..255:
+
+       y[c] = (p / 255 - mean[c]) / std[c]
+       mean = ({mean[0]}, {mean[1]}, {mean[2]})
+       std  = ({std[0]}, {std[1]}, {std[2]})
+
+   equivalently y[c] = (p - 255 mean[c]) * 1 / (255 std[c]).
+4. Lay out as {inp["layout"]}: channels first.
+
+## Output
+
+`{out["name"]}`: shape {out["shape"]}, logits (no softmax). Class i is line i+1 of `{manifest["labels_file"]}`
+({manifest["num_labels"]} classes); scores = softmax(logits).
+
+## Python
+
+    from ghost_deploy.bundle.runtime import Bundle
+    with Bundle.open("THIS_BUNDLE") as bundle:
+        print(bundle.predict("image.png", top_k=5))
+
+## DeepStream
+
+`{CONFIG_NAME}` is an nvinfer classifier configuration (net-scale-factor = 1/(255 std), offsets = 255 mean).
+{manifest.get("deepstream", {}).get("note") or "Its normalisation equals the one above exactly."}
+"""
+
+
+def pack(artifacts: Sequence[Path], output: Path, profile: Path | None = None, force: bool = False) -> dict[str, Any]:
+    """Write a bundle of `artifacts` to `output` (a directory, or a .tar.gz when it ends so); return a report."""
+    if not artifacts:
+        raise InputError("give at least one artifact to pack")
+    names = [p.name for p in artifacts]
+    if len(set(names)) != len(names):
+        raise InputError(f"two artifacts share a file name ({names}); a bundle is flat")
+    if output.exists() and not force:
+        raise InputError(f"{output} exists; remove it or pass --force")
+    manifest, labels = build_manifest(artifacts, profile)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
+    try:
+        warnings = _stage(staging, artifacts, manifest, labels)
+        Bundle(staging, validate_manifest(json.loads((staging / MANIFEST).read_text())))
+        from ghost_deploy.bundle.runtime import verify_directory
+
+        verify_directory(staging)
+        if output.name.endswith((".tar.gz", ".tgz")):
+            _write_tar(staging, output)
+        else:
+            _replace_dir(staging, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    files = manifest["files"]
+    return {"bundle": str(output), "manifest": manifest, "warnings": warnings, "files": len(files) + 1}
+
+
+def _stage(staging: Path, artifacts: Sequence[Path], manifest: dict[str, Any], labels: list[str]) -> list[str]:
+    """Copy and write every file of the bundle into `staging`, ending with the validated manifest."""
+    roles: dict[str, str] = {}
+    for path in artifacts:
+        shutil.copyfile(path, staging / path.name)
+        shutil.copyfile(path.with_name(path.name + ".json"), staging / (path.name + ".json"))
+        roles.update({path.name: "artifact", path.name + ".json": "report"})
+        for extra, role in ((path.name + ".build.sh", "build-script"), (path.name + ".cache", "calibration-cache")):
+            if (path.parent / extra).is_file():
+                shutil.copyfile(path.parent / extra, staging / extra)
+                roles[extra] = role
+    (staging / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
+    roles["labels.txt"] = "labels"
+    first = manifest["artifacts"][0]
+    cache = first["file"] + ".cache" if first["file"] + ".cache" in roles else None
+    config, norm = render_config(manifest, first, cache)
+    manifest["deepstream"] = {"file": CONFIG_NAME, "exact": norm.exact, "note": norm.note}
+    (staging / CONFIG_NAME).write_text(config, encoding="utf-8")
+    (staging / "README.md").write_text(render_readme(manifest), encoding="utf-8")
+    roles.update({CONFIG_NAME: "deepstream", "README.md": "readme"})
+    manifest["files"] = [
+        {"path": name, "bytes": (staging / name).stat().st_size, "sha256": sha256_file(staging / name), "role": role}
+        for name, role in sorted(roles.items())
+    ]
+    validate_manifest(manifest)
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return [f"DeepStream: {norm.note}"] if norm.note else []
+
+
+def _write_tar(staging: Path, output: Path) -> None:
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with tarfile.open(tmp, "w:gz") as tf:
+            for path in sorted(staging.iterdir()):
+                info = tf.gettarinfo(str(path), arcname=path.name)
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                info.mode = 0o644
+                with path.open("rb") as fh:
+                    tf.addfile(info, fh)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, output)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _replace_dir(staging: Path, output: Path) -> None:
+    old = None
+    if output.exists():
+        if not (output / MANIFEST).is_file():
+            raise InputError(f"{output} exists and is not a bundle; refusing to replace it")
+        old = output.with_name(f".{output.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(output, old)
+    os.chmod(staging, 0o755)
+    os.replace(staging, output)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

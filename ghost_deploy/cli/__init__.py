@@ -1,0 +1,1 @@
+"""The command line: `ghost-deploy` and `ghost-export`; argparse lives only here."""

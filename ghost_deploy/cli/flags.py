@@ -1,0 +1,279 @@
+"""The flag groups that several commands share (model, verification, reduced precision, engines), and the
+typed configurations built from them.
+
+Each command's parser reads as a list of groups. Imports nothing heavy: `--help` stays cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ghost_deploy.config import (
+    BatchSpec,
+    EngineOptions,
+    ExportConfig,
+    Overrides,
+    PrecisionConfig,
+    Tolerances,
+    parse_dynamic_batch,
+)
+from ghost_deploy.errors import InputError
+from ghost_deploy.targets import CALIBRATION_METHODS, precision_of
+from ghost_deploy.targets import target as target_of
+
+
+def common(p: argparse.ArgumentParser) -> None:
+    """--json and -v, which every command takes."""
+    p.add_argument("--json", action="store_true", help="print the JSON report on standard output")
+    p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks on errors")
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least `low`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("architecture and preprocessing (override the checkpoint's metadata)")
+    from ghost_deploy.model.variants import VARIANTS
+
+    g.add_argument("--arch", help=f"variant name: {', '.join(VARIANTS)} (inferred from the keys when absent)")
+    g.add_argument("--num-classes", type=int_at_least(1), metavar="N")
+    g.add_argument(
+        "--input-size", type=int_at_least(1), metavar="N", help="square input size, divisible by 32 (V2/V3: >= 64)"
+    )
+    g.add_argument("--mean", metavar="R,G,B", help="normalisation mean (on 0..1 pixels)")
+    g.add_argument("--std", metavar="R,G,B", help="normalisation std")
+    g.add_argument("--resize", type=int_at_least(1), metavar="N", help="resize the shorter side to N")
+    g.add_argument("--crop", type=int_at_least(1), metavar="N", help="centre crop (equals the input size)")
+    g.add_argument("--interpolation", choices=("bilinear", "bicubic"))
+    g.add_argument("--labels", type=Path, metavar="FILE", help="class names, one per line")
+    g.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow a pickled nn.Module or TorchScript file (unpickling can run arbitrary code)",
+    )
+
+
+def add_verify_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("verification against ONNX Runtime CPU")
+    g.add_argument(
+        "--eval",
+        type=Path,
+        metavar="DIR",
+        dest="eval_dir",
+        help="images to verify on; class sub-folders named like the labels give accuracy",
+    )
+    g.add_argument(
+        "--eval-limit",
+        type=int_at_least(1),
+        default=500,
+        metavar="N",
+        help="use a seeded subset of at most N images (default 500)",
+    )
+    g.add_argument("--atol", type=float, metavar="X", help="max absolute logit error (FP32 default 1e-4)")
+    g.add_argument(
+        "--rtol",
+        type=float,
+        metavar="X",
+        help="added to --atol per unit of the largest reference logit (FP32 default 1e-5)",
+    )
+    g.add_argument("--min-cosine", type=float, metavar="X", help="minimum cosine similarity (FP32 default 0.9999)")
+    g.add_argument("--min-agreement", type=float, metavar="X", help="minimum top-1 agreement (FP32 default 0.99)")
+
+
+def add_precision_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("reduced precision (targets onnx-fp16, onnx-int8, ort-int8)")
+    g.add_argument(
+        "--calib",
+        type=Path,
+        metavar="PATH",
+        help="calibration images (a folder, searched recursively) or an .npy/.npz of preprocessed "
+        "batches; default: the shipped model's calibration split",
+    )
+    g.add_argument("--calib-size", type=int_at_least(1), metavar="N", help="a seeded subset of N inputs")
+    g.add_argument(
+        "--calib-method",
+        choices=CALIBRATION_METHODS,
+        default=None,
+        help="activation ranges (default: entropy for onnx-int8, as TensorRT's EntropyCalibration2; minmax for "
+        "ort-int8, as ONNX Runtime's quantize_static; onnx-fp16 always uses minmax)",
+    )
+    g.add_argument("--percentile", type=float, default=99.99, metavar="P", help="for --calib-method percentile")
+    g.add_argument("--exclude-nodes", default="", metavar="A,B", help="node names kept in higher precision")
+    g.add_argument("--exclude-op-types", default="", metavar="A,B", help="op types kept in higher precision")
+    g.add_argument(
+        "--high-precision",
+        choices=("fp32", "fp16"),
+        default=None,
+        help="dtype of what a Q/DQ graph leaves unquantized (onnx-int8: default fp32; trt-int8: default what the "
+        "TensorRT version builds, fp16 on 11; given, it wins or is refused with the reason)",
+    )
+    g.add_argument(
+        "--trt-version",
+        metavar="X.Y.Z",
+        help="version in the calibration cache header (default: installed TensorRT, else 10.3)",
+    )
+    g.add_argument(
+        "--calib-cache",
+        type=Path,
+        metavar="FILE",
+        help="build onnx-int8 from a TensorRT calibration cache instead of calibrating",
+    )
+    g.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        metavar="POINTS",
+        help="largest top-1 drop against FP32, in points (default 1.0)",
+    )
+    g.add_argument(
+        "--auto-exclude",
+        action="store_true",
+        help="keep the INT8-sensitive layers in higher precision until the calibration data agrees with FP32 "
+        "within --max-accuracy-drop",
+    )
+
+
+def add_engine_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("TensorRT engines (targets trt-fp32, trt-fp16, trt-int8)")
+    g.add_argument(
+        "--int8-mode",
+        choices=("explicit", "implicit"),
+        default="explicit",
+        help="explicit: the Q/DQ graph (default); implicit: a calibrator reading the CPU-made cache "
+        "(TensorRT 8.5 to 10 only)",
+    )
+    g.add_argument("--workspace", type=int_at_least(1), metavar="MIB", help="builder workspace in MiB")
+    g.add_argument("--timing-cache", type=Path, metavar="FILE", help="timing cache, loaded and saved back")
+    g.add_argument("--builder-optimization-level", type=int, metavar="0-5", help="TensorRT 8.6+")
+    g.add_argument(
+        "--hardware-compatibility",
+        choices=("none", "ampere+", "same_compute_capability"),
+        default="none",
+        help="build for other GPUs of a level (TensorRT 8.6+)",
+    )
+    g.add_argument("--version-compatible", action="store_true", help="runs on newer TensorRT runtimes (8.6+)")
+    g.add_argument("--dla-core", type=int, metavar="N", help="Jetson DLA core, with GPU fallback")
+
+
+def names(text: str) -> tuple[str, ...]:
+    """A comma-separated list of names."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def overrides(args: argparse.Namespace) -> Overrides:
+    """Architecture and preprocessing overrides from the model flags."""
+    from ghost_deploy.data.preprocess import parse_triple
+
+    labels = None
+    if args.labels is not None:
+        try:
+            labels = tuple(line.strip() for line in args.labels.read_text().splitlines() if line.strip())
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read --labels {args.labels}: {exc}") from None
+    return Overrides(
+        arch=args.arch,
+        num_classes=args.num_classes,
+        input_size=args.input_size,
+        resize=args.resize,
+        crop=args.crop,
+        mean=parse_triple(args.mean) if args.mean else None,
+        std=parse_triple(args.std) if args.std else None,
+        interpolation=args.interpolation,
+        labels=labels,
+    )
+
+
+def tolerances(args: argparse.Namespace, precision: str = "fp32") -> Tolerances:
+    """The precision's default tolerances with the verification flags applied."""
+    changes = {
+        "max_abs": args.atol,
+        "rtol": args.rtol,
+        "min_cosine": args.min_cosine,
+        "min_agreement": args.min_agreement,
+    }
+    return dataclasses.replace(
+        Tolerances.for_precision(precision), **{k: v for k, v in changes.items() if v is not None}
+    )
+
+
+def precision_config(args: argparse.Namespace) -> PrecisionConfig:
+    """How to calibrate and quantize, from the precision flags (the target's default calibration)."""
+    return PrecisionConfig(
+        calib_method=args.calib_method or target_of(args.target).calibration or "minmax",
+        percentile=args.percentile,
+        exclude_nodes=names(args.exclude_nodes),
+        exclude_op_types=names(args.exclude_op_types),
+        high_precision=args.high_precision,
+        trt_version=args.trt_version,
+        calib_cache=args.calib_cache,
+        auto_exclude=args.auto_exclude,
+        auto_exclude_agreement=1.0 - (args.max_accuracy_drop if args.max_accuracy_drop is not None else 1.0) / 100,
+    )
+
+
+def precision_tolerances(args: argparse.Namespace) -> Tolerances | None:
+    """The reduced-precision gate of the target (None for FP32 targets), with --max-accuracy-drop applied."""
+    precision = precision_of(args.target)
+    if precision == "fp32":
+        return None
+    tol = Tolerances.for_precision(precision)
+    if args.max_accuracy_drop is not None:
+        tol = dataclasses.replace(tol, max_accuracy_drop=args.max_accuracy_drop / 100.0)
+    return tol
+
+
+def engine_options(args: argparse.Namespace) -> EngineOptions:
+    """Builder options from the engine flags."""
+    return EngineOptions(
+        int8_mode=args.int8_mode,
+        workspace_mib=args.workspace,
+        timing_cache=args.timing_cache,
+        optimization_level=args.builder_optimization_level,
+        hardware_compatibility=args.hardware_compatibility,
+        version_compatible=args.version_compatible,
+        dla_core=args.dla_core,
+    )
+
+
+def batch_spec(args: argparse.Namespace) -> BatchSpec | None:
+    """--dynamic-batch or --batch, None when neither was given."""
+    if getattr(args, "dynamic_batch", None):
+        return BatchSpec(None, parse_dynamic_batch(args.dynamic_batch))
+    if getattr(args, "batch", None):
+        return BatchSpec(args.batch)
+    return None
+
+
+def export_config(args: argparse.Namespace, command: Sequence[str]) -> ExportConfig:
+    """Everything an export (or a sensitivity ranking) was asked to do, from its flags."""
+    return ExportConfig(
+        target=args.target,
+        output=args.output,
+        overrides=overrides(args),
+        batch=batch_spec(args),
+        opset=args.opset,
+        eval_dir=args.eval_dir,
+        eval_limit=args.eval_limit,
+        tolerances=tolerances(args),
+        trust=args.trust_checkpoint,
+        command=tuple(command),
+        calib=args.calib,
+        calib_size=args.calib_size,
+        precision=precision_config(args),
+        precision_tolerances=precision_tolerances(args),
+        engine=engine_options(args) if hasattr(args, "int8_mode") else EngineOptions(),
+    )

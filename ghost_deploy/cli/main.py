@@ -1,0 +1,123 @@
+"""Command line: `ghost-deploy COMMAND` and `ghost-export` (= `ghost-deploy export`).
+
+Each command lives in a small module of this package that turns its arguments into one call of a public
+function. Nothing heavy is imported at start-up: `--help` works without torch, TensorRT or pycuda, and
+imports neither onnx nor onnxruntime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ghost_deploy import __version__
+from ghost_deploy.cli import bundle, doctor, export, profile
+from ghost_deploy.cli.summary import summary
+from ghost_deploy.errors import EXIT_FAILURE, EXIT_OK, GhostDeployError, VerificationFailed
+
+EXIT_CODES = """exit codes:
+  0  success
+  1  unexpected failure
+  2  bad input or usage
+  3  missing optional dependency (the message names the extra to install)
+  4  a verification or accuracy gate failed (the report is still written)"""
+
+# name, fill(parser), one line of help
+COMMANDS: tuple[tuple[str, Callable[[argparse.ArgumentParser], None], str], ...] = (
+    ("export", export.fill_export_parser, "checkpoint to a simplified, verified ONNX model (also: ghost-export)"),
+    ("verify", export.fill_verify_parser, "compare an ONNX artifact with a reference on ONNX Runtime CPU"),
+    ("sensitivity", export.fill_sensitivity_parser, "rank the INT8 layers by the top-1 agreement they cost"),
+    ("build", export.fill_build_parser, "build a TensorRT engine on the device from an ONNX made by ghost-export"),
+    ("doctor", doctor.fill_doctor_parser, "what this machine has (GPU, TensorRT, Jetson) and what each target needs"),
+    ("profile", profile.fill_profile_parser, "latency like trtexec: warm-up, duration, percentiles"),
+    ("bench", profile.fill_bench_parser, "every target this machine can run, in one table"),
+    ("pack", bundle.fill_pack_parser, "a deployment bundle: artifacts, manifest, labels, build.sh"),
+    ("run", bundle.fill_run_parser, "run a bundle on images"),
+    ("inspect", bundle.fill_inspect_parser, "print a bundle's manifest"),
+)
+
+
+def build_export_parser(prog: str = "ghost-export") -> argparse.ArgumentParser:
+    """The parser of `ghost-export` / `ghost-deploy export`."""
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Export a GhostNet checkpoint (or an ONNX file) to a simplified ONNX model, verified against "
+        "ONNX Runtime on the CPU.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.fill_export_parser(p)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of `ghost-deploy`."""
+    p = argparse.ArgumentParser(
+        prog="ghost-deploy",
+        description="GhostNet to the edge: export, verify.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"ghost-deploy {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, fill, text in COMMANDS:
+        sp = sub.add_parser(
+            name, help=text, description=text, epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        fill(sp)
+    return p
+
+
+def _dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None, prog: str) -> int:
+    args = parser.parse_args(argv)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
+    try:
+        report = args.handler(args)
+    except VerificationFailed as exc:
+        rep = getattr(exc.result, "report", exc.result)
+        if isinstance(rep, dict):
+            print(json.dumps(rep, indent=2) if args.json else summary(rep))
+        return _fail(prog, exc, args.verbose)
+    except GhostDeployError as exc:
+        return _fail(prog, exc, args.verbose)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the last resort: one line, traceback with -v
+        if args.verbose:
+            traceback.print_exc()
+        print(f"{prog}: unexpected error: {type(exc).__name__}: {exc} (run with -v for the traceback)", file=sys.stderr)
+        return EXIT_FAILURE
+    print(_render(report, args.json))
+    return EXIT_OK
+
+
+def _render(report: dict[str, Any], as_json: bool) -> str:
+    """The report as JSON, or the summary the command rendered itself, or the generic summary."""
+    text = report.pop("human_summary", None)
+    return json.dumps(report, indent=2) if as_json else text if isinstance(text, str) else summary(report)
+
+
+def _fail(prog: str, exc: GhostDeployError, verbose: bool) -> int:
+    if verbose:
+        traceback.print_exception(exc)
+    print(f"{prog}: error: {exc}", file=sys.stderr)
+    return exc.exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `ghost-deploy`."""
+    return _dispatch(build_parser(), argv, "ghost-deploy")
+
+
+def export_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `ghost-export` (the short form of `ghost-deploy export`)."""
+    return _dispatch(build_export_parser(), argv, "ghost-export")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

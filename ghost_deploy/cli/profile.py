@@ -1,0 +1,166 @@
+"""`ghost-deploy profile` and `ghost-deploy bench`: options to configurations, one call each."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ghost_deploy import optional
+from ghost_deploy.errors import InputError
+from ghost_deploy.fileio import check_writable, write_json_atomic
+from ghost_deploy.profiling.stats import CV_THRESHOLD_CPU, CV_THRESHOLD_GPU, LoopConfig
+from ghost_deploy.targets import BENCH_ORDER
+
+if TYPE_CHECKING:
+    from ghost_deploy.profiling.profile import ProfileConfig
+
+
+def parse_batches(text: str) -> tuple[int, ...]:
+    """`8` or a sweep `1,2,4,8`: positive integers."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--batch {text!r}: expected a positive integer or a list such as 1,2,4,8") from None
+    if not values or min(values) < 1:
+        raise InputError(f"--batch {text!r}: batch sizes must be at least 1")
+    return values
+
+
+def fill_profile_parser(p: argparse.ArgumentParser) -> None:
+    """Options of `ghost-deploy profile`."""
+    p.add_argument("artifact", type=Path, help=".onnx (ONNX Runtime), .pt/.pth (PyTorch eager), .engine (TensorRT)")
+    p.add_argument("--batch", help="batch size, or a sweep such as 1,2,4,8 (default: the artifact's, else 1)")
+    p.add_argument("--warmup-ms", type=float, default=200.0, help="warm-up time in ms (trtexec --warmUp; 200)")
+    p.add_argument("--duration-s", type=float, default=3.0, help="timed duration in s (trtexec --duration; 3)")
+    p.add_argument("--iterations", type=int, default=10, help="at least this many timed queries (10)")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads / torch threads")
+    p.add_argument("--provider", default="CPU", help="ONNX Runtime providers, e.g. CUDA,CPU (default CPU)")
+    p.add_argument("--random-input", action="store_true", help="seeded random data instead of real images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval", type=Path, dest="eval_dir", metavar="DIR", help="images to feed (default: the model's)")
+    p.add_argument("--top", type=int, default=10, help="layers to list (10)")
+    p.add_argument("--layer-runs", type=int, default=20, help="runs of the per-layer profiler; 0 skips it (20)")
+    p.add_argument(
+        "--cv-threshold",
+        type=float,
+        metavar="PERCENT",
+        help=f"warn above this CV in %% (default {CV_THRESHOLD_GPU * 100:g}%% GPU, {CV_THRESHOLD_CPU * 100:g}%% CPU)",
+    )
+    p.add_argument(
+        "--cuda-graph", action="store_true", help="engines: launch the enqueue as a CUDA graph (trtexec --useCudaGraph)"
+    )
+    p.add_argument(
+        "--no-data-transfers",
+        action="store_true",
+        help="engines: time the GPU compute alone, no H2D/D2H copies (trtexec --noDataTransfers)",
+    )
+    p.add_argument("--trust-checkpoint", action="store_true", help="allow pickled modules / TorchScript")
+    p.add_argument("-o", "--output", type=Path, help="write the JSON report (every per-query time) here")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="latency histogram and per-query trace")
+    p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
+    p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
+    p.set_defaults(handler=run_profile)
+
+
+def config_from_args(args: argparse.Namespace) -> ProfileConfig:
+    """A ProfileConfig from parsed options, validated."""
+    from ghost_deploy.profiling.profile import ProfileConfig, resolve_providers
+
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be at least 1, got {args.threads}")
+    if args.cv_threshold is not None and args.cv_threshold <= 0:
+        raise InputError(f"--cv-threshold must be a positive percentage, got {args.cv_threshold}")
+    if args.top < 0 or args.layer_runs < 0:
+        raise InputError("--top and --layer-runs must be zero or positive")
+    names = [n.strip() for n in args.provider.split(",") if n.strip()]
+    return ProfileConfig(
+        loop=LoopConfig(args.warmup_ms, args.duration_s, args.iterations),
+        batches=parse_batches(args.batch) if args.batch else None,
+        threads=args.threads,
+        providers=resolve_providers(names) if args.artifact.suffix.lower() == ".onnx" else ("CPUExecutionProvider",),
+        random_input=args.random_input,
+        seed=args.seed,
+        eval_dir=args.eval_dir,
+        top_layers=args.top,
+        layer_runs=args.layer_runs,
+        cv_threshold=args.cv_threshold / 100 if args.cv_threshold is not None else None,
+        trust=args.trust_checkpoint,
+        cuda_graph=args.cuda_graph,
+        data_transfers=not args.no_data_transfers,
+    )
+
+
+def run_profile(args: argparse.Namespace) -> dict[str, Any]:
+    """The `profile` command: profile, write -o/--plot, and return the report with its table."""
+    from ghost_deploy.profiling.profile import profile_artifact
+    from ghost_deploy.profiling.report import human_summary, plot_report
+
+    cfg = config_from_args(args)
+    for out in (args.output, args.plot):
+        if out is not None:
+            check_writable(out)
+    if args.plot is not None:
+        optional.require("matplotlib", "Drawing the latency plot (--plot)")  # fail before minutes of timing
+    _say(f"profiling {args.artifact} ...")
+    report = profile_artifact(args.artifact, cfg, ["ghost-deploy", "profile", *args.argv])
+    if args.output is not None:
+        write_json_atomic(args.output, report)
+        _say(f"wrote {args.output}")
+    if args.plot is not None:
+        plot_report(report, args.plot)
+        _say(f"wrote {args.plot}")
+    report["human_summary"] = human_summary(report, cfg.top_layers)
+    return report
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def fill_bench_parser(p: argparse.ArgumentParser) -> None:
+    """Options of `ghost-deploy bench`."""
+    p.add_argument("model", type=Path, help="a .pt/.pth checkpoint (or an .onnx file: no eager row)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads and torch threads")
+    p.add_argument("--warmup-ms", type=float, default=200.0)
+    p.add_argument("--duration-s", type=float, default=3.0, help="timed duration per target (3)")
+    p.add_argument("--iterations", type=int, default=10)
+    p.add_argument("--eval", type=Path, dest="eval_dir", metavar="DIR", help="labelled images for top-1")
+    p.add_argument("--eval-limit", type=int, default=500)
+    p.add_argument("--calib", type=Path, help="calibration images for the INT8 targets")
+    p.add_argument("--calib-size", type=int)
+    p.add_argument("--targets", default=",".join(BENCH_ORDER), help="subset of " + ",".join(BENCH_ORDER))
+    p.add_argument("--work-dir", type=Path, help="keep the built artifacts here (default: a temporary folder)")
+    p.add_argument("-o", "--output", type=Path, help="write the JSON report here")
+    p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
+    p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
+    p.set_defaults(handler=run_bench)
+
+
+def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    """The `bench` command."""
+    from ghost_deploy.profiling.bench import BenchConfig, bench_model, render
+
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be at least 1, got {args.threads}")
+    if args.output is not None:
+        check_writable(args.output)
+    cfg = BenchConfig(
+        loop=LoopConfig(args.warmup_ms, args.duration_s, args.iterations),
+        batch=args.batch,
+        threads=args.threads,
+        eval_dir=args.eval_dir,
+        eval_limit=args.eval_limit,
+        calib=args.calib,
+        calib_size=args.calib_size,
+        work_dir=args.work_dir,
+        targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
+    )
+    report = bench_model(args.model, cfg, ["ghost-deploy", "bench", *args.argv])
+    if args.output is not None:
+        write_json_atomic(args.output, report)
+    report["human_summary"] = render(report, markdown=args.markdown)
+    return report

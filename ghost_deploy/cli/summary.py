@@ -1,0 +1,69 @@
+"""The human summary that `ghost-export` and `ghost-deploy` print for a report (`--json` prints the report)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def summary(report: dict[str, Any]) -> str:
+    """The human summary of a report."""
+    if "targets" in report and "gpus" in report:
+        from ghost_deploy.machine.doctor import render
+
+        return render(report)
+    lines = []
+    if "artifact" in report:
+        lines.append(f"artifact: {report['artifact']['path']} ({report['artifact']['bytes'] / 1e6:.2f} MB)")
+    rep = report.get("reparameterization")
+    if rep:
+        lines.append(
+            f"re-parameterised (GhostNetV3 branches fused before export): {rep['parameters_before'] / 1e6:.2f}M -> "
+            f"{rep['parameters_after'] / 1e6:.2f}M parameters; fused vs unfused max abs error "
+            f"{rep['max_abs_error_float64']:.1e} in float64, {rep['max_abs_error_float32']:.1e} in float32 (the "
+            f"unfused model's own float32 rounding: {rep['unfused_float32_rounding_error']:.1e})"
+        )
+    graph = report.get("graph")
+    if graph:
+        lines.append(
+            f"graph: {graph['nodes_before']} -> {graph['nodes_after']} nodes "
+            f"({graph['identity_slices_removed']} identity Slices removed)"
+        )
+    ver = report.get("verification")
+    if ver:
+        m = ver["metrics"]
+        acc = ""
+        if "candidate_top1" in m:
+            acc = f", top-1 {m['candidate_top1']:.2%} (reference {m['reference_top1']:.2%})"
+        lines.append(
+            f"verification {'PASSED' if ver['passed'] else 'FAILED'} on {m['samples']} inputs "
+            f"({ver['data'].get('what', ver['data']['kind'])}): max abs error {m['max_abs_error']:.2e}, "
+            f"cosine {m['cosine_min']:.6f}, top-1 agreement {m['top1_agreement']:.2%}{acc}"
+        )
+        if ver["data"].get("note"):
+            lines.append(f"note: {ver['data']['note']}")
+    pver = report.get("precision_verification")
+    if pver:
+        m = pver["metrics"]
+        acc = f", top-1 {m['candidate_top1']:.2%} (FP32 {m['reference_top1']:.2%})" if "candidate_top1" in m else ""
+        lines.append(
+            f"{report['target']} preview {'PASSED' if pver['passed'] else 'FAILED'} against the FP32 ONNX on "
+            f"{m['samples']} inputs: top-1 agreement {m['top1_agreement']:.2%}, cosine {m['cosine_mean']:.5f}{acc}"
+        )
+    auto = report.get("precision", {}).get("calibration", {}).get("auto_exclude")
+    if auto:
+        lines.append(
+            f"auto-exclude: {len(auto['excluded'])} layers kept in higher precision "
+            f"({'met' if auto['met'] else 'NOT met'}: agreement >= {auto['min_agreement']:.2%} on calibration data)"
+        )
+    sens = report.get("sensitivity")
+    if sens:
+        lines.append(f"INT8 sensitivity ({sens['measured_on']}), most costly first:")
+        lines.append(f"  {'agreement':>9}  {'cosine':>8}  layer")
+        for row in sens["layers"][: report.get("top", 15)]:
+            lines.append(f"  {row['agreement']:>9.2%}  {row['cosine_mean']:>8.5f}  {row['node']} ({row['op_type']})")
+    steps = report.get("steps", [])
+    if steps:
+        lines.append("steps: " + ", ".join(f"{s['name']} {s['seconds']:.2f} s" for s in steps))
+    if "artifact" in report:
+        lines.append(f"report: {report['artifact']['path']}.json")
+    return "\n".join(lines)

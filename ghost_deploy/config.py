@@ -1,0 +1,155 @@
+"""The typed configurations of the jobs: what the user asked for, validated where it is built.
+
+Plain dataclasses with no heavy import: the CLI builds them from its arguments, Python callers build them
+directly, and every stage reads them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ghost_deploy.errors import InputError
+
+DEFAULT_OPSET = 17
+HIGH_PRECISIONS = ("fp32", "fp16")
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchSpec:
+    """A fixed batch, or a dynamic batch with the MIN:OPT:MAX range a TensorRT profile will use."""
+
+    fixed: int | None = 1
+    dynamic: tuple[int, int, int] | None = None
+
+    @property
+    def is_dynamic(self) -> bool:
+        """True for a dynamic batch dimension."""
+        return self.dynamic is not None
+
+    @property
+    def example(self) -> int:
+        """The batch size used for tracing and for verification batches."""
+        return self.dynamic[1] if self.dynamic is not None else (self.fixed or 1)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        if self.dynamic is not None:
+            return {"dynamic": True, "min": self.dynamic[0], "opt": self.dynamic[1], "max": self.dynamic[2]}
+        return {"dynamic": False, "size": self.fixed}
+
+
+def parse_dynamic_batch(text: str) -> tuple[int, int, int]:
+    """Parse MIN:OPT:MAX, requiring 1 <= MIN <= OPT <= MAX."""
+    try:
+        lo, opt, hi = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise InputError(f"--dynamic-batch expects MIN:OPT:MAX such as 1:8:32, got {text!r}") from None
+    if not 1 <= lo <= opt <= hi:
+        raise InputError(f"--dynamic-batch {text}: need 1 <= MIN <= OPT <= MAX")
+    return lo, opt, hi
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerances:
+    """Limits a verification must meet; None disables a limit."""
+
+    max_abs: float | None = 1e-4
+    rtol: float = 1e-5  # the absolute limit grows by rtol x the largest reference logit (float32 rounding)
+    min_cosine: float | None = 0.9999
+    cosine_of: str = "min"  # judge the per-sample cosine by its "min" or its "mean"
+    min_agreement: float | None = 0.99
+    max_accuracy_drop: float | None = None
+
+    @classmethod
+    def for_precision(cls, precision: str) -> Tolerances:
+        """Defaults by precision: FP32 tight; FP16 and INT8 judged by cosine, agreement and accuracy drop."""
+        if precision == "fp16":
+            return cls(max_abs=None, rtol=0.0, min_cosine=0.999, min_agreement=0.98, max_accuracy_drop=0.01)
+        if precision == "int8":
+            # INT8 noise moves single samples more than FP16 does: the mean cosine is the stable statistic
+            return cls(
+                max_abs=None, rtol=0.0, min_cosine=0.99, cosine_of="mean", min_agreement=0.95, max_accuracy_drop=0.01
+            )
+        return cls()
+
+    def to_dict(self) -> dict[str, float | str | None]:
+        """JSON-ready form."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Overrides:
+    """Architecture and preprocessing given on the command line; None means 'not given'."""
+
+    arch: str | None = None
+    num_classes: int | None = None
+    input_size: int | None = None
+    resize: int | None = None
+    crop: int | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    interpolation: str | None = None
+    labels: tuple[str, ...] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PrecisionConfig:
+    """How to calibrate and quantize.
+
+    `high_precision` is the dtype of what stays unquantized in a Q/DQ graph; None means "not given": FP32 for
+    `onnx-int8`, and for `trt-int8` whatever the TensorRT version's build needs (the plan decides).
+    """
+
+    calib_method: str = "entropy"
+    percentile: float = 99.99
+    exclude_nodes: tuple[str, ...] = ()
+    exclude_op_types: tuple[str, ...] = ()
+    high_precision: str | None = None
+    trt_version: str | None = None
+    calib_cache: Path | None = None
+    auto_exclude: bool = False
+    auto_exclude_agreement: float = 0.99  # on the calibration data: 1 - the largest accuracy drop allowed
+
+    def __post_init__(self) -> None:
+        if self.high_precision not in (None, *HIGH_PRECISIONS):
+            raise InputError(f"--high-precision must be fp32 or fp16, got {self.high_precision!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineOptions:
+    """Builder options of the trt-* targets."""
+
+    int8_mode: str = "explicit"
+    workspace_mib: int | None = None
+    timing_cache: Path | None = None
+    optimization_level: int | None = None
+    hardware_compatibility: str = "none"
+    version_compatible: bool = False
+    dla_core: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """Everything `ghost-export` was asked to do."""
+
+    target: str = "onnx"
+    output: Path | None = None
+    overrides: Overrides = dataclasses.field(default_factory=Overrides)
+    batch: BatchSpec | None = None  # None: fixed batch 1, or the ONNX input's own batch
+    opset: int = DEFAULT_OPSET
+    eval_dir: Path | None = None
+    eval_limit: int | None = 500
+    tolerances: Tolerances = dataclasses.field(default_factory=Tolerances)
+    trust: bool = False
+    seed: int = 0
+    calib: Path | None = None
+    calib_size: int | None = None
+    precision: PrecisionConfig = dataclasses.field(default_factory=PrecisionConfig)
+    precision_tolerances: Tolerances | None = None  # None: the defaults of the target's precision
+    engine: EngineOptions = dataclasses.field(default_factory=EngineOptions)
+    command: tuple[str, ...] = ()
+
+    def replace(self, **changes: object) -> ExportConfig:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

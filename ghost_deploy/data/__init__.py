@@ -1,0 +1,1 @@
+"""Input data: image preprocessing, and the sources (folders, .npy/.npz, seeded random) that feed every runner."""

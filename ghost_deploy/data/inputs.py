@@ -1,0 +1,215 @@
+"""Input sources: real images from a folder, arrays from .npy/.npz, or seeded random data.
+
+Every source yields `Sample`s; `batches` groups them into feeds `{input name: array}` for any runner.
+Verification, profiling and calibration all read through here, with the model's own preprocessing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ghost_deploy.data.preprocess import IMAGE_SUFFIXES, Preprocessing, load_rgb, preprocess_file
+from ghost_deploy.errors import InputError
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """One preprocessed CHW float32 input, its class index when known, and where it came from."""
+
+    array: np.ndarray
+    label: int | None
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """A batch of feeds, padded to the runner's fixed batch size; `count` rows are real."""
+
+    feeds: dict[str, np.ndarray]
+    labels: list[int | None]
+    count: int
+
+
+@dataclasses.dataclass
+class ImageFolder:
+    """Images under a folder (recursive); class sub-folders give labels when they match `labels`."""
+
+    root: Path
+    preprocessing: Preprocessing
+    labels: Sequence[str] | None = None
+    limit: int | None = None
+    seed: int = 0
+    skip_unreadable: bool = False  # decode every image up front, drop the unreadable ones and count them
+    paths: list[Path] = dataclasses.field(init=False)
+    skipped: list[str] = dataclasses.field(init=False, default_factory=list)
+    unmatched_classes: list[str] = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.root.is_dir():
+            raise InputError(f"image folder {self.root} does not exist or is not a directory")
+        paths = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not paths:
+            raise InputError(
+                f"no image in {self.root} (searched recursively for {', '.join(IMAGE_SUFFIXES)}); "
+                "give a folder of images, optionally in one sub-folder per class"
+            )
+        if self.skip_unreadable:
+            paths = self._readable(paths)
+        if self.limit is not None and len(paths) > self.limit:
+            paths = sorted(random.Random(self.seed).sample(paths, self.limit))
+        self.paths = paths
+        classes = sorted({c for p in paths if (c := self._class_name(p)) is not None})
+        known = set(self.labels or ())
+        self.unmatched_classes = [c for c in classes if c not in known]
+
+    def _readable(self, paths: list[Path]) -> list[Path]:
+        good = []
+        for path in paths:
+            try:
+                load_rgb(path)
+                good.append(path)
+            except InputError as exc:
+                self.skipped.append(str(exc))
+        if not good:
+            raise InputError(
+                f"no readable image in {self.root}: all {len(paths)} files were skipped; first: {self.skipped[0]}"
+            )
+        return good
+
+    def _class_name(self, path: Path) -> str | None:
+        rel = path.relative_to(self.root)
+        return rel.parts[0] if len(rel.parts) > 1 else None
+
+    @property
+    def labelled(self) -> bool:
+        """True when every image sits in a class folder whose name is one of the labels."""
+        return self.labels is not None and all(
+            (c := self._class_name(p)) is not None and c in self.labels for p in self.paths
+        )
+
+    def digest(self) -> str:
+        """sha256 of the sorted relative file list: records which images were used."""
+        text = "\n".join(str(p.relative_to(self.root)) for p in self.paths)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __iter__(self) -> Iterator[Sample]:
+        index = {name: i for i, name in enumerate(self.labels or ())}
+        for path in self.paths:
+            cls = self._class_name(path)
+            label = index.get(cls) if cls is not None else None
+            yield Sample(preprocess_file(path, self.preprocessing), label, str(path.relative_to(self.root)))
+
+
+@dataclasses.dataclass
+class RandomInputs:
+    """Seeded standard-normal inputs of one shape: for when no image fits, and for profiling."""
+
+    count: int
+    shape: tuple[int, int, int]
+    seed: int = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[Sample]:
+        rng = np.random.default_rng(self.seed)
+        for i in range(self.count):
+            yield Sample(rng.standard_normal(self.shape, dtype=np.float32), None, f"random-{self.seed}-{i}")
+
+
+def batches(samples: Iterable[Sample], input_name: str, batch_size: int, pad: bool = True) -> Iterator[Batch]:
+    """Group samples into batches; with `pad`, the last one is filled up with copies of its last row."""
+    buf: list[Sample] = []
+    for sample in samples:
+        buf.append(sample)
+        if len(buf) == batch_size:
+            yield _stack(buf, input_name, batch_size)
+            buf = []
+    if buf:
+        yield _stack(buf, input_name, batch_size if pad else len(buf))
+
+
+def _stack(buf: list[Sample], input_name: str, size: int) -> Batch:
+    arrays = [s.array for s in buf] + [buf[-1].array] * (size - len(buf))
+    return Batch({input_name: np.stack(arrays).astype(np.float32, copy=False)}, [s.label for s in buf], len(buf))
+
+
+@dataclasses.dataclass
+class ArrayFile:
+    """Preprocessed inputs from an .npy (N x 3 x S x S) or .npz (every array concatenated), float32."""
+
+    path: Path
+    shape: tuple[int, int, int]
+    limit: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        try:
+            loaded = np.load(self.path, allow_pickle=False)
+            arrays = [loaded[k] for k in loaded.files] if isinstance(loaded, np.lib.npyio.NpzFile) else [loaded]
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read {self.path} as .npy/.npz: {exc}") from None
+        for arr in arrays:
+            if arr.ndim != 4 or tuple(arr.shape[1:]) != self.shape or arr.dtype.kind != "f":
+                raise InputError(
+                    f"{self.path} holds an array of shape {arr.shape} and dtype {arr.dtype}; expected "
+                    f"float N x {' x '.join(map(str, self.shape))} (preprocessed, NCHW)"
+                )
+        data = np.concatenate(arrays).astype(np.float32)
+        if not np.isfinite(data).all():
+            raise InputError(f"{self.path} contains NaN or Inf values; calibration data must be finite")
+        if self.limit is not None and len(data) > self.limit:
+            data = data[np.sort(np.random.default_rng(self.seed).choice(len(data), self.limit, replace=False))]
+        self.data = data
+
+    def digest(self) -> str:
+        """sha256 of the arrays used."""
+        return hashlib.sha256(self.data.tobytes()).hexdigest()
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i, arr in enumerate(self.data):
+            yield Sample(arr, None, f"{self.path.name}[{i}]")
+
+
+def calibration_samples(
+    path: Path, info: Any, size: int | None, seed: int = 0
+) -> tuple[Iterable[Sample], dict[str, Any]]:
+    """Calibration inputs from a folder of images or an .npy/.npz, and their description for the report."""
+    if not path.exists():
+        raise InputError(f"calibration data {path} does not exist; pass --calib DIR or an .npy/.npz file")
+    source: ImageFolder | ArrayFile
+    if path.is_dir():
+        source = ImageFolder(path, info.preprocessing, None, size, seed, skip_unreadable=True)
+        total = len(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
+    elif path.suffix.lower() in (".npy", ".npz"):
+        source = ArrayFile(path, (3, info.input_size, info.input_size), size, seed)
+        total = len(source)
+    else:
+        raise InputError(f"--calib {path}: expected a folder of images or an .npy/.npz file")
+    desc: dict[str, Any] = {"path": str(path), "used": len(source), "list_sha256": source.digest()}
+    if isinstance(source, ImageFolder) and source.skipped:
+        desc["skipped"] = {"count": len(source.skipped), "why": source.skipped[:10]}
+        print(
+            f"warning: skipped {len(source.skipped)} unreadable calibration files, e.g. {source.skipped[0]}",
+            file=sys.stderr,
+        )
+    if size is not None and size > len(source):
+        desc["warning"] = f"--calib-size {size} is larger than the {len(source)} inputs available: all are used"
+        print(f"warning: {desc['warning']}", file=sys.stderr)
+    elif size is not None:
+        desc["available"] = total
+    return source, desc

@@ -1,0 +1,100 @@
+"""`ghost-deploy doctor`: what this machine has for each target, and what is missing.
+
+Reads package metadata, `nvidia-smi`, `/etc/nv_tegra_release` and `/proc/device-tree/model`; imports
+tensorrt and pycuda only when they are installed (to read DLA cores and the CUDA driver), never torch.
+"""
+
+from __future__ import annotations
+
+import platform
+from importlib import util
+from typing import Any
+
+from ghost_deploy.machine.probe import distribution_version, gpus, jetson, simulation, tensorrt_version
+
+
+def _tensorrt_details() -> dict[str, Any]:
+    """Version and DLA cores from the TensorRT bindings, when they import."""
+    if util.find_spec("tensorrt") is None:
+        return {}
+    try:
+        import tensorrt as trt
+
+        logger = trt.Logger(trt.Logger.ERROR)
+        builder = trt.Builder(logger)
+        return {"bindings": trt.__version__, "dla_cores": int(builder.num_DLA_cores)}
+    except Exception as exc:  # a broken CUDA install surfaces here in many forms
+        return {"bindings_error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+
+
+def diagnose() -> dict[str, Any]:
+    """Everything `doctor` reports, as a dict."""
+    import onnxruntime as ort
+
+    trt_version = tensorrt_version()
+    sim = simulation()
+    facts: dict[str, Any] = {
+        "machine": f"{platform.system()} {platform.machine()}, Python {platform.python_version()}",
+        "gpus": [g.to_dict() for g in gpus()],
+        "jetson": jetson(),
+        "tensorrt": trt_version,
+        "tensorrt_simulated": sim is not None,
+        "tensorrt_details": _tensorrt_details() if trt_version else {},
+        "pycuda": "simulated" if sim is not None else distribution_version("pycuda"),
+        "onnxruntime": ort.__version__,
+        "onnxruntime_providers": ort.get_available_providers(),
+        "torch": distribution_version("torch"),
+        "onnxsim": distribution_version("onnxsim"),
+    }
+    facts["targets"] = _targets(facts)
+    return facts
+
+
+def _targets(f: dict[str, Any]) -> dict[str, str]:
+    export = (
+        "ok" if f["torch"] and f["onnxsim"] else "from .pt needs the export extra: pip install 'ghost-deploy[export]'"
+    )
+    trt_missing = [
+        n
+        for n, ok in (("a GPU", f["gpus"] or f["jetson"]), ("TensorRT", f["tensorrt"]), ("pycuda", f["pycuda"]))
+        if not ok
+    ]
+    trt = (
+        "ok"
+        if not trt_missing
+        else "missing "
+        + ", ".join(trt_missing)
+        + (
+            "; install the trt extra on the device: pip install 'ghost-deploy[trt]'"
+            if f["gpus"] or f["jetson"]
+            else "; build on the device with the <artifact>.build.sh script that ghost-export writes"
+        )
+    )
+    return {"onnx, onnx-fp16, onnx-int8, ort-int8": export, "trt-fp32, trt-fp16, trt-int8": trt}
+
+
+def render(facts: dict[str, Any]) -> str:
+    """The human report of `diagnose()`."""
+    lines = [f"machine: {facts['machine']}"]
+    if facts["gpus"]:
+        for gpu in facts["gpus"]:
+            lines.append(f"GPU: {gpu['name']}, compute capability {gpu['compute_capability']}, driver {gpu['driver']}")
+    else:
+        lines.append("GPU: none found (no nvidia-smi answer)")
+    jet = facts["jetson"]
+    lines.append(
+        f"Jetson: {jet['model'] if jet and 'model' in jet else 'yes' if jet else 'no'}"
+        + (f" ({jet['l4t']})" if jet else "")
+    )
+    details = facts["tensorrt_details"]
+    lines.append(
+        f"TensorRT: {facts['tensorrt'] or 'not installed'}"
+        + (f", {details['dla_cores']} DLA cores" if "dla_cores" in details else "")
+        + (f" (bindings fail: {details['bindings_error']})" if "bindings_error" in details else "")
+    )
+    lines.append(f"pycuda: {facts['pycuda'] or 'not installed'}")
+    lines.append(f"ONNX Runtime: {facts['onnxruntime']}, providers {', '.join(facts['onnxruntime_providers'])}")
+    lines.append(f"torch: {facts['torch'] or 'not installed'}, onnxsim: {facts['onnxsim'] or 'not installed'}")
+    lines.append("targets:")
+    lines += [f"  {name}: {state}" for name, state in facts["targets"].items()]
+    return "\n".join(lines)

@@ -1,0 +1,299 @@
+"""Checkpoints to models: every common state_dict form, our metadata, architecture inference.
+
+`torch.load(weights_only=True)` always; a pickled module or TorchScript only with `trust=True`, because
+unpickling can run arbitrary code. Imports torch (extra `export`) when called.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ghost_deploy import optional
+from ghost_deploy.data.preprocess import Preprocessing
+from ghost_deploy.errors import CheckpointError, InputError
+from ghost_deploy.fileio import atomic_path
+from ghost_deploy.model.info import METADATA_KEY, ModelInfo, Overrides, apply_overrides
+from ghost_deploy.model.variants import FAMILY_PREFIX, VARIANTS, check_input_size, variant_for_width
+
+__all__ = [
+    "LoadedModel",
+    "Overrides",
+    "build_ghostnet",
+    "infer_layout",
+    "infer_width",
+    "load_model",
+    "save_checkpoint",
+]
+
+if TYPE_CHECKING:
+    import torch
+
+NESTED_KEYS = ("state_dict", "model", "model_state_dict")
+_FAMILY_NAMES = {
+    "v1": "GhostNet (V1)",
+    "v2": "GhostNetV2 (DFC attention: short_conv)",
+    "v3": "GhostNetV3 (re-parameterisable branches)",
+}
+_TRUST_HINT = (
+    "unpickling runs code stored in the file, so a malicious checkpoint can take over this machine; "
+    "if you trust where it came from, pass --trust-checkpoint"
+)
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A model in eval mode on the CPU and what is known about it."""
+
+    module: torch.nn.Module
+    info: ModelInfo
+    checkpoint_form: str  # e.g. "state_dict", "state_dict under 'model', module. prefix", "pickled module"
+
+
+def load_model(path: Path, overrides: Overrides | None = None, *, trust: bool = False) -> LoadedModel:
+    """Load a checkpoint into an eval-mode model, with its architecture from metadata, flags or shapes."""
+    overrides = overrides or Overrides()
+    torch = optional.torch()
+    _check_file(path)
+    obj = _torch_load(torch, path, trust)
+    if isinstance(obj, torch.nn.Module):
+        return _trusted_module(torch, obj, overrides, "TorchScript" if _is_torchscript(path) else "pickled module")
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state_dict; save model.state_dict()")
+    meta = obj.get(METADATA_KEY)
+    state, form = _find_state_dict(torch, obj, path)
+    if isinstance(state, torch.nn.Module):
+        if not trust:
+            raise CheckpointError(f"{path} holds a pickled module, not a state_dict; {_TRUST_HINT}")
+        return _trusted_module(torch, state, overrides, "pickled module")
+    state, prefix_note = _clean_keys(state)
+    family, fused = infer_layout(state)
+    info = _resolve_info(state, meta if isinstance(meta, Mapping) else None, overrides, path, family)
+    module = build_ghostnet(info, fused=fused)
+    _load_strict(torch, module, state, info, path)
+    module.eval()
+    return LoadedModel(module, info, form + prefix_note)
+
+
+def build_ghostnet(info: ModelInfo, fused: bool = False) -> torch.nn.Module:
+    """A freshly initialised GhostNet for `info` (family, width and classes); `fused`: V3 in deployed form."""
+    optional.torch("Building a GhostNet")
+    from ghost_deploy.model.ghostnet import GhostNet
+
+    return GhostNet(num_classes=info.num_classes, width=info.width, version=info.family, fused=fused)
+
+
+def save_checkpoint(path: Path, module: torch.nn.Module, info: ModelInfo, extra: dict[str, Any] | None = None) -> None:
+    """Save a state_dict with our metadata, atomically; loads with `torch.load(weights_only=True)`."""
+    torch = optional.torch("Saving a checkpoint")
+    meta = info.to_dict()
+    clash = sorted(set(extra or {}) & set(meta))
+    if clash:
+        raise InputError(f"extra metadata may not replace {clash}; put them in the ModelInfo")
+    payload: dict[str, Any] = {"state_dict": module.state_dict(), METADATA_KEY: {**meta, **(extra or {})}}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"model file {path} does not exist; check the path")
+    if path.is_dir():
+        raise InputError(f"model path {path} is a directory; give a .pt/.pth checkpoint or an .onnx file")
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    # torch.save writes a zip; legacy files and plain pickles start with the PROTO opcode 0x80, protocol 2-5
+    return head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any("/code/" in name or name.endswith("constants.pkl") for name in zf.namelist())
+
+
+def _torch_load(torch: Any, path: Path, trust: bool) -> Any:
+    if not _looks_like_torch_file(path):
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (no zip or pickle header); give a .pt/.pth file")
+    torchscript = _is_torchscript(path)
+    try:
+        if torchscript and trust:
+            return torch.jit.load(str(path), map_location="cpu")
+        if torchscript:
+            raise CheckpointError(f"{path} is a TorchScript archive; loading it runs its code: {_TRUST_HINT}")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" not in str(exc):
+            raise CheckpointError(f"{path} is not a valid PyTorch checkpoint ({_first_line(exc)})") from None
+        if not trust:
+            raise CheckpointError(
+                f"{path} contains pickled Python objects other than tensors, which weights_only loading refuses; "
+                + _TRUST_HINT
+            ) from None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc2:  # any failure of an arbitrary pickle is the file's fault
+            raise CheckpointError(f"{path} could not be unpickled even when trusted: {_first_line(exc2)}") from None
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {_first_line(exc)}"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+def _is_tensor_dict(torch: Any, obj: Any) -> bool:
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
+
+
+def _find_state_dict(torch: Any, obj: Mapping[str, Any], path: Path) -> tuple[Any, str]:
+    if _is_tensor_dict(torch, obj):
+        return obj, "state_dict"
+    for key in NESTED_KEYS:
+        value = obj.get(key)
+        if _is_tensor_dict(torch, value) or isinstance(value, torch.nn.Module):
+            return value, f"state_dict under '{key}'"
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if tensors and all(isinstance(v, torch.Tensor) or k == METADATA_KEY for k, v in obj.items()):
+        return tensors, "state_dict"
+    raise CheckpointError(
+        f"{path} holds no state_dict: expected tensors at the top level or under one of "
+        f"{', '.join(repr(k) for k in NESTED_KEYS)}; found keys {sorted(map(str, obj))[:8]}"
+    )
+
+
+def _clean_keys(state: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    note = ""
+    keys = list(state)
+    if keys and all(k.startswith("module.") for k in keys):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+        note = ", 'module.' prefix removed"
+    # thop's profiling counters (total_ops, total_params) are not weights
+    state = {k: v for k, v in state.items() if "total_" not in k.rsplit(".", 1)[-1]}
+    # the official GhostNetV3 release names its branch BatchNorms `bn`, timm (and we) `bn1`
+    if any("_rpr_" in k and ".bn." in k for k in state):
+        state = {(k.replace(".bn.", ".bn1.") if "_rpr_" in k else k): v for k, v in state.items()}
+        note += ", official V3 branch names (bn -> bn1)"
+    return state, note
+
+
+def infer_layout(state: Mapping[str, Any]) -> tuple[str, bool]:
+    """(family, fused) from the keys: V3 branches ('_rpr_') or fused V3 convs with bias, V2 attention, else V1."""
+    if any("_rpr_" in k for k in state):
+        return "v3", False
+    if any(k.endswith(".primary_conv.0.bias") for k in state):
+        return "v3", True
+    if any(".short_conv." in k for k in state):
+        return "v2", False
+    return "v1", False
+
+
+def infer_width(state: Mapping[str, Any]) -> float:
+    """Width multiplier from the stem and last-conv channel counts (registered widths preferred)."""
+    from ghost_deploy.model.ghostnet import last_channels, stem_channels
+
+    try:
+        stem = int(state["conv_stem.weight"].shape[0])
+        last = int(state["blocks.9.0.conv.weight"].shape[0])
+    except KeyError as exc:
+        raise CheckpointError(
+            f"not a GhostNet state_dict: no {exc.args[0]!r} key; for another architecture pass a trusted "
+            "pickled module or TorchScript with --trust-checkpoint"
+        ) from None
+    candidates = [v.width for v in VARIANTS.values()] + [round(0.05 * i, 2) for i in range(2, 81)]
+    for width in candidates:
+        if stem_channels(width) == stem and last_channels(width) == last:
+            return width
+    raise CheckpointError(
+        f"no GhostNet width gives a {stem}-channel stem and a {last}-channel last conv; is this a GhostNet?"
+    )
+
+
+def _resolve_info(
+    state: Mapping[str, Any], meta: Mapping[str, Any] | None, ov: Overrides, path: Path, family: str
+) -> ModelInfo:
+    if meta is not None:
+        info = ModelInfo.from_dict(dict(meta))
+    else:
+        if ov.arch is not None:
+            from ghost_deploy.model.variants import get_variant
+
+            variant = get_variant(ov.arch)
+            source = "flags"
+        else:
+            variant = variant_for_width(infer_width(state), family)
+            source = "inferred"
+        classifier = state.get("classifier.weight")
+        if classifier is None:
+            raise CheckpointError(f"not a GhostNet state_dict: {path} has no 'classifier.weight'")
+        num_classes = int(classifier.shape[0])
+        info = ModelInfo(
+            variant.name, variant.width, num_classes, variant.input_size, variant.preprocessing, source=source
+        )
+    info = apply_overrides(info, ov)
+    if info.family != family:
+        where = "--arch" if info.source == "flags" else "its metadata"
+        raise CheckpointError(
+            f"{path} has the keys of a {_FAMILY_NAMES[family]}, but {where} says {info.arch}; "
+            f"pass the right --arch (a {FAMILY_PREFIX[family]}* name)"
+        )
+    return info
+
+
+def _load_strict(torch: Any, module: Any, state: Mapping[str, Any], info: ModelInfo, path: Path) -> None:
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    differ = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or differ:
+        parts = []
+        for label, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shapes that differ (file vs model)", differ),
+        ):
+            if items:
+                more = f" and {len(items) - 5} more" if len(items) > 5 else ""
+                parts.append(f"{len(items)} {label}: {', '.join(items[:5])}{more}")
+        raise CheckpointError(
+            f"{path} does not match {info.arch} (width {info.width}, {info.num_classes} classes): "
+            + "; ".join(parts)
+            + "; check --arch/--num-classes, or that this is a GhostNet checkpoint"
+        )
+    module.load_state_dict(state, strict=True)
+
+
+def _trusted_module(torch: Any, module: Any, ov: Overrides, form: str) -> LoadedModel:
+    module.eval()
+    size = ov.input_size or ov.crop or 224
+    check_input_size(size)
+    base = Preprocessing(round(size * 256 / 224), size)
+    info = ModelInfo("custom", 0.0, 0, size, base, source="trusted")
+    with torch.no_grad():
+        try:
+            out = module(torch.zeros(1, 3, size, size))
+        except Exception as exc:
+            raise CheckpointError(f"the {form} does not run on a 1x3x{size}x{size} input: {_first_line(exc)}") from None
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        raise CheckpointError(f"the {form} must return one (batch, classes) tensor, got {type(out).__name__}")
+    info = info.replace(num_classes=int(out.shape[1]))
+    return LoadedModel(module, apply_overrides(info, dataclasses.replace(ov, arch=None)), form)

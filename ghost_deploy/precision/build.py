@@ -1,0 +1,152 @@
+"""The precision step of `ghost-export`: FP32 ONNX -> `onnx-int8`, `ort-int8` or `onnx-fp16`, plus the model
+that previews its arithmetic on the CPU.
+
+Calibration streams over the calibration images (memory does not grow with their number); the INT8 preview
+is the Q/DQ graph itself (ONNX Runtime executes Q/DQ arithmetic faithfully), the FP16 preview rounds every
+activation to FP16 (see `fp16.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from ghost_deploy.config import PrecisionConfig
+from ghost_deploy.data.inputs import Sample
+from ghost_deploy.errors import InputError
+from ghost_deploy.targets import target as target_of
+
+
+@dataclasses.dataclass
+class PrecisionResult:
+    """The artifact's model, the model that previews it on ONNX Runtime CPU, and what to report."""
+
+    model: onnx.ModelProto
+    preview: onnx.ModelProto
+    preview_optimize: bool
+    report: dict[str, Any]
+    cache: bytes | None = None  # TensorRT calibration cache for onnx-int8
+
+
+def build_precision(
+    fp32: onnx.ModelProto, target: str, cfg: PrecisionConfig, samples: Iterable[Sample] | None
+) -> PrecisionResult:
+    """Calibrate (or read a cache) and build the target's model and its CPU preview."""
+    from ghost_deploy.precision.calibrate import calibrate
+
+    spec = target_of(target)
+    _check_high_precision(target, cfg)
+    if cfg.calib_cache is not None:
+        if spec.qdq != "tensorrt":
+            raise InputError("--calib-cache applies to --target onnx-int8 only")
+        ranges, calib_report = _ranges_from_cache(cfg.calib_cache)
+    else:
+        if samples is None:
+            raise InputError(f"--target {target} needs calibration images: pass --calib DIR (or an .npy/.npz)")
+        method = spec.calibration if spec.precision == "fp16" and spec.calibration else cfg.calib_method
+        calibration = calibrate(fp32, samples, None, method=method, percentile=cfg.percentile)
+        ranges, calib_report = calibration.ranges, calibration.to_dict()
+    if spec.precision == "fp16":
+        return _fp16(fp32, ranges, cfg, calib_report)
+    if cfg.auto_exclude:
+        cfg, calib_report["auto_exclude"] = _auto_exclude(fp32, target, ranges, cfg, samples)
+    return _int8(fp32, target, ranges, cfg, calib_report)
+
+
+def _check_high_precision(target: str, cfg: PrecisionConfig) -> None:
+    """--high-precision is the dtype of what a TensorRT Q/DQ graph leaves unquantized: refused elsewhere."""
+    if cfg.high_precision is not None and target_of(target).qdq != "tensorrt":
+        raise InputError(
+            f"--high-precision sets the dtype of the layers a TensorRT Q/DQ graph leaves unquantized "
+            f"(onnx-int8, trt-int8); --target {target} has none: drop --high-precision"
+        )
+
+
+def _auto_exclude(
+    fp32: onnx.ModelProto, target: str, ranges: dict[str, Any], cfg: PrecisionConfig, samples: Any
+) -> tuple[PrecisionConfig, dict[str, Any]]:
+    """Keep the most sensitive layers in higher precision until the calibration data agrees enough."""
+    import itertools
+
+    from ghost_deploy.precision.sensitivity import auto_exclude
+
+    if samples is None:
+        raise InputError("--auto-exclude measures on calibration images: pass --calib (a cache has no images)")
+    subset = list(itertools.islice(iter(samples), 256))  # a bounded set: every layer is measured on it
+    found = auto_exclude(
+        fp32, ranges, subset, cfg.auto_exclude_agreement, target, cfg.exclude_nodes, cfg.exclude_op_types
+    )
+    excluded = tuple(cfg.exclude_nodes) + tuple(found["excluded"])
+    return dataclasses.replace(cfg, exclude_nodes=excluded), found
+
+
+def _ranges_from_cache(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    from ghost_deploy.backends.trt.calib_cache import amax_from_scale, read_cache
+    from ghost_deploy.precision.calibrate import TensorRange
+
+    cache = read_cache(path)
+    ranges = {}
+    for name, scale in cache.scales.items():
+        amax = amax_from_scale(scale)
+        ranges[name] = TensorRange(amax, -amax, amax)
+    return ranges, {
+        "source": str(path),
+        "header_version": cache.version_int,
+        "algorithm": cache.algorithm,
+        "tensors": len(ranges),
+    }
+
+
+def _fp16(
+    fp32: onnx.ModelProto, ranges: dict[str, Any], cfg: PrecisionConfig, calib: dict[str, Any]
+) -> PrecisionResult:
+    from ghost_deploy.precision.fp16 import fp16_from_fp32, fp16_preview, nodes_to_keep_fp32
+
+    keep = nodes_to_keep_fp32(fp32, ranges, cfg.exclude_nodes)
+    keep.update(
+        {n.name: f"--exclude-op-types {n.op_type}" for n in fp32.graph.node if n.op_type in cfg.exclude_op_types}
+    )
+    model, summary = fp16_from_fp32(fp32, keep)
+    report = {
+        "precision": "fp16",
+        "calibration": calib,
+        "fp16": summary.to_dict(),
+        "preview": "FP32 graph with weights and every activation rounded to FP16 (ORT CPU, optimisations off)",
+    }
+    return PrecisionResult(model, fp16_preview(fp32, keep), False, report)
+
+
+def _int8(
+    fp32: onnx.ModelProto, target: str, ranges: dict[str, Any], cfg: PrecisionConfig, calib: dict[str, Any]
+) -> PrecisionResult:
+    from ghost_deploy.backends.trt.calib_cache import format_cache
+    from ghost_deploy.machine.probe import trt_version_for_plan
+    from ghost_deploy.precision.quantize import qdq_for_onnxruntime, qdq_for_tensorrt
+
+    report: dict[str, Any] = {"precision": "int8", "calibration": calib}
+    if target_of(target).qdq == "onnxruntime":
+        model, summary = qdq_for_onnxruntime(fp32, ranges, cfg.exclude_nodes, cfg.exclude_op_types)
+        report.update(flavour="ONNX Runtime CPU: uint8 activations, int8 per-channel weights", qdq=summary.to_dict())
+        return PrecisionResult(model, model, True, report)
+    model, summary = qdq_for_tensorrt(fp32, ranges, cfg.exclude_nodes, cfg.exclude_op_types)
+    version, origin = trt_version_for_plan(cfg.trt_version)
+    activations = {name: r.amax for name, r in ranges.items() if r.amax > 0}
+    cache = format_cache(activations, version)
+    report.update(
+        flavour="TensorRT: symmetric int8, per-channel weights, per-tensor activations",
+        qdq=summary.to_dict(),
+        cache={"trt_version": version, "version_from": origin, "tensors": len(activations)},
+    )
+    preview = model
+    if cfg.high_precision == "fp16":
+        from ghost_deploy.precision.fp16 import fp16_from_fp32, fp16_preview
+
+        typed = onnx.version_converter.convert_version(model, 19)  # Q/DQ with FP16 scales needs opset 19
+        model, fp16_summary = fp16_from_fp32(typed, {})
+        preview = fp16_preview(preview)
+        report["high_precision"] = {"dtype": "fp16", "opset": 19, **fp16_summary.to_dict()}
+    return PrecisionResult(model, preview, cfg.high_precision != "fp16", report, cache)

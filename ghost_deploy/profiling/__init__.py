@@ -1,0 +1,2 @@
+"""Latency like trtexec: the timing loop and statistics, per-layer times, TensorRT event timing, the report,
+and `bench`."""

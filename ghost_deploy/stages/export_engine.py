@@ -1,0 +1,243 @@
+"""The trt-* targets: the ONNX the installed (or named) TensorRT parses, a trtexec script, and the engine.
+
+One source, one export: the model is loaded, exported and verified once (`stages.source`); the plan
+(`backends.trt.plan.plan_build`) decides which ONNX the build parses on this TensorRT version; that ONNX (and
+for implicit INT8 the calibration cache made on the CPU) is made from the same source; `<engine>.build.sh`
+holds the equivalent trtexec command, so a device with trtexec but no Python bindings can build. Without
+TensorRT the job stops there with exit 3. With it, the engine is built and verified against the outputs the
+FP32 ONNX gave on the same data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from ghost_deploy.backends.base import INPUT_NAME
+from ghost_deploy.backends.onnx.files import input_dims, load_onnx
+from ghost_deploy.backends.trt.plan import BuildPlan, BuildRequest, plan_build
+from ghost_deploy.config import BatchSpec, EngineOptions, ExportConfig, Tolerances
+from ghost_deploy.data.inputs import batches
+from ghost_deploy.errors import InputError, MissingDependencyError, VerificationFailed
+from ghost_deploy.fileio import check_writable, sha256_file, write_bytes_atomic
+from ghost_deploy.machine import probe
+from ghost_deploy.report import Steps, file_entry, new_report, write_report
+from ghost_deploy.stages.export_onnx import ExportResult, check_output, default_output, export_from_source
+from ghost_deploy.stages.source import Source, open_source, verify_fp32
+from ghost_deploy.targets import onnx_target_for
+from ghost_deploy.targets import target as target_of
+from ghost_deploy.verify import compare_runners, verification_record
+
+_KINDS = ("fp32", "fp16", "qdq-fp32", "qdq-fp16")
+
+
+def export_engine(model_path: Path, cfg: ExportConfig, steps: Steps | None = None) -> ExportResult:
+    """Make the ONNX the build needs, write `<engine>.build.sh`, and build the engine (exit 3 without TensorRT)."""
+    steps = steps or Steps()
+    if not target_of(cfg.target).is_engine:
+        raise InputError(f"target {cfg.target!r} is not a TensorRT engine target")
+    if not model_path.exists():
+        raise InputError(f"model file {model_path} does not exist; check the path")
+    engine = cfg.output or default_output(model_path, cfg.target)
+    check_output(model_path, engine)
+    version = probe.trt_version_for_plan(cfg.precision.trt_version)[0]
+    paths = _intermediate_paths(engine)
+    size = cfg.overrides.input_size or 224
+    plan_build(version, _request(cfg, paths, (3, size, size), cfg.batch, _cache(paths)))  # refuse what cannot be
+    source = open_source(model_path, cfg, steps)
+    return engine_from_source(source, cfg.replace(output=engine), steps)
+
+
+def engine_from_source(source: Source, cfg: ExportConfig, steps: Steps) -> ExportResult:
+    """The engine of `cfg.target` at `cfg.output` from an open source: its ONNX, script, build, verification."""
+    assert cfg.output is not None  # for mypy: every caller decides the output first
+    engine = cfg.output
+    version, origin = probe.trt_version_for_plan(cfg.precision.trt_version)
+    onnx_paths = _intermediate_paths(engine)
+    cache = _cache(onnx_paths)
+    chw = (3, source.info.input_size, source.info.input_size)
+    plan = plan_build(version, _request(cfg, onnx_paths, chw, source.batch, cache))
+    steps.say(f"TensorRT {version} ({origin}): the build parses {plan.onnx_path.name} ({plan.onnx_reason})")
+    onnx_result = _onnx_for_plan(source, cfg, plan, onnx_paths, version, steps)
+    script_path = _write_script(plan, plan.onnx_path, engine)
+    report = new_report(list(cfg.command), cfg.target)
+    report.update(
+        onnx=onnx_result.report["artifact"],
+        onnx_report=str(onnx_result.report_file),
+        trt_version={"version": version, "from": origin},
+        build_plan=plan.to_dict(),
+        build_script=str(script_path),
+        engine={"path": str(engine), "built": False},
+    )
+    _stop_without_tensorrt(
+        engine,
+        report,
+        f"Building the {cfg.target} engine (the ONNX {plan.onnx_path}, its report and {script_path} are written; "
+        f"on the device run: bash {script_path}, or install the extra there and rerun ghost-export)",
+    )
+    return _build_and_verify(source, cfg, plan, engine, report, steps)
+
+
+def _intermediate_paths(engine: Path) -> dict[str, Path]:
+    """Where each kind of ONNX an engine may be built from is written: `<engine stem>.<kind>.onnx`."""
+    base = engine.with_suffix("") if engine.suffix == ".engine" else engine
+    return {kind: base.with_name(f"{base.name}.{kind}.onnx") for kind in _KINDS}
+
+
+def _cache(paths: dict[str, Path]) -> Path:
+    """The calibration cache an implicit INT8 build reads: the Q/DQ graph's `<onnx>.cache`."""
+    return paths["qdq-fp32"].with_name(paths["qdq-fp32"].name + ".cache")
+
+
+def _onnx_for_plan(
+    source: Source, cfg: ExportConfig, plan: BuildPlan, paths: dict[str, Path], version: str, steps: Steps
+) -> ExportResult:
+    """The ONNX the plan parses, made from the open source; for implicit INT8 also the Q/DQ graph and its cache."""
+    kind = plan.onnx_kind
+    base = dataclasses.replace(cfg.precision, trt_version=version)
+    if plan.calibrator == "cache":  # implicit INT8: the cache comes from the CPU calibration of onnx-int8
+        int8 = dataclasses.replace(base, high_precision="fp32")
+        export_from_source(source, cfg.replace(target="onnx-int8", output=paths["qdq-fp32"], precision=int8), steps)
+    if kind.startswith("qdq"):  # the plan already chose the dtype of the unquantized layers
+        target, settings = "onnx-int8", dataclasses.replace(base, high_precision=kind.removeprefix("qdq-"))
+    else:
+        target, settings = onnx_target_for(kind), dataclasses.replace(base, high_precision=None)
+    return export_from_source(source, cfg.replace(target=target, output=plan.onnx_path, precision=settings), steps)
+
+
+def _build_and_verify(
+    source: Source, cfg: ExportConfig, plan: BuildPlan, engine: Path, report: dict[str, Any], steps: Steps
+) -> ExportResult:
+    """Build with TensorRT, then verify the engine against the FP32 ONNX's outputs on the same data."""
+    from ghost_deploy.backends.trt.build import engine_from_onnx
+    from ghost_deploy.backends.trt.runner import TensorRTRunner
+
+    with steps.step("build", f"building {engine.name} with TensorRT"):
+        facts = engine_from_onnx(plan, engine)
+    report["engine"] = {
+        **file_entry(engine),
+        "built": True,
+        **facts,
+        "gpus": [g.to_dict() for g in probe.gpus()],
+        "onnx_sha256": sha256_file(plan.onnx_path),
+    }
+    verify_fp32(source, cfg.tolerances, steps)  # already done for the ONNX: only its recorded outputs are read
+    assert source.fp32_outputs is not None
+    tol = cfg.precision_tolerances or Tolerances.for_precision(target_of(cfg.target).precision)
+    batch = plan.profile.opt[0] if plan.profile is not None else plan.input_shape[0]
+    with (
+        steps.step("verify", "comparing the engine with ONNX Runtime CPU on the FP32 ONNX"),
+        TensorRTRunner(engine) as candidate,
+    ):
+        metrics = compare_runners(source.fp32_outputs, candidate, batches(source.data, INPUT_NAME, batch))
+    record = verification_record("onnxruntime CPU, FP32 ONNX", "tensorrt", source.data.description, metrics, tol)
+    report["verification"] = record
+    report["steps"] = steps.timings
+    path = write_report(engine, report)
+    if not record["passed"]:
+        raise VerificationFailed("engine verification failed: " + "; ".join(record["failures"]), report)
+    return ExportResult(engine, path, report, True)
+
+
+def _write_script(plan: BuildPlan, onnx_path: Path, engine: Path) -> Path:
+    """Write `<engine>.build.sh` (the trtexec command of the plan) atomically and make it executable."""
+    from ghost_deploy.backends.trt.trtexec import render_build_script
+
+    path = engine.with_name(engine.name + ".build.sh")
+    write_bytes_atomic(path, render_build_script(plan, onnx_path, engine, script_path=path).encode())
+    os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+def _stop_without_tensorrt(engine: Path, report: dict[str, Any], purpose: str) -> None:
+    """Where TensorRT is not installed: write the engine's report (not built, and why), then exit 3."""
+    if not probe.tensorrt_installed():
+        report["engine"]["why_not"] = "TensorRT is not installed on this machine"
+        write_report(engine, report)
+        raise MissingDependencyError("tensorrt", "trt", purpose)
+
+
+def _request(
+    cfg: ExportConfig,
+    paths: dict[str, Path],
+    chw: tuple[int, int, int],
+    batch: BatchSpec | None,
+    cache: Path | None,
+) -> BuildRequest:
+    """The build request of an export or a build: the target, the ONNX files at hand, shapes and options."""
+    options: EngineOptions = cfg.engine
+    return BuildRequest(
+        target=cfg.target,
+        input_name=INPUT_NAME,
+        input_chw=chw,
+        int8_mode=options.int8_mode,
+        onnx_fp32=paths.get("fp32"),
+        onnx_fp16=paths.get("fp16"),
+        onnx_qdq_fp32=paths.get("qdq-fp32"),
+        onnx_qdq_fp16=paths.get("qdq-fp16"),
+        calibration_cache=cache,
+        batch=batch.fixed if batch is not None and batch.fixed else 1,
+        dynamic_batch=batch.dynamic if batch is not None else None,
+        workspace_mib=options.workspace_mib,
+        timing_cache=options.timing_cache,
+        optimization_level=options.optimization_level,
+        hardware_compatibility=options.hardware_compatibility,
+        version_compatible=options.version_compatible,
+        dla_core=options.dla_core,
+        high_precision=cfg.precision.high_precision,
+    )
+
+
+def onnx_kind(model_path: Path) -> str:
+    """What kind of ONNX a file is, for the build plan: 'qdq-fp16', 'qdq-fp32', 'fp16' or 'fp32'."""
+    import onnx
+
+    model = load_onnx(model_path, external_data=False)
+    ops = {n.op_type for n in model.graph.node}
+    half = any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+    if "QuantizeLinear" in ops:
+        return "qdq-fp16" if half else "qdq-fp32"
+    return "fp16" if half else "fp32"
+
+
+def build_engine(onnx_path: Path, cfg: ExportConfig, steps: Steps | None = None) -> ExportResult:
+    """`ghost-deploy build MODEL.onnx --target trt-*`: the build on a device, from an ONNX made elsewhere."""
+    steps = steps or Steps()
+    if not onnx_path.is_file():
+        raise InputError(f"{onnx_path} does not exist; give the .onnx that ghost-export wrote")
+    engine = cfg.output or onnx_path.with_name(f"{onnx_path.stem}.{cfg.target}.engine")
+    check_writable(engine)
+    kind = onnx_kind(onnx_path)
+    dims = input_dims(load_onnx(onnx_path, external_data=False))
+    chw = (dims[1] or 0, dims[2] or 0, dims[3] or 0)
+    batch = cfg.batch
+    if dims[0] is not None:
+        if batch is not None and batch.is_dynamic:
+            raise InputError(
+                f"{onnx_path.name} has a fixed batch of {dims[0]}; --dynamic-batch needs an ONNX exported with "
+                "--dynamic-batch"
+            )
+        batch = BatchSpec(fixed=dims[0])
+    elif batch is None or not batch.is_dynamic:
+        batch = BatchSpec(None, (1, 1, 1))
+    cache = onnx_path.with_name(onnx_path.name + ".cache")
+    version, origin = probe.trt_version_for_plan(cfg.precision.trt_version)
+    plan = plan_build(version, _request(cfg, {kind: onnx_path}, chw, batch, cache if cache.is_file() else None))
+    script_path = _write_script(plan, onnx_path, engine)
+    report = new_report(list(cfg.command), cfg.target)
+    report.update(
+        onnx={"path": str(onnx_path), "kind": kind},
+        trt_version={"version": version, "from": origin},
+        build_plan=plan.to_dict(),
+        build_script=str(script_path),
+        engine={"path": str(engine), "built": False},
+    )
+    _stop_without_tensorrt(engine, report, f"Building {engine.name} ({script_path} is written)")
+    from ghost_deploy.backends.trt.build import engine_from_onnx
+
+    with steps.step("build", f"building {engine.name} with TensorRT"):
+        report["engine"].update(built=True, **engine_from_onnx(plan, engine))
+    return ExportResult(engine, write_report(engine, report), report, True)

@@ -1,0 +1,176 @@
+"""The ONNX targets of `ghost-export`: the source's FP32 ONNX -> the target's precision -> written and verified.
+
+`export_model` is the whole job for one ONNX target; `export_from_source` makes one artifact from a source
+that is already open, so that an engine build makes the ONNX it needs from the same load and export. Files
+are written atomically; the report beside the artifact is written even when verification fails (exit 4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from ghost_deploy.backends.base import INPUT_NAME
+from ghost_deploy.backends.onnx.files import opset_of
+from ghost_deploy.backends.onnxruntime import OnnxRuntimeRunner
+from ghost_deploy.config import ExportConfig, Tolerances
+from ghost_deploy.data.inputs import Sample, batches, calibration_samples
+from ghost_deploy.errors import InputError, VerificationFailed
+from ghost_deploy.fileio import check_writable, write_bytes_atomic
+from ghost_deploy.precision.build import PrecisionResult, build_precision
+from ghost_deploy.report import Steps, file_entry, new_report, report_path, write_report
+from ghost_deploy.stages.source import Source, open_source, verify_fp32
+from ghost_deploy.targets import target as target_of
+from ghost_deploy.verify import compare_runners, verification_record
+
+
+@dataclasses.dataclass
+class ExportResult:
+    """The artifact written, its report, and whether verification passed."""
+
+    artifact: Path
+    report_file: Path
+    report: dict[str, Any]
+    passed: bool
+
+
+def default_output(model: Path, target: str) -> Path:
+    """`<model stem>.<target>.onnx` (or `.engine` for TensorRT targets) beside the model."""
+    return model.with_name(f"{model.stem}.{target}{target_of(target).suffix}")
+
+
+def cache_path(artifact: Path) -> Path:
+    """The TensorRT calibration cache beside an artifact: `<artifact>.cache`."""
+    return artifact.with_name(artifact.name + ".cache")
+
+
+def check_output(model_path: Path, artifact: Path) -> None:
+    """Refuse an output that would overwrite the input, or that cannot be written, before any work."""
+    if artifact.resolve() == model_path.resolve() or report_path(artifact).resolve() == model_path.resolve():
+        raise InputError(f"output {artifact} would overwrite the input model; choose another -o/--output")
+    check_writable(artifact)
+
+
+def export_model(model_path: Path, cfg: ExportConfig, steps: Steps | None = None) -> ExportResult:
+    """Run the whole `ghost-export` job for an ONNX target; raises VerificationFailed (after writing) on failure."""
+    steps = steps or Steps()
+    if target_of(cfg.target).is_engine:
+        raise InputError(f"target {cfg.target!r} is a TensorRT engine; use stages.export_engine for it")
+    if not model_path.exists():
+        raise InputError(f"model file {model_path} does not exist; check the path")
+    artifact = cfg.output or default_output(model_path, cfg.target)
+    check_output(model_path, artifact)
+    source = open_source(model_path, cfg, steps)
+    return export_from_source(source, cfg.replace(output=artifact), steps)
+
+
+def export_from_source(source: Source, cfg: ExportConfig, steps: Steps) -> ExportResult:
+    """Make `cfg.target`'s artifact at `cfg.output` from an open source, write it and its report, verify both."""
+    assert cfg.output is not None  # for mypy: every caller decides the output first
+    artifact, target = cfg.output, target_of(cfg.target)
+    report = new_report(list(cfg.command), target.name)
+    report.update(source.facts)
+    final, built = source.fp32, None
+    if target.reduces_precision:
+        samples = calibration_data(source, cfg, report)
+        with steps.step("precision", f"calibrating and building {target.name}"):
+            built = build_precision(source.fp32, target.name, cfg.precision, samples)
+        final = built.model
+        report["precision"] = built.report
+    with steps.step("write", f"writing {artifact}"):
+        write_bytes_atomic(artifact, final.SerializeToString())
+        if built is not None and built.cache is not None:
+            write_bytes_atomic(cache_path(artifact), built.cache)
+    report["artifact"] = file_entry(artifact)
+    if built is not None and built.cache is not None:
+        report["cache"] = file_entry(cache_path(artifact))
+    _describe_model(report, source, final, artifact)
+    report["verification"] = verify_fp32(source, cfg.tolerances, steps)
+    passed = bool(report["verification"]["passed"])
+    if built is not None:
+        tol = cfg.precision_tolerances or Tolerances.for_precision(target.precision)
+        passed = _verify_preview(source, built, tol, steps, report) and passed
+    report["steps"] = steps.timings
+    report["status"] = "ok" if passed else "verification_failed"
+    path = write_report(artifact, report)
+    result = ExportResult(artifact, path, report, passed)
+    if not passed:
+        raise VerificationFailed(_failure_message(report), result)
+    return result
+
+
+def calibration_data(source: Source, cfg: ExportConfig, report: dict[str, Any]) -> Iterable[Sample] | None:
+    """Calibration samples: --calib, else the model's own calibration split; None with --calib-cache."""
+    if cfg.precision.calib_cache is not None:
+        return None
+    split = source.info.data.get("calibration")
+    base = source.path.parent
+    path = cfg.calib or ((base / split).resolve() if split and (base / split).is_dir() else None)
+    if path is None:
+        raise InputError(
+            f"--target {cfg.target} needs calibration data: pass --calib DIR of images (or an .npy/.npz "
+            "of preprocessed batches); random data is never used"
+        )
+    samples, desc = calibration_samples(path, source.info, cfg.calib_size, cfg.seed)
+    report["calibration_data"] = desc
+    return samples
+
+
+def _describe_model(report: dict[str, Any], source: Source, model: onnx.ModelProto, artifact: Path) -> None:
+    info = source.info.to_dict()
+    base = source.path.parent
+    info["data"] = {
+        k: os.path.relpath((base / v).resolve(), artifact.parent.resolve()) for k, v in info["data"].items()
+    }
+    report["model"] = info
+    report["config"] = {"opset": opset_of(model), "batch": source.batch.to_dict()}
+    with OnnxRuntimeRunner(model.SerializeToString()) as runner:
+        report["io"] = {
+            "inputs": [s.to_dict() for s in runner.input_specs()],
+            "outputs": [s.to_dict() for s in runner.output_specs()],
+        }
+    report["preprocessing"] = source.info.preprocessing.to_dict()
+
+
+def _verify_preview(
+    source: Source, built: PrecisionResult, tol: Tolerances, steps: Steps, report: dict[str, Any]
+) -> bool:
+    """The reduced-precision preview on ONNX Runtime CPU against what the FP32 ONNX gave on the same data."""
+    assert source.fp32_outputs is not None  # verify_fp32 ran first and recorded them
+    preview = OnnxRuntimeRunner(built.preview.SerializeToString(), optimize=built.preview_optimize)
+    batch = source.batch.example
+    with steps.step("preview", "previewing the reduced precision on ONNX Runtime CPU") as rec, preview:
+        metrics = compare_runners(source.fp32_outputs, preview, batches(source.data, INPUT_NAME, batch))
+        rec["note"] = f"top-1 agreement {metrics['top1_agreement']:.2%} on {metrics['samples']} inputs"
+    candidate = built.report.get("preview", "the Q/DQ graph on onnxruntime CPU")
+    record = verification_record("onnxruntime CPU, FP32 ONNX", candidate, source.data.description, metrics, tol)
+    report["precision_verification"] = record
+    return bool(record["passed"])
+
+
+def _failure_message(report: dict[str, Any]) -> str:
+    ver = report["verification"]
+    failures = list(ver["failures"])
+    pver = report.get("precision_verification", {})
+    failures += [f"{report['target']} preview: {f}" for f in pver.get("failures", [])]
+    text = "verification failed: " + "; ".join(failures)
+    div = ver.get("first_divergence")
+    if div:
+        text += f"; first diverging node: {div['node']} ({div['op_type']}, max abs error {div['max_abs_error']:.3g})"
+    if pver.get("failures") and target_of(report["target"]).precision == "int8":
+        if report.get("precision", {}).get("calibration", {}).get("auto_exclude"):
+            text += (
+                "; --auto-exclude kept layers in higher precision and still missed the limit: the loss is in "
+                "the ranges themselves (entropy clips inputs); try --calib-method minmax/percentile"
+            )
+        else:
+            text += (
+                "; to find and keep the fragile layers in higher precision run `ghost-deploy sensitivity` or add "
+                "--auto-exclude, or try --calib-method minmax/percentile"
+            )
+    return text + f"; report: {report_path(Path(report['artifact']['path']))}"

@@ -1,0 +1,269 @@
+"""The source stage: a checkpoint or an ONNX file, loaded once, becomes the FP32 ONNX every target starts from.
+
+`open_source` loads the model (a checkpoint through PyTorch, re-parameterising GhostNetV3 after a check; an
+ONNX file as it is), exports and simplifies it, and chooses the verification data. `verify_fp32` compares the
+simplified FP32 ONNX with the reference (PyTorch, or ONNX Runtime on the given ONNX) once per source and
+records what the FP32 ONNX gave, so that every reduced-precision artifact and engine made from the same source
+is checked against those outputs without another export or another PyTorch run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from ghost_deploy.backends.base import INPUT_NAME, Runner, TensorSpec
+from ghost_deploy.backends.onnx.files import input_dims, load_onnx
+from ghost_deploy.backends.onnx.simplify import op_counts
+from ghost_deploy.backends.onnxruntime import OnnxRuntimeRunner
+from ghost_deploy.config import BatchSpec, ExportConfig, Overrides, Tolerances
+from ghost_deploy.data.inputs import Sample, batches
+from ghost_deploy.data.preprocess import Preprocessing
+from ghost_deploy.errors import InputError, VerificationFailed
+from ghost_deploy.model.info import ModelInfo, apply_overrides
+from ghost_deploy.report import Steps, file_entry, report_path
+from ghost_deploy.stages.evaldata import EvalData, eval_data
+from ghost_deploy.verify import Recorded, compare_runners, verification_record
+
+# GhostNetV3's fused model must give the unfused model's logits within this (max abs error in float64, real images)
+REPARAM_ATOL = 1e-4
+REPARAM_SAMPLES = 64
+
+
+@dataclasses.dataclass
+class Reference:
+    """What an artifact is compared with: PyTorch on a checkpoint's model, or ONNX Runtime on an ONNX file."""
+
+    info: ModelInfo
+    runner: Runner
+    module: Any = None  # the PyTorch module (divergence localisation hooks into it)
+    onnx_model: onnx.ModelProto | None = None  # the reference ONNX (divergence by tensor name)
+
+
+@dataclasses.dataclass
+class Source:
+    """A loaded model and its simplified FP32 ONNX, with the report entries that describe how they were made."""
+
+    path: Path
+    reference: Reference
+    fp32: onnx.ModelProto
+    batch: BatchSpec
+    data: EvalData
+    facts: dict[str, Any]
+    fp32_verification: dict[str, Any] | None = None
+    fp32_outputs: Recorded | None = None
+
+    @property
+    def info(self) -> ModelInfo:
+        """What is known about the model."""
+        return self.reference.info
+
+
+def open_source(path: Path, cfg: ExportConfig, steps: Steps) -> Source:
+    """Load `path` (checkpoint or ONNX) once, export it to ONNX when needed, and simplify it."""
+    if not path.exists():
+        raise InputError(f"model file {path} does not exist; check the path")
+    facts: dict[str, Any] = {"input": file_entry(path) if path.is_file() else {"path": str(path)}}
+    if path.suffix.lower() == ".onnx":
+        model = _load_checked(path, steps)
+        info = info_from_onnx(model, path, cfg.overrides)
+        dims = input_dims(model)
+        batch = cfg.batch or (BatchSpec(fixed=dims[0]) if dims[0] else BatchSpec(None, (1, 1, 1)))
+        reference = Reference(info, OnnxRuntimeRunner(path), onnx_model=model)
+        data = eval_data(info, path.parent, cfg.eval_dir, cfg.eval_limit, cfg.seed)
+    else:
+        batch = cfg.batch or BatchSpec()
+        reference = load_reference(path, cfg.overrides, cfg.trust, batch, steps, facts)
+        data = eval_data(reference.info, path.parent, cfg.eval_dir, cfg.eval_limit, cfg.seed)
+        fused = _reparameterize_if_needed(reference.module, data, steps, facts)
+        if fused is not reference.module:
+            reference = dataclasses.replace(reference, module=fused, runner=_torch_runner(reference.info, fused, batch))
+        model = _export(reference, batch, cfg.opset, steps, facts)
+    return Source(path, reference, _simplify(model, steps, facts), batch, data, facts)
+
+
+def load_reference(
+    path: Path, overrides: Overrides, trust: bool, batch: BatchSpec, steps: Steps, facts: dict[str, Any] | None = None
+) -> Reference:
+    """The reference for verification: a checkpoint's model on PyTorch, or an ONNX file on ONNX Runtime."""
+    if path.suffix.lower() == ".onnx":
+        model = load_onnx(path)
+        return Reference(info_from_onnx(model, path, overrides), OnnxRuntimeRunner(path), onnx_model=model)
+    from ghost_deploy.model.checkpoint import load_model
+
+    with steps.step("load", f"loading {path}") as rec:
+        loaded = load_model(path, overrides, trust=trust)
+        rec["note"] = f"{loaded.info.arch}, {loaded.info.num_classes} classes, {loaded.checkpoint_form}"
+    if facts is not None:
+        facts["checkpoint"] = {"form": loaded.checkpoint_form, "architecture_from": loaded.info.source}
+    return Reference(loaded.info, _torch_runner(loaded.info, loaded.module, batch), module=loaded.module)
+
+
+def _torch_runner(info: ModelInfo, module: Any, batch: BatchSpec) -> Runner:
+    from ghost_deploy.backends.pytorch import TorchRunner
+
+    size = info.input_size
+    spec = TensorSpec(INPUT_NAME, (None if batch.is_dynamic else batch.fixed, 3, size, size))
+    return TorchRunner(module, spec, info=info)
+
+
+def _load_checked(path: Path, steps: Steps) -> onnx.ModelProto:
+    with steps.step("load", f"loading {path}"):
+        return load_onnx(path, check=True)
+
+
+def _export(reference: Reference, batch: BatchSpec, opset: int, steps: Steps, facts: dict[str, Any]) -> onnx.ModelProto:
+    from ghost_deploy.backends.onnx.export import onnx_from_module
+
+    with steps.step("export", f"exporting to ONNX (opset {opset})") as rec:
+        model = onnx_from_module(reference.module, reference.info.input_size, batch, opset)
+        rec["note"] = f"{len(model.graph.node)} nodes"
+    facts["exported_graph"] = {"exporter": "torch.onnx.export(dynamo=False)", "ops": op_counts(model)}
+    return model
+
+
+def _reparameterize_if_needed(module: Any, data: EvalData, steps: Steps, facts: dict[str, Any]) -> Any:
+    """GhostNetV3 with training-time branches: fused, after the check; any other model as it is."""
+    from ghost_deploy.model.ghostnet_v3 import has_training_branches
+
+    return _reparameterize(module, data, steps, facts) if has_training_branches(module) else module
+
+
+def _reparameterize(module: Any, data: Iterable[Sample], steps: Steps, facts: dict[str, Any]) -> Any:
+    """Fuse GhostNetV3's training-time branches, after checking on real inputs that the logits stay the same.
+
+    The gate runs in float64, on up to REPARAM_SAMPLES inputs: fused and unfused logits must agree within
+    REPARAM_ATOL (they do to ~1e-12; a wrong fusion is off by whole units). In float32, the arithmetic that
+    is deployed, one conv and a sum of five round differently; that difference is reported beside the float32
+    rounding error of the unfused model itself (against its float64 result), which is of the same size.
+    Failing the gate (or a non-finite fused logit): exit 4, nothing exported.
+    """
+    import copy
+
+    import torch
+
+    from ghost_deploy.model.ghostnet_v3 import reparameterize
+
+    with steps.step("reparameterize", "fusing GhostNetV3's training-time branches") as rec:
+        fused = reparameterize(module)
+        rows = list(itertools.islice(iter(data), REPARAM_SAMPLES))
+        x = torch.from_numpy(np.stack([r.array for r in rows]).astype(np.float32))
+        with torch.no_grad():
+            unfused64 = copy.deepcopy(module).double()
+            exact = unfused64(x.double())
+            err64 = float((exact - reparameterize(unfused64, inplace=True)(x.double())).abs().max())
+            unfused32, fused32 = module(x), fused(x)
+        err32 = float((unfused32 - fused32).abs().max())
+        noise32 = float((unfused32.double() - exact).abs().max())
+        rec["note"] = (
+            f"fused vs unfused max abs error {err64:.1e} in float64, {err32:.1e} in float32 ({len(rows)} inputs)"
+        )
+    passed = err64 <= REPARAM_ATOL and bool(torch.isfinite(fused32).all())
+    facts["reparameterization"] = {
+        "what": "GhostNetV3's training-time branches fused into one conv with bias each, before export",
+        "parameters_before": sum(p.numel() for p in module.parameters()),
+        "parameters_after": sum(p.numel() for p in fused.parameters()),
+        "samples": len(rows),
+        "data": getattr(data, "description", {}),
+        "max_abs_error_float64": err64,
+        "tolerance_float64": REPARAM_ATOL,
+        "max_abs_error_float32": err32,
+        "unfused_float32_rounding_error": noise32,
+        "largest_logit": float(exact.abs().max()),
+        "passed": passed,
+    }
+    if not passed:
+        raise VerificationFailed(
+            f"re-parameterisation changed the logits by {err64:.3g} (float64; limit {REPARAM_ATOL}); nothing was "
+            "exported. Are the BatchNorm statistics finite, and is this a standard GhostNetV3?"
+        )
+    return fused
+
+
+def info_from_onnx(model: onnx.ModelProto, path: Path, overrides: Overrides) -> ModelInfo:
+    """Model info for an ONNX file: from its ghost-deploy report when present, else its shapes and flags."""
+    sidecar = report_path(path)
+    if sidecar.is_file():
+        try:
+            meta = json.loads(sidecar.read_text()).get("model")
+        except (OSError, ValueError, AttributeError):
+            meta = None
+        if isinstance(meta, dict):
+            return apply_overrides(ModelInfo.from_dict(meta, source="report"), overrides)
+    if len(model.graph.input) != 1 or len(model.graph.output) < 1:
+        raise InputError(f"{path} must have one image input; it has {len(model.graph.input)} inputs")
+    dims = input_dims(model)
+    hw = dims[2:]
+    if len(dims) != 4 or dims[1] != 3 or len(set(hw)) != 1 or not hw[0]:
+        raise InputError(f"{path}: expected an N x 3 x S x S image input with a fixed size S")
+    out_dims = model.graph.output[0].type.tensor_type.shape.dim
+    classes = out_dims[-1].dim_value if out_dims else 0
+    size = int(hw[0])
+    info = ModelInfo("onnx", 0.0, classes or 1, size, Preprocessing(round(size * 256 / 224), size), source="onnx")
+    return apply_overrides(info, overrides)
+
+
+def _simplify(model: onnx.ModelProto, steps: Steps, facts: dict[str, Any]) -> onnx.ModelProto:
+    from ghost_deploy.backends.onnx.simplify import simplify_onnx
+
+    before = op_counts(model)
+    with steps.step("simplify", "simplifying with onnxsim") as rec:
+        simplified, removed = simplify_onnx(model)
+        rec["note"] = (
+            f"{len(model.graph.node)} -> {len(simplified.graph.node)} nodes, {removed} identity Slices removed"
+        )
+    facts["graph"] = {
+        "ops_before": before,
+        "ops_after": op_counts(simplified),
+        "identity_slices_removed": removed,
+        "nodes_before": len(model.graph.node),
+        "nodes_after": len(simplified.graph.node),
+    }
+    return simplified
+
+
+def verify_fp32(source: Source, tol: Tolerances, steps: Steps) -> dict[str, Any]:
+    """Compare the simplified FP32 ONNX with the reference, once per source; records the FP32 ONNX's outputs."""
+    if source.fp32_verification is not None:
+        return source.fp32_verification
+    reference = source.reference.runner
+    candidate = OnnxRuntimeRunner(source.fp32.SerializeToString())
+    recorded = Recorded("FP32 ONNX on onnxruntime CPU")
+    size = source.batch.example
+    with steps.step("verify", f"comparing ONNX Runtime CPU with {reference.name}") as rec, reference, candidate:
+        metrics = compare_runners(reference, candidate, batches(source.data, INPUT_NAME, size), record=recorded)
+        rec["note"] = f"max abs error {metrics['max_abs_error']:.2e} on {metrics['samples']} inputs"
+    source.fp32_verification = verification_record(
+        reference.name,
+        candidate.name,
+        source.data.description,
+        metrics,
+        tol,
+        lambda: localise(source.reference, source.fp32, source.data, size),
+    )
+    source.fp32_outputs = recorded
+    return source.fp32_verification
+
+
+def localise(reference: Reference, model: onnx.ModelProto, data: EvalData, size: int) -> dict[str, Any] | None:
+    """The first node of `model` whose output diverges from the reference's, on the first batch of `data`."""
+    from ghost_deploy.backends.onnx import diverge
+
+    feeds = next(batches(data, INPUT_NAME, size)).feeds
+    if reference.module is not None:
+        try:
+            found = diverge.first_divergence_torch(reference.module, model, feeds)
+        except RuntimeError:  # TorchScript modules take no hooks
+            return None
+    elif reference.onnx_model is not None:
+        found = diverge.first_divergence_onnx(reference.onnx_model, model, feeds)
+    else:
+        return None
+    return found.to_dict() if found is not None else None

@@ -1,0 +1,110 @@
+"""ghost-deploy pack: bundle contents, manifest schema, atomic writes, and the DeepStream configuration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ghost_deploy.bundle.deepstream import Normalisation, deepstream_normalise, normalisation, parse_config
+from ghost_deploy.bundle.pack import pack
+from ghost_deploy.bundle.runtime import MANIFEST, Bundle, validate_manifest
+from ghost_deploy.data.preprocess import Preprocessing, preprocess_image
+from ghost_deploy.errors import InputError
+from tests.helpers import exported, run_cli
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """FP32 and ort-int8 ONNX of the shipped model, with their reports."""
+    return exported(tmp_path_factory.getbasetemp())
+
+
+def test_pack_directory_holds_every_file_with_its_hash(artifacts: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "bundle"
+    report = pack([artifacts["onnx"], artifacts["ort-int8"]], out)
+    manifest = json.loads((out / MANIFEST).read_text())
+    validate_manifest(manifest)
+    names = {f["path"] for f in manifest["files"]}
+    assert names | {MANIFEST} == {p.name for p in out.iterdir()}
+    assert {"digits.onnx", "digits.ort-int8.onnx", "labels.txt", "README.md", "config_infer_primary.txt"} <= names
+    assert (out / "labels.txt").read_text().splitlines() == [str(i) for i in range(10)]
+    assert [a["precision"] for a in manifest["artifacts"]] == ["fp32", "int8"]
+    assert manifest["input"]["shape"] == [1, 3, 64, 64] and manifest["output"]["name"] == "logits"
+    assert manifest["artifacts"][0]["verification"]["metrics"]["top1_agreement"] == 1.0
+    assert (out / "digits.onnx").read_bytes() == artifacts["onnx"].read_bytes()  # as it is, no header
+    readme = (out / "README.md").read_text()
+    assert "y[c] = (p / 255 - mean[c]) / std[c]" in readme and "0.305" in readme
+    assert report["warnings"] == []
+
+
+def test_pack_tar_gz_and_refusals(artifacts: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "b.tar.gz"
+    pack([artifacts["ort-int8"]], out)
+    with Bundle.open(out) as bundle:
+        assert bundle.artifact["target"] == "ort-int8"
+    with pytest.raises(InputError, match="exists"):
+        pack([artifacts["ort-int8"]], out)
+    with pytest.raises(InputError, match="no report"):
+        lonely = tmp_path / "x.onnx"
+        lonely.write_bytes(b"onnx")
+        pack([lonely], tmp_path / "c")
+
+
+def test_failed_pack_leaves_nothing(artifacts: dict[str, Path], tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    art = src / "m.onnx"
+    art.write_bytes(artifacts["onnx"].read_bytes() + b"x")  # differs from its report's sha256
+    (src / "m.onnx.json").write_text(artifacts["onnx"].with_name("digits.onnx.json").read_text())
+    dest = tmp_path / "out"
+    dest.mkdir()
+    with pytest.raises(InputError, match="sha256"):
+        pack([art], dest / "bundle.tar.gz")
+    assert list(dest.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("mean", "std"),
+    [((0.305,) * 3, (0.324,) * 3), ((0.485, 0.456, 0.406), (0.25, 0.25, 0.25)), ((0.0, 0.5, 1.0), (1.0, 1.0, 1.0))],
+)
+def test_deepstream_numbers_reproduce_our_preprocessing(mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    """The written net-scale-factor and offsets, parsed back, give our normalised values on every 8-bit pixel."""
+    from ghost_deploy.bundle.deepstream import render_config
+
+    manifest = {
+        "preprocessing": {"mean": list(mean), "std": list(std), "resize": 16, "crop": 16, "interpolation": "bilinear"},
+        "input": {"shape": [1, 3, 16, 16], "dynamic_batch": None},
+        "output": {"name": "logits"},
+        "labels_file": "labels.txt",
+    }
+    text, norm = render_config(manifest, {"file": "m.onnx", "kind": "onnx", "precision": "fp32"}, None)
+    cfg = parse_config(text)
+    parsed = Normalisation(
+        float(cfg["net-scale-factor"]), tuple(float(v) for v in cfg["offsets"].split(";")), norm.exact, ""
+    )  # type: ignore[arg-type]
+    img = np.arange(256, dtype=np.uint8).repeat(3).reshape(16, 16, 3)  # every 8-bit value on every channel
+    ours = preprocess_image(Image.fromarray(img, "RGB"), Preprocessing(16, 16, mean, std)).transpose(1, 2, 0)  # type: ignore[arg-type]
+    theirs = deepstream_normalise(img, parsed)
+    assert norm.exact
+    np.testing.assert_allclose(theirs, ours, rtol=0, atol=2e-6)
+    assert cfg["network-type"] == "1" and cfg["model-color-format"] == "0" and cfg["infer-dims"] == "3;16;16"
+    assert cfg["onnx-file"] == "m.onnx" and cfg["network-mode"] == "0"
+
+
+def test_deepstream_per_channel_std_is_flagged_not_silent() -> None:
+    norm = normalisation((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert not norm.exact and "mean std" in norm.note
+    assert norm.offsets == (255 * 0.485, 255 * 0.456, 255 * 0.406)
+
+
+def test_pack_cli_json(artifacts: dict[str, Path], tmp_path: Path) -> None:
+    proc = run_cli("pack", str(artifacts["onnx"]), "-o", str(tmp_path / "b"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["manifest"]["schema_version"] == 1
+    proc = run_cli("pack", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "c"))
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+    assert not (tmp_path / "c").exists()

@@ -1,0 +1,91 @@
+"""Test helpers: the shipped data's paths, real digit images, a CLI runner in a fresh process, a tiny ONNX model."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DIGITS = REPO / "calibration" / "digits"
+SHIPPED_MODEL = REPO / "models" / "ghostnet_digits.pt"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def digit_images(count: int, size: int, split: str = "test") -> np.ndarray:
+    """`count` shipped digit images preprocessed to size x size with ImageNet-style normalisation."""
+    from ghost_deploy.data.preprocess import Preprocessing, preprocess_file
+
+    pre = Preprocessing(resize=size, crop=size)
+    paths = sorted((DIGITS / split).rglob("*.png"))[:count]
+    assert paths, f"no shipped images under {DIGITS / split}"
+    return np.stack([preprocess_file(p, pre) for p in paths])
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `python -m ghost_deploy ARGS` (or `ghost-export ARGS` when it is named first) in a fresh process."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    if args and args[0] == "ghost-export":
+        cmd = [
+            sys.executable,
+            "-c",
+            "import sys; from ghost_deploy.cli.main import export_main; sys.exit(export_main())",
+            *args[1:],
+        ]
+    else:
+        cmd = [sys.executable, "-m", "ghost_deploy", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=cwd, timeout=600)
+
+
+# A prelude that makes `import torch` (and onnxsim's optional use of it) fail, as on a device without the extra
+NO_TORCH = "import sys; sys.modules['torch'] = None; "
+
+
+def tiny_onnx(path: Path, batch: int | str = 1, size: int = 32) -> Path:
+    """Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm: an image classifier small enough to time quickly."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        helper.make_tensor("w", TensorProto.FLOAT, [8, 3, 3, 3], rng.standard_normal(216).tolist()),
+        helper.make_tensor("fc", TensorProto.FLOAT, [8, 10], rng.standard_normal(80).tolist()),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "w"], ["conv_out"], name="stem/Conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv_out"], ["relu_out"], name="stem/Relu"),
+        helper.make_node("GlobalAveragePool", ["relu_out"], ["pool_out"], name="pool"),
+        helper.make_node("Flatten", ["pool_out"], ["flat"], name="flatten"),
+        helper.make_node("MatMul", ["flat", "fc"], ["logits"], name="classifier"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def exported(base: Path) -> dict[str, Path]:
+    """The shipped model exported to FP32 ONNX and ort-int8 (small verification), once per test session."""
+    out = base / "artifacts"
+    paths = {"onnx": out / "digits.onnx", "ort-int8": out / "digits.ort-int8.onnx"}
+    if all(p.with_name(p.name + ".json").is_file() for p in paths.values()):
+        return paths
+    out.mkdir(exist_ok=True)
+    test_dir = str(REPO / "calibration" / "digits" / "test")
+    for target, path in paths.items():
+        proc = run_cli(
+            "ghost-export", str(SHIPPED_MODEL), "--target", target, "-o", str(path),
+            "--eval", test_dir, "--eval-limit", "16", "--calib-size", "32",
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+    return paths

@@ -1,0 +1,113 @@
+"""`ghost-export --target trt-*` where TensorRT is absent: the ONNX, cache, trtexec script and report, then exit 3.
+
+The tests that build and run engines need TensorRT and a GPU: they carry the markers, are collected
+everywhere, and skip here with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import SHIPPED_MODEL, run_cli
+
+
+@pytest.mark.no_tensorrt
+@pytest.mark.parametrize(
+    ("version", "onnx_kind", "flags", "absent"),
+    [
+        ("10.3.0", "qdq-fp32", ["--int8", "--fp16"], ["--stronglyTyped"]),
+        ("11.4.0", "qdq-fp16", ["--stronglyTyped"], ["--int8", "--fp16"]),
+    ],
+)
+def test_trt_int8_without_tensorrt_writes_onnx_cache_script_and_exits_3(
+    tmp_path: Path, version: str, onnx_kind: str, flags: list[str], absent: list[str]
+) -> None:
+    engine = tmp_path / "g.trt-int8.engine"
+    proc = run_cli(
+        "ghost-export",
+        str(SHIPPED_MODEL),
+        "--target",
+        "trt-int8",
+        "--trt-version",
+        version,
+        "--calib-method",
+        "minmax",
+        "--calib-size",
+        "32",
+        "--eval-limit",
+        "40",
+        "-o",
+        str(engine),
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "ghost-deploy[trt]" in proc.stderr and "build.sh" in proc.stderr
+    onnx_path = tmp_path / f"g.trt-int8.{onnx_kind}.onnx"
+    script = tmp_path / "g.trt-int8.engine.build.sh"
+    assert onnx_path.is_file() and Path(f"{onnx_path}.cache").is_file() and Path(f"{onnx_path}.json").is_file()
+    assert os.access(script, os.X_OK)
+    text = script.read_text()
+    assert f"Rendered for TensorRT {version}" in text and f"--onnx={onnx_path.name}" in text
+    assert all(f in text for f in flags) and not any(f in text for f in absent)
+    report = json.loads(Path(f"{engine}.json").read_text())
+    assert report["engine"]["built"] is False and report["trt_version"]["version"] == version
+    assert not engine.exists()
+
+
+@pytest.mark.no_tensorrt
+def test_implicit_int8_is_refused_on_tensorrt_11(tmp_path: Path) -> None:
+    proc = run_cli(
+        "ghost-export",
+        str(SHIPPED_MODEL),
+        "--target",
+        "trt-int8",
+        "--int8-mode",
+        "implicit",
+        "--trt-version",
+        "11.4.0",
+        "-o",
+        str(tmp_path / "e.engine"),
+    )
+    assert proc.returncode == 2 and "11" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+@pytest.mark.parametrize("target", ["trt-fp32", "trt-fp16", "trt-int8"])
+def test_engine_builds_runs_and_matches_onnxruntime(tmp_path: Path, target: str) -> None:
+    engine = tmp_path / f"g.{target}.engine"
+    proc = run_cli(
+        "ghost-export", str(SHIPPED_MODEL), "--target", target, "--calib-method", "minmax", "-o", str(engine)
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert engine.is_file() and json.loads(Path(f"{engine}.json").read_text())["engine"]["built"] is True
+
+
+@pytest.mark.no_tensorrt
+def test_build_command_plans_from_the_onnx_kind(tmp_path: Path) -> None:
+    qdq = tmp_path / "g.onnx"
+    proc = run_cli(
+        "ghost-export",
+        str(SHIPPED_MODEL),
+        "--target",
+        "onnx-int8",
+        "--calib-method",
+        "minmax",
+        "--calib-size",
+        "64",
+        "--eval-limit",
+        "40",
+        "-o",
+        str(qdq),
+    )
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("build", str(qdq), "--target", "trt-int8", "--trt-version", "8.5.2")
+    assert proc.returncode == 3 and "ghost-deploy[trt]" in proc.stderr
+    script = (tmp_path / "g.trt-int8.engine.build.sh").read_text()
+    assert "Rendered for TensorRT 8.5.2" in script and "--int8" in script
+    proc = run_cli("build", str(qdq), "--target", "trt-int8", "--trt-version", "11.4.0")
+    assert proc.returncode == 2 and "--high-precision fp16" in proc.stderr
