@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ghost_deploy.testing.trtsim.install import (
+from ghost_deploy.testing.trtsim.plan import is_simulated_plan, plan_header
+from ghost_deploy.testing.trtsim.registry import (
     active,
     install,
     install_from_env,
@@ -18,20 +19,19 @@ from ghost_deploy.testing.trtsim.install import (
     simulate,
     uninstall,
 )
-from ghost_deploy.testing.trtsim.plan import is_simulated_plan, plan_header
 from ghost_deploy.testing.trtsim.versions import DESKTOP_GPU, ORIN, VERSIONS, SimulatedGPU, Simulation
 
 
 def live_contexts() -> int:
     """How many CUDA contexts the simulated process holds (simulator-only)."""
-    from ghost_deploy.testing.trtsim.install import current_sim
+    from ghost_deploy.testing.trtsim.registry import current_sim
 
     return current_sim().driver.live_contexts()
 
 
 def device_bytes_in_use() -> int:
     """Simulated device memory currently allocated (simulator-only)."""
-    from ghost_deploy.testing.trtsim.install import current_sim
+    from ghost_deploy.testing.trtsim.registry import current_sim
 
     return current_sim().driver.bytes_in_use()
 

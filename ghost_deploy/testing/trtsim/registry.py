@@ -111,6 +111,13 @@ def real_tensorrt_present() -> bool:
     return hasattr(importlib.import_module("tensorrt"), "Builder")
 
 
+def _package_check() -> bool:
+    """`trtsim.real_tensorrt_present()` looked up on the package, so a test may monkeypatch it there."""
+    package = sys.modules.get(__package__ or "")
+    check = getattr(package, "real_tensorrt_present", real_tensorrt_present)
+    return bool(check())
+
+
 def _state_classes() -> dict[str, type[State]]:
     from ghost_deploy.testing.trtsim.calibration import CalibratorState
     from ghost_deploy.testing.trtsim.trt_basic import DimsState, ILoggerState, IProfilerState, LoggerState
@@ -150,7 +157,7 @@ def install(version: str, gpu: SimulatedGPU | None = None) -> Simulation:
     with _REGISTRY.lock:
         if _REGISTRY.current is not None:
             raise RuntimeError(f"a TensorRT simulation ({_REGISTRY.current.simulation.version}) is already installed")
-        if real_tensorrt_present():
+        if _package_check():
             raise RuntimeError(
                 "refusing to simulate TensorRT: a real TensorRT is installed here (a tensorrt distribution, or an "
                 "importable `tensorrt` with a Builder); use it, or run where TensorRT is absent"
