@@ -12,8 +12,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ghost_deploy import __version__
 from ghost_deploy.fileio import sha256_file, write_json_atomic
+from ghost_deploy.version import __version__
 
 REPORT_SCHEMA = 1
 _PACKAGES = ("numpy", "onnx", "onnxruntime", "onnxsim", "torch", "pillow", "tensorrt")

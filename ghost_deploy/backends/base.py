@@ -1,4 +1,4 @@
-"""The runner interface that PyTorch, ONNX Runtime and TensorRT implement, and `runner_for(path)`.
+"""The runner interface that PyTorch, ONNX Runtime and TensorRT implement.
 
 Verification, profiling and calibration take a Runner and never ask which backend they got. Every model
 ghost-export writes has one image input named INPUT_NAME and one logits output named OUTPUT_NAME.
@@ -8,18 +8,12 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Sequence
-from pathlib import Path
 from types import TracebackType
 
 import numpy as np
 
-from ghost_deploy.errors import InputError
-
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
-# artifact kinds by file extension: what runner_for opens
-KINDS = {".onnx": "onnx", ".pt": "pytorch", ".pth": "pytorch", ".engine": "tensorrt", ".plan": "tensorrt"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,40 +69,3 @@ class Runner(abc.ABC):
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch; returns `{output name: array}` as float32/float16 numpy arrays on the host."""
 
-
-def kind_of(path: Path) -> str:
-    """'onnx', 'pytorch' or 'tensorrt' by the file's extension; InputError for anything else."""
-    kind = KINDS.get(path.suffix.lower())
-    if kind is None:
-        raise InputError(
-            f"{path.name}: unknown artifact type {path.suffix or '(no extension)'!r}; expected "
-            ".onnx (ONNX Runtime), .pt/.pth (PyTorch) or .engine/.plan (TensorRT)"
-        )
-    return kind
-
-
-def runner_for(
-    path: Path,
-    *,
-    threads: int | None = None,
-    providers: Sequence[str] = ("CPUExecutionProvider",),
-    spin: bool = False,
-    trust: bool = False,
-) -> Runner:
-    """The runner of an artifact, by its extension: ONNX Runtime, PyTorch eager (a checkpoint, loaded with its
-    metadata; GhostNetV3 fused as it is deployed) or TensorRT. Nothing is loaded until the runner is used,
-    except a checkpoint, which is read here."""
-    if not path.is_file():
-        raise InputError(f"{path} does not exist or is not a file; check the path")
-    kind = kind_of(path)
-    if kind == "onnx":
-        from ghost_deploy.backends.onnxruntime import OnnxRuntimeRunner
-
-        return OnnxRuntimeRunner(path, providers=providers, threads=threads, spin=spin)
-    if kind == "tensorrt":
-        from ghost_deploy.backends.trt.runner import TensorRTRunner
-
-        return TensorRTRunner(path)
-    from ghost_deploy.backends.pytorch import TorchRunner
-
-    return TorchRunner.from_checkpoint(path, threads=threads, trust=trust)

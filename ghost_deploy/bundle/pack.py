@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ghost_deploy import __version__
 from ghost_deploy.bundle.deepstream import CONFIG_NAME, render_config
 from ghost_deploy.bundle.runtime import MANIFEST, SCHEMA_VERSION, Bundle, validate_manifest
 from ghost_deploy.errors import InputError
 from ghost_deploy.fileio import sha256_file
 from ghost_deploy.targets import TARGETS
+from ghost_deploy.version import __version__
 
 
 def _load_report(path: Path) -> dict[str, Any]:

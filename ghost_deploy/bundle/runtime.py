@@ -27,7 +27,7 @@ import jsonschema
 import numpy as np
 from PIL import Image
 
-from ghost_deploy.backends.base import Runner, runner_for
+from ghost_deploy.backends.base import Runner
 from ghost_deploy.data.preprocess import Preprocessing, load_rgb, preprocess_image
 from ghost_deploy.errors import GhostDeployError, InputError
 
@@ -345,9 +345,16 @@ class Bundle:
         """The runner of the chosen artifact, created (and for an engine, compatibility-checked) once."""
         if self._runner is None:
             art = self.artifact
+            path = self.root / art["file"]
             if art["kind"] == "engine":
                 _check_engine_here(art.get("tensorrt") or {})
-            self._runner = runner_for(self.root / art["file"])
+                from ghost_deploy.backends.trt.runner import TensorRTRunner
+
+                self._runner = TensorRTRunner(path)
+            else:
+                from ghost_deploy.backends.onnxruntime import OnnxRuntimeRunner
+
+                self._runner = OnnxRuntimeRunner(path)
             self._runner.activate()
         return self._runner
 

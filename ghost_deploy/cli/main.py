@@ -14,10 +14,10 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ghost_deploy import __version__
 from ghost_deploy.cli import bundle, doctor, export, profile
 from ghost_deploy.cli.summary import summary
 from ghost_deploy.errors import EXIT_FAILURE, EXIT_OK, GhostDeployError, VerificationFailed
+from ghost_deploy.version import __version__
 
 EXIT_CODES = """exit codes:
   0  success

@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ghost_deploy import optional
+from ghost_deploy.config import Overrides
 from ghost_deploy.data.preprocess import Preprocessing
 from ghost_deploy.errors import CheckpointError, InputError
 from ghost_deploy.fileio import atomic_path
-from ghost_deploy.model.info import METADATA_KEY, ModelInfo, Overrides, apply_overrides
+from ghost_deploy.model.info import METADATA_KEY, ModelInfo, apply_overrides
 from ghost_deploy.model.variants import FAMILY_PREFIX, VARIANTS, check_input_size, variant_for_width
 
 __all__ = [
     "LoadedModel",
-    "Overrides",
     "build_ghostnet",
     "infer_layout",
     "infer_width",

@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ghost_deploy.backends.base import INPUT_NAME, Runner, kind_of, runner_for
+from ghost_deploy.backends.base import INPUT_NAME, Runner
+from ghost_deploy.backends.choose import kind_of, runner_for
 from ghost_deploy.config import BatchSpec, ExportConfig, PrecisionConfig
 from ghost_deploy.data.inputs import batches
 from ghost_deploy.errors import GhostDeployError, InputError, VerificationFailed

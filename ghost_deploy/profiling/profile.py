@@ -19,7 +19,8 @@ from typing import Any, cast
 
 import numpy as np
 
-from ghost_deploy.backends.base import Runner, TensorSpec, kind_of, runner_for
+from ghost_deploy.backends.base import Runner, TensorSpec
+from ghost_deploy.backends.choose import kind_of, runner_for
 from ghost_deploy.backends.onnx.files import load_onnx
 from ghost_deploy.config import Overrides
 from ghost_deploy.errors import InputError, MissingDependencyError
