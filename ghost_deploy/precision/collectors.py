@@ -3,7 +3,7 @@
 Each batch of a tensor is folded into a fixed-size state (running min/max, or a histogram of |x| whose
 range grows by powers of two) and dropped, so memory does not grow with the number of images. Thresholds
 follow NVIDIA's open re-implementation of TensorRT's calibrators (pytorch-quantization `calib/histogram.py`;
-reference/tensorrt.md section 4): EntropyCalibration2 (KL divergence over 2048 bins), percentile, min/max.
+docs/reference/tensorrt.md section 4): EntropyCalibration2 (KL divergence over 2048 bins), percentile, min/max.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Latency statistics and the timing loop, with trtexec's semantics (reference/anchors.md (c)).
+"""Latency statistics and the timing loop, with trtexec's semantics (docs/reference/anchors.md (c)).
 
 - The loop runs while fewer than `min_iterations` timed queries were made or less than `warmup + duration`
   has elapsed since it started; a query is warm-up when it *starts* earlier than `warmup` after the loop

@@ -1,6 +1,6 @@
 """trtexec's performance summary from per-query CUDA-event times, and the engine's batch range; pure functions.
 
-The facts are reference/anchors.md (c), "trtexec latency report":
+The facts are docs/reference/anchors.md (c), "trtexec latency report":
 
 - Each query has an Enqueue time (host clock around `execute_async_v3`), and H2D, GPU Compute and D2H
   times from CUDA events. **Latency = H2D + Compute + D2H**; with `--no-data-transfers` there is no H2D or

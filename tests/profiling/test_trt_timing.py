@@ -1,4 +1,4 @@
-"""trtexec's summary from CUDA-event times, checked against values computed by hand (reference/anchors.md (c))."""
+"""trtexec's summary from CUDA-event times, checked against values computed by hand (docs/reference/anchors.md (c))."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """TensorRT calibration cache: write and read it without importing TensorRT.
 
-The format (reference/tensorrt.md section 3) is ASCII text, one line each, every line ending in `\\n`:
+The format (docs/reference/tensorrt.md section 3) is ASCII text, one line each, every line ending in `\\n`:
 
     TRT-<version number>-EntropyCalibration2
     <tensor name>: <8 hex digits>

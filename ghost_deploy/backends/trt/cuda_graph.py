@@ -6,7 +6,7 @@ cuda-python has one, but it would be a second CUDA binding beside pycuda, whose 
 (`cuda.cudart`, then `cuda.bindings.runtime`) and whose version must match the device's CUDA major version.
 So this module calls the CUDA *driver* API, the same API pycuda wraps, through ctypes on `libcuda.so.1`,
 the library every NVIDIA driver installs (Jetson included), in the context pycuda made current; Polygraphy
-drives CUDA through ctypes the same way (reference/tensorrt.md section 8). Nothing extra to install.
+drives CUDA through ctypes the same way (docs/reference/tensorrt.md section 8). Nothing extra to install.
 
 Capture follows trtexec: TensorRT enqueues once outside the capture (it finishes deferred setup on the
 first enqueue), then the enqueue is captured in thread-local mode, instantiated, and launched per query;

@@ -2,7 +2,7 @@
 
 A pure function with no TensorRT import: the adapter that calls TensorRT only executes a `BuildPlan`, and
 `ghost_deploy.backends.trt.trtexec` renders the same plan as a trtexec command. Every version fact below comes from
-reference/tensorrt.md (section numbers in the comments); where it is silent the choice is the conservative
+docs/reference/tensorrt.md (section numbers in the comments); where it is silent the choice is the conservative
 one (refuse rather than guess) and the comment says so.
 """
 

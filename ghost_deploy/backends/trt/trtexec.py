@@ -1,7 +1,7 @@
 """The trtexec command equivalent to a `BuildPlan`, rendered as a bash script (`<artifact>.build.sh`).
 
 A device with trtexec but no TensorRT Python bindings builds the same engine by running the script. Flags
-differ by version (reference/anchors.md section 2, reference/tensorrt.md section 1): trtexec 11 is strongly
+differ by version (docs/reference/anchors.md section 2, docs/reference/tensorrt.md section 1): trtexec 11 is strongly
 typed, drops --fp16/--int8/--calib, and keeps --stronglyTyped as a no-op. Paths are written relative to the
 script's folder, which the script enters first, so a bundle can be moved.
 """
