@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import types
 
 import pytest
 
@@ -34,8 +35,12 @@ def test_install_refuses_when_a_real_tensorrt_is_present(monkeypatch: pytest.Mon
     assert trtsim.active() is None and "pycuda" not in sys.modules
 
 
-def test_tensorrt_stubs_are_not_a_real_tensorrt() -> None:
+def test_tensorrt_stubs_are_not_a_real_tensorrt(monkeypatch: pytest.MonkeyPatch) -> None:
     assert trtsim.real_tensorrt_present() is False  # this venv has tensorrt-stubs and no TensorRT
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(Builder=object))
+    assert trtsim.real_tensorrt_present() is True  # an importable tensorrt with a Builder is real
+    with pytest.raises(RuntimeError, match="real TensorRT"):
+        trtsim.install("10.3")
 
 
 def test_versions_by_short_or_full_name() -> None:

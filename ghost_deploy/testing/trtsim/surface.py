@@ -138,18 +138,18 @@ def _property(sim: Sim, owner: str, spec: PropertySpec) -> Any:
             raise TypeError(f"(): incompatible function arguments: {qual} cannot be set to {value!r}") from None
 
     if spec.static:
-        return _StaticProperty(lambda: (_ for _ in ()).throw(sim.unsupported(qual)))
+        return _StaticProperty(sim, qual)
     return property(fget if spec.readable else None, fset if spec.writable else None)
 
 
 class _StaticProperty:
     """A property read on the class itself (pybind11 def_property_readonly_static)."""
 
-    def __init__(self, getter: Callable[[], Any]) -> None:
-        self._getter = getter
+    def __init__(self, sim: Sim, qualname: str) -> None:
+        self._sim, self._qualname = sim, qualname
 
     def __get__(self, obj: Any, owner: Any = None) -> Any:
-        return self._getter()
+        raise self._sim.unsupported(self._qualname)  # Dims.MAX_DIMS: its value is not in the reference
 
     def __set__(self, obj: Any, value: Any) -> None:
         raise AttributeError("can't set attribute")
