@@ -281,6 +281,7 @@ class ParserState(State):
         if problem is not None:
             return self._fail(ParseProblem(*problem))
         inputs, outputs, layers = onnx_graph.describe(proto)
+        typed = []
         for info in inputs + outputs:
             dtype = _trt_dtype(self._sim, info.dtype)
             if dtype is None:
@@ -288,8 +289,9 @@ class ParserState(State):
                 return self._fail(
                     ParseProblem(code, f"tensor {info.name}: ONNX type {info.dtype} has no TensorRT type")
                 )
-            info_trt = dataclasses.replace(info, dtype=dtype)
-            (self._network.inputs if info.is_input else self._network.outputs).append(info_trt)
+            typed.append(dataclasses.replace(info, dtype=dtype))
+        self._network.inputs = [t for t in typed if t.is_input]
+        self._network.outputs = [t for t in typed if not t.is_input]
         self._network.layers = layers
         self._network.model = proto
         return True
