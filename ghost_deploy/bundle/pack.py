@@ -22,70 +22,66 @@ from ghost_deploy.bundle.deepstream import CONFIG_NAME, render_config
 from ghost_deploy.bundle.runtime import MANIFEST, SCHEMA_VERSION, Bundle, validate_manifest
 from ghost_deploy.errors import InputError
 from ghost_deploy.fileio import sha256_file
+from ghost_deploy.report import ArtifactReport, report_of
 from ghost_deploy.targets import TARGETS
 from ghost_deploy.version import __version__
 
 
-def _load_report(path: Path) -> dict[str, Any]:
-    report = path.with_name(path.name + ".json")
+def _load_report(path: Path) -> ArtifactReport:
     if not path.is_file():
         raise InputError(f"artifact {path} does not exist; give files written by ghost-export")
-    if not report.is_file():
-        raise InputError(f"{path} has no report {report.name} beside it; pack only what ghost-export wrote")
-    try:
-        data = json.loads(report.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read {report}: {exc}") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{report} is not a ghost-deploy report")
-    return data
+    report = report_of(path)
+    if report is None:
+        raise InputError(f"{path} has no report {path.name}.json beside it; pack only what ghost-export wrote")
+    return report
 
 
-def _onnx_report_of_engine(engine: Path, report: dict[str, Any]) -> dict[str, Any]:
-    onnx_path = Path(str(report.get("onnx", {}).get("path", "")))
-    candidates = [onnx_path, engine.parent / onnx_path.name]
-    for cand in candidates:
-        if cand.is_file() and cand.with_name(cand.name + ".json").is_file():
+def _onnx_report_of_engine(engine: Path, report: ArtifactReport) -> ArtifactReport:
+    onnx_path = Path(str((report.section("onnx") or {}).get("path", "")))
+    for cand in (onnx_path, engine.parent / onnx_path.name):
+        if cand.is_file() and report_of(cand) is not None:
             return _load_report(cand)
     raise InputError(f"the report of the ONNX that {engine} was built from ({onnx_path}) is missing")
 
 
-def _artifact_entry(path: Path, report: dict[str, Any], profile: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
+def _artifact_entry(path: Path, report: ArtifactReport, profile: Path | None) -> tuple[dict[str, Any], ArtifactReport]:
     """The manifest's entry for one artifact and the ONNX report holding the model's description."""
-    target = TARGETS.get(str(report.get("target", "")))
+    target = TARGETS.get(report.target or "")
     if target is None:
-        raise InputError(f"{path}: its report names target {report.get('target')!r}, which pack does not know")
+        raise InputError(f"{path}: its report names target {report.target!r}, which pack does not know")
     entry: dict[str, Any] = {"file": path.name, "target": target.name, "precision": target.precision}
     entry["report"] = path.name + ".json"
     if target.is_engine:
-        engine = report.get("engine", {})
-        if not engine.get("built"):
-            raise InputError(f"{path}: the engine was not built ({engine.get('why_not', 'see its report')})")
-        if engine.get("sha256") not in (None, sha256_file(path)):
+        engine = report.engine
+        if engine is None or not engine.built:
+            raise InputError(f"{path}: the engine was not built ({(engine and engine.why_not) or 'see its report'})")
+        if engine.sha256 not in (None, sha256_file(path)):
             raise InputError(f"{path} differs from the engine its report describes (sha256); rebuild or re-export")
-        gpus = engine.get("gpus") or [{}]
-        plan = report.get("build_plan", {})
+        gpu = engine.gpus[0] if engine.gpus else {}
+        plan = report.build_plan
         entry.update(kind="engine", build=plan)
         entry["tensorrt"] = {
-            "version": str(report.get("trt_version", {}).get("version", "")),
-            "gpu": gpus[0].get("name"),
-            "compute_capability": gpus[0].get("compute_capability"),
+            "version": report.trt_version or "",
+            "gpu": gpu.get("name"),
+            "compute_capability": engine.compute_capability,
             "version_compatible": bool(plan.get("version_compatible", False)),
             "hardware_compatibility": plan.get("hardware_compatibility"),
         }
         onnx_report = _onnx_report_of_engine(path, report)
-        entry["verification"] = report.get("verification")
+        entry["verification"] = report.section("verification")
     else:
-        if report.get("artifact", {}).get("sha256") not in (None, sha256_file(path)):
+        artifact = report.artifact
+        if artifact is not None and artifact.sha256 != sha256_file(path):
             raise InputError(f"{path} differs from the file its report describes (sha256); export it again")
-        precision = report.get("precision") or {}
+        precision = report.section("precision") or {}
         calib = precision.get("calibration") or {}
-        build = {"config": report.get("config"), "precision": precision.get("precision")}
+        build = {"config": report.section("config"), "precision": precision.get("precision")}
         build["calibration"] = {k: v for k, v in calib.items() if k != "ranges"} or None
-        entry.update(kind="onnx", build=build, verification=report.get("verification"))
-        entry["precision_verification"] = report.get("precision_verification")
+        entry.update(kind="onnx", build=build, verification=report.section("verification"))
+        entry["precision_verification"] = report.section("precision_verification")
         onnx_report = report
-    entry["versions"] = {k: report.get("versions", {}).get(k) for k in ("onnxruntime", "onnx", "torch", "tensorrt")}
+    versions = report.section("versions") or {}
+    entry["versions"] = {k: versions.get(k) for k in ("onnxruntime", "onnx", "torch", "tensorrt")}
     entry["latency"] = _latency(path, profile)
     return entry, onnx_report
 
@@ -113,14 +109,14 @@ def build_manifest(artifacts: Sequence[Path], profile: Path | None = None) -> tu
     first = model_reports[0]
     for path, other in zip(artifacts[1:], model_reports[1:], strict=True):
         for key in ("model", "io", "preprocessing"):
-            if other.get(key) != first.get(key):
+            if other.raw.get(key) != first.raw.get(key):
                 raise InputError(f"{path} describes another model than {artifacts[0]} (its {key} differs)")
-    model, io = first.get("model") or {}, first.get("io") or {}
+    model, io = first.model or {}, first.section("io") or {}
     if not io.get("inputs") or not io.get("outputs"):
         raise InputError(f"the report of {artifacts[0]} has no input/output description; export it again")
     labels = model.get("labels") or [str(i) for i in range(int(model.get("num_classes", 0)))]
     inp, out = io["inputs"][0], io["outputs"][0]
-    batch = (first.get("config") or {}).get("batch") or {}
+    batch = (first.section("config") or {}).get("batch") or {}
     dynamic = {k: batch[k] for k in ("min", "opt", "max")} if batch.get("dynamic") else None
     manifest: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -130,7 +126,7 @@ def build_manifest(artifacts: Sequence[Path], profile: Path | None = None) -> tu
         "artifacts": entries,
         "input": {**inp, "layout": "NCHW", "dynamic_batch": dynamic},
         "output": {**out, "kind": "logits"},
-        "preprocessing": first.get("preprocessing") or model.get("preprocessing"),
+        "preprocessing": first.section("preprocessing") or model.get("preprocessing"),
         "labels_file": "labels.txt",
         "num_labels": len(labels),
     }

@@ -12,7 +12,6 @@ The text and the plot are `profile_report`'s; the per-layer tables `layer_profil
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -38,7 +37,7 @@ from ghost_deploy.profiling.stats import (
     time_queries,
 )
 from ghost_deploy.profiling.trt_timing import check_batch_in_profile, default_batch
-from ghost_deploy.report import file_entry, new_report
+from ghost_deploy.report import file_entry, new_report, report_of
 
 
 @dataclasses.dataclass
@@ -198,11 +197,10 @@ def _onnx_info(path: Path, cfg: ProfileConfig) -> ModelInfo | None:
 
 def _info_from_sidecar(path: Path) -> ModelInfo | None:
     """Model info from `<engine>.json` when ghost-deploy wrote it."""
-    sidecar = path.with_name(path.name + ".json")
     try:
-        meta = json.loads(sidecar.read_text()).get("model")
-        return ModelInfo.from_dict(meta, source="report") if isinstance(meta, dict) else None
-    except (OSError, ValueError, InputError):
+        meta = (report := report_of(path)) and report.model
+        return ModelInfo.from_dict(meta, source="report") if meta else None
+    except InputError:
         return None
 
 

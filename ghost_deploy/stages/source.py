@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from ghost_deploy.data.inputs import Sample, batches
 from ghost_deploy.data.preprocess import Preprocessing
 from ghost_deploy.errors import InputError, VerificationFailed
 from ghost_deploy.model.info import ModelInfo, apply_overrides
-from ghost_deploy.report import Steps, file_entry, report_path
+from ghost_deploy.report import Steps, file_entry, report_of
 from ghost_deploy.stages.evaldata import EvalData, eval_data
 from ghost_deploy.verify import Recorded, compare_runners, verification_record
 
@@ -189,14 +188,12 @@ def _reparameterize(module: Any, data: Iterable[Sample], steps: Steps, facts: di
 
 def info_from_onnx(model: onnx.ModelProto, path: Path, overrides: Overrides) -> ModelInfo:
     """Model info for an ONNX file: from its ghost-deploy report when present, else its shapes and flags."""
-    sidecar = report_path(path)
-    if sidecar.is_file():
-        try:
-            meta = json.loads(sidecar.read_text()).get("model")
-        except (OSError, ValueError, AttributeError):
-            meta = None
-        if isinstance(meta, dict):
-            return apply_overrides(ModelInfo.from_dict(meta, source="report"), overrides)
+    try:
+        meta = (report := report_of(path)) and report.model
+    except InputError:
+        meta = None  # an unreadable report says nothing: the ONNX's own shapes do
+    if meta:
+        return apply_overrides(ModelInfo.from_dict(meta, source="report"), overrides)
     if len(model.graph.input) != 1 or len(model.graph.output) < 1:
         raise InputError(f"{path} must have one image input; it has {len(model.graph.input)} inputs")
     dims = input_dims(model)

@@ -235,3 +235,31 @@ def test_export_with_pack_writes_a_bundle_that_opens(tmp_path: Path, small_check
     assert proc.returncode == 0, proc.stderr
     opened = Bundle.open(bundle, extract_to=tmp_path / "x")
     assert opened.infer(np.zeros((1, 3, 64, 64), np.float32))
+
+
+HELP_PROBE = """
+import contextlib, io, json, sys
+from ghost_deploy.cli.main import export_main, main
+entry = export_main if sys.argv[1] == "ghost-export" else main
+with contextlib.redirect_stdout(io.StringIO()) as out:
+    try:
+        entry(sys.argv[2:])
+    except SystemExit:
+        pass
+print(json.dumps({"modules": sorted(sys.modules), "help": out.getvalue()}))
+"""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["ghost-export", "--help"], ["ghost-deploy", "--help"], ["ghost-deploy", "export", "--help"]]
+    + [["ghost-deploy", name, "--help"] for name in ("profile", "bench", "pack", "build", "doctor")],
+)
+def test_help_is_cheap_it_imports_no_model_runtime(command: list[str]) -> None:
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", HELP_PROBE, *command], capture_output=True, text=True, check=True)
+    probe = json.loads(proc.stdout)
+    assert "usage:" in probe["help"]
+    heavy = {m.split(".")[0] for m in probe["modules"]} & {"onnx", "onnxruntime", "onnxsim", "torch", "tensorrt"}
+    assert heavy == set(), f"{' '.join(command)} imported {sorted(heavy)}"

@@ -45,6 +45,8 @@ def test_trt_int8_without_tensorrt_writes_onnx_cache_script_and_exits_3(
     )
     assert proc.returncode == 3, proc.stderr
     assert "ghost-deploy[trt]" in proc.stderr and "build.sh" in proc.stderr
+    for step in ("[load] loading", "[export] exporting", "[verify] comparing"):  # one load, export, PyTorch check
+        assert proc.stderr.count(step) == 1, proc.stderr
     onnx_path = tmp_path / f"g.trt-int8.{onnx_kind}.onnx"
     script = tmp_path / "g.trt-int8.engine.build.sh"
     assert onnx_path.is_file() and Path(f"{onnx_path}.cache").is_file() and Path(f"{onnx_path}.json").is_file()
@@ -72,6 +74,43 @@ def test_implicit_int8_is_refused_on_tensorrt_11(tmp_path: Path) -> None:
         str(tmp_path / "e.engine"),
     )
     assert proc.returncode == 2 and "11" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.no_tensorrt
+def test_implicit_int8_makes_the_cache_and_the_fp32_onnx_from_one_export(tmp_path: Path) -> None:
+    engine = tmp_path / "i.engine"
+    args = ["--int8-mode", "implicit", "--trt-version", "10.3.0", "--calib-method", "minmax", "--calib-size", "16"]
+    proc = run_cli(
+        "ghost-export", str(SHIPPED_MODEL), "--target", "trt-int8", *args, "--eval-limit", "24", "-o", str(engine)
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.count("[export] exporting") == 1 and proc.stderr.count("[verify] comparing") == 1
+    assert (tmp_path / "i.fp32.onnx").is_file() and (tmp_path / "i.qdq-fp32.onnx.cache").is_file()
+    assert "--calib=i.qdq-fp32.onnx.cache" in (tmp_path / "i.engine.build.sh").read_text()
+
+
+@pytest.mark.no_tensorrt
+def test_high_precision_given_wins_on_a_strongly_typed_build(tmp_path: Path) -> None:
+    engine = tmp_path / "h.engine"
+    args = ["--trt-version", "11.1.0", "--high-precision", "fp32", "--calib-method", "minmax", "--calib-size", "16"]
+    proc = run_cli(
+        "ghost-export", str(SHIPPED_MODEL), "--target", "trt-int8", *args, "--eval-limit", "24", "-o", str(engine)
+    )
+    assert proc.returncode == 3, proc.stderr
+    plan = json.loads(Path(f"{engine}.json").read_text())["build_plan"]
+    assert plan["onnx_kind"] == "qdq-fp32" and "--high-precision fp32" in plan["onnx_reason"]
+    onnx_report = json.loads((tmp_path / "h.qdq-fp32.onnx.json").read_text())
+    assert "high_precision" not in onnx_report["precision"]  # the Q/DQ graph's float layers stayed FP32
+    assert not (tmp_path / "h.qdq-fp16.onnx").exists()
+
+
+@pytest.mark.no_tensorrt
+def test_high_precision_fp16_on_a_weakly_typed_build_is_refused_before_any_work(tmp_path: Path) -> None:
+    args = ["--trt-version", "10.3.0", "--high-precision", "fp16", "-o", str(tmp_path / "w.engine")]
+    proc = run_cli("ghost-export", str(SHIPPED_MODEL), "--target", "trt-int8", *args)
+    assert proc.returncode == 2
+    assert "strongly typed" in proc.stderr and "10.3.0" in proc.stderr and "[load]" not in proc.stderr
     assert list(tmp_path.iterdir()) == []
 
 

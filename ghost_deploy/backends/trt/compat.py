@@ -9,12 +9,11 @@ GPU of compute capability 8.0 or later, `SAME_COMPUTE_CAPABILITY` on any GPU of 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
-from typing import Any
 
 from ghost_deploy.backends.trt.calib_cache import parse_version
 from ghost_deploy.errors import InputError
+from ghost_deploy.report import ArtifactReport, report_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,13 +26,12 @@ class EngineOrigin:
     hardware_compatibility: str | None = None  # None, "AMPERE_PLUS" or "SAME_COMPUTE_CAPABILITY"
 
     @classmethod
-    def from_report(cls, report: dict[str, Any]) -> EngineOrigin:
+    def from_report(cls, report: ArtifactReport) -> EngineOrigin:
         """Read it from an engine's `<engine>.json`."""
-        plan = report.get("build_plan", {})
-        gpus = report.get("engine", {}).get("gpus") or [{}]
+        plan, engine = report.build_plan, report.engine
         return cls(
-            trt_version=str(report.get("trt_version", {}).get("version", "")),
-            compute_capability=gpus[0].get("compute_capability"),
+            trt_version=report.trt_version or "",
+            compute_capability=engine.compute_capability if engine is not None else None,
             version_compatible=bool(plan.get("version_compatible", False)),
             hardware_compatibility=plan.get("hardware_compatibility"),
         )
@@ -73,6 +71,6 @@ def check_compatible(origin: EngineOrigin, trt_here: str, cc_here: str | None) -
 
 def check_engine_file(engine: Path, trt_here: str, cc_here: str | None) -> None:
     """Check an engine against its report beside it, when the report exists."""
-    report = engine.with_name(engine.name + ".json")
-    if report.is_file():
-        check_compatible(EngineOrigin.from_report(json.loads(report.read_text())), trt_here, cc_here)
+    report = report_of(engine)
+    if report is not None:
+        check_compatible(EngineOrigin.from_report(report), trt_here, cc_here)

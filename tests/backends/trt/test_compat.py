@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ghost_deploy.backends.trt.compat import EngineOrigin, check_compatible
 from ghost_deploy.errors import InputError
+from ghost_deploy.report import ArtifactReport
 
 
 def test_same_version_and_gpu_runs() -> None:
@@ -47,4 +50,6 @@ def test_origin_from_an_engine_report() -> None:
         "engine": {"gpus": [{"compute_capability": "8.7"}]},
         "build_plan": {"version_compatible": True, "hardware_compatibility": None},
     }
-    assert EngineOrigin.from_report(report) == EngineOrigin("10.3.0", "8.7", True, None)
+    assert EngineOrigin.from_report(ArtifactReport(Path("e.engine.json"), report)) == EngineOrigin(
+        "10.3.0", "8.7", True, None
+    )

@@ -243,3 +243,27 @@ def test_plan_to_dict_is_json_ready() -> None:
 
     data = plan_build("10.3.0", request("trt-int8", timing_cache=Path("t.cache"))).to_dict()
     assert json.loads(json.dumps(data))["onnx_path"] == "m.int8.onnx"
+
+
+@pytest.mark.parametrize(
+    ("version", "given", "kind", "flags"),
+    [
+        ("11.1.0", None, "qdq-fp16", ()),
+        ("11.1.0", "fp16", "qdq-fp16", ()),
+        ("11.1.0", "fp32", "qdq-fp32", ()),  # strongly typed: FP32 unquantized layers are the user's choice
+        ("10.3.0", None, "qdq-fp32", ("INT8", "FP16")),
+        ("10.3.0", "fp32", "qdq-fp32", ("INT8",)),  # no FP16 flag: the unquantized layers stay FP32
+    ],
+)
+def test_high_precision_given_by_the_user_wins(
+    version: str, given: str | None, kind: str, flags: tuple[str, ...]
+) -> None:
+    plan = plan_build(version, request("trt-int8", high_precision=given))
+    assert plan.onnx_kind == kind and plan.builder_flags == flags
+
+
+def test_high_precision_that_cannot_hold_is_refused_with_the_reason() -> None:
+    with pytest.raises(InputError, match=r"strongly typed build honours.*TensorRT 10\.3\.0 builds weakly typed"):
+        plan_build("10.3.0", request("trt-int8", high_precision="fp16"))
+    with pytest.raises(InputError, match="trt-fp16 has none"):
+        request("trt-fp16", high_precision="fp32")
