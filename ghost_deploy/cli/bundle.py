@@ -31,14 +31,15 @@ def run_pack(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def pack_and_warn(artifacts: list[Path], output: Path) -> Any:
+def pack_and_warn(artifacts: list[Path], output: Path) -> str | None:
     """`ghost-export --pack`: pack what the export wrote, printing pack's warnings on standard error."""
     from ghost_deploy.bundle.pack import pack
 
     packed = pack(artifacts, output)
     for warning in packed.get("warnings", []):
         print(f"warning: {warning}", file=sys.stderr)
-    return packed.get("bundle")
+    bundle = packed.get("bundle")
+    return str(bundle) if bundle is not None else None
 
 
 def fill_run_parser(p: argparse.ArgumentParser) -> None:
