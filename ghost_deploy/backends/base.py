@@ -68,4 +68,3 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch; returns `{output name: array}` as float32/float16 numpy arrays on the host."""
-

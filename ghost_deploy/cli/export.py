@@ -163,4 +163,3 @@ def run_build(args: argparse.Namespace) -> dict[str, Any]:
         command=("ghost-deploy", "build", *args.argv),
     )
     return build_engine(args.model, cfg).report
-

@@ -1,8 +1,9 @@
 """Activation ranges for INT8, measured on the CPU with ONNX Runtime, in memory that does not grow with images.
 
 ONNX Runtime's own histogram calibrators keep every activation of every image (measured on GhostNet-1.0x at
-224: about 2.0 GB for 32 images, 7.2 GB for 128). Here each batch's activations are folded into a fixed-size state per tensor (running min/max, or a histogram of |x|
-with a fixed number of bins) and dropped before the next batch runs.
+224: about 2.0 GB for 32 images, 7.2 GB for 128). Here each batch's activations are folded into a fixed-size
+state per tensor (running min/max, or a histogram of |x| with a fixed number of bins) and dropped before the
+next batch runs.
 
 Thresholds follow NVIDIA's open re-implementation of TensorRT's calibrators
 (pytorch-quantization `calib/histogram.py`; docs/reference/tensorrt.md section 4): EntropyCalibration2 (KL
