@@ -66,6 +66,8 @@ def _artifact_entry(path: Path, report: ArtifactReport, profile: Path | None) ->
             "compute_capability": engine.compute_capability,
             "version_compatible": bool(plan.get("version_compatible", False)),
             "hardware_compatibility": plan.get("hardware_compatibility"),
+            "dla_core": plan.get("dla_core"),
+            "simulated": bool(report.raw.get("simulated", False)),
         }
         onnx_report = _onnx_report_of_engine(path, report)
         entry["verification"] = report.section("verification")

@@ -286,6 +286,7 @@ class Bundle:
                 f"{manifest['labels_file']} has {len(labels)} lines, the manifest says {manifest['num_labels']} labels"
             )
         self.labels = labels
+        refuse_simulated_engines(root, manifest["artifacts"])
 
     @classmethod
     def open(cls, path: Path | str, extract_to: Path | None = None, max_bytes: int = MAX_BUNDLE_BYTES) -> Bundle:
@@ -347,10 +348,12 @@ class Bundle:
             art = self.artifact
             path = self.root / art["file"]
             if art["kind"] == "engine":
-                _check_engine_here(art.get("tensorrt") or {})
+                entry = art.get("tensorrt") or {}
+                _check_engine_here(entry)
                 from ghost_deploy.backends.trt.runner import TensorRTRunner
 
-                self._runner = TensorRTRunner(path)
+                origin = _origin(entry)
+                self._runner = TensorRTRunner(path, origin.version_compatible, origin.dla_core)
             else:
                 from ghost_deploy.backends.onnxruntime import OnnxRuntimeRunner
 
@@ -417,29 +420,65 @@ def _tensorrt_available() -> bool:
 def _check_engine_here(origin: dict[str, Any]) -> None:
     """Check the engine's TensorRT version and compute capability against this machine."""
     from ghost_deploy.errors import MissingDependencyError
-    from ghost_deploy.machine.probe import gpus, tensorrt_version
+    from ghost_deploy.machine.probe import gpus, jetson, tensorrt_version
 
     trt_here = tensorrt_version()
     if trt_here is None:
         raise MissingDependencyError("tensorrt", "trt", "Running the TensorRT engine of this bundle")
     found = gpus()
-    check_engine_origin(origin, trt_here, found[0].compute_capability if found else None)
+    check_engine_origin(origin, trt_here, found[0].compute_capability if found else None, jetson() is not None)
 
 
-def check_engine_origin(origin: dict[str, Any], trt_here: str, cc_here: str | None) -> None:
+def check_engine_origin(
+    origin: dict[str, Any], trt_here: str, cc_here: str | None, jetson_here: bool = False
+) -> None:
     """Raise EngineMismatchError when the manifest's engine cannot run on TensorRT `trt_here` / GPU `cc_here`."""
-    from ghost_deploy.backends.trt.compat import EngineOrigin, check_compatible
+    from ghost_deploy.backends.trt.compat import check_compatible
 
     try:
-        check_compatible(
-            EngineOrigin(
-                trt_version=str(origin.get("version", "")),
-                compute_capability=origin.get("compute_capability"),
-                version_compatible=bool(origin.get("version_compatible", False)),
-                hardware_compatibility=origin.get("hardware_compatibility"),
-            ),
-            trt_here,
-            cc_here,
-        )
+        check_compatible(_origin(origin), trt_here, cc_here, jetson_here)
     except InputError as exc:
         raise EngineMismatchError(str(exc)) from None
+
+
+def _origin(entry: dict[str, Any]) -> Any:
+    """The EngineOrigin a manifest's `tensorrt` entry describes."""
+    from ghost_deploy.backends.trt.compat import EngineOrigin
+
+    core = entry.get("dla_core")
+    return EngineOrigin(
+        trt_version=str(entry.get("version", "")),
+        compute_capability=entry.get("compute_capability"),
+        version_compatible=bool(entry.get("version_compatible", False)),
+        hardware_compatibility=entry.get("hardware_compatibility"),
+        dla_core=core if isinstance(core, int) else None,
+    )
+
+
+def refuse_simulated_engines(root: Path, artifacts: Sequence[dict[str, Any]]) -> None:
+    """A bundle whose engine was built by the TensorRT simulator opens only under that simulation (exit 2).
+
+    Checked at open, before any dependency: a simulated engine must never be mistaken for a device's.
+    """
+    from ghost_deploy.machine import probe
+
+    for art in artifacts:
+        if art["kind"] != "engine":
+            continue
+        entry = art.get("tensorrt") or {}
+        if not entry.get("simulated") and not _simulated_plan(root / art["file"]):
+            continue
+        sim = probe.simulation()
+        if sim is None:
+            raise EngineMismatchError(
+                f"{art['file']} was built by a SIMULATED TensorRT {entry.get('version', '?')} (ghost-deploy's test "
+                "simulator, GHOST_DEPLOY_SIMULATE_TRT): it is no engine for a GPU; rebuild it on the device "
+                f"(bash {art['file']}.build.sh, or ghost-deploy build)"
+            )
+        check_engine_origin(entry, str(sim.version), None)
+
+
+def _simulated_plan(path: Path) -> bool:
+    from ghost_deploy.testing.trtsim.plan import is_simulated_plan
+
+    return is_simulated_plan(path)

@@ -76,6 +76,7 @@ def _dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None, prog:
     args = parser.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
     try:
+        _simulation_notice(prog)
         report = args.handler(args)
     except VerificationFailed as exc:
         rep = getattr(exc.result, "report", exc.result)
@@ -94,6 +95,15 @@ def _dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None, prog:
         return EXIT_FAILURE
     print(_render(report, args.json))
     return EXIT_OK
+
+
+def _simulation_notice(prog: str) -> None:
+    """Under GHOST_DEPLOY_SIMULATE_TRT, switch the simulator on and say so, once, on standard error."""
+    from ghost_deploy.machine.probe import simulate_from_env
+
+    notice = simulate_from_env()
+    if notice is not None:
+        print(f"{prog}: {notice}", file=sys.stderr)
 
 
 def _render(report: dict[str, Any], as_json: bool) -> str:

@@ -54,6 +54,29 @@ def simulation() -> Any:
     return sim.active() if sim is not None else None
 
 
+def simulate_from_env() -> str | None:
+    """Switch the TensorRT simulator on when GHOST_DEPLOY_SIMULATE_TRT names a version; returns the line every
+    command prints on standard error then (None when the variable is unset). Refused, as bad input, when the
+    version is unknown or a real TensorRT is installed."""
+    import os
+
+    if not os.environ.get("GHOST_DEPLOY_SIMULATE_TRT", "").strip():
+        return None
+    from ghost_deploy.errors import InputError
+    from ghost_deploy.testing import trtsim
+
+    try:
+        sim = trtsim.install_from_env()
+    except (ValueError, RuntimeError) as exc:
+        raise InputError(f"GHOST_DEPLOY_SIMULATE_TRT: {exc}") from None
+    if sim is None:
+        return None
+    return (
+        f"TensorRT {sim.version} is SIMULATED (GHOST_DEPLOY_SIMULATE_TRT; GPU: {sim.gpu.name}, compute capability "
+        f"{sim.gpu.compute_capability}): engines run on ONNX Runtime CPU, for tests only, and are marked simulated"
+    )
+
+
 def distribution_version(*names: str) -> str | None:
     """The version of the first installed distribution among `names`, else None."""
     for name in names:

@@ -43,7 +43,7 @@ def export_engine(model_path: Path, cfg: ExportConfig, steps: Steps | None = Non
         raise InputError(f"model file {model_path} does not exist; check the path")
     engine = cfg.output or default_output(model_path, cfg.target)
     check_output(model_path, engine)
-    version = probe.trt_version_for_plan(cfg.precision.trt_version)[0]
+    version = check_planned_version(cfg.precision.trt_version)
     paths = _intermediate_paths(engine)
     size = cfg.overrides.input_size or 224
     plan_build(version, _request(cfg, paths, (3, size, size), cfg.batch, _cache(paths)))  # refuse what cannot be
@@ -65,6 +65,7 @@ def engine_from_source(source: Source, cfg: ExportConfig, steps: Steps) -> Expor
     script_path = _write_script(plan, plan.onnx_path, engine)
     report = new_report(list(cfg.command), cfg.target)
     report.update(
+        simulated=probe.simulation() is not None,
         onnx=onnx_result.report["artifact"],
         onnx_report=str(onnx_result.report_file),
         trt_version={"version": version, "from": origin},
@@ -85,6 +86,26 @@ def _intermediate_paths(engine: Path) -> dict[str, Path]:
     """Where each kind of ONNX an engine may be built from is written: `<engine stem>.<kind>.onnx`."""
     base = engine.with_suffix("") if engine.suffix == ".engine" else engine
     return {kind: base.with_name(f"{base.name}.{kind}.onnx") for kind in _KINDS}
+
+
+def check_planned_version(requested: str | None) -> str:
+    """The version to plan for; refused when it is not the TensorRT installed here, which is what would build.
+
+    `--trt-version` makes the ONNX and `<engine>.build.sh` for another machine's TensorRT; where a TensorRT is
+    installed the engine is built by it, and a plan made for another version would be executed by the wrong
+    one (a 10.x plan dies on 11's missing FP16 flag; an 11 plan on 10.x builds weakly typed, in effect FP32).
+    """
+    from ghost_deploy.backends.trt.compat import same_version
+
+    version = probe.trt_version_for_plan(requested)[0]
+    here = probe.tensorrt_version()
+    if here is not None and not same_version(version, here):
+        raise InputError(
+            f"--trt-version {version} was given, but this machine has TensorRT {here}, which is what builds the "
+            f"engine here: drop --trt-version (or give {here}); to prepare files for a device with TensorRT "
+            f"{version}, run the export on a machine without TensorRT and run its build.sh on the device"
+        )
+    return version
 
 
 def _cache(paths: dict[str, Path]) -> Path:
@@ -120,8 +141,9 @@ def _build_and_verify(
     report["engine"] = {
         **file_entry(engine),
         "built": True,
+        "simulated": probe.simulation() is not None,
         **facts,
-        "gpus": [g.to_dict() for g in probe.gpus()],
+        "gpus": _gpus(),
         "onnx_sha256": sha256_file(plan.onnx_path),
     }
     verify_fp32(source, cfg.tolerances, steps)  # already done for the ONNX: only its recorded outputs are read
@@ -140,6 +162,10 @@ def _build_and_verify(
     if not record["passed"]:
         raise VerificationFailed("engine verification failed: " + "; ".join(record["failures"]), report)
     return ExportResult(engine, path, report, True)
+
+
+def _gpus() -> list[dict[str, Any]]:
+    return [g.to_dict() for g in probe.gpus()]
 
 
 def _write_script(plan: BuildPlan, onnx_path: Path, engine: Path) -> Path:
@@ -224,11 +250,13 @@ def build_engine(onnx_path: Path, cfg: ExportConfig, steps: Steps | None = None)
     elif batch is None or not batch.is_dynamic:
         batch = BatchSpec(None, (1, 1, 1))
     cache = onnx_path.with_name(onnx_path.name + ".cache")
+    check_planned_version(cfg.precision.trt_version)
     version, origin = probe.trt_version_for_plan(cfg.precision.trt_version)
     plan = plan_build(version, _request(cfg, {kind: onnx_path}, chw, batch, cache if cache.is_file() else None))
     script_path = _write_script(plan, onnx_path, engine)
     report = new_report(list(cfg.command), cfg.target)
     report.update(
+        simulated=probe.simulation() is not None,
         onnx={"path": str(onnx_path), "kind": kind},
         trt_version={"version": version, "from": origin},
         build_plan=plan.to_dict(),
@@ -239,5 +267,8 @@ def build_engine(onnx_path: Path, cfg: ExportConfig, steps: Steps | None = None)
     from ghost_deploy.backends.trt.build import engine_from_onnx
 
     with steps.step("build", f"building {engine.name} with TensorRT"):
-        report["engine"].update(built=True, **engine_from_onnx(plan, engine))
+        facts = engine_from_onnx(plan, engine)
+    report["engine"].update(
+        file_entry(engine), built=True, simulated=probe.simulation() is not None, gpus=_gpus(), **facts
+    )
     return ExportResult(engine, write_report(engine, report), report, True)

@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ghost_deploy.errors import MissingDependencyError, StepFailed
+from ghost_deploy.backends.trt.calib_cache import ALGORITHM, read_cache
+from ghost_deploy.errors import InputError, MissingDependencyError, StepFailed
 from ghost_deploy.fileio import write_bytes_atomic
 
 if TYPE_CHECKING:
@@ -29,8 +30,10 @@ def engine_from_onnx(plan: BuildPlan, engine_path: Path) -> dict[str, Any]:
         raise MissingDependencyError("tensorrt", "trt", "Building a TensorRT engine") from exc
     if not hasattr(trt_mod, "Builder"):  # tensorrt-stubs alone imports as an empty namespace package
         raise MissingDependencyError("tensorrt", "trt", "Building a TensorRT engine")
-    logger = trt_mod.Logger(trt_mod.Logger.WARNING)
+    _check_device(plan)
+    logger = _logger()
     builder = trt_mod.Builder(logger)
+    _check_dla_cores(plan, builder)
     network = builder.create_network(_network_flags(plan))
     parser = trt_mod.OnnxParser(network, logger)
     for name in plan.parser_flags:
@@ -41,16 +44,80 @@ def engine_from_onnx(plan: BuildPlan, engine_path: Path) -> dict[str, Any]:
     config = _config(builder, plan)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        hint = f" (workspace {plan.workspace_bytes >> 20} MiB)" if plan.workspace_bytes else ""
-        raise StepFailed(
-            f"TensorRT could not build the engine{hint}; on a Jetson this is usually memory: close other work or "
-            "pass a smaller --workspace; the builder's messages above say more"
-        )
+        raise StepFailed(_build_failure(plan, getattr(logger, "errors", [])))
     data = bytes(serialized)
     write_bytes_atomic(engine_path, data)
     if plan.timing_cache is not None:
         write_bytes_atomic(plan.timing_cache, bytes(config.get_timing_cache().serialize()))
-    return {"bytes": len(data), "layers": _layers(logger, data, engine_path)}
+    return {"bytes": len(data), "layers": _layers(logger, data, engine_path, plan)}
+
+
+def _logger() -> trt.ILogger:
+    """An ILogger that prints TensorRT's warnings and errors and keeps the errors for the failure message."""
+    import sys
+
+    import tensorrt as trt_mod
+
+    severity = trt_mod.ILogger.Severity
+
+    class Messages(trt_mod.ILogger):
+        def __init__(self) -> None:
+            trt_mod.ILogger.__init__(self)  # TensorRT requires the explicit base call
+            self.errors: list[str] = []
+
+        def log(self, level: trt.ILogger.Severity, msg: str) -> None:
+            if level in (severity.INTERNAL_ERROR, severity.ERROR):
+                self.errors.append(msg)
+            if level in (severity.INTERNAL_ERROR, severity.ERROR, severity.WARNING):
+                print(f"[TensorRT] {msg}", file=sys.stderr)
+
+    return Messages()
+
+
+def _build_failure(plan: BuildPlan, errors: list[str]) -> str:
+    """Why the build failed, in TensorRT's words; memory advice only when TensorRT speaks of memory."""
+    said = "; ".join(errors[-3:])[:600] or "TensorRT gave no error message"
+    text = f"TensorRT could not build the engine: {said}"
+    if any("memory" in e.lower() or "workspace" in e.lower() for e in errors):
+        workspace = f" (workspace {plan.workspace_bytes >> 20} MiB)" if plan.workspace_bytes else ""
+        text += f"; out of memory{workspace}: close other work or pass a smaller --workspace"
+    return text
+
+
+def _check_device(plan: BuildPlan) -> None:
+    """What the plan asks of the device that only the device can say: hardware compatibility exists off Jetson,
+    and implicit INT8 needs the CPU-made cache (this build takes no calibration images)."""
+    from ghost_deploy.machine.probe import jetson
+
+    if plan.hardware_compatibility == "AMPERE_PLUS" and jetson() is not None:
+        # tensorrt.md s7: "AMPERE_PLUS is documented (8.6 guide) as unsupported on JetPack/DriveOS"
+        raise InputError("--hardware-compatibility ampere+ is not supported on Jetson; build without it here")
+    if plan.calibrator == "device":
+        raise InputError(
+            "implicit INT8 without a calibration cache would calibrate on the device, which this build cannot do "
+            "(it takes no images): make the cache on the CPU with `ghost-export MODEL --target onnx-int8` and "
+            "put it beside the ONNX as <onnx>.cache, or use --int8-mode explicit"
+        )
+    if plan.calibrator == "cache" and plan.calibration_cache is not None:
+        cache = read_cache(plan.calibration_cache)
+        if cache.algorithm != ALGORITHM:
+            raise InputError(
+                f"{plan.calibration_cache} was written for {cache.algorithm}; the build's calibrator is "
+                f"IInt8EntropyCalibrator2, which TensorRT gives only {ALGORITHM} caches (tensorrt.md s9): "
+                "regenerate the cache with ghost-export --target onnx-int8"
+            )
+
+
+def _check_dla_cores(plan: BuildPlan, builder: trt.Builder) -> None:
+    """A DLA core this device has (tensorrt.md s9: num_DLA_cores is the only reliable count)."""
+    if plan.dla_core is None:
+        return
+    cores = int(builder.num_DLA_cores)
+    if plan.dla_core >= cores:
+        raise InputError(
+            f"--dla-core {plan.dla_core}: this device has {cores} DLA core{'s' if cores != 1 else ''}"
+            + (f" (0 to {cores - 1})" if cores else "; build for the GPU (drop --dla-core)")
+        )
 
 
 def _network_flags(plan: BuildPlan) -> int:
@@ -89,6 +156,9 @@ def _config(builder: trt.Builder, plan: BuildPlan) -> trt.IBuilderConfig:
     if plan.calibrator == "cache" and plan.calibration_cache is not None:
         # int8_calibrator and the calibrator classes are gone in 11 (the plan refuses implicit INT8 there)
         setattr(config, "int8_calibrator", _cache_calibrator(plan.calibration_cache))  # noqa: B010
+        if plan.calibration_profile and plan.profile is not None:
+            # tensorrt.md s9: with dynamic shapes the calibration profile must be set, else TensorRT uses profile 0
+            getattr(config, "set_calibration_profile")(profile)  # noqa: B009 - deprecated in 10.1, gone in 11
     return config
 
 
@@ -118,11 +188,15 @@ def _cache_calibrator(cache: Path) -> Any:
     return CacheCalibrator()
 
 
-def _layers(logger: trt.ILogger, data: bytes, engine_path: Path) -> int:
+def _layers(logger: trt.ILogger, data: bytes, engine_path: Path, plan: BuildPlan) -> int:
     """Save the engine inspector's layer table beside the engine; returns the layer count."""
     import tensorrt as trt_mod
 
     runtime = trt_mod.Runtime(logger)
+    if plan.version_compatible:  # tensorrt.md s1: such a plan runs its embedded lean runtime only when allowed
+        runtime.engine_host_code_allowed = True
+    if plan.dla_core is not None:  # tensorrt.md s9: set before deserializing an engine for another core than 0
+        runtime.DLA_core = plan.dla_core
     engine = runtime.deserialize_cuda_engine(data)
     if engine is None:
         raise StepFailed("TensorRT could not deserialize the engine it just built")

@@ -1,40 +1,76 @@
 """May this engine run here? Checked before deserializing, with a message that says what was built where.
 
-TensorRT's rules: a plan runs only on the TensorRT version that built it, unless it was built
-version-compatible (8.6+), which lets a newer runtime of the same major version load it; and only on GPUs of
-the compute capability it was built for, unless it was built hardware-compatible: `AMPERE_PLUS` runs on any
-GPU of compute capability 8.0 or later, `SAME_COMPUTE_CAPABILITY` on any GPU of the same capability.
+TensorRT's rules (docs/reference/tensorrt.md section 7):
+- a plan runs only on the exact TensorRT that built it: "major, minor, patch and build must match";
+- a version-compatible plan (8.6+) also runs on a newer runtime of the same major version, and "across major
+  versions, only TRT 10 VC plans on a TRT 11 runtime and TRT 8 VC plans on a TRT 10 runtime work";
+- a plan runs only on GPUs of the compute capability it was built for, unless built hardware-compatible:
+  `AMPERE_PLUS` runs on compute capability 8.0 or later, `SAME_COMPUTE_CAPABILITY` on the same capability;
+  `AMPERE_PLUS` "is documented (8.6 guide) as unsupported on JetPack/DriveOS".
+
+An engine's report is trusted only when it describes these very bytes: it says the engine was built and its
+sha256 is the file's. A report written elsewhere (a PC without TensorRT: "not built") or left from an earlier
+build says nothing about the engine beside it, and TensorRT's own check at deserialization decides.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
-from ghost_deploy.backends.trt.calib_cache import parse_version
 from ghost_deploy.errors import InputError
+from ghost_deploy.fileio import sha256_file
 from ghost_deploy.report import ArtifactReport, report_of
+
+_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?(?:\.(\d+))?")
 
 
 @dataclasses.dataclass(frozen=True)
 class EngineOrigin:
-    """Where and how an engine was built, as its report records it."""
+    """Where and how an engine was built, as its report records it (empty when nothing is known)."""
 
     trt_version: str
     compute_capability: str | None
     version_compatible: bool = False
     hardware_compatibility: str | None = None  # None, "AMPERE_PLUS" or "SAME_COMPUTE_CAPABILITY"
+    dla_core: int | None = None
 
     @classmethod
     def from_report(cls, report: ArtifactReport) -> EngineOrigin:
         """Read it from an engine's `<engine>.json`."""
         plan, engine = report.build_plan, report.engine
+        core = plan.get("dla_core")
         return cls(
             trt_version=report.trt_version or "",
             compute_capability=engine.compute_capability if engine is not None else None,
             version_compatible=bool(plan.get("version_compatible", False)),
             hardware_compatibility=plan.get("hardware_compatibility"),
+            dla_core=core if isinstance(core, int) else None,
         )
+
+
+def version_parts(text: str) -> tuple[int, ...]:
+    """(major, minor[, patch[, build]]) of a TensorRT version such as '10.3.0.26' or '8.6.1'."""
+    match = _VERSION.match(text.strip())
+    if match is None:
+        raise InputError(f"TensorRT version {text!r} is not a version number such as 10.3.0.26")
+    return tuple(int(p) for p in match.groups() if p is not None)
+
+
+def same_version(built: str, here: str) -> bool:
+    """The same TensorRT: every part both versions name is equal (the build too when both carry one)."""
+    a, b = version_parts(built), version_parts(here)
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]
+
+
+def _runs_version_compatible(built: tuple[int, ...], here: tuple[int, ...]) -> bool:
+    """A version-compatible plan: same major and a runtime at least as new, or 8 -> 10, or 10 -> 11."""
+    if here[0] == built[0]:
+        n = min(len(built), len(here))
+        return here[:n] >= built[:n]
+    return (built[0], here[0]) in ((8, 10), (10, 11))
 
 
 def _cc(text: str) -> tuple[int, int]:
@@ -42,24 +78,29 @@ def _cc(text: str) -> tuple[int, int]:
     return int(major), int(minor or 0)
 
 
-def check_compatible(origin: EngineOrigin, trt_here: str, cc_here: str | None) -> None:
+def check_compatible(origin: EngineOrigin, trt_here: str, cc_here: str | None, jetson_here: bool = False) -> None:
     """Raise InputError when an engine built as `origin` cannot run on TensorRT `trt_here` / GPU `cc_here`."""
-    built, here = parse_version(origin.trt_version), parse_version(trt_here)
     where = f"built with TensorRT {origin.trt_version} for compute capability {origin.compute_capability or '?'}"
     if origin.version_compatible:
-        if here[0] != built[0] or here < built:
+        if not _runs_version_compatible(version_parts(origin.trt_version), version_parts(trt_here)):
             raise InputError(
-                f"this engine was {where} (version-compatible), which TensorRT {trt_here} cannot load: "
-                f"it needs TensorRT {built[0]}.x at {origin.trt_version} or newer; rebuild it here"
+                f"this engine was {where} (version-compatible), which TensorRT {trt_here} cannot load: a "
+                "version-compatible plan runs on the same major version at the same or a newer release, and "
+                "TensorRT 8 plans on 10, 10 plans on 11; rebuild it here (ghost-deploy build)"
             )
-    elif here != built:
+    elif not same_version(origin.trt_version, trt_here):
         raise InputError(
-            f"this engine was {where}; this machine has TensorRT {trt_here}: rebuild it here "
-            "(ghost-deploy build) or build it with --version-compatible"
+            f"this engine was {where}; this machine has TensorRT {trt_here}, and a plan runs only on the exact "
+            "TensorRT that built it: rebuild it here (ghost-deploy build) or build it with --version-compatible"
+        )
+    level = origin.hardware_compatibility
+    if level == "AMPERE_PLUS" and jetson_here:
+        raise InputError(
+            f"this engine was {where} hardware-compatible (ampere+), which Jetson does not support; rebuild it on "
+            "this Jetson without --hardware-compatibility (ghost-deploy build)"
         )
     if cc_here is None or origin.compute_capability is None:
         return
-    level = origin.hardware_compatibility
     # SAME_COMPUTE_CAPABILITY, or no hardware compatibility: the same capability is the least required
     ok = _cc(cc_here) >= (8, 0) if level == "AMPERE_PLUS" else _cc(cc_here) == _cc(origin.compute_capability)
     if not ok:
@@ -69,8 +110,24 @@ def check_compatible(origin: EngineOrigin, trt_here: str, cc_here: str | None) -
         )
 
 
-def check_engine_file(engine: Path, trt_here: str, cc_here: str | None) -> None:
-    """Check an engine against its report beside it, when the report exists."""
+def trusted_origin(engine: Path) -> EngineOrigin | None:
+    """The origin an engine's report records, when the report describes this file (built, same sha256)."""
     report = report_of(engine)
-    if report is not None:
-        check_compatible(EngineOrigin.from_report(report), trt_here, cc_here)
+    built = report.engine if report is not None else None
+    if report is None or built is None or not built.built or built.sha256 != sha256_file(engine):
+        return None
+    return EngineOrigin.from_report(report)
+
+
+def engine_origin_here(engine: Path) -> EngineOrigin:
+    """Check an engine against this machine by its trusted report, and return its origin (empty: no report)."""
+    from ghost_deploy.machine import probe
+
+    origin = trusted_origin(engine)
+    if origin is None:
+        return EngineOrigin("", None)
+    here = probe.tensorrt_version()
+    gpus = probe.gpus()
+    if here is not None:
+        check_compatible(origin, here, gpus[0].compute_capability if gpus else None, probe.jetson() is not None)
+    return origin

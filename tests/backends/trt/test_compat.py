@@ -24,12 +24,28 @@ def test_other_version_is_refused_with_what_was_built_where(here: str, message: 
     assert "built with TensorRT 10.3.0 for compute capability 8.7" in str(err.value)
 
 
-def test_version_compatible_runs_on_newer_same_major_only() -> None:
+def test_version_compatible_runs_on_newer_same_major_and_on_the_next_major_tensorrt_supports() -> None:
     origin = EngineOrigin("10.3.0", "8.9", version_compatible=True)
     check_compatible(origin, "10.13.0", "8.9")
-    for here in ("10.2.0", "11.4.0"):
+    check_compatible(origin, "11.4.0", "8.9")  # tensorrt.md s7: TRT 10 VC plans run on a TRT 11 runtime
+    check_compatible(EngineOrigin("8.6.1", "8.9", version_compatible=True), "10.3.0", "8.9")  # and 8 on 10
+    for built, here in (("10.3.0", "10.2.0"), ("8.6.1", "11.1.0"), ("8.6.1", "9.2.0"), ("11.1.0", "10.13.0")):
         with pytest.raises(InputError, match="version-compatible"):
-            check_compatible(origin, here, "8.9")
+            check_compatible(EngineOrigin(built, "8.9", version_compatible=True), here, "8.9")
+
+
+def test_every_part_of_the_version_must_match_even_the_build() -> None:
+    check_compatible(EngineOrigin("10.3.0.26", "8.7"), "10.3.0.26", "8.7")
+    check_compatible(EngineOrigin("10.3.0.26", "8.7"), "10.3.0", "8.7")  # a 3-part version names no build
+    with pytest.raises(InputError, match="exact TensorRT"):
+        check_compatible(EngineOrigin("10.3.0.26", "8.7"), "10.3.0.30", "8.7")
+
+
+def test_ampere_plus_does_not_exist_on_jetson() -> None:
+    origin = EngineOrigin("10.3.0", "8.7", hardware_compatibility="AMPERE_PLUS")
+    check_compatible(origin, "10.3.0", "8.7")
+    with pytest.raises(InputError, match="Jetson does not support"):
+        check_compatible(origin, "10.3.0", "8.7", jetson_here=True)
 
 
 def test_other_gpu_needs_hardware_compatibility() -> None:
@@ -53,3 +69,22 @@ def test_origin_from_an_engine_report() -> None:
     assert EngineOrigin.from_report(ArtifactReport(Path("e.engine.json"), report)) == EngineOrigin(
         "10.3.0", "8.7", True, None
     )
+
+
+def test_a_report_is_trusted_only_for_the_bytes_it_describes(tmp_path: Path) -> None:
+    import json
+
+    from ghost_deploy.backends.trt.compat import trusted_origin
+    from ghost_deploy.fileio import sha256_file
+
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"plan bytes")
+    report = {"trt_version": {"version": "10.3.0"}, "build_plan": {}, "engine": {"built": False, "why_not": "no TRT"}}
+    (tmp_path / "m.engine.json").write_text(json.dumps(report))
+    assert trusted_origin(engine) is None  # written on a PC without TensorRT: says nothing of this engine
+    report["engine"] = {"built": True, "sha256": "0" * 64, "gpus": [{"compute_capability": "8.7"}]}
+    (tmp_path / "m.engine.json").write_text(json.dumps(report))
+    assert trusted_origin(engine) is None  # an older build's report beside a newer engine
+    report["engine"]["sha256"] = sha256_file(engine)
+    (tmp_path / "m.engine.json").write_text(json.dumps(report))
+    assert trusted_origin(engine) == EngineOrigin("10.3.0", "8.7")
