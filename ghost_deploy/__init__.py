@@ -25,29 +25,32 @@ if TYPE_CHECKING:
 
     from ghost_deploy.bundle.runtime import Bundle
     from ghost_deploy.config import ExportConfig
+    from ghost_deploy.report import Steps
     from ghost_deploy.stages.export_onnx import ExportResult
 
 __all__ = ["Bundle", "__version__", "build", "export", "pack", "profile", "verify"]
 
 
-def export(model: Path, config: ExportConfig) -> ExportResult:
-    """`ghost-export MODEL --target T`: the artifact of `config.target` from a checkpoint or an ONNX file."""
+def export(model: Path, config: ExportConfig, steps: Steps | None = None) -> ExportResult:
+    """`ghost-export MODEL --target T`: the artifact of `config.target` from a checkpoint or an ONNX file.
+
+    `steps` times the steps and prints progress (standard error by default)."""
     from ghost_deploy.targets import target
 
     if target(config.target).is_engine:
         from ghost_deploy.stages.export_engine import export_engine
 
-        return export_engine(model, config)
+        return export_engine(model, config, steps)
     from ghost_deploy.stages.export_onnx import export_model
 
-    return export_model(model, config)
+    return export_model(model, config, steps)
 
 
-def build(onnx_path: Path, config: ExportConfig) -> ExportResult:
+def build(onnx_path: Path, config: ExportConfig, steps: Steps | None = None) -> ExportResult:
     """`ghost-deploy build`: a TensorRT engine from an ONNX file that export wrote."""
     from ghost_deploy.stages.export_engine import build_engine
 
-    return build_engine(onnx_path, config)
+    return build_engine(onnx_path, config, steps)
 
 
 def verify(artifact: Path, reference: Path, **options: Any) -> dict[str, Any]:

@@ -89,3 +89,15 @@ def exported(base: Path) -> dict[str, Path]:
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
     return paths
+
+
+def tiny_checkpoint(path: Path, width: float = 0.25, size: int = 32) -> Path:
+    """A GhostNet of `width` for 10 classes at `size` x `size`, BatchNorm statistics from real digits, saved as a
+    bare state_dict (load it with --input-size / Overrides(input_size=size))."""
+    import torch
+
+    from ghost_deploy.model.synthetic import realistic_ghostnet
+
+    model = realistic_ghostnet(digit_images(32, size), width=width, num_classes=10, seed=3)
+    torch.save(model.state_dict(), path)
+    return path

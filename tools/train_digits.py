@@ -333,6 +333,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "with its re-parameterisable branches and saved unfused, as users' V3 checkpoints are",
     )
     parser.add_argument("--width", type=float, default=None, help="width multiplier (default: the architecture's)")
+    parser.add_argument(
+        "--input-size", type=int, default=INPUT_SIZE, help=f"square input size, a multiple of 32 (default {INPUT_SIZE})"
+    )
     parser.add_argument("--lr", type=float, default=3e-3, help="peak AdamW learning rate (default: 3e-3)")
     parser.add_argument("--limit", type=int, default=None, help="train on only N images (smoke test)")
     args = parser.parse_args(argv)
@@ -351,14 +354,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def make_info(variant: Variant, pre: Preprocessing, data_dir: Path, output: Path) -> ModelInfo:
+def make_info(variant: Variant, pre: Preprocessing, data_dir: Path, output: Path, size: int = INPUT_SIZE) -> ModelInfo:
     """Metadata of the checkpoint; data folders are stored relative to the checkpoint file."""
     rel = Path(os.path.relpath(data_dir.resolve(), output.resolve().parent))
     return ModelInfo(
         arch=variant.name,
         width=variant.width,
         num_classes=len(LABELS),
-        input_size=INPUT_SIZE,
+        input_size=size,
         preprocessing=pre,
         labels=LABELS,
         data={split: (rel / split).as_posix() for split in SPLITS},
@@ -407,8 +410,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush=True,
     )
     train, calibration, test = (load_split(args.data, split) for split in SPLITS)
-    mean, std = channel_stats([img for img, _ in train], INPUT_SIZE)
-    pre = Preprocessing(resize=INPUT_SIZE, crop=INPUT_SIZE, mean=(mean,) * 3, std=(std,) * 3, interpolation="bilinear")
+    size = args.input_size
+    mean, std = channel_stats([img for img, _ in train], size)
+    pre = Preprocessing(resize=size, crop=size, mean=(mean,) * 3, std=(std,) * 3, interpolation="bilinear")
     print(f"train {len(train)}, calibration {len(calibration)}, test {len(test)} images; mean {mean}, std {std}")
     if args.limit is not None:
         train = random.Random(args.seed).sample(train, min(args.limit, len(train)))
@@ -420,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"test top-1 (eval mode, {len(test)} images): {test_top1:.4f}; total time {elapsed:.0f} s")
     training = training_record(args, len(train), len(test), test_top1)
     save_checkpoint(
-        args.output, model, make_info(args.variant, pre, args.data, args.output), extra={"training": training}
+        args.output, model, make_info(args.variant, pre, args.data, args.output, size), extra={"training": training}
     )
     share_readable(args.output)
     print(f"saved {args.output}")

@@ -64,7 +64,7 @@ def run_export(args: argparse.Namespace) -> dict[str, Any]:
 
 def fill_verify_parser(p: argparse.ArgumentParser) -> None:
     """Options of `ghost-deploy verify`."""
-    p.add_argument("artifact", type=Path, metavar="ARTIFACT", help="the ONNX file to check")
+    p.add_argument("artifact", type=Path, metavar="ARTIFACT", help="the ONNX file or TensorRT engine to check")
     p.add_argument(
         "--reference",
         type=Path,
@@ -76,8 +76,9 @@ def fill_verify_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--precision",
         choices=("fp32", "fp16", "int8"),
-        default="fp32",
-        help="the artifact's precision: picks the default tolerances (default fp32)",
+        default=None,
+        help="the artifact's precision: picks the default tolerances (default: what the artifact's report says, "
+        "else fp32)",
     )
     flags.add_model_flags(p)
     flags.add_verify_flags(p)
@@ -87,15 +88,16 @@ def fill_verify_parser(p: argparse.ArgumentParser) -> None:
 
 def run_verify(args: argparse.Namespace) -> dict[str, Any]:
     """Compare an artifact with its reference."""
-    from ghost_deploy.stages.verify_artifact import verify_artifact
+    from ghost_deploy.stages.verify_artifact import artifact_precision, verify_artifact
 
+    precision = args.precision or artifact_precision(args.artifact)
     return verify_artifact(
         args.artifact,
         args.reference,
         overrides=flags.overrides(args),
         eval_dir=args.eval_dir,
         eval_limit=args.eval_limit,
-        tolerances=flags.tolerances(args, args.precision),
+        tolerances=flags.tolerances(args, precision),
         trust=args.trust_checkpoint,
         output=args.output,
         command=["ghost-deploy", "verify", *args.argv],

@@ -110,8 +110,13 @@ def human_summary(report: dict[str, Any], top: int = 10) -> str:
     lines.append(
         f"environment: CPU {env['cpu']['model']} ({env['cpu']['usable']} usable of {env['cpu']['logical_cores']} "
         f"logical cores), GPU {gpus}; onnxruntime {versions.get('onnxruntime')}, torch {versions.get('torch')}, "
-        f"tensorrt {versions.get('tensorrt')}"
+        f"tensorrt {env.get('tensorrt') or versions.get('tensorrt')}"
     )
+    if env.get("tensorrt_simulated"):
+        lines.append(
+            "SIMULATED: the TensorRT and the GPU are ghost-deploy's simulator (GHOST_DEPLOY_SIMULATE_TRT); every "
+            "engine time above is ONNX Runtime on this CPU, not a GPU measurement"
+        )
     lines.append(f"percentiles: {PERCENTILE_DEFINITION}")
     return "\n".join(lines)
 

@@ -186,9 +186,11 @@ def summarize(times: QueryTimes, batch: int, cv_threshold: float, on_gpu: bool =
 
 def environment() -> dict[str, Any]:
     """CPU, GPU, Jetson power mode and load: what makes numbers from two machines comparable or not."""
-    from ghost_deploy.machine.probe import gpus, jetson
+    from ghost_deploy.machine.probe import gpus, jetson, simulation, tensorrt_version
 
     env: dict[str, Any] = {"cpu": _cpu(), "gpus": [g.to_dict() for g in gpus()], "jetson": jetson()}
+    env["tensorrt"] = tensorrt_version()
+    env["tensorrt_simulated"] = simulation() is not None  # GPU figures then come from ONNX Runtime on the CPU
     env["load_average_1min"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     governor = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
     env["cpu_governor"] = governor.read_text().strip() if governor.is_file() else None

@@ -70,6 +70,8 @@ def time_engine(
 ) -> list[QueryEvents]:
     """Run trtexec's loop on `runner` and return every query's event times (warm-up included)."""
     runner.bind(feeds)
+    runner.copy_inputs()  # once, even with --no-data-transfers: trtexec fills the inputs before timing compute
+    runner.synchronize()
     launch = runner.enqueue
     graph = None
     if cuda_graph:

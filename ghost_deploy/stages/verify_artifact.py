@@ -1,20 +1,25 @@
-"""`ghost-deploy verify ARTIFACT --reference MODEL_OR_ONNX`: the comparator on its own."""
+"""`ghost-deploy verify ARTIFACT --reference MODEL_OR_ONNX`: the comparator on its own, for an ONNX artifact or a
+TensorRT engine."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from ghost_deploy.backends.base import INPUT_NAME
+import onnx
+
+from ghost_deploy.backends.base import INPUT_NAME, Runner
+from ghost_deploy.backends.choose import kind_of, runner_for
 from ghost_deploy.backends.onnx.files import input_dims, load_onnx
-from ghost_deploy.backends.onnxruntime import OnnxRuntimeRunner
 from ghost_deploy.config import BatchSpec, Overrides, Tolerances
 from ghost_deploy.data.inputs import batches
 from ghost_deploy.errors import InputError, VerificationFailed
 from ghost_deploy.fileio import check_writable, write_json_atomic
-from ghost_deploy.report import Steps, file_entry, new_report
+from ghost_deploy.machine import probe
+from ghost_deploy.report import Steps, file_entry, new_report, report_of
 from ghost_deploy.stages.evaldata import eval_data
 from ghost_deploy.stages.source import load_reference, localise
+from ghost_deploy.targets import TARGETS
 from ghost_deploy.verify import compare_runners, verification_record
 
 
@@ -31,24 +36,28 @@ def verify_artifact(
     command: list[str] | None = None,
     steps: Steps | None = None,
 ) -> dict[str, Any]:
-    """Compare an ONNX artifact with a reference checkpoint or ONNX; raises VerificationFailed on failure."""
+    """Compare an ONNX artifact or an engine with a reference checkpoint or ONNX; raises VerificationFailed on
+    failure. `tolerances` None: the defaults of the precision the artifact's own report names (else FP32)."""
     steps = steps or Steps()
     overrides = overrides or Overrides()
     for path in (artifact, reference):
         if not path.is_file():
             raise InputError(f"{path} does not exist or is not a file; check the path")
-    if artifact.suffix.lower() != ".onnx":
-        raise InputError(f"{artifact} is not an .onnx file; verify takes an ONNX artifact")
+    kind = kind_of(artifact)
+    if kind == "pytorch":
+        raise InputError(f"{artifact} is a checkpoint; verify takes an ONNX artifact or a TensorRT engine")
     if output is not None:
         check_writable(output)
-    model = load_onnx(artifact)
-    dim0 = input_dims(model)[0]
-    batch = BatchSpec(fixed=dim0) if dim0 else BatchSpec(None, (1, 8, 8))
+    model = load_onnx(artifact) if kind == "onnx" else None
+    candidate = runner_for(artifact)
+    with candidate:
+        batch = _batch_of(candidate, model)
     ref = load_reference(reference, overrides, trust, batch, steps)
     data = eval_data(ref.info, reference.parent, eval_dir, eval_limit)
-    candidate = OnnxRuntimeRunner(artifact)
     report = new_report(command or [], "verify")
-    report.update(artifact=file_entry(artifact), reference=file_entry(reference))
+    report.update(
+        artifact=file_entry(artifact), reference=file_entry(reference), simulated=probe.simulation() is not None
+    )
     with steps.step("verify", f"comparing {artifact.name} with {ref.runner.name}"), ref.runner, candidate:
         metrics = compare_runners(ref.runner, candidate, batches(data, INPUT_NAME, batch.example))
     report["verification"] = verification_record(
@@ -56,8 +65,8 @@ def verify_artifact(
         candidate.name,
         data.description,
         metrics,
-        tolerances or Tolerances(),
-        lambda: localise(ref, model, data, batch.example),
+        tolerances or Tolerances.for_precision(artifact_precision(artifact)),
+        (lambda: localise(ref, model, data, batch.example)) if model is not None else None,
     )
     report["steps"] = steps.timings
     if output is not None:
@@ -68,3 +77,26 @@ def verify_artifact(
         where = f"; first diverging node: {div['node']}" if div else ""
         raise VerificationFailed("verification failed: " + "; ".join(verdict["failures"]) + where, report)
     return report
+
+
+def _batch_of(runner: Runner, model: onnx.ModelProto | None) -> BatchSpec:
+    """The artifact's batch: its fixed one, else an engine's profile OPT, else 8."""
+    if model is not None:
+        dim0 = input_dims(model)[0]
+        return BatchSpec(fixed=dim0) if dim0 else BatchSpec(None, (1, 8, 8))
+    spec = runner.input_specs()[0]
+    if spec.fixed_batch is not None:
+        return BatchSpec(fixed=spec.fixed_batch)
+    shapes = getattr(runner, "profile_shapes", lambda name: None)(spec.name)
+    low, opt, high = (shapes[0][0], shapes[1][0], shapes[2][0]) if shapes else (1, 8, 8)
+    return BatchSpec(None, (low, opt, high))
+
+
+def artifact_precision(artifact: Path) -> str:
+    """The precision the artifact's own report names (its target's), else FP32."""
+    try:
+        report = report_of(artifact)
+    except InputError:
+        return "fp32"
+    name = report.target if report is not None else None
+    return TARGETS[name].precision if name in TARGETS else "fp32"

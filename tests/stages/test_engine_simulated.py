@@ -1,0 +1,173 @@
+"""Every trt-* path end to end under the simulated TensorRT 8.6, 10.3, 10.13 and 11.1 (ghost_deploy.testing.trtsim).
+
+The product's own code runs against each version's exact Python API (NVIDIA's binding sources); engines
+execute on ONNX Runtime CPU with their precision made real, so the accuracy gates mean something. A tiny
+GhostNet (width 0.25, 32x32) keeps the matrix fast. Every result here is labelled simulated; none is a GPU's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ghost_deploy
+from ghost_deploy.bundle.runtime import Bundle, EngineMismatchError
+from ghost_deploy.config import BatchSpec, EngineOptions, ExportConfig, Overrides, PrecisionConfig
+from ghost_deploy.errors import InputError
+from ghost_deploy.profiling.profile import ProfileConfig, profile_artifact
+from ghost_deploy.profiling.stats import LoopConfig
+from ghost_deploy.report import Steps
+from ghost_deploy.stages.export_engine import build_engine
+from ghost_deploy.stages.verify_artifact import verify_artifact
+from ghost_deploy.testing import trtsim
+from tests.helpers import DIGITS, tiny_checkpoint
+
+VERSIONS = ("8.6", "10.3", "10.13", "11.1")
+QUIET = Steps(echo=lambda text: None)
+IMAGE = next((DIGITS / "test" / "7").glob("*.png"))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A GhostNet of width 0.25 for 10 classes at 32x32, with BatchNorm statistics from real digits."""
+    return tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny.pt")
+
+
+@pytest.fixture(params=VERSIONS)
+def simulated(request: pytest.FixtureRequest) -> Iterator[trtsim.Simulation]:
+    """The simulated TensorRT of one version, installed for the test and removed after it."""
+    trtsim.uninstall()
+    with trtsim.simulate(request.param) as sim:
+        yield sim
+
+
+def config(target: str, output: Path, **changes: object) -> ExportConfig:
+    """A small export of the tiny model: 16 digit images to verify on, 8 to calibrate on, min/max ranges."""
+    base = ExportConfig(
+        target=target,
+        output=output,
+        overrides=Overrides(input_size=32),
+        eval_dir=DIGITS / "test",
+        eval_limit=16,
+        calib=DIGITS / "calibration",
+        calib_size=8,
+        precision=PrecisionConfig(calib_method="minmax"),
+        command=("pytest",),
+    )
+    return base.replace(**changes)
+
+
+@pytest.mark.parametrize("target", ["trt-fp32", "trt-fp16", "trt-int8"])
+def test_export_builds_verifies_and_marks_a_simulated_engine(
+    simulated: trtsim.Simulation, checkpoint: Path, tmp_path: Path, target: str
+) -> None:
+    result = ghost_deploy.export(checkpoint, config(target, tmp_path / "m.engine"))
+    report = result.report
+    assert result.passed and report["verification"]["passed"] and report["verification"]["candidate"] == "tensorrt"
+    assert report["simulated"] is True and report["engine"]["built"] and report["engine"]["simulated"]
+    header = trtsim.plan_header((tmp_path / "m.engine").read_bytes())
+    assert header is not None and header["trt_version"] == simulated.version
+    assert report["trt_version"]["version"] == simulated.version
+    assert (tmp_path / "m.engine.build.sh").is_file()
+
+
+def test_implicit_int8_where_the_version_has_calibrators(
+    simulated: trtsim.Simulation, checkpoint: Path, tmp_path: Path
+) -> None:
+    cfg = config("trt-int8", tmp_path / "i.engine", engine=EngineOptions(int8_mode="implicit"))
+    if simulated.api_version == "11.1":
+        with pytest.raises(InputError, match=r"calibrators were removed in 11\.0"):
+            ghost_deploy.export(checkpoint, cfg)
+        assert list(tmp_path.iterdir()) == []  # refused before any work
+        return
+    result = ghost_deploy.export(checkpoint, cfg)
+    assert result.passed and result.report["build_plan"]["calibrator"] == "cache"
+
+
+@pytest.fixture(scope="module")
+def dynamic_onnx(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny model's FP32 and FP16 ONNX with a dynamic batch, as ghost-export writes them (no TensorRT)."""
+    out = tmp_path_factory.mktemp("dyn")
+    paths = {}
+    for target in ("onnx", "onnx-fp16"):
+        path = out / f"tiny.{target}.onnx"
+        ghost_deploy.export(checkpoint, config(target, path, batch=BatchSpec(None, (1, 4, 8))), QUIET)
+        paths[target] = path
+    return paths
+
+
+def test_build_with_a_dynamic_batch_then_verify_profile_and_refuse_outside_the_profile(
+    simulated: trtsim.Simulation, dynamic_onnx: dict[str, Path], tmp_path: Path
+) -> None:
+    source = dynamic_onnx["onnx-fp16" if simulated.api_version == "11.1" else "onnx"]  # 11 has no FP16 flag
+    engine = tmp_path / "d.engine"
+    cfg = ExportConfig(target="trt-fp16", output=engine, batch=BatchSpec(None, (1, 4, 8)), command=("pytest",))
+    built = build_engine(source, cfg, QUIET)
+    assert built.report["engine"]["built"] and built.report["build_plan"]["profile"]["max"][0] == 8
+    checked = verify_artifact(engine, dynamic_onnx["onnx"], eval_dir=DIGITS / "test", eval_limit=16, steps=QUIET)
+    assert checked["verification"]["passed"] and checked["simulated"]
+    loop = LoopConfig(warmup_ms=5, duration_s=0.05, min_iterations=3)
+    profiled = profile_artifact(engine, ProfileConfig(loop=loop, layer_runs=2, batches=(2, 8)))
+    assert [r["batch"] for r in profiled["results"]] == [2, 8] and profiled["environment"]["tensorrt_simulated"]
+    assert profiled["results"][0]["layers"]["layers"]  # IProfiler's layer times, mapped to the ONNX
+    with pytest.raises(InputError, match=r"profile runs \[1, 3, 32, 32\] to \[8, 3, 32, 32\]"):
+        profile_artifact(engine, ProfileConfig(loop=loop, layer_runs=0, batches=(9,)))
+
+
+def test_pack_opens_and_predicts_only_under_the_same_simulation(
+    simulated: trtsim.Simulation, checkpoint: Path, tmp_path: Path
+) -> None:
+    result = ghost_deploy.export(checkpoint, config("trt-fp16", tmp_path / "p.engine"), QUIET)
+    bundle = tmp_path / "p.tar.gz"
+    packed = ghost_deploy.pack([result.artifact], bundle)
+    assert packed["manifest"]["artifacts"][0]["tensorrt"]["simulated"] is True
+    with Bundle.open(bundle) as opened:
+        assert opened.artifact["kind"] == "engine"
+        top = opened.predict(IMAGE, top_k=3)
+    assert len(top) == 3 and abs(sum(p.score for p in top) - 1.0) < 1.0
+    other = "11.1" if simulated.api_version != "11.1" else "10.3"
+    trtsim.uninstall()
+    with pytest.raises(EngineMismatchError, match="SIMULATED TensorRT"):
+        Bundle.open(bundle)
+    with trtsim.simulate(other), pytest.raises(EngineMismatchError, match=simulated.version):
+        Bundle.open(bundle)
+    trtsim.install(simulated.version)  # the fixture removes it
+
+
+def test_bench_runs_the_engine_rows_labelled_simulated(
+    simulated: trtsim.Simulation, checkpoint: Path, tmp_path: Path
+) -> None:
+    from ghost_deploy.profiling.bench import BenchConfig, bench_model, render
+
+    cfg = BenchConfig(
+        loop=LoopConfig(warmup_ms=5, duration_s=0.03, min_iterations=3),
+        eval_dir=DIGITS / "test",
+        eval_limit=16,
+        calib=DIGITS / "calibration",
+        calib_size=8,
+        threads=1,
+        targets=("onnx",),
+    )
+    report = bench_model(checkpoint, cfg)
+    rows = {r["target"]: r for r in report["rows"]}
+    for target in ("trt-fp32", "trt-fp16", "trt-int8"):
+        assert rows[target]["status"] == "ok" and rows[target]["simulated"], rows[target]
+        assert rows[target]["agreement"] >= 0.75
+    assert "SIMULATED TensorRT" in render(report)
+    assert not any("trt-" in w for w in report["warnings"])  # no speed verdict on simulated rows
+
+
+def test_outputs_do_not_depend_on_the_simulated_version(checkpoint: Path, tmp_path: Path) -> None:
+    """The same FP32 engine on every version: the same logits as ONNX Runtime gives the FP32 ONNX."""
+    logits = []
+    for version in VERSIONS:
+        with trtsim.simulate(version):
+            out = tmp_path / version / "f.engine"
+            ghost_deploy.export(checkpoint, config("trt-fp32", out), QUIET)
+            with Bundle.open(ghost_deploy.pack([out], tmp_path / version / "b")["bundle"]) as opened:
+                logits.append(opened.infer(opened.preprocess(IMAGE)[None])["logits"])
+    for other in logits[1:]:
+        np.testing.assert_allclose(other, logits[0], atol=1e-5)
