@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ghost_deploy.config import ExportConfig
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITS = REPO / "calibration" / "digits"
@@ -101,3 +106,39 @@ def tiny_checkpoint(path: Path, width: float = 0.25, size: int = 32) -> Path:
     model = realistic_ghostnet(digit_images(32, size), width=width, num_classes=10, seed=3)
     torch.save(model.state_dict(), path)
     return path
+
+
+TINY_MODEL = FIXTURES / "ghostnet_025_digits32.pt"  # trained: tools/train_digits.py --width 0.25 --input-size 32
+
+
+def small_export_config(target: str, output: Path, **changes: object) -> ExportConfig:
+    """A quick export of TINY_MODEL: 32 test-split images to verify on, 16 calibration images, min/max ranges."""
+    from ghost_deploy.config import ExportConfig, PrecisionConfig
+
+    base = ExportConfig(
+        target=target,
+        output=output,
+        eval_limit=32,
+        calib_size=16,
+        precision=PrecisionConfig(calib_method="minmax"),
+        command=("pytest",),
+    )
+    return base.replace(**changes)
+
+
+def trt_env(version: str = "10.3") -> dict[str, str]:
+    """The environment that gives a CLI subprocess a TensorRT: the installed one, else the simulated `version`."""
+    from ghost_deploy.machine import probe
+
+    return {} if probe.distribution_version(*probe.TRT_DISTRIBUTIONS) else {"GHOST_DEPLOY_SIMULATE_TRT": version}
+
+
+def simulated_if(env: dict[str, str]) -> contextlib.AbstractContextManager[object]:
+    """In this process, the simulation `trt_env` asked a subprocess for (nothing when TensorRT is real)."""
+    version = env.get("GHOST_DEPLOY_SIMULATE_TRT")
+    if version is None:
+        return contextlib.nullcontext()
+    from ghost_deploy.testing import trtsim
+
+    trtsim.uninstall()
+    return trtsim.simulate(version)

@@ -362,16 +362,27 @@ class Bundle:
         return self._runner
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Raw outputs for a preprocessed NCHW batch; a fixed-batch model is run one sample at a time."""
+        """Raw outputs for a preprocessed NCHW batch of any size.
+
+        A model with a fixed batch N runs N rows at a time, the last group padded with copies of its last row
+        (the padding's outputs are dropped); a dynamic batch runs at most its profile's MAX rows at a time.
+        """
         inp = self.manifest["input"]
         shape = list(inp["shape"])
         batch = np.asarray(batch, dtype=np.float32)
-        if batch.ndim != len(shape) or list(batch.shape[1:]) != shape[1:]:
-            raise InputError(f"expected a batch of shape {['N', *shape[1:]]}, got {list(batch.shape)}")
+        if batch.ndim != len(shape) or list(batch.shape[1:]) != shape[1:] or batch.shape[0] < 1:
+            raise InputError(f"expected a batch of shape {['N', *shape[1:]]} with N >= 1, got {list(batch.shape)}")
         runner = self.runner()
-        if shape[0] == -1 or shape[0] == batch.shape[0]:
-            return runner.infer({inp["name"]: batch})
-        parts = [runner.infer({inp["name"]: batch[i : i + 1]}) for i in range(batch.shape[0])]
+        fixed = shape[0] if shape[0] > 0 else None
+        step = fixed or (inp.get("dynamic_batch") or {}).get("max") or batch.shape[0]
+        parts = []
+        for start in range(0, batch.shape[0], step):
+            rows = batch[start : start + step]
+            count = len(rows)
+            if fixed is not None and count < fixed:
+                rows = np.concatenate([rows, np.repeat(rows[-1:], fixed - count, axis=0)])
+            out = runner.infer({inp["name"]: rows})
+            parts.append({name: value[:count] for name, value in out.items()})
         return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
     def preprocess(self, image: Image.Image | np.ndarray | Path | str) -> np.ndarray:

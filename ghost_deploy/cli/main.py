@@ -81,7 +81,7 @@ def _dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None, prog:
     except VerificationFailed as exc:
         rep = getattr(exc.result, "report", exc.result)
         if isinstance(rep, dict):
-            print(json.dumps(rep, indent=2) if args.json else summary(rep))
+            print(_render(rep, args.json, args))
         return _fail(prog, exc, args.verbose)
     except GhostDeployError as exc:
         return _fail(prog, exc, args.verbose)
@@ -93,7 +93,7 @@ def _dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None, prog:
             traceback.print_exc()
         print(f"{prog}: unexpected error: {type(exc).__name__}: {exc} (run with -v for the traceback)", file=sys.stderr)
         return EXIT_FAILURE
-    print(_render(report, args.json))
+    print(_render(report, args.json, args))
     return EXIT_OK
 
 
@@ -106,9 +106,13 @@ def _simulation_notice(prog: str) -> None:
         print(f"{prog}: {notice}", file=sys.stderr)
 
 
-def _render(report: dict[str, Any], as_json: bool) -> str:
+def _render(report: dict[str, Any], as_json: bool, args: argparse.Namespace) -> str:
     """The report as JSON, or the summary the command rendered itself, or the generic summary."""
     text = report.pop("human_summary", None)
+    if not isinstance(text, str) and getattr(args, "selftest", False):
+        from ghost_deploy.cli.doctor import render_selftest
+
+        text = render_selftest(report)
     return json.dumps(report, indent=2) if as_json else text if isinstance(text, str) else summary(report)
 
 

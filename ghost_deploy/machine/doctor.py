@@ -47,7 +47,23 @@ def diagnose() -> dict[str, Any]:
         "onnxsim": distribution_version("onnxsim"),
     }
     facts["targets"] = _targets(facts)
+    facts["notes"] = _notes(facts)
     return facts
+
+
+def _notes(f: dict[str, Any]) -> list[str]:
+    """What a user of this machine should know before going on."""
+    notes = []
+    jetson_info = f["jetson"] or {}
+    if "R35" in str(jetson_info.get("l4t", "")) or str(f["tensorrt"] or "").startswith("8.5"):
+        notes.append(
+            "JetPack 5 (L4T R35) ships TensorRT 8.5 with Python bindings for Python 3.8 only, and ghost-deploy needs "
+            "3.10+: build engines here with the <engine>.build.sh that ghost-export writes (trtexec), and run them "
+            "with DeepStream (config_infer_primary.txt in every bundle) or your C++ application"
+        )
+    if f.get("tensorrt_simulated"):
+        notes.append("TensorRT and the GPU are SIMULATED (GHOST_DEPLOY_SIMULATE_TRT): for tests, not for a device")
+    return notes
 
 
 def _targets(f: dict[str, Any]) -> dict[str, str]:
@@ -97,4 +113,5 @@ def render(facts: dict[str, Any]) -> str:
     lines.append(f"torch: {facts['torch'] or 'not installed'}, onnxsim: {facts['onnxsim'] or 'not installed'}")
     lines.append("targets:")
     lines += [f"  {name}: {state}" for name, state in facts["targets"].items()]
+    lines += [f"note: {note}" for note in facts.get("notes", [])]
     return "\n".join(lines)

@@ -46,7 +46,10 @@ def export_engine(model_path: Path, cfg: ExportConfig, steps: Steps | None = Non
     version = check_planned_version(cfg.precision.trt_version)
     paths = _intermediate_paths(engine)
     size = cfg.overrides.input_size or 224
-    plan_build(version, _request(cfg, paths, (3, size, size), cfg.batch, _cache(paths)))  # refuse what cannot be
+    early = plan_build(version, _request(cfg, paths, (3, size, size), cfg.batch, _cache(paths)))  # what cannot be
+    if early.hardware_compatibility == "AMPERE_PLUS" and probe.tensorrt_installed() and probe.jetson() is not None:
+        # tensorrt.md s7: "AMPERE_PLUS is documented (8.6 guide) as unsupported on JetPack/DriveOS"
+        raise InputError("--hardware-compatibility ampere+ is not supported on Jetson; build without it here")
     source = open_source(model_path, cfg, steps)
     return engine_from_source(source, cfg.replace(output=engine), steps)
 

@@ -1,10 +1,12 @@
-"""The TensorRT timing adapter: its loop on a simulated device here; events, CUDA graphs, --no-data-transfers and
-the per-layer profile on a real engine where TensorRT and a GPU exist (collected everywhere, skipped here)."""
+"""The TensorRT timing adapter: its loop on a scripted device with fixed times; events, --no-data-transfers and the
+per-layer profile on an engine of the installed TensorRT, else of the simulated one; CUDA graphs (the CUDA driver
+through ctypes) only where a GPU exists (collected everywhere, skipped without)."""
 
 from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +19,20 @@ from ghost_deploy.profiling.profile import ProfileConfig, profile_artifact
 from ghost_deploy.profiling.stats import LoopConfig
 from ghost_deploy.profiling.trt import DEPTH, time_engine
 from ghost_deploy.profiling.trt_timing import keep_running, summarize_events
-from tests.helpers import run_cli, tiny_onnx
+from tests.helpers import run_cli, simulated_if, tiny_onnx, trt_env
 
 
 def needs_trt_gpu(test: Any) -> Any:
     """Mark a test `tensorrt` and `gpu`, and skip it with the reason where either is missing."""
     return pytest.mark.tensorrt(pytest.mark.gpu(test))
+
+
+@pytest.fixture(scope="module")
+def trt_here() -> Iterator[dict[str, str]]:
+    """The installed TensorRT, else the simulated 10.3 for this module; yields the env a CLI subprocess needs."""
+    env = trt_env("10.3")
+    with simulated_if(env):
+        yield env
 
 
 LOOP = LoopConfig(warmup_ms=5, duration_s=0.02, min_iterations=5)
@@ -159,11 +169,11 @@ def test_the_graph_is_closed_when_the_loop_fails() -> None:
     assert device.graph_closed
 
 
-# --- on a GPU with TensorRT ------------------------------------------------------------------------------------
+# --- on an engine: the installed TensorRT, else the simulated one -----------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def engine(tmp_path_factory: pytest.TempPathFactory, trt_here: dict[str, str]) -> Path:
     """A trt-fp32 engine of a tiny Conv-Relu-Pool-MatMul ONNX with a dynamic batch 1..4 (OPT 2)."""
     from ghost_deploy.config import BatchSpec, ExportConfig
     from ghost_deploy.stages.export_engine import build_engine
@@ -180,8 +190,7 @@ def _profile(engine: Path, **kwargs: Any) -> dict[str, Any]:
     return profile_artifact(engine, cfg)
 
 
-@needs_trt_gpu
-def test_gpu_events_give_trtexec_latency_and_the_opt_batch(engine: Path) -> None:
+def test_engine_events_give_trtexec_latency_and_the_opt_batch(engine: Path) -> None:
     res = _profile(engine)["results"][0]
     assert res["batch"] == 2 and res["timed_queries"] >= 10 and res["cv_threshold"] == 0.025
     q = res["queries"]
@@ -190,8 +199,7 @@ def test_gpu_events_give_trtexec_latency_and_the_opt_batch(engine: Path) -> None
     assert res["trt"]["total_host_walltime_s"] >= res["trt"]["total_gpu_compute_s"] > 0  # one stream: serial
 
 
-@needs_trt_gpu
-def test_gpu_batch_outside_the_profile_is_refused(engine: Path) -> None:
+def test_engine_batch_outside_the_profile_is_refused(engine: Path) -> None:
     with pytest.raises(InputError, match=r"batch 8 is outside .* batch 1\.\.4, OPT 2"):
         _profile(engine, batches=(8,))
 
@@ -223,16 +231,14 @@ def test_gpu_cuda_graph_replays_the_engine(engine: Path) -> None:
     assert res["trt"]["cuda_graph"] is True and res["timed_queries"] >= 10
 
 
-@needs_trt_gpu
-def test_gpu_no_data_transfers_times_the_compute_alone(engine: Path) -> None:
+def test_engine_no_data_transfers_times_the_compute_alone(engine: Path) -> None:
     res = _profile(engine, data_transfers=False)["results"][0]
     assert res["trt"]["h2d_ms"] is None and res["trt"]["d2h_ms"] is None
     assert res["queries"]["latency_ms"] == res["queries"]["compute_ms"]
     assert not any(w.startswith("transfer-bound") for w in res["warnings"])
 
 
-@needs_trt_gpu
-def test_gpu_layer_profile_maps_to_the_onnx_nodes(engine: Path) -> None:
+def test_engine_layer_profile_maps_to_the_onnx_nodes(engine: Path) -> None:
     cfg = ProfileConfig(loop=LoopConfig(20, 0.1), random_input=True, layer_runs=10)
     layers = profile_artifact(engine, cfg)["results"][0]["layers"]
     names = {n.name for n in onnx.load(str(engine.with_name("tiny.onnx"))).graph.node}
@@ -240,6 +246,16 @@ def test_gpu_layer_profile_maps_to_the_onnx_nodes(engine: Path) -> None:
     assert sum(r["share"] for r in layers["layers"]) == pytest.approx(1.0)
     assert all(set(r["onnx_nodes"]) <= names for r in layers["layers"])
     assert any("stem/Conv" in r["onnx_nodes"] for r in layers["layers"])
+
+
+def test_engine_cli_prints_the_trtexec_summary(engine: Path, tmp_path: Path, trt_here: dict[str, str]) -> None:
+    out = tmp_path / "p.json"
+    args = ["--warmup-ms", "20", "--duration-s", "0.2", "--layer-runs", "3", "--random-input", "-o", str(out)]
+    proc = run_cli("profile", str(engine), *args, "--no-data-transfers", env=trt_here)
+    assert proc.returncode == 0, proc.stderr
+    assert "GPU Compute Time:" in proc.stdout and "Enqueue Time:" in proc.stdout and "CUDA graph: off" in proc.stdout
+    assert json.loads(out.read_text())["config"]["data_transfers"] is False
+    assert ("SIMULATED" in proc.stdout) == bool(trt_here)
 
 
 @needs_trt_gpu

@@ -1,8 +1,9 @@
-"""Every trt-* path end to end under the simulated TensorRT 8.6, 10.3, 10.13 and 11.1 (ghost_deploy.testing.trtsim).
+"""Every trt-* path end to end under the simulated TensorRT 8.6, 10.3, 10.13 and 11.1 (`ghost_deploy.testing.trtsim`).
 
 The product's own code runs against each version's exact Python API (NVIDIA's binding sources); engines
 execute on ONNX Runtime CPU with their precision made real, so the accuracy gates mean something. A tiny
-GhostNet (width 0.25, 32x32) keeps the matrix fast. Every result here is labelled simulated; none is a GPU's.
+trained GhostNet (width 0.25, 32x32, tests/fixtures) keeps the matrix fast. Every result here is labelled
+simulated; none is a GPU's.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 
 import ghost_deploy
 from ghost_deploy.bundle.runtime import Bundle, EngineMismatchError
-from ghost_deploy.config import BatchSpec, EngineOptions, ExportConfig, Overrides, PrecisionConfig
+from ghost_deploy.config import BatchSpec, EngineOptions, ExportConfig
 from ghost_deploy.errors import InputError
 from ghost_deploy.profiling.profile import ProfileConfig, profile_artifact
 from ghost_deploy.profiling.stats import LoopConfig
@@ -23,7 +24,7 @@ from ghost_deploy.report import Steps
 from ghost_deploy.stages.export_engine import build_engine
 from ghost_deploy.stages.verify_artifact import verify_artifact
 from ghost_deploy.testing import trtsim
-from tests.helpers import DIGITS, tiny_checkpoint
+from tests.helpers import DIGITS, TINY_MODEL, small_export_config
 
 VERSIONS = ("8.6", "10.3", "10.13", "11.1")
 QUIET = Steps(echo=lambda text: None)
@@ -31,9 +32,9 @@ IMAGE = next((DIGITS / "test" / "7").glob("*.png"))
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A GhostNet of width 0.25 for 10 classes at 32x32, with BatchNorm statistics from real digits."""
-    return tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny.pt")
+def checkpoint() -> Path:
+    """A GhostNet of width 0.25 trained on the digits at 32x32 (its metadata names the data splits)."""
+    return TINY_MODEL
 
 
 @pytest.fixture(params=VERSIONS)
@@ -45,19 +46,8 @@ def simulated(request: pytest.FixtureRequest) -> Iterator[trtsim.Simulation]:
 
 
 def config(target: str, output: Path, **changes: object) -> ExportConfig:
-    """A small export of the tiny model: 16 digit images to verify on, 8 to calibrate on, min/max ranges."""
-    base = ExportConfig(
-        target=target,
-        output=output,
-        overrides=Overrides(input_size=32),
-        eval_dir=DIGITS / "test",
-        eval_limit=16,
-        calib=DIGITS / "calibration",
-        calib_size=8,
-        precision=PrecisionConfig(calib_method="minmax"),
-        command=("pytest",),
-    )
-    return base.replace(**changes)
+    """A quick export of the tiny model (see tests.helpers.small_export_config)."""
+    return small_export_config(target, output, **changes)
 
 
 @pytest.mark.parametrize("target", ["trt-fp32", "trt-fp16", "trt-int8"])
@@ -107,7 +97,7 @@ def test_build_with_a_dynamic_batch_then_verify_profile_and_refuse_outside_the_p
     cfg = ExportConfig(target="trt-fp16", output=engine, batch=BatchSpec(None, (1, 4, 8)), command=("pytest",))
     built = build_engine(source, cfg, QUIET)
     assert built.report["engine"]["built"] and built.report["build_plan"]["profile"]["max"][0] == 8
-    checked = verify_artifact(engine, dynamic_onnx["onnx"], eval_dir=DIGITS / "test", eval_limit=16, steps=QUIET)
+    checked = verify_artifact(engine, dynamic_onnx["onnx"], eval_limit=32, steps=QUIET)
     assert checked["verification"]["passed"] and checked["simulated"]
     loop = LoopConfig(warmup_ms=5, duration_s=0.05, min_iterations=3)
     profiled = profile_artifact(engine, ProfileConfig(loop=loop, layer_runs=2, batches=(2, 8)))
@@ -144,10 +134,8 @@ def test_bench_runs_the_engine_rows_labelled_simulated(
 
     cfg = BenchConfig(
         loop=LoopConfig(warmup_ms=5, duration_s=0.03, min_iterations=3),
-        eval_dir=DIGITS / "test",
-        eval_limit=16,
-        calib=DIGITS / "calibration",
-        calib_size=8,
+        eval_limit=32,
+        calib_size=16,
         threads=1,
         targets=("onnx",),
     )
