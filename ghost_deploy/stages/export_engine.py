@@ -155,7 +155,7 @@ def _build_and_verify(
     batch = plan.profile.opt[0] if plan.profile is not None else plan.input_shape[0]
     with (
         steps.step("verify", "comparing the engine with ONNX Runtime CPU on the FP32 ONNX"),
-        TensorRTRunner(engine) as candidate,
+        TensorRTRunner(engine, plan.version_compatible, plan.dla_core) as candidate,  # its report is not written yet
     ):
         metrics = compare_runners(source.fp32_outputs, candidate, batches(source.data, INPUT_NAME, batch))
     record = verification_record("onnxruntime CPU, FP32 ONNX", "tensorrt", source.data.description, metrics, tol)
