@@ -45,7 +45,7 @@ class _Buffer:
 class _Live:
     """Everything an active runner holds."""
 
-    trt: Any  # the tensorrt module
+    api: Any  # the tensorrt module (named so that it does not shadow `trt` in the annotations below)
     cuda: Any  # pycuda.driver
     cuda_context: Any  # the device's primary context, retained
     engine: trt.ICudaEngine
@@ -150,7 +150,7 @@ class TensorRTRunner(Runner):
             for name in live.names:
                 if (name in live.inputs) == want_input:
                     shape = tuple(d if d >= 0 else None for d in _ints(live.engine.get_tensor_shape(name)))
-                    dtype = np.dtype(live.trt.nptype(live.engine.get_tensor_dtype(name))).name
+                    dtype = np.dtype(live.api.nptype(live.engine.get_tensor_dtype(name))).name
                     specs.append(TensorSpec(name, shape, dtype))
             return specs
 
@@ -186,13 +186,13 @@ class TensorRTRunner(Runner):
             for name in live.inputs:
                 if name not in feeds:
                     raise InputError(f"{self.engine_path.name}: no feed for the engine input {name!r}")
-                dtype = np.dtype(live.trt.nptype(live.engine.get_tensor_dtype(name)))
+                dtype = np.dtype(live.api.nptype(live.engine.get_tensor_dtype(name)))
                 array = np.ascontiguousarray(feeds[name], dtype=dtype)
                 self._set_shape(live, name, array.shape)
                 np.copyto(self._buffer(live, name, dtype).host, array)
             for name in live.names:
                 if name not in live.inputs:
-                    self._buffer(live, name, np.dtype(live.trt.nptype(live.engine.get_tensor_dtype(name))))
+                    self._buffer(live, name, np.dtype(live.api.nptype(live.engine.get_tensor_dtype(name))))
             for name, buffer in live.buffers.items():
                 live.context.set_tensor_address(name, int(buffer.device))
 
@@ -204,7 +204,7 @@ class TensorRTRunner(Runner):
                 f"{self.engine_path.name}: input {name!r} has the fixed shape {declared}, got {list(shape)}; "
                 "feed whole batches of that size (or rebuild the engine with --dynamic-batch)"
             )
-        if not live.context.set_input_shape(name, live.trt.Dims(list(shape))):
+        if not live.context.set_input_shape(name, live.api.Dims(list(shape))):
             low, _opt, high = (_ints(d) for d in live.engine.get_tensor_profile_shape(name, 0))
             raise InputError(
                 f"{self.engine_path.name}: TensorRT refused the shape {list(shape)} for {name!r}: its optimization "
