@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SHIPPED_MODEL, run_cli, trt_env
+from tests.helpers import DIGITS, SHIPPED_MODEL, TINY_MODEL, run_cli, trt_env
 
 
 @pytest.mark.no_tensorrt
@@ -151,3 +151,23 @@ def test_build_command_plans_from_the_onnx_kind(tmp_path: Path) -> None:
     assert "Rendered for TensorRT 8.5.2" in script and "--int8" in script
     proc = run_cli("build", str(qdq), "--target", "trt-int8", "--trt-version", "11.4.0")
     assert proc.returncode == 2 and "--high-precision fp16" in proc.stderr
+
+
+@pytest.mark.no_tensorrt
+def test_a_simulated_engine_packs_and_runs_only_under_its_simulation(tmp_path: Path) -> None:
+    env = {"GHOST_DEPLOY_SIMULATE_TRT": "10.3"}
+    engine, bundle = tmp_path / "t.engine", tmp_path / "t.tar.gz"
+    proc = run_cli(
+        "ghost-export", str(TINY_MODEL), "--target", "trt-fp16", "--eval-limit", "32", "-o", str(engine), env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("TensorRT 10.3.0.26 is SIMULATED") == 1
+    assert run_cli("pack", str(engine), "-o", str(bundle), env=env).returncode == 0
+    image = str(next((DIGITS / "test" / "5").glob("*.png")))
+    ran = run_cli("run", str(bundle), image, "--json", env=env)
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["results"][0]["top"][0]["label"] == "5"
+    outside = run_cli("run", str(bundle), image)
+    assert outside.returncode == 2 and "SIMULATED TensorRT 10.3.0.26" in outside.stderr
+    other = run_cli("run", str(bundle), image, env={"GHOST_DEPLOY_SIMULATE_TRT": "11.1"})
+    assert other.returncode == 2 and "10.3.0.26" in other.stderr and "11.1.0.106" in other.stderr
