@@ -54,9 +54,41 @@ class LoadedModel:
     checkpoint_form: str  # e.g. "state_dict", "state_dict under 'model', module. prefix", "pickled module"
 
 
-def load_model(path: Path, overrides: Overrides | None = None, *, trust: bool = False) -> LoadedModel:
-    """Load a checkpoint into an eval-mode model, with its architecture from metadata, flags or shapes."""
-    overrides = overrides or Overrides()
+def load_model(
+    path: Path, overrides: Overrides | None = None, *, trust: bool = False, allow_nonfinite: bool = False
+) -> LoadedModel:
+    """Load a checkpoint into an eval-mode model, with its architecture from metadata, flags or shapes.
+
+    Weights or buffers holding NaN or Inf are refused (CheckpointError, exit 2) unless `allow_nonfinite`:
+    such a model's outputs are not numbers, and no verification of them means anything.
+    """
+    loaded = _load_model(path, overrides or Overrides(), trust)
+    if not allow_nonfinite:
+        check_finite_weights(loaded.module, path)
+    return loaded
+
+
+def check_finite_weights(module: torch.nn.Module, path: Path) -> None:
+    """CheckpointError naming the tensors of `module` (parameters and buffers) that hold NaN or Inf."""
+    torch = optional.torch()
+    bad: list[str] = []
+    count = 0
+    for name, tensor in (*module.named_parameters(), *module.named_buffers()):
+        if tensor.is_floating_point():
+            finite = torch.isfinite(tensor.detach())
+            if not bool(finite.all()):
+                bad.append(name)
+                count += int((~finite).sum())
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise CheckpointError(
+            f"{path} holds {count} non-finite weights (NaN or Inf) in {len(bad)} tensors: {', '.join(bad[:3])}{more}; "
+            "its outputs cannot be verified. Fix the file (or the training run that wrote it), or pass "
+            "--allow-nonfinite-weights to load it anyway"
+        )
+
+
+def _load_model(path: Path, overrides: Overrides, trust: bool) -> LoadedModel:
     torch = optional.torch()
     _check_file(path)
     obj = _torch_load(torch, path, trust)

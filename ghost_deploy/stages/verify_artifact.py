@@ -27,11 +27,16 @@ def verify_artifact(
     eval_limit: int | None = 500,
     tolerances: Tolerances | None = None,
     trust: bool = False,
+    allow_nonfinite_weights: bool = False,
     output: Path | None = None,
     command: list[str] | None = None,
     steps: Steps | None = None,
 ) -> dict[str, Any]:
-    """Compare an ONNX artifact with a reference checkpoint or ONNX; raises VerificationFailed on failure."""
+    """Compare an ONNX artifact with a reference checkpoint or ONNX; raises VerificationFailed on failure.
+
+    Any non-finite output of either side fails (exit 4); a reference with non-finite weights is refused at
+    load (exit 2) unless `allow_nonfinite_weights`. The report (`output`) is strict JSON.
+    """
     steps = steps or Steps()
     overrides = overrides or Overrides()
     for path in (artifact, reference):
@@ -44,7 +49,7 @@ def verify_artifact(
     model = load_onnx(artifact)
     dim0 = input_dims(model)[0]
     batch = BatchSpec(fixed=dim0) if dim0 else BatchSpec(None, (1, 8, 8))
-    ref = load_reference(reference, overrides, trust, batch, steps)
+    ref = load_reference(reference, overrides, trust, batch, steps, allow_nonfinite=allow_nonfinite_weights)
     data = eval_data(ref.info, reference.parent, eval_dir, eval_limit)
     candidate = OnnxRuntimeRunner(artifact)
     report = new_report(command or [], "verify")
