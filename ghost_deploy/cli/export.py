@@ -50,6 +50,10 @@ def fill_export_parser(p: argparse.ArgumentParser) -> None:
 def run_export(args: argparse.Namespace) -> dict[str, Any]:
     """The export job for any target; `--pack` then bundles what it wrote."""
     cfg = flags.export_config(args, ["ghost-export", *args.argv])
+    if args.pack is not None:  # a read-only or taken bundle path is refused before the export, not after
+        from ghost_deploy.cli.bundle import check_pack_destination
+
+        check_pack_destination(args.pack)
     if target_of(cfg.target).is_engine:
         from ghost_deploy.stages.export_engine import export_engine
 

@@ -24,6 +24,7 @@ from ghost_deploy.config import (
     parse_dynamic_batch,
 )
 from ghost_deploy.errors import InputError
+from ghost_deploy.fileio import read_bytes_limited
 from ghost_deploy.targets import CALIBRATION_METHODS, precision_of
 from ghost_deploy.targets import target as target_of
 
@@ -198,9 +199,10 @@ def overrides(args: argparse.Namespace) -> Overrides:
     labels = None
     if args.labels is not None:
         try:
-            labels = tuple(line.strip() for line in args.labels.read_text().splitlines() if line.strip())
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read --labels {args.labels}: {exc}") from None
+            text = read_bytes_limited(args.labels, 64 << 20, "--labels").decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"cannot read --labels {args.labels}: not UTF-8 text ({exc.reason})") from None
+        labels = tuple(line.strip() for line in text.splitlines() if line.strip())
     return Overrides(
         arch=args.arch,
         num_classes=args.num_classes,

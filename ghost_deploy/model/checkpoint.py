@@ -17,7 +17,7 @@ from ghost_deploy import optional
 from ghost_deploy.config import Overrides
 from ghost_deploy.data.preprocess import Preprocessing
 from ghost_deploy.errors import CheckpointError, InputError
-from ghost_deploy.fileio import atomic_path
+from ghost_deploy.fileio import atomic_path, open_regular
 from ghost_deploy.model.info import METADATA_KEY, ModelInfo, apply_overrides
 from ghost_deploy.model.variants import FAMILY_PREFIX, VARIANTS, check_input_size, variant_for_width
 
@@ -136,10 +136,18 @@ def _check_file(path: Path) -> None:
         raise InputError(f"model file {path} does not exist; check the path")
     if path.is_dir():
         raise InputError(f"model path {path} is a directory; give a .pt/.pth checkpoint or an .onnx file")
+    with open_regular(path, "model file"):  # a FIFO or device: refused instead of blocking; unreadable: exit 2
+        pass
+
+
+# A checkpoint's archive may declare at most this much once unpacked, and at most MAX_EXPANSION times its own
+# size: torch.save stores tensors uncompressed, so a larger promise is a zip bomb. Checked before torch reads it.
+MAX_CHECKPOINT_BYTES = 4 << 30
+MAX_EXPANSION = 20
 
 
 def _looks_like_torch_file(path: Path) -> bool:
-    with path.open("rb") as fh:
+    with open_regular(path, "model file") as fh:
         head = fh.read(4)
     # torch.save writes a zip; legacy files and plain pickles start with the PROTO opcode 0x80, protocol 2-5
     return head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
@@ -152,9 +160,27 @@ def _is_torchscript(path: Path) -> bool:
         return any("/code/" in name or name.endswith("constants.pkl") for name in zf.namelist())
 
 
+def check_archive_sizes(path: Path) -> None:
+    """Refuse a zip checkpoint whose declared unpacked size is beyond the bounds (a zip bomb), before loading it."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            declared = sum(info.file_size for info in zf.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (corrupt: {_first_line(exc)})") from None
+    size = path.stat().st_size
+    if declared > MAX_CHECKPOINT_BYTES or declared > MAX_EXPANSION * size + (64 << 20):
+        raise CheckpointError(
+            f"{path} declares {declared / 1e9:.1f} GB once unpacked from {size / 1e6:.1f} MB (limit "
+            f"{MAX_CHECKPOINT_BYTES / 1e9:.1f} GB, and {MAX_EXPANSION}x the file): a zip bomb or a corrupt file, "
+            "refused before loading; torch.save writes tensors uncompressed"
+        )
+
+
 def _torch_load(torch: Any, path: Path, trust: bool) -> Any:
     if not _looks_like_torch_file(path):
         raise CheckpointError(f"{path} is not a PyTorch checkpoint (no zip or pickle header); give a .pt/.pth file")
+    if zipfile.is_zipfile(path):
+        check_archive_sizes(path)
     torchscript = _is_torchscript(path)
     try:
         if torchscript and trust:

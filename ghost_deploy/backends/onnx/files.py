@@ -8,12 +8,15 @@ import numpy as np
 import onnx
 
 from ghost_deploy.errors import InputError
+from ghost_deploy.fileio import open_regular
 
 _FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
 
 
 def load_onnx(path: Path, *, check: bool = False, external_data: bool = True) -> onnx.ModelProto:
     """The model in `path`; InputError (exit 2) when it is not a readable, valid ONNX model."""
+    with open_regular(path, "ONNX model"):  # a FIFO or device is refused instead of blocking
+        pass
     try:
         model = onnx.load(str(path), load_external_data=external_data)
         if check:
