@@ -89,3 +89,39 @@ def exported(base: Path) -> dict[str, Path]:
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
     return paths
+
+
+def run_limited(
+    code: str, *args: str, memory: int = 2 << 30, file_size: int | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -c code ARGS` under RLIMIT_AS = `memory` (and RLIMIT_FSIZE = `file_size`, SIGXFSZ ignored).
+
+    Bounds are tested this way: if the code under test allocated what the input claims, the child fails (a
+    MemoryError, an OSError EFBIG), never the test suite.
+    """
+    import resource
+    import signal
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        if file_size is not None:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout, preexec_fn=limit,
+    )  # fmt: skip
+
+
+def gzip_of_zeros(prefix: bytes, zeros: int, suffix: bytes = b"") -> bytes:
+    """A gzip stream of prefix + `zeros` zero bytes + suffix, built from concatenated members: cheap to make
+    and small whatever `zeros` is (one compressed MiB of zeros, repeated)."""
+    import gzip
+
+    mib = gzip.compress(bytes(1 << 20), compresslevel=9)
+    parts = [gzip.compress(prefix)] + [mib] * (zeros >> 20)
+    if zeros & ((1 << 20) - 1):
+        parts.append(gzip.compress(bytes(zeros & ((1 << 20) - 1))))
+    return b"".join(parts) + gzip.compress(suffix)
