@@ -44,15 +44,22 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
 NO_TORCH = "import sys; sys.modules['torch'] = None; "
 
 
-def tiny_onnx(path: Path, batch: int | str = 1, size: int = 32) -> Path:
-    """Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm: an image classifier small enough to time quickly."""
+def tiny_onnx(path: Path, batch: int | str = 1, size: int = 32, poison: float | None = None) -> Path:
+    """Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm: an image classifier small enough to time quickly.
+
+    `poison` replaces the classifier's weights of class 3 (NaN, Inf, 1e38: a broken checkpoint's logits).
+    """
     import onnx
     from onnx import TensorProto, helper
 
     rng = np.random.default_rng(0)
+    conv = rng.standard_normal(216)
+    fc = rng.standard_normal(80).reshape(8, 10)
+    if poison is not None:
+        fc[:, 3] = poison
     inits = [
-        helper.make_tensor("w", TensorProto.FLOAT, [8, 3, 3, 3], rng.standard_normal(216).tolist()),
-        helper.make_tensor("fc", TensorProto.FLOAT, [8, 10], rng.standard_normal(80).tolist()),
+        helper.make_tensor("w", TensorProto.FLOAT, [8, 3, 3, 3], conv.tolist()),
+        helper.make_tensor("fc", TensorProto.FLOAT, [8, 10], fc.ravel().tolist()),
     ]
     nodes = [
         helper.make_node("Conv", ["input", "w"], ["conv_out"], name="stem/Conv", pads=[1, 1, 1, 1]),
