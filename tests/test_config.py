@@ -33,7 +33,7 @@ def test_batches_are_bounded_before_any_allocation() -> None:
         check_batch_memory(BatchSpec(128), 448)
     with pytest.raises(InputError, match="--calib-size must be between 1 and 100000"):
         ExportConfig(calib_size=10**7)
-    with pytest.raises(InputError, match="at most 4"):
+    with pytest.raises(InputError, match="at most 12"):
         ExportConfig(batch=BatchSpec(64), overrides=Overrides(input_size=1024))
 
 
