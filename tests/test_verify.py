@@ -131,7 +131,9 @@ def test_an_all_nan_output_agrees_with_nothing_and_its_statistics_are_null_with_
     with OnnxRuntimeRunner(good) as ref, OnnxRuntimeRunner(tmp_path / "nan.onnx") as cand:
         metrics = compare_runners(ref, cand, batches(RandomInputs(4, (3, 32, 32)), "input", 1))
     assert metrics["top1_agreement"] == 0.0 and metrics["max_abs_error"] is None  # not 0.0, not 'PASSED'
-    assert metrics["cosine_min"] is None and "no sample where both outputs are finite" in metrics["cosine_min_null_reason"]
+    assert (
+        metrics["cosine_min"] is None and "no sample where both outputs are finite" in metrics["cosine_min_null_reason"]
+    )
 
 
 def test_verify_cli_exits_4_on_an_onnx_with_nan_in_one_column_and_writes_strict_json(

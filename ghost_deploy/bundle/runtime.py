@@ -159,7 +159,11 @@ class Bundle:
 
     @classmethod
     def open(
-        cls, path: Path | str, extract_to: Path | None = None, max_bytes: int = MAX_BUNDLE_BYTES, warn: bool = True
+        cls,
+        path: Path | str,
+        extract_to: Path | str | None = None,
+        max_bytes: int = MAX_BUNDLE_BYTES,
+        warn: bool = True,
     ) -> Bundle:
         """Open a bundle directory or .tar.gz, verifying it completely before returning.
 
@@ -175,6 +179,7 @@ class Bundle:
             raise NotABundleError(f"{path} does not exist or is not a file; give a bundle directory or .tar.gz")
         created: list[Path] = []
         if extract_to is not None:
+            extract_to = Path(extract_to)
             created = _make_dirs(extract_to)
             if any(extract_to.iterdir()):
                 raise InputError(f"{extract_to} is not empty; give an empty or new directory to extract into")

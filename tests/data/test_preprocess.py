@@ -92,7 +92,8 @@ def test_a_thin_strip_is_preprocessed_in_bounded_memory(tmp_path: Path) -> None:
 
     Image.fromarray(np.full((1, 1_000_000), 200, np.uint8), "L").save(tmp_path / "strip.png")
     code = (
-        "import sys; from pathlib import Path; from ghost_deploy.data.preprocess import Preprocessing, preprocess_file; "
+        "import sys; from pathlib import Path; "
+        "from ghost_deploy.data.preprocess import Preprocessing, preprocess_file; "
         "x = preprocess_file(Path(sys.argv[1]), Preprocessing(256, 224)); print(x.shape, float(x.mean()))"
     )
     proc = run_limited(code, str(tmp_path / "strip.png"), memory=2 << 30)
