@@ -133,7 +133,7 @@ def load_rgb(path: Path) -> Image.Image:
         raise InputError(f"cannot read image {path}: {str(exc)[:200]}; give a JPEG, PNG or BMP file") from None
 
 
-def check_image_size(size: tuple[int, int], where: object = "image") -> None:
+def check_image_size(size: tuple[int, int], where: object = "(in memory)") -> None:
     """InputError for an image with no pixel or with more than MAX_IMAGE_PIXELS (checked on the header)."""
     w, h = size
     if w < 1 or h < 1:
