@@ -47,7 +47,7 @@ def check_number(value: float | None, name: str, low: float, high: float, low_op
     ok = isinstance(value, (int, float)) and math.isfinite(value) and value <= high
     ok = ok and (value > low if low_open else value >= low)
     if not ok:
-        bound = f"{'>' if low_open else '>='} {low:g} and <= {high:g}"
+        bound = f"{'>' if low_open else '>='} {low:g}" + (f" and <= {high:g}" if math.isfinite(high) else "")
         raise InputError(f"{name} must be a finite number {bound}, got {value!r}")
 
 
