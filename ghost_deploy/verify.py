@@ -18,6 +18,9 @@ from ghost_deploy.config import Tolerances
 from ghost_deploy.data.inputs import Batch
 
 
+MAX_CLASSES_LISTED = 32  # classes named in a report's non-finite entry
+
+
 class _NonFinite:
     """Where one side gave NaN or Inf: how many outputs, in how many rows, in which classes."""
 
@@ -27,17 +30,16 @@ class _NonFinite:
         self.per_class: np.ndarray | None = None
 
     def add(self, bad: np.ndarray) -> None:
+        """Count one batch's mask of non-finite outputs (rows x classes)."""
         self.outputs += int(bad.sum())
         self.rows += int(bad.any(1).sum())
         per_class = bad.sum(0)
         self.per_class = per_class if self.per_class is None else self.per_class + per_class
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: outputs, rows, and the classes (at most MAX_CLASSES_LISTED) that were non-finite."""
         classes = [] if self.per_class is None else np.flatnonzero(self.per_class).tolist()
         return {"outputs": self.outputs, "rows": self.rows, "classes": classes[:MAX_CLASSES_LISTED]}
-
-
-MAX_CLASSES_LISTED = 32
 
 
 class _Accumulator:
@@ -65,6 +67,7 @@ class _Accumulator:
         self.nonfinite = {"reference": _NonFinite(), "candidate": _NonFinite()}
 
     def add(self, ref: np.ndarray, cand: np.ndarray, labels: list[int | None]) -> None:
+        """Account one batch of reference and candidate outputs (rows x classes) and their labels."""
         ref, cand = ref.astype(np.float64), cand.astype(np.float64)
         ref_bad, cand_bad = ~np.isfinite(ref), ~np.isfinite(cand)
         self.nonfinite["reference"].add(ref_bad)
