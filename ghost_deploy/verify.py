@@ -17,7 +17,6 @@ from ghost_deploy.backends.base import Runner
 from ghost_deploy.config import Tolerances
 from ghost_deploy.data.inputs import Batch
 
-
 MAX_CLASSES_LISTED = 32  # classes named in a report's non-finite entry
 
 
