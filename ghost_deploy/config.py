@@ -7,12 +7,48 @@ directly, and every stage reads them.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 from ghost_deploy.errors import InputError
 
 DEFAULT_OPSET = 17
 HIGH_PRECISIONS = ("fp32", "fp16")
+
+# Upper bounds checked before anything is allocated: what a user asks for, never what an input claims, sizes
+# the memory of a run. One batch of inputs is at most MAX_BATCH_PIXELS x 3 float32 (154 MB; 256 at 224 x 224).
+MAX_BATCH = 1024
+MAX_INPUT_SIZE = 2048
+MAX_BATCH_PIXELS = 256 * 224 * 224
+MAX_SAMPLES = 100_000  # --calib-size, --eval-limit
+
+
+def check_batch_memory(batch: BatchSpec, input_size: int) -> None:
+    """Refuse a batch whose input alone would exceed MAX_BATCH_PIXELS (batch x size x size), before any work."""
+    largest = batch.dynamic[2] if batch.dynamic is not None else (batch.fixed or 1)
+    if largest * input_size * input_size > MAX_BATCH_PIXELS:
+        fits = max(1, MAX_BATCH_PIXELS // (input_size * input_size))
+        raise InputError(
+            f"a batch of {largest} at {input_size} x {input_size} is {largest * input_size**2 * 12 / 1e9:.1f} GB of "
+            f"input alone; at this input size use a batch of at most {fits} (--batch / --dynamic-batch MAX)"
+        )
+
+
+def check_count(value: int | None, name: str, high: int = MAX_SAMPLES) -> None:
+    """Refuse a count flag outside 1..high (None: not given)."""
+    if value is not None and not 1 <= value <= high:
+        raise InputError(f"{name} must be between 1 and {high}, got {value}")
+
+
+def check_number(value: float | None, name: str, low: float, high: float, low_open: bool = False) -> None:
+    """Refuse a non-finite number, or one outside [low, high] ((low, high] with `low_open`); None: not given."""
+    if value is None:
+        return
+    ok = isinstance(value, (int, float)) and math.isfinite(value) and value <= high
+    ok = ok and (value > low if low_open else value >= low)
+    if not ok:
+        bound = f"{'>' if low_open else '>='} {low:g}" + (f" and <= {high:g}" if math.isfinite(high) else "")
+        raise InputError(f"{name} must be a finite number {bound}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,6 +57,11 @@ class BatchSpec:
 
     fixed: int | None = 1
     dynamic: tuple[int, int, int] | None = None
+
+    def __post_init__(self) -> None:
+        check_count(self.fixed, "--batch", MAX_BATCH)
+        if self.dynamic is not None and not 1 <= self.dynamic[0] <= self.dynamic[1] <= self.dynamic[2] <= MAX_BATCH:
+            raise InputError(f"--dynamic-batch {self.dynamic}: need 1 <= MIN <= OPT <= MAX <= {MAX_BATCH}")
 
     @property
     def is_dynamic(self) -> bool:
@@ -45,8 +86,8 @@ def parse_dynamic_batch(text: str) -> tuple[int, int, int]:
         lo, opt, hi = (int(v) for v in text.split(":"))
     except ValueError:
         raise InputError(f"--dynamic-batch expects MIN:OPT:MAX such as 1:8:32, got {text!r}") from None
-    if not 1 <= lo <= opt <= hi:
-        raise InputError(f"--dynamic-batch {text}: need 1 <= MIN <= OPT <= MAX")
+    if not 1 <= lo <= opt <= hi <= MAX_BATCH:
+        raise InputError(f"--dynamic-batch {text}: need 1 <= MIN <= OPT <= MAX <= {MAX_BATCH}")
     return lo, opt, hi
 
 
@@ -60,6 +101,15 @@ class Tolerances:
     cosine_of: str = "min"  # judge the per-sample cosine by its "min" or its "mean"
     min_agreement: float | None = 0.99
     max_accuracy_drop: float | None = None
+
+    def __post_init__(self) -> None:
+        check_number(self.max_abs, "--atol", 0.0, math.inf, low_open=True)
+        check_number(self.rtol, "--rtol", 0.0, 1.0)
+        check_number(self.min_cosine, "--min-cosine", 0.0, 1.0, low_open=True)
+        check_number(self.min_agreement, "--min-agreement", 0.0, 1.0)
+        check_number(self.max_accuracy_drop, "--max-accuracy-drop (as a fraction)", 0.0, 1.0)
+        if self.cosine_of not in ("min", "mean"):
+            raise InputError(f"cosine_of must be 'min' or 'mean', got {self.cosine_of!r}")
 
     @classmethod
     def for_precision(cls, precision: str) -> Tolerances:
@@ -112,6 +162,8 @@ class PrecisionConfig:
     auto_exclude_agreement: float = 0.99  # on the calibration data: 1 - the largest accuracy drop allowed
 
     def __post_init__(self) -> None:
+        check_number(self.percentile, "--percentile", 0.0, 100.0, low_open=True)
+        check_number(self.auto_exclude_agreement, "1 - --max-accuracy-drop", 0.0, 1.0)
         if self.high_precision not in (None, *HIGH_PRECISIONS):
             raise InputError(f"--high-precision must be fp32 or fp16, got {self.high_precision!r}")
 
@@ -149,6 +201,13 @@ class ExportConfig:
     precision_tolerances: Tolerances | None = None  # None: the defaults of the target's precision
     engine: EngineOptions = dataclasses.field(default_factory=EngineOptions)
     command: tuple[str, ...] = ()
+    allow_nonfinite_weights: bool = False  # --allow-nonfinite-weights: load NaN/Inf weights instead of refusing
+
+    def __post_init__(self) -> None:
+        check_count(self.calib_size, "--calib-size")
+        check_count(self.eval_limit, "--eval-limit")
+        if self.batch is not None and self.overrides.input_size is not None:
+            check_batch_memory(self.batch, self.overrides.input_size)
 
     def replace(self, **changes: object) -> ExportConfig:
         """A copy with some fields changed."""

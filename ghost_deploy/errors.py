@@ -54,3 +54,9 @@ class VerificationFailed(GhostDeployError):
     def __init__(self, message: str, result: object = None) -> None:
         super().__init__(message)
         self.result = result
+
+
+class NonFiniteOutputError(GhostDeployError):
+    """A model gave NaN or Inf where results were expected: they are never returned as results (exit 4)."""
+
+    exit_code = EXIT_VERIFICATION_FAILED

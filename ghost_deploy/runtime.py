@@ -8,6 +8,8 @@ from ghost_deploy.bundle.runtime import (
     Bundle,
     BundleError,
     EngineMismatchError,
+    ExternalDataError,
+    FailedGateWarning,
     ManifestError,
     MissingFileError,
     NotABundleError,
@@ -18,13 +20,17 @@ from ghost_deploy.bundle.runtime import (
     UnexpectedFileError,
     UnsafeMemberError,
 )
+from ghost_deploy.errors import NonFiniteOutputError
 
 __all__ = [
     "Bundle",
     "BundleError",
     "EngineMismatchError",
+    "ExternalDataError",
+    "FailedGateWarning",
     "ManifestError",
     "MissingFileError",
+    "NonFiniteOutputError",
     "NotABundleError",
     "Prediction",
     "SchemaVersionError",

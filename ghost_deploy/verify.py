@@ -8,7 +8,6 @@ ONNX against PyTorch once and reuses what the FP32 ONNX gave for every reduced-p
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -18,12 +17,41 @@ from ghost_deploy.backends.base import Runner
 from ghost_deploy.config import Tolerances
 from ghost_deploy.data.inputs import Batch
 
+MAX_CLASSES_LISTED = 32  # classes named in a report's non-finite entry
+
+
+class _NonFinite:
+    """Where one side gave NaN or Inf: how many outputs, in how many rows, in which classes."""
+
+    def __init__(self) -> None:
+        self.outputs = 0
+        self.rows = 0
+        self.per_class: np.ndarray | None = None
+
+    def add(self, bad: np.ndarray) -> None:
+        """Count one batch's mask of non-finite outputs (rows x classes)."""
+        self.outputs += int(bad.sum())
+        self.rows += int(bad.any(1).sum())
+        per_class = bad.sum(0)
+        self.per_class = per_class if self.per_class is None else self.per_class + per_class
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: outputs, rows, and the classes (at most MAX_CLASSES_LISTED) that were non-finite."""
+        classes = [] if self.per_class is None else np.flatnonzero(self.per_class).tolist()
+        return {"outputs": self.outputs, "rows": self.rows, "classes": classes[:MAX_CLASSES_LISTED]}
+
 
 class _Accumulator:
-    """Running sums over batches: memory does not grow with the number of images."""
+    """Running sums over batches: memory does not grow with the number of images.
+
+    NaN and Inf never hide: they are counted per side (outputs, rows, classes) and fail the verdict; the error
+    and cosine statistics are taken over the rows where both sides are finite, and are None (with a reason)
+    when there is none. A row with a non-finite output counts as a disagreement.
+    """
 
     def __init__(self) -> None:
         self.count = 0
+        self.finite_rows = 0
         self.max_abs = 0.0
         self.sum_abs = 0.0
         self.elements = 0
@@ -35,22 +63,21 @@ class _Accumulator:
         self.labelled = 0
         self.ref_correct = 0
         self.cand_correct = 0
+        self.nonfinite = {"reference": _NonFinite(), "candidate": _NonFinite()}
 
     def add(self, ref: np.ndarray, cand: np.ndarray, labels: list[int | None]) -> None:
+        """Account one batch of reference and candidate outputs (rows x classes) and their labels."""
         ref, cand = ref.astype(np.float64), cand.astype(np.float64)
-        diff = np.abs(ref - cand)
+        ref_bad, cand_bad = ~np.isfinite(ref), ~np.isfinite(cand)
+        self.nonfinite["reference"].add(ref_bad)
+        self.nonfinite["candidate"].add(cand_bad)
+        good = ~(ref_bad.any(1) | cand_bad.any(1))
         self.count += ref.shape[0]
-        self.max_abs = max(self.max_abs, float(diff.max(initial=0.0)))
-        self.sum_abs += float(diff.sum())
-        self.elements += diff.size
-        self.ref_max = max(self.ref_max, float(np.abs(ref).max(initial=0.0)))
-        cos = _cosine_rows(ref, cand)
-        self.cos_sum += float(cos.sum())
-        self.cos_min = min(self.cos_min, float(cos.min(initial=1.0)))
-        ref_top1, cand_top1 = ref.argmax(1), cand.argmax(1)
-        self.agree += int((ref_top1 == cand_top1).sum())
+        self._add_errors(ref[good], cand[good])
+        ref_top1, cand_top1 = _top1(ref, good), _top1(cand, good)
+        self.agree += int(((ref_top1 == cand_top1) & good).sum())
         k = min(5, ref.shape[1])
-        ref5, cand5 = np.argsort(-ref, 1)[:, :k], np.argsort(-cand, 1)[:, :k]
+        ref5, cand5 = np.argsort(-ref[good], 1)[:, :k], np.argsort(-cand[good], 1)[:, :k]
         self.top5 += sum(len(set(a) & set(b)) / k for a, b in zip(ref5, cand5, strict=True))
         for label, r, c in zip(labels, ref_top1, cand_top1, strict=True):
             if label is not None:
@@ -58,20 +85,41 @@ class _Accumulator:
                 self.ref_correct += int(r == label)
                 self.cand_correct += int(c == label)
 
+    def _add_errors(self, ref: np.ndarray, cand: np.ndarray) -> None:
+        """Error and cosine statistics of rows where both sides are finite."""
+        diff = np.abs(ref - cand)
+        self.finite_rows += ref.shape[0]
+        self.max_abs = max(self.max_abs, float(diff.max(initial=0.0)))
+        self.sum_abs += float(diff.sum())
+        self.elements += diff.size
+        self.ref_max = max(self.ref_max, float(np.abs(ref).max(initial=0.0)))
+        cos = _cosine_rows(ref, cand)
+        self.cos_sum += float(cos.sum())
+        self.cos_min = min(self.cos_min, float(cos.min(initial=1.0)))
+
     def metrics(self) -> dict[str, Any]:
+        """The metrics; a statistic that cannot be computed is None with `<name>_null_reason` beside it."""
         n = max(self.count, 1)
-        out: dict[str, Any] = {
-            "samples": self.count,
-            "max_abs_error": self.max_abs,
-            "mean_abs_error": self.sum_abs / max(self.elements, 1),
-            "relative_error": self.max_abs / self.ref_max if self.ref_max > 0 else math.inf,
-            "reference_max_abs": self.ref_max,
-            "cosine_mean": self.cos_sum / n,
-            "cosine_min": self.cos_min,
-            "top1_agreement": self.agree / n,
-            "top5_overlap": self.top5 / n,
-            "labelled_samples": self.labelled,
-        }
+        out: dict[str, Any] = {"samples": self.count, "finite_samples": self.finite_rows}
+        if self.finite_rows:
+            out.update(
+                max_abs_error=self.max_abs,
+                mean_abs_error=self.sum_abs / max(self.elements, 1),
+                reference_max_abs=self.ref_max,
+                cosine_mean=self.cos_sum / self.finite_rows,
+                cosine_min=self.cos_min,
+            )
+        else:
+            why = "no sample where both outputs are finite" if self.count else "no sample was compared"
+            for name in ("max_abs_error", "mean_abs_error", "reference_max_abs", "cosine_mean", "cosine_min"):
+                out[name], out[f"{name}_null_reason"] = None, why
+        if self.finite_rows and self.ref_max > 0:
+            out["relative_error"] = self.max_abs / self.ref_max
+        else:
+            out["relative_error"] = None
+            out["relative_error_null_reason"] = "the reference's finite outputs are all zero, or there is none"
+        out.update(top1_agreement=self.agree / n, top5_overlap=self.top5 / n, labelled_samples=self.labelled)
+        out["nonfinite"] = {side: acc.to_dict() for side, acc in self.nonfinite.items()}
         if self.labelled:
             out["reference_top1"] = self.ref_correct / self.labelled
             out["candidate_top1"] = self.cand_correct / self.labelled
@@ -79,10 +127,21 @@ class _Accumulator:
         return out
 
 
+def _top1(logits: np.ndarray, good: np.ndarray) -> np.ndarray:
+    """argmax per row, -1 where the row is not finite (never a class: an all-NaN row is not 'class 0')."""
+    top = np.full(logits.shape[0], -1, dtype=np.int64)
+    if good.any():
+        top[good] = logits[good].argmax(1)
+    return top
+
+
 def _cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine per row of finite rows; two zero rows are identical (1), one zero row against another is 0."""
     num = (a * b).sum(1)
     den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)
+    both_zero = ~a.any(1) & ~b.any(1)
+    safe = np.where(den > 0, den, 1.0)
+    return np.where(den > 0, num / safe, np.where(both_zero, 1.0, 0.0))
 
 
 @dataclasses.dataclass
@@ -172,21 +231,50 @@ def verification_record(
 
 
 def judge(metrics: dict[str, Any], tol: Tolerances) -> list[str]:
-    """Every tolerance the metrics miss, as a sentence saying by how much; empty when all pass."""
-    failures = []
+    """Every tolerance the metrics miss, as a sentence saying by how much; empty when all pass.
+
+    Any non-finite output, of the candidate or of the reference, fails whatever the tolerances.
+    """
+    failures = _nonfinite_failures(metrics)
+    if metrics.get("samples") == 0:
+        failures.append("no sample was compared: the verification data was empty")
     if tol.max_abs is not None:
-        limit = tol.max_abs + tol.rtol * metrics["reference_max_abs"]
-        if metrics["max_abs_error"] > limit:
-            ratio = metrics["max_abs_error"] / limit
-            failures.append(
-                f"max abs error {metrics['max_abs_error']:.3g} > {limit:.3g} ({ratio:.1f}x the limit; "
-                f"atol {tol.max_abs:g} + rtol {tol.rtol:g} x largest logit {metrics['reference_max_abs']:.3g})"
-            )
-    cosine = metrics[f"cosine_{tol.cosine_of}"]
-    if tol.min_cosine is not None and cosine < tol.min_cosine:
-        failures.append(f"{tol.cosine_of} cosine similarity {cosine:.6f} < {tol.min_cosine}")
+        failures += _judge_max_abs(metrics, tol)
+    cosine: float | None = metrics.get(f"cosine_{tol.cosine_of}")
+    if tol.min_cosine is not None:
+        if cosine is None:
+            failures.append(f"{tol.cosine_of} cosine similarity could not be computed (no finite sample)")
+        elif cosine < tol.min_cosine:
+            failures.append(f"{tol.cosine_of} cosine similarity {cosine:.6f} < {tol.min_cosine}")
     if tol.min_agreement is not None and metrics["top1_agreement"] < tol.min_agreement:
         failures.append(f"top-1 agreement {metrics['top1_agreement']:.2%} < {tol.min_agreement:.2%}")
     if tol.max_accuracy_drop is not None and metrics.get("accuracy_drop", 0.0) > tol.max_accuracy_drop:
         failures.append(f"top-1 accuracy drop {metrics['accuracy_drop']:.2%} > {tol.max_accuracy_drop:.2%}")
     return failures
+
+
+def _nonfinite_failures(metrics: dict[str, Any]) -> list[str]:
+    """One sentence per side that gave NaN or Inf: how many outputs, rows and which classes."""
+    failures = []
+    for side, found in (metrics.get("nonfinite") or {}).items():
+        if found["outputs"]:
+            classes = ", ".join(map(str, found["classes"]))
+            failures.append(
+                f"the {side} gave {found['outputs']} non-finite outputs (NaN or Inf) in {found['rows']} of "
+                f"{metrics['samples']} samples, classes {classes}; non-finite logits are never a pass"
+            )
+    return failures
+
+
+def _judge_max_abs(metrics: dict[str, Any], tol: Tolerances) -> list[str]:
+    assert tol.max_abs is not None
+    if metrics.get("max_abs_error") is None:
+        return ["max abs error could not be computed (no sample where both outputs are finite)"]
+    limit = tol.max_abs + tol.rtol * metrics["reference_max_abs"]
+    if metrics["max_abs_error"] <= limit:
+        return []
+    ratio = metrics["max_abs_error"] / limit
+    return [
+        f"max abs error {metrics['max_abs_error']:.3g} > {limit:.3g} ({ratio:.1f}x the limit; "
+        f"atol {tol.max_abs:g} + rtol {tol.rtol:g} x largest logit {metrics['reference_max_abs']:.3g})"
+    ]

@@ -47,3 +47,33 @@ def small_checkpoint(tmp_path_factory: pytest.TempPathFactory, small_model) -> P
     path = tmp_path_factory.mktemp("ckpt") / "small.pt"
     torch.save(small_model.state_dict(), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny classifier exported with its report ('good'), and its twin whose class 3 weights are NaN,
+    exported with allow_nonfinite_weights: it fails its gate and lands at the failed name ('failed')."""
+    from ghost_deploy.config import ExportConfig
+    from ghost_deploy.errors import VerificationFailed
+    from ghost_deploy.report import Steps
+    from ghost_deploy.stages.export_onnx import export_model
+    from tests.helpers import tiny_onnx
+
+    folder = tmp_path_factory.mktemp("tiny")
+    quiet = Steps(echo=lambda text: None)
+    good = export_model(tiny_onnx(folder / "src.onnx"), ExportConfig(output=folder / "tiny.onnx", eval_limit=8), quiet)
+    nan_src = tiny_onnx(folder / "nan_src.onnx", poison=float("nan"))
+    cfg = ExportConfig(output=folder / "nan.onnx", eval_limit=8, allow_nonfinite_weights=True)
+    with pytest.raises(VerificationFailed) as failed:
+        export_model(nan_src, cfg, quiet)
+    return {"good": good.artifact, "failed": failed.value.result.artifact}  # type: ignore[union-attr]
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_exports: dict[str, Path]) -> Path:
+    """A directory bundle of the tiny classifier (32 x 32 input, 10 classes)."""
+    from ghost_deploy.bundle.pack import pack
+
+    out = tmp_path_factory.mktemp("tinybundle") / "b"
+    pack([tiny_exports["good"]], out)
+    return out

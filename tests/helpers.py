@@ -49,15 +49,22 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
 NO_TORCH = "import sys; sys.modules['torch'] = None; "
 
 
-def tiny_onnx(path: Path, batch: int | str = 1, size: int = 32) -> Path:
-    """Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm: an image classifier small enough to time quickly."""
+def tiny_onnx(path: Path, batch: int | str = 1, size: int = 32, poison: float | None = None) -> Path:
+    """Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm: an image classifier small enough to time quickly.
+
+    `poison` replaces the classifier's weights of class 3 (NaN, Inf, 1e38: a broken checkpoint's logits).
+    """
     import onnx
     from onnx import TensorProto, helper
 
     rng = np.random.default_rng(0)
+    conv = rng.standard_normal(216)
+    fc = rng.standard_normal(80).reshape(8, 10)
+    if poison is not None:
+        fc[:, 3] = poison
     inits = [
-        helper.make_tensor("w", TensorProto.FLOAT, [8, 3, 3, 3], rng.standard_normal(216).tolist()),
-        helper.make_tensor("fc", TensorProto.FLOAT, [8, 10], rng.standard_normal(80).tolist()),
+        helper.make_tensor("w", TensorProto.FLOAT, [8, 3, 3, 3], conv.tolist()),
+        helper.make_tensor("fc", TensorProto.FLOAT, [8, 10], fc.ravel().tolist()),
     ]
     nodes = [
         helper.make_node("Conv", ["input", "w"], ["conv_out"], name="stem/Conv", pads=[1, 1, 1, 1]),
@@ -96,18 +103,6 @@ def exported(base: Path) -> dict[str, Path]:
     return paths
 
 
-def tiny_checkpoint(path: Path, width: float = 0.25, size: int = 32) -> Path:
-    """A GhostNet of `width` for 10 classes at `size` x `size`, BatchNorm statistics from real digits, saved as a
-    bare state_dict (load it with --input-size / Overrides(input_size=size))."""
-    import torch
-
-    from ghost_deploy.model.synthetic import realistic_ghostnet
-
-    model = realistic_ghostnet(digit_images(32, size), width=width, num_classes=10, seed=3)
-    torch.save(model.state_dict(), path)
-    return path
-
-
 TINY_MODEL = FIXTURES / "ghostnet_025_digits32.pt"  # trained: tools/train_digits.py --width 0.25 --input-size 32
 
 
@@ -142,3 +137,39 @@ def simulated_if(env: dict[str, str]) -> contextlib.AbstractContextManager[objec
 
     trtsim.uninstall()
     return trtsim.simulate(version)
+
+
+def run_limited(
+    code: str, *args: str, memory: int = 2 << 30, file_size: int | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -c code ARGS` under RLIMIT_AS = `memory` (and RLIMIT_FSIZE = `file_size`, SIGXFSZ ignored).
+
+    Bounds are tested this way: if the code under test allocated what the input claims, the child fails (a
+    MemoryError, an OSError EFBIG), never the test suite.
+    """
+    import resource
+    import signal
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        if file_size is not None:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout, preexec_fn=limit,
+    )  # fmt: skip
+
+
+def gzip_of_zeros(prefix: bytes, zeros: int, suffix: bytes = b"") -> bytes:
+    """A gzip stream of prefix + `zeros` zero bytes + suffix, built from concatenated members: cheap to make
+    and small whatever `zeros` is (one compressed MiB of zeros, repeated)."""
+    import gzip
+
+    mib = gzip.compress(bytes(1 << 20), compresslevel=9)
+    parts = [gzip.compress(prefix)] + [mib] * (zeros >> 20)
+    if zeros & ((1 << 20) - 1):
+        parts.append(gzip.compress(bytes(zeros & ((1 << 20) - 1))))
+    return b"".join(parts) + gzip.compress(suffix)

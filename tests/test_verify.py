@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -17,7 +19,7 @@ from ghost_deploy.backends.pytorch import TorchRunner
 from ghost_deploy.config import BatchSpec, Tolerances
 from ghost_deploy.data.inputs import RandomInputs, batches
 from ghost_deploy.verify import compare_runners, judge
-from tests.helpers import digit_images
+from tests.helpers import digit_images, tiny_onnx
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +103,54 @@ def test_random_inputs_are_seeded() -> None:
     a = [s.array for s in RandomInputs(3, (3, 8, 8), seed=5)]
     b = [s.array for s in RandomInputs(3, (3, 8, 8), seed=5)]
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+# --- reliability (issue 13): NaN and Inf never pass, whatever the tolerances ---
+
+
+@pytest.mark.parametrize("poison", [float("nan"), float("inf"), 1e38])
+@pytest.mark.parametrize("side", ["candidate", "reference"])
+def test_non_finite_logits_fail_naming_how_many_and_which_classes(tmp_path: Path, poison: float, side: str) -> None:
+    good, bad = tiny_onnx(tmp_path / "good.onnx"), tiny_onnx(tmp_path / "bad.onnx", poison=poison)
+    ref_path, cand_path = (good, bad) if side == "candidate" else (bad, good)
+    with OnnxRuntimeRunner(ref_path) as ref, OnnxRuntimeRunner(cand_path) as cand:
+        metrics = compare_runners(ref, cand, batches(RandomInputs(6, (3, 32, 32), seed=1), "input", 1))
+    found = metrics["nonfinite"][side]
+    assert found["outputs"] > 0 and found["classes"] == [3]
+    failures = judge(metrics, Tolerances(max_abs=1e9, min_cosine=None, min_agreement=None))  # any limit at all
+    assert failures and f"the {side} gave {found['outputs']} non-finite outputs" in failures[0]
+    assert "classes 3" in failures[0]
+
+
+def test_an_all_nan_output_agrees_with_nothing_and_its_statistics_are_null_with_a_reason(tmp_path: Path) -> None:
+    good = tiny_onnx(tmp_path / "good.onnx")
+    model = onnx.load(str(good))
+    fc = next(i for i in model.graph.initializer if i.name == "fc")
+    fc.CopyFrom(numpy_helper.from_array(np.full((8, 10), np.nan, np.float32), "fc"))
+    onnx.save(model, str(tmp_path / "nan.onnx"))
+    with OnnxRuntimeRunner(good) as ref, OnnxRuntimeRunner(tmp_path / "nan.onnx") as cand:
+        metrics = compare_runners(ref, cand, batches(RandomInputs(4, (3, 32, 32)), "input", 1))
+    assert metrics["top1_agreement"] == 0.0 and metrics["max_abs_error"] is None  # not 0.0, not 'PASSED'
+    assert (
+        metrics["cosine_min"] is None and "no sample where both outputs are finite" in metrics["cosine_min_null_reason"]
+    )
+
+
+def test_verify_cli_exits_4_on_an_onnx_with_nan_in_one_column_and_writes_strict_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ghost_deploy.cli.main import main
+    from ghost_deploy.fileio import loads_strict
+
+    good, bad = tiny_onnx(tmp_path / "good.onnx"), tiny_onnx(tmp_path / "bad.onnx", poison=float("nan"))
+    out = tmp_path / "verify.json"
+    code = main(["verify", str(bad), "--reference", str(good), "-o", str(out), "--json", "--eval-limit", "8"])
+    captured = capsys.readouterr()
+    assert code == 4, captured.err
+    errors = [line for line in captured.err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "non-finite outputs" in errors[0] and "classes 3" in errors[0]
+    for text in (out.read_text(), captured.out):
+        report = loads_strict(text)  # strict: no NaN, no Infinity anywhere
+        metrics = report["verification"]["metrics"]
+        assert metrics["max_abs_error"] is None and metrics["max_abs_error_null_reason"]
+        assert report["verification"]["passed"] is False

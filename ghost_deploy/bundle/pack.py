@@ -18,10 +18,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ghost_deploy.bundle.checks import MANIFEST, SCHEMA_VERSION, check_onnx_artifact, validate_manifest
 from ghost_deploy.bundle.deepstream import CONFIG_NAME, render_config
-from ghost_deploy.bundle.runtime import MANIFEST, SCHEMA_VERSION, Bundle, validate_manifest
-from ghost_deploy.errors import InputError
-from ghost_deploy.fileio import sha256_file
+from ghost_deploy.bundle.runtime import Bundle
+from ghost_deploy.errors import InputError, VerificationFailed
+from ghost_deploy.fileio import check_regular_destination, read_bytes_limited, sha256_file, strict_json, write_error
 from ghost_deploy.report import ArtifactReport, report_of
 from ghost_deploy.targets import TARGETS
 from ghost_deploy.version import __version__
@@ -44,7 +45,41 @@ def _onnx_report_of_engine(engine: Path, report: ArtifactReport) -> ArtifactRepo
     raise InputError(f"the report of the ONNX that {engine} was built from ({onnx_path}) is missing")
 
 
-def _artifact_entry(path: Path, report: ArtifactReport, profile: Path | None) -> tuple[dict[str, Any], ArtifactReport]:
+def gate_failures(path: Path, report: ArtifactReport) -> tuple[list[str], list[str]]:
+    """(failed gates, changed bytes) of an artifact, as its report tells them: what pack refuses."""
+    gates = []
+    status = report.raw.get("status")
+    if status not in (None, "ok"):
+        gates.append(f"its report's status is {str(status)[:40]!r}")
+    for key in ("verification", "precision_verification"):
+        record = report.section(key)
+        if record is not None and record.get("passed") is not True:
+            why = "; ".join(str(f) for f in record.get("failures") or [])[:300]
+            gates.append(f"{key.replace('_', ' ')} failed" + (f": {why}" if why else ""))
+    engine = report.engine
+    recorded = engine.sha256 if engine is not None else (report.artifact.sha256 if report.artifact else None)
+    changed = []
+    if recorded is not None and recorded != sha256_file(path):
+        changed.append(f"{path.name}'s sha256 differs from its report's: the file changed after it was verified")
+    return gates, changed
+
+
+def _gate(path: Path, report: ArtifactReport, allow_failed: bool) -> dict[str, Any]:
+    """The manifest's gate entry; a failed or changed artifact is refused unless `allow_failed`."""
+    gates, changed = gate_failures(path, report)
+    if not gates and not changed:
+        return {"passed": True}
+    if not allow_failed:
+        hint = f"report: {path}.json; re-export it, or pass --allow-failed to pack it anyway (the manifest says so)"
+        if changed:
+            raise InputError(f"{path}: {changed[0]}; {hint}")
+        raise VerificationFailed(f"{path} did not pass its gates ({'; '.join(gates)}); {hint}")
+    return {"passed": False, "packed_with": "--allow-failed", "why": [w[:1000] for w in (gates + changed)[:16]]}
+
+
+def _artifact_entry(
+    path: Path, report: ArtifactReport, profile: Path | None, allow_failed: bool = False
+) -> tuple[dict[str, Any], ArtifactReport]:
     """The manifest's entry for one artifact and the ONNX report holding the model's description."""
     target = TARGETS.get(report.target or "")
     if target is None:
@@ -55,8 +90,7 @@ def _artifact_entry(path: Path, report: ArtifactReport, profile: Path | None) ->
         engine = report.engine
         if engine is None or not engine.built:
             raise InputError(f"{path}: the engine was not built ({(engine and engine.why_not) or 'see its report'})")
-        if engine.sha256 not in (None, sha256_file(path)):
-            raise InputError(f"{path} differs from the engine its report describes (sha256); rebuild or re-export")
+        entry["gate"] = _gate(path, report, allow_failed)
         gpu = engine.gpus[0] if engine.gpus else {}
         plan = report.build_plan
         entry.update(kind="engine", build=plan)
@@ -72,9 +106,8 @@ def _artifact_entry(path: Path, report: ArtifactReport, profile: Path | None) ->
         onnx_report = _onnx_report_of_engine(path, report)
         entry["verification"] = report.section("verification")
     else:
-        artifact = report.artifact
-        if artifact is not None and artifact.sha256 != sha256_file(path):
-            raise InputError(f"{path} differs from the file its report describes (sha256); export it again")
+        entry["gate"] = _gate(path, report, allow_failed)
+        check_onnx_artifact(path)  # no external data: a bundle never reads outside itself
         precision = report.section("precision") or {}
         calib = precision.get("calibration") or {}
         build = {"config": report.section("config"), "precision": precision.get("precision")}
@@ -94,18 +127,20 @@ def _latency(artifact: Path, profile: Path | None) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read the profile report {path}: {exc}") from None
+        data = json.loads(read_bytes_limited(path, 64 << 20, "profile report"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"cannot read the profile report {path}: {str(exc)[:200]}") from None
     summary = data.get("latency") or data.get("summary") if isinstance(data, dict) else None
     return {"source": path.name, "summary": summary if isinstance(summary, dict) else data}
 
 
-def build_manifest(artifacts: Sequence[Path], profile: Path | None = None) -> tuple[dict[str, Any], list[str]]:
+def build_manifest(
+    artifacts: Sequence[Path], profile: Path | None = None, allow_failed: bool = False
+) -> tuple[dict[str, Any], list[str]]:
     """The manifest (without `files`) for these artifacts and the labels; all must describe the same model."""
     entries, model_reports = [], []
     for path in artifacts:
-        entry, onnx_report = _artifact_entry(path, _load_report(path), profile)
+        entry, onnx_report = _artifact_entry(path, _load_report(path), profile, allow_failed)
         entries.append(entry)
         model_reports.append(onnx_report)
     first = model_reports[0]
@@ -189,21 +224,49 @@ in `manifest.json`; `ghost_deploy.bundle.runtime.Bundle.open` checks them.
 """
 
 
-def pack(artifacts: Sequence[Path], output: Path, profile: Path | None = None, force: bool = False) -> dict[str, Any]:
-    """Write a bundle of `artifacts` to `output` (a directory, or a .tar.gz when it ends so); return a report."""
+def check_destination(output: Path, force: bool = False) -> None:
+    """Refuse, before any work, a bundle destination that cannot be written or must not be replaced."""
+    if output.exists() or output.is_symlink():
+        if not force:
+            raise InputError(f"{output} exists; remove it or pass --force")
+        if output.is_dir() and not (output / MANIFEST).is_file():
+            raise InputError(f"{output} exists and is not a bundle; refusing to replace it")
+        if not output.is_dir():
+            check_regular_destination(output)
+    probe = output.parent if str(output.parent) else Path(".")
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write the bundle {output}: {probe} is not a writable folder; choose another path")
+
+
+def pack(
+    artifacts: Sequence[Path],
+    output: Path,
+    profile: Path | None = None,
+    force: bool = False,
+    allow_failed: bool = False,
+) -> dict[str, Any]:
+    """Write a bundle of `artifacts` to `output` (a directory, or a .tar.gz when it ends so); return a report.
+
+    An artifact whose report says a gate failed (exit 4), or whose bytes differ from its report (exit 2), is
+    refused unless `allow_failed`; then its manifest entry says so and `Bundle.open` warns.
+    """
     if not artifacts:
         raise InputError("give at least one artifact to pack")
     names = [p.name for p in artifacts]
     if len(set(names)) != len(names):
         raise InputError(f"two artifacts share a file name ({names}); a bundle is flat")
-    if output.exists() and not force:
-        raise InputError(f"{output} exists; remove it or pass --force")
-    manifest, labels = build_manifest(artifacts, profile)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
+    check_destination(output, force)
+    manifest, labels = build_manifest(artifacts, profile, allow_failed)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
+    except OSError as exc:
+        raise write_error(output, exc) from None
     try:
         warnings = _stage(staging, artifacts, manifest, labels)
-        Bundle(staging, validate_manifest(json.loads((staging / MANIFEST).read_text())))
+        Bundle(staging, validate_manifest(json.loads((staging / MANIFEST).read_text())), warn=False)
         from ghost_deploy.bundle.runtime import verify_directory
 
         verify_directory(staging)
@@ -214,11 +277,16 @@ def pack(artifacts: Sequence[Path], output: Path, profile: Path | None = None, f
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     files = manifest["files"]
+    warnings += [
+        f"{a['file']} is packed although it did not pass its gates"
+        for a in manifest["artifacts"]
+        if not a["gate"]["passed"]
+    ]
     return {"bundle": str(output), "manifest": manifest, "warnings": warnings, "files": len(files) + 1}
 
 
 def _stage(staging: Path, artifacts: Sequence[Path], manifest: dict[str, Any], labels: list[str]) -> list[str]:
-    """Copy and write every file of the bundle into `staging`, ending with the validated manifest."""
+    """Copy and write every file of the bundle into `staging`, ending with the validated manifest (strict JSON)."""
     roles: dict[str, str] = {}
     for path in artifacts:
         shutil.copyfile(path, staging / path.name)
@@ -242,7 +310,7 @@ def _stage(staging: Path, artifacts: Sequence[Path], manifest: dict[str, Any], l
         for name, role in sorted(roles.items())
     ]
     validate_manifest(manifest)
-    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    (staging / MANIFEST).write_text(strict_json(manifest) + "\n", encoding="utf-8")
     return [f"DeepStream: {norm.note}"] if norm.note else []
 
 

@@ -1,258 +1,118 @@
 """Open a deployment bundle safely and run it: what an embedded application imports.
 
-Needs the core dependencies only (numpy, pillow, onnxruntime, jsonschema), or tensorrt + pycuda for an
-engine; never torch. `Bundle.open` validates the manifest against its JSON Schema, refuses a missing, extra,
-resized or changed file, extracts a `.tar.gz` without ever writing outside its destination, and checks an
-engine's TensorRT version and compute capability before anything deserializes it.
+Needs the core dependencies only (numpy, pillow, onnx, onnxruntime, jsonschema), or tensorrt + pycuda for an
+engine; never torch. `Bundle.open` validates the manifest (strict JSON, JSON Schema), refuses a missing,
+extra, linked, resized or changed file, extracts a `.tar.gz` with a bounded reader that never writes outside
+its destination, cross-checks every ONNX artifact with the manifest (format, input/output names and shapes,
+classes; no external data) before any session exists, and checks an engine's TensorRT version and compute
+capability before anything deserializes it. Non-finite outputs are never returned as results.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import os
 import shutil
-import stat
-import tarfile
 import tempfile
-import zlib
+import warnings
+import weakref
 from collections.abc import Sequence
-from importlib import resources
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import jsonschema
 import numpy as np
 from PIL import Image
 
 from ghost_deploy.backends.base import Runner
+from ghost_deploy.bundle import archive
+from ghost_deploy.bundle.checks import (
+    MANIFEST,
+    MAX_MANIFEST_BYTES,
+    MAX_MEMBERS,
+    SCHEMA_VERSION,
+    check_files_present,
+    check_model,
+    gate_warnings,
+    manifest_schema,
+    parse_manifest,
+    validate_manifest,
+    verify_directory,
+)
+from ghost_deploy.bundle.errors import (
+    BundleError,
+    EngineMismatchError,
+    ExternalDataError,
+    ManifestError,
+    MissingFileError,
+    NotABundleError,
+    SchemaVersionError,
+    TamperedFileError,
+    TruncatedArchiveError,
+    UnexpectedFileError,
+    UnsafeMemberError,
+)
 from ghost_deploy.data.preprocess import Preprocessing, load_rgb, preprocess_image
-from ghost_deploy.errors import GhostDeployError, InputError
+from ghost_deploy.errors import GhostDeployError, InputError, NonFiniteOutputError
 
-SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
-MAX_MANIFEST_BYTES = 1 << 20
-MAX_MEMBERS = 64
-MAX_BUNDLE_BYTES = 8 << 30
+MAX_BUNDLE_BYTES = 2 << 30  # a GhostNet bundle is tens of MB; raise `max_bytes` for a larger one
 
+__all__ = [
+    "MANIFEST",
+    "MAX_MANIFEST_BYTES",
+    "MAX_MEMBERS",
+    "SCHEMA_VERSION",
+    "Bundle",
+    "BundleError",
+    "EngineMismatchError",
+    "ExternalDataError",
+    "FailedGateWarning",
+    "ManifestError",
+    "MissingFileError",
+    "NotABundleError",
+    "Prediction",
+    "SchemaVersionError",
+    "TamperedFileError",
+    "TruncatedArchiveError",
+    "UnexpectedFileError",
+    "UnsafeMemberError",
+    "extract_archive",
+    "manifest_schema",
+    "validate_manifest",
+    "verify_directory",
+]
 
-class BundleError(InputError):
-    """A bundle that cannot be opened: malformed, tampered with, unsafe or made for another machine (exit 2)."""
-
-
-class NotABundleError(BundleError):
-    """The path is neither a bundle directory nor a readable .tar.gz with a manifest."""
-
-
-class TruncatedArchiveError(BundleError):
-    """The .tar.gz ends early or is corrupt."""
-
-
-class UnsafeMemberError(BundleError):
-    """An archive member or directory entry that could write outside the destination or is not a plain file."""
-
-
-class ManifestError(BundleError):
-    """manifest.json is not JSON or fails the manifest's JSON Schema."""
-
-
-class SchemaVersionError(ManifestError):
-    """The manifest's schema version is not one this ghost-deploy reads."""
-
-
-class MissingFileError(BundleError):
-    """A file listed in the manifest is absent."""
+DOCUMENTED_ERRORS: tuple[type[GhostDeployError], ...] = (BundleError, NonFiniteOutputError)
 
 
-class UnexpectedFileError(BundleError):
-    """A file is present that the manifest does not list."""
+class FailedGateWarning(UserWarning):
+    """A bundle holds an artifact that failed its verification gates (packed with --allow-failed)."""
 
 
-class TamperedFileError(BundleError):
-    """A file's size or sha256 differs from the manifest's."""
+def extract_archive(archive_path: Path, dest: Path, max_bytes: int = MAX_BUNDLE_BYTES) -> dict[str, Any]:
+    """Check and extract a bundle .tar.gz into the empty directory `dest`; return the validated manifest.
 
-
-class EngineMismatchError(BundleError):
-    """The engine was built for another TensorRT version or GPU than this machine's."""
-
-
-DOCUMENTED_ERRORS: tuple[type[GhostDeployError], ...] = (BundleError,)
-
-
-def manifest_schema() -> dict[str, Any]:
-    """The manifest's JSON Schema, as shipped in the package."""
-    text = resources.files("ghost_deploy.bundle").joinpath("manifest.schema.json").read_text(encoding="utf-8")
-    schema: dict[str, Any] = json.loads(text)
-    return schema
-
-
-def validate_manifest(manifest: object) -> dict[str, Any]:
-    """Check the schema version, the JSON Schema and the cross-references; return the manifest."""
-    if not isinstance(manifest, dict):
-        raise ManifestError(f"{MANIFEST} must hold a JSON object, got {type(manifest).__name__}")
-    version = manifest.get("schema_version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise ManifestError(f"{MANIFEST} has no integer schema_version (got {version!r}); this is not a bundle")
-    if version != SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"{MANIFEST} has schema version {version}; this ghost-deploy reads version {SCHEMA_VERSION}: "
-            "use the ghost-deploy that packed it, or repack the bundle with this one"
-        )
-    validator = jsonschema.Draft202012Validator(manifest_schema())
-    error = jsonschema.exceptions.best_match(validator.iter_errors(manifest))
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
-        raise ManifestError(f"{MANIFEST} fails its schema at {where}: {error.message[:300]}")
-    names = [f["path"] for f in manifest["files"]]
-    if len(set(names)) != len(names):
-        raise ManifestError(f"{MANIFEST} lists a file twice: {sorted(n for n in names if names.count(n) > 1)[0]}")
-    referenced = [manifest["labels_file"]] + [a["file"] for a in manifest["artifacts"]]
-    for name in referenced:
-        if name not in names:
-            raise ManifestError(f"{MANIFEST} refers to {name}, which its file list does not have")
-    return manifest
-
-
-def _parse_manifest(data: bytes) -> dict[str, Any]:
-    try:
-        manifest = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ManifestError(f"{MANIFEST} is not valid JSON: {str(exc)[:200]}") from None
-    return validate_manifest(manifest)
-
-
-def _hash_copy(src: Any, dst: Any | None, limit: int) -> tuple[int, str]:
-    """Copy (or just read) a stream, returning its size and sha256; stops early past `limit` bytes."""
-    digest, size = hashlib.sha256(), 0
-    while chunk := src.read(1 << 20):
-        size += len(chunk)
-        if size > limit:
-            break
-        digest.update(chunk)
-        if dst is not None:
-            dst.write(chunk)
-    return size, digest.hexdigest()
-
-
-def _check_entry(entry: dict[str, Any], size: int, digest: str) -> None:
-    if size != entry["bytes"]:
-        raise TamperedFileError(
-            f"{entry['path']} has {size} bytes, the manifest says {entry['bytes']}: the file was changed or "
-            "truncated; get the bundle again"
-        )
-    if digest != entry["sha256"]:
-        raise TamperedFileError(
-            f"{entry['path']} has sha256 {digest[:16]}..., the manifest says {entry['sha256'][:16]}...: "
-            "the file was changed; get the bundle again"
-        )
-
-
-def _check_files_present(manifest: dict[str, Any], present: Sequence[str]) -> None:
-    listed = {f["path"] for f in manifest["files"]}
-    extra = sorted(set(present) - listed - {MANIFEST})
-    if extra:
-        raise UnexpectedFileError(f"the bundle holds {extra[0]}, which its manifest does not list; refusing it")
-    missing = sorted(listed - set(present))
-    if missing:
-        raise MissingFileError(f"the bundle lacks {missing[0]}, which its manifest lists; get the bundle again")
-
-
-def verify_directory(root: Path) -> dict[str, Any]:
-    """Validate a bundle directory in place: manifest, no extra/missing/special files, sizes and sha256."""
-    names = []
-    for entry in os.scandir(root):
-        mode = entry.stat(follow_symlinks=False).st_mode
-        if stat.S_ISLNK(mode):
-            raise UnsafeMemberError(f"{entry.name} in {root} is a symbolic link; a bundle holds plain files only")
-        if not stat.S_ISREG(mode):
-            raise UnsafeMemberError(f"{entry.name} in {root} is not a plain file; a bundle holds plain files only")
-        names.append(entry.name)
-        if len(names) > MAX_MEMBERS:
-            raise UnsafeMemberError(f"{root} holds more than {MAX_MEMBERS} files; this is not a bundle")
-    if MANIFEST not in names:
-        raise NotABundleError(f"{root} has no {MANIFEST}; it is not a bundle (make one with ghost-deploy pack)")
-    if (root / MANIFEST).stat().st_size > MAX_MANIFEST_BYTES:
-        raise ManifestError(f"{MANIFEST} is larger than {MAX_MANIFEST_BYTES} bytes; refusing it")
-    manifest = _parse_manifest((root / MANIFEST).read_bytes())
-    _check_files_present(manifest, names)
+    Two bounded passes: the first reads everything (structure, names, sizes, sha256, the gzip CRC) and writes
+    nothing; the manifest then bounds what the second writes, each file hashed as it is written.
+    """
+    members = archive.scan(archive_path, max_bytes, MANIFEST, MAX_MANIFEST_BYTES)
+    if MANIFEST not in members:
+        raise NotABundleError(f"{archive_path} has no {MANIFEST}; it is not a bundle")
+    manifest = parse_manifest(members[MANIFEST].data or b"")
+    check_files_present(manifest, list(members))
+    total = sum(f["bytes"] for f in manifest["files"])
+    if total > max_bytes:
+        raise UnsafeMemberError(f"the bundle declares {total} bytes, more than the limit {max_bytes}")
     for entry in manifest["files"]:
-        with (root / entry["path"]).open("rb") as fh:
-            size, digest = _hash_copy(fh, None, entry["bytes"])
-        _check_entry(entry, size, digest)
+        found = members[entry["path"]]
+        from ghost_deploy.bundle.checks import check_entry
+
+        check_entry(entry, found.size, found.sha256)
+    free = shutil.disk_usage(dest).free
+    if total > free:
+        raise InputError(f"extracting {archive_path} needs {total} bytes; {dest} has {free} free; free some space")
+    (dest / MANIFEST).write_bytes(members[MANIFEST].data or b"")
+    archive.extract(archive_path, dest, {f["path"]: (f["bytes"], f["sha256"]) for f in manifest["files"]})
     return manifest
-
-
-def _member_name(member: tarfile.TarInfo) -> str:
-    """The member's file name, refusing anything that is not a plain file at the top of the archive."""
-    name = member.name
-    path = PurePosixPath(name)
-    if name.startswith(("/", "\\")) or path.is_absolute() or (len(name) > 1 and name[1] == ":"):
-        raise UnsafeMemberError(f"archive member {name!r} has an absolute path; refusing the archive")
-    if ".." in path.parts or "\\" in name:
-        raise UnsafeMemberError(f"archive member {name!r} climbs out of the destination with '..'; refusing it")
-    if member.issym() or member.islnk():
-        raise UnsafeMemberError(f"archive member {name!r} is a link (to {member.linkname!r}); refusing the archive")
-    if member.ischr() or member.isblk() or member.isfifo():
-        raise UnsafeMemberError(f"archive member {name!r} is a device or FIFO; refusing the archive")
-    parts = [p for p in path.parts if p != "."]
-    if not member.isreg() or len(parts) != 1:
-        raise UnsafeMemberError(f"archive member {name!r} is not a plain file at the top of the archive; refusing it")
-    return parts[0]
-
-
-def _read_members(tf: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
-    members: dict[str, tarfile.TarInfo] = {}
-    while (member := tf.next()) is not None:
-        name = _member_name(member)
-        if name in members:
-            raise UnsafeMemberError(f"archive member {name!r} appears twice; refusing the archive")
-        if len(members) >= MAX_MEMBERS:
-            raise UnsafeMemberError(f"the archive has more than {MAX_MEMBERS} members; this is not a bundle")
-        members[name] = member
-    return members
-
-
-def extract_archive(archive: Path, dest: Path, max_bytes: int = MAX_BUNDLE_BYTES) -> dict[str, Any]:
-    """Check and extract a bundle .tar.gz into the empty directory `dest`; return the validated manifest."""
-    try:
-        with tarfile.open(archive, "r:gz") as tf:
-            members = _read_members(tf)
-            if MANIFEST not in members:
-                raise NotABundleError(f"{archive} has no {MANIFEST}; it is not a bundle")
-            if members[MANIFEST].size > MAX_MANIFEST_BYTES:
-                raise ManifestError(f"{MANIFEST} is larger than {MAX_MANIFEST_BYTES} bytes; refusing it")
-            manifest = _parse_manifest(_read_member(tf, members[MANIFEST]))
-            _check_files_present(manifest, list(members))
-            total = sum(f["bytes"] for f in manifest["files"])
-            if total > max_bytes:
-                raise UnsafeMemberError(f"the bundle declares {total} bytes, more than the limit {max_bytes}")
-            (dest / MANIFEST).write_bytes(_read_member(tf, members[MANIFEST]))
-            for entry in manifest["files"]:
-                member = members[entry["path"]]
-                if member.size != entry["bytes"]:
-                    _check_entry(entry, member.size, "")
-                src = tf.extractfile(member)
-                if src is None:
-                    raise UnsafeMemberError(f"archive member {member.name!r} cannot be read as a file")
-                fd = os.open(dest / entry["path"], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                with src, os.fdopen(fd, "wb") as out:
-                    size, digest = _hash_copy(src, out, entry["bytes"])
-                _check_entry(entry, size, digest)
-    except (EOFError, zlib.error, tarfile.ReadError, tarfile.CompressionError) as exc:
-        raise TruncatedArchiveError(f"{archive} is truncated or corrupt ({exc}); get the bundle again") from None
-    except tarfile.TarError as exc:
-        raise NotABundleError(f"{archive} is not a readable .tar.gz ({exc})") from None
-    return manifest
-
-
-def _read_member(tf: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
-    src = tf.extractfile(member)
-    if src is None:
-        raise UnsafeMemberError(f"archive member {member.name!r} cannot be read as a file")
-    with src:
-        return src.read(MAX_MANIFEST_BYTES + 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,12 +125,18 @@ class Prediction:
 
 
 class Bundle:
-    """An opened, verified bundle. Use `Bundle.open(path)`; a context manager that removes what it extracted."""
+    """An opened, verified bundle. Use `with Bundle.open(path) as bundle:`; closing removes what it extracted.
 
-    def __init__(self, root: Path, manifest: dict[str, Any], cleanup: Path | None = None) -> None:
+    A temporary extraction is also removed when the Bundle is garbage-collected or the interpreter exits.
+    `warnings` lists what the application should know (an artifact packed with --allow-failed); each is also
+    issued as a FailedGateWarning.
+    """
+
+    def __init__(self, root: Path, manifest: dict[str, Any], cleanup: Path | None = None, warn: bool = True) -> None:
         self.root = root
         self.manifest = manifest
         self._cleanup = cleanup
+        self._finalizer = weakref.finalize(self, shutil.rmtree, cleanup, True) if cleanup is not None else None
         self._runner: Runner | None = None
         self._artifact: dict[str, Any] | None = None
         try:
@@ -287,21 +153,35 @@ class Bundle:
             )
         self.labels = labels
         refuse_simulated_engines(root, manifest["artifacts"])
+        check_model(root, manifest)
+        self.warnings = gate_warnings(manifest)
+        for text in self.warnings if warn else []:
+            warnings.warn(text, FailedGateWarning, stacklevel=3)
 
     @classmethod
-    def open(cls, path: Path | str, extract_to: Path | None = None, max_bytes: int = MAX_BUNDLE_BYTES) -> Bundle:
+    def open(
+        cls,
+        path: Path | str,
+        extract_to: Path | str | None = None,
+        max_bytes: int = MAX_BUNDLE_BYTES,
+        warn: bool = True,
+    ) -> Bundle:
         """Open a bundle directory or .tar.gz, verifying it completely before returning.
 
         An archive is extracted into `extract_to` (created; must not exist or be empty) or a temporary
-        directory that `close()` removes.
+        directory that `close()` removes. A refused or interrupted extraction leaves nothing: what this call
+        created (the files, `extract_to` and its parents when they were new) is removed. `warn=False`: the
+        caller reads `bundle.warnings` itself instead of receiving FailedGateWarning.
         """
         path = Path(path)
         if path.is_dir():
-            return cls(path, verify_directory(path))
+            return cls(path, verify_directory(path), warn=warn)
         if not path.is_file():
-            raise NotABundleError(f"{path} does not exist; give a bundle directory or .tar.gz")
+            raise NotABundleError(f"{path} does not exist or is not a file; give a bundle directory or .tar.gz")
+        created: list[Path] = []
         if extract_to is not None:
-            extract_to.mkdir(parents=True, exist_ok=True)
+            extract_to = Path(extract_to)
+            created = _make_dirs(extract_to)
             if any(extract_to.iterdir()):
                 raise InputError(f"{extract_to} is not empty; give an empty or new directory to extract into")
             dest, cleanup = extract_to, None
@@ -309,13 +189,13 @@ class Bundle:
             dest = Path(tempfile.mkdtemp(prefix="ghost-bundle-"))
             cleanup = dest
         try:
-            manifest = extract_archive(path, dest, max_bytes)
-            return cls(dest, manifest, cleanup)
+            return cls(dest, extract_archive(path, dest, max_bytes), cleanup, warn)
         except BaseException:
             for item in dest.iterdir():  # only what this call extracted: dest was new or empty
                 item.unlink()
-            if cleanup is not None:
-                shutil.rmtree(cleanup, ignore_errors=True)
+            for folder in (cleanup, *created):
+                if folder is not None:
+                    shutil.rmtree(folder, ignore_errors=True)
             raise
 
     def close(self) -> None:
@@ -323,8 +203,8 @@ class Bundle:
         if self._runner is not None:
             self._runner.deactivate()
             self._runner = None
-        if self._cleanup is not None:
-            shutil.rmtree(self._cleanup, ignore_errors=True)
+        if self._finalizer is not None:
+            self._finalizer()
             self._cleanup = None
 
     def __enter__(self) -> Bundle:
@@ -366,12 +246,15 @@ class Bundle:
 
         A model with a fixed batch N runs N rows at a time, the last group padded with copies of its last row
         (the padding's outputs are dropped); a dynamic batch runs at most its profile's MAX rows at a time.
+        NonFiniteOutputError when the model's output holds NaN or Inf: they are not results.
         """
         inp = self.manifest["input"]
         shape = list(inp["shape"])
         batch = np.asarray(batch, dtype=np.float32)
         if batch.ndim != len(shape) or list(batch.shape[1:]) != shape[1:] or batch.shape[0] < 1:
             raise InputError(f"expected a batch of shape {['N', *shape[1:]]} with N >= 1, got {list(batch.shape)}")
+        if not np.isfinite(batch).all():
+            raise InputError("the input batch holds NaN or Inf values; give finite (preprocessed) inputs")
         runner = self.runner()
         fixed = shape[0] if shape[0] > 0 else None
         step = fixed or (inp.get("dynamic_batch") or {}).get("max") or batch.shape[0]
@@ -383,7 +266,9 @@ class Bundle:
                 rows = np.concatenate([rows, np.repeat(rows[-1:], fixed - count, axis=0)])
             out = runner.infer({inp["name"]: rows})
             parts.append({name: value[:count] for name, value in out.items()})
-        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        outputs = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        _check_finite(outputs[self.manifest["output"]["name"]], self.artifact["file"])
+        return outputs
 
     def preprocess(self, image: Image.Image | np.ndarray | Path | str) -> np.ndarray:
         """A CHW float32 array from an image file, a PIL image, an HxWx3 uint8 array, or a preprocessed CHW array."""
@@ -402,7 +287,10 @@ class Bundle:
         )
 
     def predict(self, image: Image.Image | np.ndarray | Path | str, top_k: int = 5) -> list[Prediction]:
-        """The top-k labels with softmax scores for one image, best first."""
+        """The top-k labels with softmax scores for one image, best first.
+
+        NonFiniteOutputError (exit 4 from the CLI) when the model gives NaN or Inf: never scores from them.
+        """
         logits = self.infer(self.preprocess(image)[None])[self.manifest["output"]["name"]][0].astype(np.float64)
         scores = np.exp(logits - logits.max())
         scores /= scores.sum()
@@ -411,6 +299,28 @@ class Bundle:
 
     def _label(self, index: int) -> str:
         return self.labels[index] if index < len(self.labels) else str(index)
+
+
+def _check_finite(logits: np.ndarray, artifact: str) -> None:
+    """NonFiniteOutputError naming how many outputs, in which samples and classes, are NaN or Inf."""
+    bad = ~np.isfinite(logits)
+    if bad.any():
+        rows = np.flatnonzero(bad.reshape(len(bad), -1).any(1)).tolist()
+        classes = np.flatnonzero(bad.reshape(len(bad), -1).any(0)).tolist()
+        raise NonFiniteOutputError(
+            f"{artifact} gave {int(bad.sum())} non-finite outputs (NaN or Inf) for samples {rows[:8]}, classes "
+            f"{classes[:16]}: these are not scores; the model (or its weights) is broken, verify it again"
+        )
+
+
+def _make_dirs(folder: Path) -> list[Path]:
+    """Create `folder` and its missing parents; return the outermost one created (removing it removes the rest)."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create {folder}: {exc.strerror}; choose another extract_to") from None
+    return missing[-1:]
 
 
 def choose_artifact(artifacts: Sequence[dict[str, Any]], tensorrt_here: bool) -> dict[str, Any]:
@@ -440,9 +350,7 @@ def _check_engine_here(origin: dict[str, Any]) -> None:
     check_engine_origin(origin, trt_here, found[0].compute_capability if found else None, jetson() is not None)
 
 
-def check_engine_origin(
-    origin: dict[str, Any], trt_here: str, cc_here: str | None, jetson_here: bool = False
-) -> None:
+def check_engine_origin(origin: dict[str, Any], trt_here: str, cc_here: str | None, jetson_here: bool = False) -> None:
     """Raise EngineMismatchError when the manifest's engine cannot run on TensorRT `trt_here` / GPU `cc_here`."""
     from ghost_deploy.backends.trt.compat import check_compatible
 

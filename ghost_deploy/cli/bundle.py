@@ -16,6 +16,12 @@ def fill_pack_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, metavar="PATH", help="a directory, or PATH.tar.gz")
     p.add_argument("--profile", type=Path, metavar="FILE", help="a profile report whose latency summary to include")
     p.add_argument("--force", action="store_true", help="replace an existing bundle at PATH")
+    p.add_argument(
+        "--allow-failed",
+        action="store_true",
+        help="pack an artifact whose report says a gate failed, or whose bytes differ from its report (refused "
+        "otherwise); the manifest records it and inspect / Bundle.open warn",
+    )
     _common(p)
     p.set_defaults(handler=run_pack)
 
@@ -24,11 +30,18 @@ def run_pack(args: argparse.Namespace) -> dict[str, Any]:
     """Pack artifacts into a bundle."""
     from ghost_deploy.bundle.pack import pack
 
-    report = pack(list(args.artifacts), args.output, args.profile, args.force)
+    report = pack(list(args.artifacts), args.output, args.profile, args.force, args.allow_failed)
     lines = [f"bundle: {report['bundle']} ({report['files']} files)"]
     lines += [f"warning: {w}" for w in report["warnings"]]
     report["human_summary"] = "\n".join(lines)
     return report
+
+
+def check_pack_destination(output: Path) -> None:
+    """`ghost-export --pack PATH`: refuse an unwritable or existing bundle path before the export starts."""
+    from ghost_deploy.bundle.pack import check_destination
+
+    check_destination(output)
 
 
 def pack_and_warn(artifacts: list[Path], output: Path) -> str | None:
@@ -62,7 +75,8 @@ def run_bundle(args: argparse.Namespace) -> dict[str, Any]:
     """Open, verify and run a bundle on images; the report lists the top-k labels per image."""
     from ghost_deploy.bundle.runtime import Bundle
 
-    with Bundle.open(args.bundle) as bundle:
+    with Bundle.open(args.bundle, warn=False) as bundle:
+        _warn(bundle.warnings)
         results: list[dict[str, Any]] = []
         for image in args.images:
             preds = bundle.predict(image, top_k=args.top_k)
@@ -76,9 +90,15 @@ def inspect_bundle(args: argparse.Namespace) -> dict[str, Any]:
     """Verify a bundle and summarise its manifest."""
     from ghost_deploy.bundle.runtime import Bundle
 
-    with Bundle.open(args.bundle) as bundle:
-        manifest = bundle.manifest
-    return {"bundle": str(args.bundle), "manifest": manifest, "human_summary": summarise(manifest)}
+    with Bundle.open(args.bundle, warn=False) as bundle:
+        manifest, warnings = bundle.manifest, bundle.warnings
+    summary = "\n".join([summarise(manifest), *(f"warning: {w}" for w in warnings)])
+    return {"bundle": str(args.bundle), "manifest": manifest, "warnings": warnings, "human_summary": summary}
+
+
+def _warn(warnings: list[str]) -> None:
+    for text in warnings:
+        print(f"warning: {text}", file=sys.stderr)
 
 
 def summarise(m: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ghost_deploy.cli import flags
-from ghost_deploy.config import ExportConfig, PrecisionConfig
+from ghost_deploy.config import MAX_BATCH, ExportConfig, PrecisionConfig
 from ghost_deploy.targets import ENGINE_TARGETS, INT8_TARGETS, NAMES
 from ghost_deploy.targets import target as target_of
 
@@ -25,7 +25,12 @@ def fill_export_parser(p: argparse.ArgumentParser) -> None:
         help="the artifact (default <model stem>.<target>.onnx beside MODEL); the report is PATH.json",
     )
     b = p.add_mutually_exclusive_group()
-    b.add_argument("--batch", type=flags.int_at_least(1), metavar="N", help="fixed batch size (default 1)")
+    b.add_argument(
+        "--batch",
+        type=flags.int_at_least(1, MAX_BATCH),
+        metavar="N",
+        help=f"fixed batch size (default 1, at most {MAX_BATCH})",
+    )
     b.add_argument("--dynamic-batch", metavar="MIN:OPT:MAX", help="dynamic batch dimension with this range")
     p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset (default 17, at least 13)")
     p.add_argument(
@@ -45,6 +50,10 @@ def fill_export_parser(p: argparse.ArgumentParser) -> None:
 def run_export(args: argparse.Namespace) -> dict[str, Any]:
     """The export job for any target; `--pack` then bundles what it wrote."""
     cfg = flags.export_config(args, ["ghost-export", *args.argv])
+    if args.pack is not None:  # a read-only or taken bundle path is refused before the export, not after
+        from ghost_deploy.cli.bundle import check_pack_destination
+
+        check_pack_destination(args.pack)
     if target_of(cfg.target).is_engine:
         from ghost_deploy.stages.export_engine import export_engine
 
@@ -99,6 +108,7 @@ def run_verify(args: argparse.Namespace) -> dict[str, Any]:
         eval_limit=args.eval_limit,
         tolerances=flags.tolerances(args, precision),
         trust=args.trust_checkpoint,
+        allow_nonfinite_weights=args.allow_nonfinite_weights,
         output=args.output,
         command=["ghost-deploy", "verify", *args.argv],
     )

@@ -12,15 +12,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ghost_deploy.config import (
+    MAX_INPUT_SIZE,
+    MAX_SAMPLES,
     BatchSpec,
     EngineOptions,
     ExportConfig,
     Overrides,
     PrecisionConfig,
     Tolerances,
+    check_number,
     parse_dynamic_batch,
 )
 from ghost_deploy.errors import InputError
+from ghost_deploy.fileio import read_bytes_limited
 from ghost_deploy.targets import CALIBRATION_METHODS, precision_of
 from ghost_deploy.targets import target as target_of
 
@@ -31,8 +35,8 @@ def common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks on errors")
 
 
-def int_at_least(low: int) -> Callable[[str], int]:
-    """An argparse type: an integer of at least `low`."""
+def int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer of at least `low` (and at most `high`), checked before anything is allocated."""
 
     def parse(text: str) -> int:
         try:
@@ -41,9 +45,15 @@ def int_at_least(low: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high}, got {value}")
         return value
 
     return parse
+
+
+MAX_CLASSES = 1_000_000
+MAX_RESIZE = 4096  # the same bound as Preprocessing's
 
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
@@ -51,20 +61,28 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     from ghost_deploy.model.variants import VARIANTS
 
     g.add_argument("--arch", help=f"variant name: {', '.join(VARIANTS)} (inferred from the keys when absent)")
-    g.add_argument("--num-classes", type=int_at_least(1), metavar="N")
+    g.add_argument("--num-classes", type=int_at_least(1, MAX_CLASSES), metavar="N")
     g.add_argument(
-        "--input-size", type=int_at_least(1), metavar="N", help="square input size, divisible by 32 (V2/V3: >= 64)"
+        "--input-size",
+        type=int_at_least(1, MAX_INPUT_SIZE),
+        metavar="N",
+        help=f"square input size, divisible by 32 (V2/V3: >= 64; at most {MAX_INPUT_SIZE})",
     )
     g.add_argument("--mean", metavar="R,G,B", help="normalisation mean (on 0..1 pixels)")
     g.add_argument("--std", metavar="R,G,B", help="normalisation std")
-    g.add_argument("--resize", type=int_at_least(1), metavar="N", help="resize the shorter side to N")
-    g.add_argument("--crop", type=int_at_least(1), metavar="N", help="centre crop (equals the input size)")
+    g.add_argument("--resize", type=int_at_least(1, MAX_RESIZE), metavar="N", help="resize the shorter side to N")
+    g.add_argument("--crop", type=int_at_least(1, MAX_RESIZE), metavar="N", help="centre crop (equals the input size)")
     g.add_argument("--interpolation", choices=("bilinear", "bicubic"))
     g.add_argument("--labels", type=Path, metavar="FILE", help="class names, one per line")
     g.add_argument(
         "--trust-checkpoint",
         action="store_true",
         help="allow a pickled nn.Module or TorchScript file (unpickling can run arbitrary code)",
+    )
+    g.add_argument(
+        "--allow-nonfinite-weights",
+        action="store_true",
+        help="load a checkpoint whose weights hold NaN or Inf (refused by default: its outputs cannot verify)",
     )
 
 
@@ -79,7 +97,7 @@ def add_verify_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--eval-limit",
-        type=int_at_least(1),
+        type=int_at_least(1, MAX_SAMPLES),
         default=500,
         metavar="N",
         help="use a seeded subset of at most N images (default 500)",
@@ -104,7 +122,7 @@ def add_precision_flags(p: argparse.ArgumentParser) -> None:
         help="calibration images (a folder, searched recursively) or an .npy/.npz of preprocessed "
         "batches; default: the shipped model's calibration split",
     )
-    g.add_argument("--calib-size", type=int_at_least(1), metavar="N", help="a seeded subset of N inputs")
+    g.add_argument("--calib-size", type=int_at_least(1, MAX_SAMPLES), metavar="N", help="a seeded subset of N inputs")
     g.add_argument(
         "--calib-method",
         choices=CALIBRATION_METHODS,
@@ -181,9 +199,10 @@ def overrides(args: argparse.Namespace) -> Overrides:
     labels = None
     if args.labels is not None:
         try:
-            labels = tuple(line.strip() for line in args.labels.read_text().splitlines() if line.strip())
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read --labels {args.labels}: {exc}") from None
+            text = read_bytes_limited(args.labels, 64 << 20, "--labels").decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"cannot read --labels {args.labels}: not UTF-8 text ({exc.reason})") from None
+        labels = tuple(line.strip() for line in text.splitlines() if line.strip())
     return Overrides(
         arch=args.arch,
         num_classes=args.num_classes,
@@ -212,6 +231,7 @@ def tolerances(args: argparse.Namespace, precision: str = "fp32") -> Tolerances:
 
 def precision_config(args: argparse.Namespace) -> PrecisionConfig:
     """How to calibrate and quantize, from the precision flags (the target's default calibration)."""
+    check_number(args.max_accuracy_drop, "--max-accuracy-drop (points)", 0.0, 100.0)
     return PrecisionConfig(
         calib_method=args.calib_method or target_of(args.target).calibration or "minmax",
         percentile=args.percentile,
@@ -276,4 +296,5 @@ def export_config(args: argparse.Namespace, command: Sequence[str]) -> ExportCon
         precision=precision_config(args),
         precision_tolerances=precision_tolerances(args),
         engine=engine_options(args) if hasattr(args, "int8_mode") else EngineOptions(),
+        allow_nonfinite_weights=args.allow_nonfinite_weights,
     )

@@ -8,15 +8,17 @@ imports neither onnx nor onnxruntime.
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
+import signal
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ghost_deploy.cli import bundle, doctor, export, profile
 from ghost_deploy.cli.summary import summary
-from ghost_deploy.errors import EXIT_FAILURE, EXIT_OK, GhostDeployError, VerificationFailed
+from ghost_deploy.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, GhostDeployError, VerificationFailed
+from ghost_deploy.fileio import strict_json
 from ghost_deploy.version import __version__
 
 EXIT_CODES = """exit codes:
@@ -24,7 +26,8 @@ EXIT_CODES = """exit codes:
   1  unexpected failure
   2  bad input or usage
   3  missing optional dependency (the message names the extra to install)
-  4  a verification or accuracy gate failed (the report is still written)"""
+  4  a verification or accuracy gate failed (the artifact is not moved into place; its report is written)
+130  interrupted (Ctrl-C); 143: terminated (SIGTERM); nothing half-written is left"""
 
 # name, fill(parser), one line of help
 COMMANDS: tuple[tuple[str, Callable[[argparse.ArgumentParser], None], str], ...] = (
@@ -75,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None, prog: str) -> int:
     args = parser.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
+    with _sigterm_unwinds():
+        return _run(args, prog)
+
+
+def _run(args: argparse.Namespace, prog: str) -> int:
     try:
         _simulation_notice(prog)
         report = args.handler(args)
@@ -86,8 +94,16 @@ def _dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None, prog:
     except GhostDeployError as exc:
         return _fail(prog, exc, args.verbose)
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted; nothing half-written was left", file=sys.stderr)
         return 130
+    except (PermissionError, IsADirectoryError, NotADirectoryError) as exc:  # a path the user gave, unreadable
+        if args.verbose:
+            traceback.print_exc()
+        print(
+            f"{prog}: error: cannot access {exc.filename}: {exc.strerror}; check the path and its permissions",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     except Exception as exc:  # the last resort: one line, traceback with -v
         if args.verbose:
             traceback.print_exc()
@@ -113,7 +129,30 @@ def _render(report: dict[str, Any], as_json: bool, args: argparse.Namespace) -> 
         from ghost_deploy.cli.doctor import render_selftest
 
         text = render_selftest(report)
-    return json.dumps(report, indent=2) if as_json else text if isinstance(text, str) else summary(report)
+    return strict_json(report) if as_json else text if isinstance(text, str) else summary(report)
+
+
+class Terminated(SystemExit):
+    """SIGTERM, raised where the main thread is, so that every `finally` removes what the run had staged."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """While a command runs, SIGTERM unwinds the stack like Ctrl-C does (exit 143) instead of killing outright."""
+
+    def terminate(signum: int, frame: object) -> None:
+        print("interrupted by SIGTERM; nothing half-written is left", file=sys.stderr)
+        raise Terminated(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread: leave the process's handling alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _fail(prog: str, exc: GhostDeployError, verbose: bool) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ghost_deploy import optional
+from ghost_deploy.config import MAX_BATCH
 from ghost_deploy.errors import InputError
 from ghost_deploy.fileio import check_writable, write_json_atomic
 from ghost_deploy.profiling.stats import CV_THRESHOLD_CPU, CV_THRESHOLD_GPU, LoopConfig
@@ -18,13 +19,13 @@ if TYPE_CHECKING:
 
 
 def parse_batches(text: str) -> tuple[int, ...]:
-    """`8` or a sweep `1,2,4,8`: positive integers."""
+    """`8` or a sweep `1,2,4,8`: positive integers of at most MAX_BATCH, checked before anything is allocated."""
     try:
         values = tuple(int(v) for v in text.split(","))
     except ValueError:
         raise InputError(f"--batch {text!r}: expected a positive integer or a list such as 1,2,4,8") from None
-    if not values or min(values) < 1:
-        raise InputError(f"--batch {text!r}: batch sizes must be at least 1")
+    if not values or min(values) < 1 or max(values) > MAX_BATCH:
+        raise InputError(f"--batch {text!r}: batch sizes must be at least 1 and at most {MAX_BATCH}")
     return values
 
 

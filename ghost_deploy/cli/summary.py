@@ -36,9 +36,10 @@ def summary(report: dict[str, Any]) -> str:
             acc = f", top-1 {m['candidate_top1']:.2%} (reference {m['reference_top1']:.2%})"
         lines.append(
             f"verification {'PASSED' if ver['passed'] else 'FAILED'} on {m['samples']} inputs "
-            f"({ver['data'].get('what', ver['data']['kind'])}): max abs error {m['max_abs_error']:.2e}, "
-            f"cosine {m['cosine_min']:.6f}, top-1 agreement {m['top1_agreement']:.2%}{acc}"
+            f"({ver['data'].get('what', ver['data']['kind'])}): max abs error {number(m['max_abs_error'], '.2e')}, "
+            f"cosine {number(m['cosine_min'], '.6f')}, top-1 agreement {m['top1_agreement']:.2%}{acc}"
         )
+        lines += [f"  failed: {f}" for f in ver.get("failures", [])]
         if ver["data"].get("note"):
             lines.append(f"note: {ver['data']['note']}")
     pver = report.get("precision_verification")
@@ -47,8 +48,10 @@ def summary(report: dict[str, Any]) -> str:
         acc = f", top-1 {m['candidate_top1']:.2%} (FP32 {m['reference_top1']:.2%})" if "candidate_top1" in m else ""
         lines.append(
             f"{report['target']} preview {'PASSED' if pver['passed'] else 'FAILED'} against the FP32 ONNX on "
-            f"{m['samples']} inputs: top-1 agreement {m['top1_agreement']:.2%}, cosine {m['cosine_mean']:.5f}{acc}"
+            f"{m['samples']} inputs: top-1 agreement {m['top1_agreement']:.2%}, "
+            f"cosine {number(m['cosine_mean'], '.5f')}{acc}"
         )
+        lines += [f"  failed: {f}" for f in pver.get("failures", [])]
     auto = report.get("precision", {}).get("calibration", {}).get("auto_exclude")
     if auto:
         lines.append(
@@ -66,4 +69,11 @@ def summary(report: dict[str, Any]) -> str:
         lines.append("steps: " + ", ".join(f"{s['name']} {s['seconds']:.2f} s" for s in steps))
     if "artifact" in report:
         lines.append(f"report: {report['artifact']['path']}.json")
+    if "failed_run" in report:
+        lines.append(f"note: {report['failed_run']['note']}")
     return "\n".join(lines)
+
+
+def number(value: object, spec: str) -> str:
+    """A metric formatted with `spec`, or 'n/a' when it could not be computed (None)."""
+    return format(value, spec) if isinstance(value, (int, float)) else "n/a"

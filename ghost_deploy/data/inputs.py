@@ -1,6 +1,7 @@
 """Input sources: real images from a folder, arrays from .npy/.npz, or seeded random data.
 
-Every source yields `Sample`s; `batches` groups them into feeds `{input name: array}` for any runner.
+Every source yields `Sample`s, one at a time (arrays stream too: `data.arrays`); `batches` groups them into
+feeds `{input name: array}` for any runner.
 Verification, profiling and calibration all read through here, with the model's own preprocessing.
 """
 
@@ -145,50 +146,12 @@ def _stack(buf: list[Sample], input_name: str, size: int) -> Batch:
     return Batch({input_name: np.stack(arrays).astype(np.float32, copy=False)}, [s.label for s in buf], len(buf))
 
 
-@dataclasses.dataclass
-class ArrayFile:
-    """Preprocessed inputs from an .npy (N x 3 x S x S) or .npz (every array concatenated), float32."""
-
-    path: Path
-    shape: tuple[int, int, int]
-    limit: int | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        try:
-            loaded = np.load(self.path, allow_pickle=False)
-            arrays = [loaded[k] for k in loaded.files] if isinstance(loaded, np.lib.npyio.NpzFile) else [loaded]
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read {self.path} as .npy/.npz: {exc}") from None
-        for arr in arrays:
-            if arr.ndim != 4 or tuple(arr.shape[1:]) != self.shape or arr.dtype.kind != "f":
-                raise InputError(
-                    f"{self.path} holds an array of shape {arr.shape} and dtype {arr.dtype}; expected "
-                    f"float N x {' x '.join(map(str, self.shape))} (preprocessed, NCHW)"
-                )
-        data = np.concatenate(arrays).astype(np.float32)
-        if not np.isfinite(data).all():
-            raise InputError(f"{self.path} contains NaN or Inf values; calibration data must be finite")
-        if self.limit is not None and len(data) > self.limit:
-            data = data[np.sort(np.random.default_rng(self.seed).choice(len(data), self.limit, replace=False))]
-        self.data = data
-
-    def digest(self) -> str:
-        """sha256 of the arrays used."""
-        return hashlib.sha256(self.data.tobytes()).hexdigest()
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __iter__(self) -> Iterator[Sample]:
-        for i, arr in enumerate(self.data):
-            yield Sample(arr, None, f"{self.path.name}[{i}]")
-
-
 def calibration_samples(
     path: Path, info: Any, size: int | None, seed: int = 0
 ) -> tuple[Iterable[Sample], dict[str, Any]]:
     """Calibration inputs from a folder of images or an .npy/.npz, and their description for the report."""
+    from ghost_deploy.data.arrays import ArrayFile
+
     if not path.exists():
         raise InputError(f"calibration data {path} does not exist; pass --calib DIR or an .npy/.npz file")
     source: ImageFolder | ArrayFile

@@ -17,7 +17,7 @@ from ghost_deploy import optional
 from ghost_deploy.config import Overrides
 from ghost_deploy.data.preprocess import Preprocessing
 from ghost_deploy.errors import CheckpointError, InputError
-from ghost_deploy.fileio import atomic_path
+from ghost_deploy.fileio import atomic_path, open_regular
 from ghost_deploy.model.info import METADATA_KEY, ModelInfo, apply_overrides
 from ghost_deploy.model.variants import FAMILY_PREFIX, VARIANTS, check_input_size, variant_for_width
 
@@ -54,9 +54,41 @@ class LoadedModel:
     checkpoint_form: str  # e.g. "state_dict", "state_dict under 'model', module. prefix", "pickled module"
 
 
-def load_model(path: Path, overrides: Overrides | None = None, *, trust: bool = False) -> LoadedModel:
-    """Load a checkpoint into an eval-mode model, with its architecture from metadata, flags or shapes."""
-    overrides = overrides or Overrides()
+def load_model(
+    path: Path, overrides: Overrides | None = None, *, trust: bool = False, allow_nonfinite: bool = False
+) -> LoadedModel:
+    """Load a checkpoint into an eval-mode model, with its architecture from metadata, flags or shapes.
+
+    Weights or buffers holding NaN or Inf are refused (CheckpointError, exit 2) unless `allow_nonfinite`:
+    such a model's outputs are not numbers, and no verification of them means anything.
+    """
+    loaded = _load_model(path, overrides or Overrides(), trust)
+    if not allow_nonfinite:
+        check_finite_weights(loaded.module, path)
+    return loaded
+
+
+def check_finite_weights(module: torch.nn.Module, path: Path) -> None:
+    """CheckpointError naming the tensors of `module` (parameters and buffers) that hold NaN or Inf."""
+    torch = optional.torch()
+    bad: list[str] = []
+    count = 0
+    for name, tensor in (*module.named_parameters(), *module.named_buffers()):
+        if tensor.is_floating_point():
+            finite = torch.isfinite(tensor.detach())
+            if not bool(finite.all()):
+                bad.append(name)
+                count += int((~finite).sum())
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise CheckpointError(
+            f"{path} holds {count} non-finite weights (NaN or Inf) in {len(bad)} tensors: {', '.join(bad[:3])}{more}; "
+            "its outputs cannot be verified. Fix the file (or the training run that wrote it), or pass "
+            "--allow-nonfinite-weights to load it anyway"
+        )
+
+
+def _load_model(path: Path, overrides: Overrides, trust: bool) -> LoadedModel:
     torch = optional.torch()
     _check_file(path)
     obj = _torch_load(torch, path, trust)
@@ -104,10 +136,18 @@ def _check_file(path: Path) -> None:
         raise InputError(f"model file {path} does not exist; check the path")
     if path.is_dir():
         raise InputError(f"model path {path} is a directory; give a .pt/.pth checkpoint or an .onnx file")
+    with open_regular(path, "model file"):  # a FIFO or device: refused instead of blocking; unreadable: exit 2
+        pass
+
+
+# A checkpoint's archive may declare at most this much once unpacked, and at most MAX_EXPANSION times its own
+# size: torch.save stores tensors uncompressed, so a larger promise is a zip bomb. Checked before torch reads it.
+MAX_CHECKPOINT_BYTES = 4 << 30
+MAX_EXPANSION = 20
 
 
 def _looks_like_torch_file(path: Path) -> bool:
-    with path.open("rb") as fh:
+    with open_regular(path, "model file") as fh:
         head = fh.read(4)
     # torch.save writes a zip; legacy files and plain pickles start with the PROTO opcode 0x80, protocol 2-5
     return head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
@@ -120,9 +160,27 @@ def _is_torchscript(path: Path) -> bool:
         return any("/code/" in name or name.endswith("constants.pkl") for name in zf.namelist())
 
 
+def check_archive_sizes(path: Path) -> None:
+    """Refuse a zip checkpoint whose declared unpacked size is beyond the bounds (a zip bomb), before loading it."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            declared = sum(info.file_size for info in zf.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (corrupt: {_first_line(exc)})") from None
+    size = path.stat().st_size
+    if declared > MAX_CHECKPOINT_BYTES or declared > MAX_EXPANSION * size + (64 << 20):
+        raise CheckpointError(
+            f"{path} declares {declared / 1e9:.1f} GB once unpacked from {size / 1e6:.1f} MB (limit "
+            f"{MAX_CHECKPOINT_BYTES / 1e9:.1f} GB, and {MAX_EXPANSION}x the file): a zip bomb or a corrupt file, "
+            "refused before loading; torch.save writes tensors uncompressed"
+        )
+
+
 def _torch_load(torch: Any, path: Path, trust: bool) -> Any:
     if not _looks_like_torch_file(path):
         raise CheckpointError(f"{path} is not a PyTorch checkpoint (no zip or pickle header); give a .pt/.pth file")
+    if zipfile.is_zipfile(path):
+        check_archive_sizes(path)
     torchscript = _is_torchscript(path)
     try:
         if torchscript and trust:

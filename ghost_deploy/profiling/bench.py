@@ -111,7 +111,7 @@ def _export_config(target: str, out: Path, cfg: BenchConfig) -> ExportConfig:
 
 
 def _build(source: Source, model: Path, target: str, cfg: BenchConfig, work: Path) -> dict[str, Any]:
-    """Export one target from the open source; a failed accuracy gate still yields the artifact."""
+    """Export one target from the open source; a failed accuracy gate still yields the artifact (its failed name)."""
     out = work / f"{model.stem}.{target}.onnx"
     _say(f"[bench] building {target} ...")
     try:
@@ -119,7 +119,7 @@ def _build(source: Source, model: Path, target: str, cfg: BenchConfig, work: Pat
         return {"artifact": out, "report": result.report, "gate": "passed"}
     except VerificationFailed as exc:
         rep = getattr(exc.result, "report", {})
-        return {"artifact": out, "report": rep, "gate": f"failed: {exc}"}
+        return {"artifact": getattr(exc.result, "artifact", None), "report": rep, "gate": f"failed: {exc}"}
     except GhostDeployError as exc:
         if target == "onnx":
             raise

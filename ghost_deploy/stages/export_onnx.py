@@ -1,8 +1,9 @@
 """The ONNX targets of `ghost-export`: the source's FP32 ONNX -> the target's precision -> written and verified.
 
 `export_model` is the whole job for one ONNX target; `export_from_source` makes one artifact from a source
-that is already open, so that an engine build makes the ONNX it needs from the same load and export. Files
-are written atomically; the report beside the artifact is written even when verification fails (exit 4).
+that is already open, so that an engine build makes the ONNX it needs from the same load and export. An
+artifact exists only when it passed: it is staged beside the destination, verified, and moved into place with
+its report; a failed gate leaves the destination as it was and writes `x.failed.onnx` and its report (exit 4).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from ghost_deploy.backends.onnxruntime import OnnxRuntimeRunner
 from ghost_deploy.config import ExportConfig, Tolerances
 from ghost_deploy.data.inputs import Sample, batches, calibration_samples
 from ghost_deploy.errors import InputError, VerificationFailed
-from ghost_deploy.fileio import check_writable, write_bytes_atomic
+from ghost_deploy.fileio import check_writable, strict_json
 from ghost_deploy.precision.build import PrecisionResult, build_precision
-from ghost_deploy.report import Steps, file_entry, new_report, report_path, write_report
+from ghost_deploy.report import Steps, file_entry, new_report, report_path
+from ghost_deploy.stages.outputs import StagedOutput, failed_path, output_lock, remove_files
 from ghost_deploy.stages.source import Source, open_source, verify_fp32
 from ghost_deploy.targets import target as target_of
 from ghost_deploy.verify import compare_runners, verification_record
@@ -57,7 +59,10 @@ def check_output(model_path: Path, artifact: Path) -> None:
 
 
 def export_model(model_path: Path, cfg: ExportConfig, steps: Steps | None = None) -> ExportResult:
-    """Run the whole `ghost-export` job for an ONNX target; raises VerificationFailed (after writing) on failure."""
+    """Run the whole `ghost-export` job for an ONNX target; raises VerificationFailed (after writing) on failure.
+
+    The output is locked for the whole job: a second run to the same output is refused at once (exit 2).
+    """
     steps = steps or Steps()
     if target_of(cfg.target).is_engine:
         raise InputError(f"target {cfg.target!r} is a TensorRT engine; use stages.export_engine for it")
@@ -65,13 +70,26 @@ def export_model(model_path: Path, cfg: ExportConfig, steps: Steps | None = None
         raise InputError(f"model file {model_path} does not exist; check the path")
     artifact = cfg.output or default_output(model_path, cfg.target)
     check_output(model_path, artifact)
-    source = open_source(model_path, cfg, steps)
-    return export_from_source(source, cfg.replace(output=artifact), steps)
+    with output_lock(artifact):
+        source = open_source(model_path, cfg, steps)
+        return _export_locked(source, cfg.replace(output=artifact), steps)
 
 
 def export_from_source(source: Source, cfg: ExportConfig, steps: Steps) -> ExportResult:
-    """Make `cfg.target`'s artifact at `cfg.output` from an open source, write it and its report, verify both."""
+    """Make `cfg.target`'s artifact at `cfg.output` from an open source, verify it, and only then move it into place.
+
+    The artifact, its calibration cache and its report are written to temporaries beside the destination and
+    verified from there. When every gate passes they are renamed into place together; when a gate fails they
+    go to the failed names (`x.failed.onnx`, `x.failed.onnx.json`) and VerificationFailed is raised; an
+    interrupted or crashed run removes them. Either way the destination stays as it was unless the run passed.
+    """
     assert cfg.output is not None  # for mypy: every caller decides the output first
+    with output_lock(cfg.output):
+        return _export_locked(source, cfg, steps)
+
+
+def _export_locked(source: Source, cfg: ExportConfig, steps: Steps) -> ExportResult:
+    assert cfg.output is not None
     artifact, target = cfg.output, target_of(cfg.target)
     report = new_report(list(cfg.command), target.name)
     report.update(source.facts)
@@ -82,26 +100,50 @@ def export_from_source(source: Source, cfg: ExportConfig, steps: Steps) -> Expor
             built = build_precision(source.fp32, target.name, cfg.precision, samples)
         final = built.model
         report["precision"] = built.report
-    with steps.step("write", f"writing {artifact}"):
-        write_bytes_atomic(artifact, final.SerializeToString())
-        if built is not None and built.cache is not None:
-            write_bytes_atomic(cache_path(artifact), built.cache)
-    report["artifact"] = file_entry(artifact)
-    if built is not None and built.cache is not None:
-        report["cache"] = file_entry(cache_path(artifact))
-    _describe_model(report, source, final, artifact)
-    report["verification"] = verify_fp32(source, cfg.tolerances, steps)
-    passed = bool(report["verification"]["passed"])
-    if built is not None:
-        tol = cfg.precision_tolerances or Tolerances.for_precision(target.precision)
-        passed = _verify_preview(source, built, tol, steps, report) and passed
-    report["steps"] = steps.timings
-    report["status"] = "ok" if passed else "verification_failed"
-    path = write_report(artifact, report)
-    result = ExportResult(artifact, path, report, passed)
+    with StagedOutput() as staged:
+        with steps.step("write", f"writing {artifact} (moved into place once verified)"):
+            tmp = staged.write_bytes(artifact, final.SerializeToString())
+            if built is not None and built.cache is not None:
+                staged.write_bytes(cache_path(artifact), built.cache)
+        _describe_model(report, source, final, artifact, tmp)
+        report["verification"] = verify_fp32(source, cfg.tolerances, steps)
+        passed = bool(report["verification"]["passed"])
+        if built is not None:
+            tol = cfg.precision_tolerances or Tolerances.for_precision(target.precision)
+            passed = _verify_preview(source, built, tol, steps, report) and passed
+        report["steps"] = steps.timings
+        report["status"] = "ok" if passed else "verification_failed"
+        return _commit(staged, report, artifact, built is not None and built.cache is not None, passed)
+
+
+def _commit(staged: StagedOutput, report: dict[str, Any], artifact: Path, cache: bool, passed: bool) -> ExportResult:
+    """Record where the files end up, write the report, move everything into place (or to the failed names)."""
+    where = artifact if passed else failed_path(artifact)
+    report["artifact"] = {**file_entry(staged.temp(artifact)), "path": str(where)}
+    if cache:
+        report["cache"] = {**file_entry(staged.temp(cache_path(artifact))), "path": str(cache_path(where))}
+    if not passed:
+        report["failed_run"] = {
+            "destination": str(artifact),
+            "note": f"a gate failed: {artifact} was left as it was; this report and the artifact it describes "
+            f"are {report_path(where).name} and {where.name}",
+        }
+    staged.write_bytes(report_path(artifact), (strict_json(report) + "\n").encode())
+    moved = staged.commit(lambda final: final if passed else _failed_name(final, artifact, where))
+    if passed:  # a failed copy left by an earlier run would contradict what is now in place
+        failed = failed_path(artifact)
+        remove_files(
+            [_failed_name(p, artifact, failed) for p in (artifact, report_path(artifact), cache_path(artifact))]
+        )
+    result = ExportResult(moved.get(artifact, where), report_path(where), report, passed)
     if not passed:
         raise VerificationFailed(_failure_message(report), result)
     return result
+
+
+def _failed_name(final: Path, artifact: Path, failed: Path) -> Path:
+    """`x.onnx.json` -> `x.failed.onnx.json`: a companion follows its artifact to the failed name."""
+    return failed.with_name(failed.name + final.name[len(artifact.name) :])
 
 
 def calibration_data(source: Source, cfg: ExportConfig, report: dict[str, Any]) -> Iterable[Sample] | None:
@@ -121,7 +163,10 @@ def calibration_data(source: Source, cfg: ExportConfig, report: dict[str, Any]) 
     return samples
 
 
-def _describe_model(report: dict[str, Any], source: Source, model: onnx.ModelProto, artifact: Path) -> None:
+def _describe_model(
+    report: dict[str, Any], source: Source, model: onnx.ModelProto, artifact: Path, written: Path
+) -> None:
+    """The model, configuration, I/O (read by ONNX Runtime from the file written) and preprocessing."""
     info = source.info.to_dict()
     base = source.path.parent
     info["data"] = {
@@ -129,7 +174,7 @@ def _describe_model(report: dict[str, Any], source: Source, model: onnx.ModelPro
     }
     report["model"] = info
     report["config"] = {"opset": opset_of(model), "batch": source.batch.to_dict()}
-    with OnnxRuntimeRunner(model.SerializeToString()) as runner:
+    with OnnxRuntimeRunner(written) as runner:  # the bytes on disk load: a short write would fail here
         report["io"] = {
             "inputs": [s.to_dict() for s in runner.input_specs()],
             "outputs": [s.to_dict() for s in runner.output_specs()],

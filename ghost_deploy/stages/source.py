@@ -19,10 +19,10 @@ import numpy as np
 import onnx
 
 from ghost_deploy.backends.base import INPUT_NAME, Runner, TensorSpec
-from ghost_deploy.backends.onnx.files import input_dims, load_onnx
+from ghost_deploy.backends.onnx.files import check_finite_initializers, input_dims, load_onnx
 from ghost_deploy.backends.onnx.simplify import op_counts
 from ghost_deploy.backends.onnxruntime import OnnxRuntimeRunner
-from ghost_deploy.config import BatchSpec, ExportConfig, Overrides, Tolerances
+from ghost_deploy.config import BatchSpec, ExportConfig, Overrides, Tolerances, check_batch_memory
 from ghost_deploy.data.inputs import Sample, batches
 from ghost_deploy.data.preprocess import Preprocessing
 from ghost_deploy.errors import InputError, VerificationFailed
@@ -72,6 +72,8 @@ def open_source(path: Path, cfg: ExportConfig, steps: Steps) -> Source:
     facts: dict[str, Any] = {"input": file_entry(path) if path.is_file() else {"path": str(path)}}
     if path.suffix.lower() == ".onnx":
         model = _load_checked(path, steps)
+        if not cfg.allow_nonfinite_weights:
+            check_finite_initializers(model, path)
         info = info_from_onnx(model, path, cfg.overrides)
         dims = input_dims(model)
         batch = cfg.batch or (BatchSpec(fixed=dims[0]) if dims[0] else BatchSpec(None, (1, 1, 1)))
@@ -79,7 +81,10 @@ def open_source(path: Path, cfg: ExportConfig, steps: Steps) -> Source:
         data = eval_data(info, path.parent, cfg.eval_dir, cfg.eval_limit, cfg.seed)
     else:
         batch = cfg.batch or BatchSpec()
-        reference = load_reference(path, cfg.overrides, cfg.trust, batch, steps, facts)
+        reference = load_reference(
+            path, cfg.overrides, cfg.trust, batch, steps, facts, allow_nonfinite=cfg.allow_nonfinite_weights
+        )
+        check_batch_memory(batch, reference.info.input_size)
         data = eval_data(reference.info, path.parent, cfg.eval_dir, cfg.eval_limit, cfg.seed)
         fused = _reparameterize_if_needed(reference.module, data, steps, facts)
         if fused is not reference.module:
@@ -89,16 +94,28 @@ def open_source(path: Path, cfg: ExportConfig, steps: Steps) -> Source:
 
 
 def load_reference(
-    path: Path, overrides: Overrides, trust: bool, batch: BatchSpec, steps: Steps, facts: dict[str, Any] | None = None
+    path: Path,
+    overrides: Overrides,
+    trust: bool,
+    batch: BatchSpec,
+    steps: Steps,
+    facts: dict[str, Any] | None = None,
+    *,
+    allow_nonfinite: bool = False,
 ) -> Reference:
-    """The reference for verification: a checkpoint's model on PyTorch, or an ONNX file on ONNX Runtime."""
+    """The reference for verification: a checkpoint's model on PyTorch, or an ONNX file on ONNX Runtime.
+
+    Non-finite weights are refused (exit 2) unless `allow_nonfinite`.
+    """
     if path.suffix.lower() == ".onnx":
         model = load_onnx(path)
+        if not allow_nonfinite:
+            check_finite_initializers(model, path)
         return Reference(info_from_onnx(model, path, overrides), OnnxRuntimeRunner(path), onnx_model=model)
     from ghost_deploy.model.checkpoint import load_model
 
     with steps.step("load", f"loading {path}") as rec:
-        loaded = load_model(path, overrides, trust=trust)
+        loaded = load_model(path, overrides, trust=trust, allow_nonfinite=allow_nonfinite)
         rec["note"] = f"{loaded.info.arch}, {loaded.info.num_classes} classes, {loaded.checkpoint_form}"
     if facts is not None:
         facts["checkpoint"] = {"form": loaded.checkpoint_form, "architecture_from": loaded.info.source}
@@ -236,7 +253,8 @@ def verify_fp32(source: Source, tol: Tolerances, steps: Steps) -> dict[str, Any]
     size = source.batch.example
     with steps.step("verify", f"comparing ONNX Runtime CPU with {reference.name}") as rec, reference, candidate:
         metrics = compare_runners(reference, candidate, batches(source.data, INPUT_NAME, size), record=recorded)
-        rec["note"] = f"max abs error {metrics['max_abs_error']:.2e} on {metrics['samples']} inputs"
+        err = metrics["max_abs_error"]
+        rec["note"] = f"max abs error {err if err is None else format(err, '.2e')} on {metrics['samples']} inputs"
     source.fp32_verification = verification_record(
         reference.name,
         candidate.name,

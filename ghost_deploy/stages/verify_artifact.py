@@ -32,12 +32,17 @@ def verify_artifact(
     eval_limit: int | None = 500,
     tolerances: Tolerances | None = None,
     trust: bool = False,
+    allow_nonfinite_weights: bool = False,
     output: Path | None = None,
     command: list[str] | None = None,
     steps: Steps | None = None,
 ) -> dict[str, Any]:
     """Compare an ONNX artifact or an engine with a reference checkpoint or ONNX; raises VerificationFailed on
-    failure. `tolerances` None: the defaults of the precision the artifact's own report names (else FP32)."""
+    failure. `tolerances` None: the defaults of the precision the artifact's own report names (else FP32).
+
+    Any non-finite output of either side fails (exit 4); a reference with non-finite weights is refused at
+    load (exit 2) unless `allow_nonfinite_weights`. The report (`output`) is strict JSON.
+    """
     steps = steps or Steps()
     overrides = overrides or Overrides()
     for path in (artifact, reference):
@@ -52,7 +57,7 @@ def verify_artifact(
     candidate = runner_for(artifact)
     with candidate:
         batch = _batch_of(candidate, model)
-    ref = load_reference(reference, overrides, trust, batch, steps)
+    ref = load_reference(reference, overrides, trust, batch, steps, allow_nonfinite=allow_nonfinite_weights)
     data = eval_data(ref.info, reference.parent, eval_dir, eval_limit)
     report = new_report(command or [], "verify")
     report.update(

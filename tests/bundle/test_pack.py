@@ -108,3 +108,62 @@ def test_pack_cli_json(artifacts: dict[str, Path], tmp_path: Path) -> None:
     proc = run_cli("pack", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "c"))
     assert proc.returncode == 2 and "does not exist" in proc.stderr
     assert not (tmp_path / "c").exists()
+
+
+# --- reliability (issue 13): what failed its gates is not packed unless asked, and then it says so ---
+
+
+def test_pack_refuses_a_failed_artifact_unless_allow_failed_and_then_everyone_warns(
+    tiny_exports: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ghost_deploy.bundle.runtime import FailedGateWarning, NonFiniteOutputError
+    from ghost_deploy.cli.main import main
+    from tests.helpers import DIGITS
+
+    failed = tiny_exports["failed"]  # nan.failed.onnx: NaN logits in class 3, its report says so
+    assert main(["pack", str(failed), "-o", str(tmp_path / "refused")]) == 4
+    err = capsys.readouterr().err
+    assert "did not pass its gates" in err and "--allow-failed" in err and not (tmp_path / "refused").exists()
+    out = tmp_path / "b.tar.gz"
+    assert main(["pack", str(failed), "-o", str(out), "--allow-failed"]) == 0
+    with pytest.warns(FailedGateWarning, match="packed anyway with --allow-failed"), Bundle.open(out) as bundle:
+        gate = bundle.manifest["artifacts"][0]["gate"]
+        assert gate["passed"] is False and gate["packed_with"] == "--allow-failed" and gate["why"]
+        with pytest.raises(NonFiniteOutputError, match=r"non-finite outputs .* classes \[3\]"):
+            bundle.predict(sorted((DIGITS / "test" / "3").glob("*.png"))[0])
+    capsys.readouterr()
+    assert main(["inspect", str(out)]) == 0
+    assert "warning: nan.failed.onnx did not pass its gates" in capsys.readouterr().out
+    image = sorted((DIGITS / "test" / "3").glob("*.png"))[0]
+    assert main(["run", str(out), str(image), "--json"]) == 4  # never 'nan' scores with exit 0
+    captured = capsys.readouterr()
+    assert "non-finite outputs" in captured.err and "nan" not in captured.out.lower()
+
+
+def test_pack_refuses_an_artifact_changed_after_its_report_unless_allow_failed(
+    tiny_exports: dict[str, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    art = tmp_path / "m.onnx"
+    shutil.copyfile(tiny_exports["good"], art)
+    shutil.copyfile(tiny_exports["good"].with_name("tiny.onnx.json"), tmp_path / "m.onnx.json")
+    import onnx
+
+    model = onnx.load(str(art))
+    model.doc_string = "changed after verification"
+    onnx.save(model, str(art))
+    with pytest.raises(InputError, match="sha256 differs from its report's"):
+        pack([art], tmp_path / "b")
+    report = pack([art], tmp_path / "b", allow_failed=True)
+    assert report["manifest"]["artifacts"][0]["gate"]["why"][0].startswith("m.onnx's sha256 differs")
+    assert any("did not pass its gates" in w for w in report["warnings"])
+
+
+def test_pack_onto_a_fifo_is_refused(tiny_exports: dict[str, Path], tmp_path: Path) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "b.tar.gz")
+    with pytest.raises(InputError, match="is a FIFO, not a regular file"):
+        pack([tiny_exports["good"]], tmp_path / "b.tar.gz", force=True)
+    assert (tmp_path / "b.tar.gz").is_fifo()

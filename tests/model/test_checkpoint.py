@@ -195,3 +195,49 @@ def test_missing_path_and_directory(tmp_path: Path) -> None:
         load_model(tmp_path / "nope.pt")
     with pytest.raises(InputError, match="is a directory"):
         load_model(tmp_path)
+
+
+# --- reliability (issue 13) ---
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), "all-nan"])
+def test_non_finite_weights_are_refused_unless_allowed(tmp_path: Path, net: GhostNet, value: object) -> None:
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    if value == "all-nan":
+        state = {k: v.fill_(float("nan")) if v.is_floating_point() else v for k, v in state.items()}
+    else:
+        state["classifier.weight"][2, 0] = value  # one weight of one class
+    torch.save(state, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match=r"non-finite weights \(NaN or Inf\).*--allow-nonfinite-weights"):
+        load_model(tmp_path / "bad.pt")
+    loaded = load_model(tmp_path / "bad.pt", allow_nonfinite=True)
+    assert not torch.isfinite(loaded.module.classifier.weight).all()
+
+
+def test_a_zip_bomb_checkpoint_is_refused_before_torch_allocates(tmp_path: Path, net: GhostNet) -> None:
+    """The archive's central directory promises 4.3 GB for data.pkl; the load runs under a 2 GB address limit."""
+    import struct
+
+    from tests.helpers import run_limited
+
+    torch.save(net.state_dict(), tmp_path / "ok.pt")
+    data = bytearray((tmp_path / "ok.pt").read_bytes())
+    entry = data.find(b"PK\x01\x02")  # the central directory's first record: data.pkl
+    assert data[entry + 46 : entry + 46 + struct.unpack_from("<H", data, entry + 28)[0]].endswith(b"data.pkl")
+    struct.pack_into("<I", data, entry + 24, 0xFFFF0000)  # its uncompressed size
+    (tmp_path / "bomb.pt").write_bytes(bytes(data))
+    code = (
+        "import sys; from pathlib import Path; from ghost_deploy.model.checkpoint import load_model\n"
+        "try:\n    load_model(Path(sys.argv[1]))\nexcept Exception as exc:\n    print(type(exc).__name__, exc)"
+    )
+    proc = run_limited(code, str(tmp_path / "bomb.pt"), memory=2 << 30)
+    assert proc.stdout.startswith("CheckpointError") and "zip bomb" in proc.stdout, proc.stdout + proc.stderr[-800:]
+
+
+def test_a_fifo_given_as_the_model_is_refused_not_waited_on(tmp_path: Path) -> None:
+    from tests.helpers import run_limited
+
+    os.mkfifo(tmp_path / "model.pt")
+    code = "import sys; from ghost_deploy.cli.main import export_main; sys.exit(export_main(sys.argv[1:]))"
+    proc = run_limited(code, str(tmp_path / "model.pt"), "-o", str(tmp_path / "m.onnx"), timeout=60)
+    assert proc.returncode == 2 and "is a FIFO, not a regular file" in proc.stderr

@@ -203,12 +203,12 @@ def test_precision_targets_and_their_preview_work_on_v2_and_v3(
         precision=PrecisionConfig(calib_method="minmax"),
     )
     try:
-        report = export_model(path, cfg).report
-    except VerificationFailed as exc:  # random weights may miss a gate; the report and artifact still exist
-        report = exc.result.report  # type: ignore[union-attr]
-    preview = report["precision_verification"]["metrics"]
+        result = export_model(path, cfg)
+    except VerificationFailed as exc:  # random weights may miss a gate; the failed artifact and report exist
+        result = exc.result  # type: ignore[assignment]
+    preview = result.report["precision_verification"]["metrics"]
     assert preview["samples"] == 24 and preview["cosine_mean"] > 0.5  # random weights: related, not accurate
-    ops = {n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node}
+    ops = {n.op_type for n in onnx.load(str(result.artifact)).graph.node}
     if target.endswith("int8"):
         assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
     else:
@@ -220,7 +220,9 @@ def test_a_v3_whose_fusion_changes_the_logits_exits_4_and_writes_nothing(tmp_pat
     bn = broken.blocks[3][0].ghost1.cheap_rpr_skip
     bn.running_var.fill_(float("nan"))  # a corrupt checkpoint: NaN statistics in one branch
     path = _checkpoint(tmp_path, broken, "ghostnetv3_050")
-    cfg = ExportConfig(eval_limit=8, output=tmp_path / "m.onnx")
+    with pytest.raises(CheckpointError, match="non-finite weights"):  # refused at load by default (exit 2)
+        export_model(path, ExportConfig(eval_limit=8, output=tmp_path / "m.onnx"))
+    cfg = ExportConfig(eval_limit=8, output=tmp_path / "m.onnx", allow_nonfinite_weights=True)
     with pytest.raises(VerificationFailed, match=r"re-parameterisation changed the logits.*nothing was exported"):
         export_model(path, cfg)
     assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "m.onnx.json").exists()

@@ -71,7 +71,10 @@ def test_default_entropy_failure_points_to_the_remedies(tmp_path: Path) -> None:
     )
     assert proc.returncode == 4, proc.stderr
     assert "--auto-exclude" in proc.stderr and "ghost-deploy sensitivity" in proc.stderr
-    assert onnx.load(str(out)) and Path(str(out) + ".json").exists()  # the report and artifact stay
+    # the destination stays empty; the failed artifact and its report are kept under the failed names
+    assert not out.exists() and not Path(str(out) + ".json").exists()
+    failed = tmp_path / "m.failed.onnx"
+    assert onnx.load(str(failed)) and json.loads(Path(str(failed) + ".json").read_text())["status"] != "ok"
 
 
 def test_unreadable_calibration_images_are_skipped_and_counted(tmp_path: Path) -> None:

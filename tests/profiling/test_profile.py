@@ -216,6 +216,7 @@ def test_cli_json_prints_the_report(tmp_path: Path) -> None:
         (["--duration-s", "0"], "--duration-s must be positive"),
         (["--provider", "NoSuch"], "'NoSuch' is not available here; available: "),
         (["--batch", "0"], "batch sizes must be at least 1"),
+        (["--batch", "1,100000"], "at most 1024"),  # refused before anything is allocated (issue 13)
         (["--batch", "2"], "fixed batch of 1"),
         (["--cuda-graph"], "--cuda-graph applies to TensorRT engines (.engine/.plan), not to t.onnx"),
         (["--no-data-transfers"], "--no-data-transfers applies to TensorRT engines"),

@@ -171,8 +171,13 @@ def _run_all(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, 
 def _check(
     node: onnx.NodeProto, got: np.ndarray, want: np.ndarray, rtol: float, atol: float, n: int
 ) -> Divergence | None:
-    err = float(np.abs(got.astype(np.float64) - want.astype(np.float64)).max(initial=0.0))
-    scale = float(np.abs(want).max(initial=0.0))
+    g, w = got.astype(np.float64), want.astype(np.float64)
+    g_finite, w_finite = np.isfinite(g), np.isfinite(w)
+    both = g_finite & w_finite
+    scale = float(np.abs(w[both]).max(initial=0.0))
+    if not np.array_equal(g_finite, w_finite):  # NaN or Inf on one side only: diverged, whatever the values
+        return Divergence(node.name or node.output[0], node.op_type, float("inf"), scale, n)
+    err = float(np.abs(g[both] - w[both]).max(initial=0.0))
     if err > atol + rtol * scale:
         return Divergence(node.name or node.output[0], node.op_type, err, scale, n)
     return None

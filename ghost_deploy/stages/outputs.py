@@ -1,0 +1,163 @@
+"""An artifact exists only when it passed: one lock per output, files staged beside it, moved into place at the end.
+
+`output_lock` makes concurrent runs to one output exclusive: the second is refused at once (exit 2, "busy").
+The lock is an advisory `flock` on `.NAME.lock` beside the output: the kernel releases it when its process
+ends in any way, so a lock left by a killed run never blocks the next one.
+
+`StagedOutput` writes an artifact and its companions (report, calibration cache) to temporaries beside their
+destinations; verification reads those temporaries; `commit` renames them into place, with SIGINT and SIGTERM
+held back for the few renames so that an interrupt cannot leave half of them. A run that fails its gates moves
+its files to the *failed* names instead (`NAME.failed.onnx`, `NAME.failed.onnx.json`), leaving the destination
+exactly as it was; a run that is interrupted or crashes removes its temporaries and leaves nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+
+from ghost_deploy.errors import InputError
+from ghost_deploy.fileio import check_regular_destination, remove_stale_temporaries, temp_beside, write_error
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks, runs are not made exclusive
+    fcntl = None  # type: ignore[assignment]
+
+
+def lock_path(output: Path) -> Path:
+    """The lock file of an output: `.NAME.lock` beside it."""
+    return output.with_name(f".{output.name}.lock")
+
+
+def failed_path(artifact: Path) -> Path:
+    """Where a run that failed its gates puts its artifact: `x.onnx` -> `x.failed.onnx` (`x` -> `x.failed`)."""
+    suffix = artifact.suffix
+    stem = artifact.name[: -len(suffix)] if suffix else artifact.name
+    return artifact.with_name(f"{stem}.failed{suffix}")
+
+
+@contextlib.contextmanager
+def output_lock(output: Path) -> Iterator[None]:
+    """Hold the exclusive lock of `output` for the block; InputError (exit 2) when another run holds it."""
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    path = lock_path(output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(output, exc) from None
+    fd = _locked_fd(path, output)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # while still holding it: a waiting run re-checks the inode it locked
+        os.close(fd)
+
+
+def _locked_fd(path: Path, output: Path) -> int:
+    """An open descriptor of the lock file, flock'ed; retries when the file was replaced in between."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise write_error(output, exc) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise InputError(
+                f"output {output} is busy: another ghost-deploy run is writing it (lock {path}); wait for it to "
+                "finish or choose another -o/--output"
+            ) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return fd
+        os.close(fd)  # the holder unlinked it as we opened it: lock the new one
+
+
+class StagedOutput:
+    """Temporaries for the files of one artifact, moved into place together by `commit`, else removed."""
+
+    def __init__(self) -> None:
+        self._temps: dict[Path, Path] = {}
+
+    def temp(self, final: Path) -> Path:
+        """The temporary that stands for `final` until commit (created empty, beside it)."""
+        if final not in self._temps:
+            check_regular_destination(final)
+            remove_stale_temporaries(final)
+            self._temps[final] = temp_beside(final)
+        return self._temps[final]
+
+    def write_bytes(self, final: Path, data: bytes) -> Path:
+        """Write `data` to the temporary of `final`; returns the temporary."""
+        tmp = self.temp(final)
+        try:
+            with tmp.open("wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise write_error(final, exc) from None
+        return tmp
+
+    def commit(self, destination: Callable[[Path], Path] = lambda final: final) -> dict[Path, Path]:
+        """Rename every temporary onto `destination(final)`, signals held back; returns final -> where it went."""
+        moved: dict[Path, Path] = {}
+        with _signals_held():
+            try:
+                for final, tmp in self._temps.items():
+                    target = destination(final)
+                    os.replace(tmp, target)
+                    moved[final] = target
+            except OSError as exc:
+                raise write_error(final, exc) from None
+            self._temps.clear()
+        return moved
+
+    def discard(self) -> None:
+        """Remove every temporary not yet committed."""
+        for tmp in self._temps.values():
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        self._temps.clear()
+
+    def __enter__(self) -> StagedOutput:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.discard()
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Block SIGINT and SIGTERM in this thread for the block; a signal that came meanwhile is delivered after."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - Windows
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def remove_files(paths: list[Path]) -> None:
+    """Remove files that may not exist (the stale failed copies of an artifact once a run passed)."""
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
