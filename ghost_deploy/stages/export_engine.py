@@ -22,10 +22,11 @@ from ghost_deploy.backends.trt.plan import BuildPlan, BuildRequest, plan_build
 from ghost_deploy.config import BatchSpec, EngineOptions, ExportConfig, Tolerances
 from ghost_deploy.data.inputs import batches
 from ghost_deploy.errors import InputError, MissingDependencyError, VerificationFailed
-from ghost_deploy.fileio import check_writable, sha256_file, write_bytes_atomic
+from ghost_deploy.fileio import check_writable, sha256_file, strict_json, write_bytes_atomic
 from ghost_deploy.machine import probe
-from ghost_deploy.report import Steps, file_entry, new_report, write_report
+from ghost_deploy.report import Steps, file_entry, new_report, report_path, write_report
 from ghost_deploy.stages.export_onnx import ExportResult, check_output, default_output, export_from_source
+from ghost_deploy.stages.outputs import StagedOutput, failed_path, output_lock
 from ghost_deploy.stages.source import Source, open_source, verify_fp32
 from ghost_deploy.targets import onnx_target_for
 from ghost_deploy.targets import target as target_of
@@ -135,20 +136,50 @@ def _onnx_for_plan(
 def _build_and_verify(
     source: Source, cfg: ExportConfig, plan: BuildPlan, engine: Path, report: dict[str, Any], steps: Steps
 ) -> ExportResult:
-    """Build with TensorRT, then verify the engine against the FP32 ONNX's outputs on the same data."""
-    from ghost_deploy.backends.trt.build import engine_from_onnx
+    """Build with TensorRT, verify the engine against the FP32 ONNX's outputs on the same data, and only then
+    move it, its layer table and its report into place (a failed gate leaves them at the failed names)."""
+    from ghost_deploy.backends.trt.build import build_plan, layers_path
+
+    with output_lock(engine), StagedOutput() as staged:
+        with steps.step("build", f"building {engine.name} with TensorRT"):
+            built = build_plan(plan)
+            tmp = staged.write_bytes(engine, built.plan)
+            staged.write_bytes(layers_path(engine), built.layer_info.encode())
+        report["engine"] = {
+            **file_entry(tmp),
+            "path": str(engine),
+            "built": True,
+            "simulated": probe.simulation() is not None,
+            **built.facts,
+            "gpus": _gpus(),
+            "onnx_sha256": sha256_file(plan.onnx_path),
+        }
+        record = _verify_engine(source, cfg, plan, tmp, steps)
+        report["verification"] = record
+        report["steps"] = steps.timings
+        report["status"] = "ok" if record["passed"] else "verification_failed"
+        where = engine if record["passed"] else failed_path(engine)
+        report["engine"]["path"] = str(where)
+        staged.write_bytes(report_path(engine), (strict_json(report) + "\n").encode())
+        staged.commit(lambda final: final if record["passed"] else _failed_name(final, engine, where))
+    if not record["passed"]:
+        raise VerificationFailed(
+            f"engine verification failed: {'; '.join(record['failures'])}; {engine} was left as it was, this run's "
+            f"engine and report are {where.name} and {report_path(where).name}",
+            report,
+        )
+    return ExportResult(engine, report_path(engine), report, True)
+
+
+def _failed_name(final: Path, engine: Path, failed: Path) -> Path:
+    """Where a companion of a failed engine goes: `x.engine.json` -> `x.failed.engine.json`."""
+    return final.with_name(failed.name + final.name[len(engine.name) :])
+
+
+def _verify_engine(source: Source, cfg: ExportConfig, plan: BuildPlan, engine: Path, steps: Steps) -> dict[str, Any]:
+    """The engine against the outputs the FP32 ONNX gave on the source's data, with the precision's gates."""
     from ghost_deploy.backends.trt.runner import TensorRTRunner
 
-    with steps.step("build", f"building {engine.name} with TensorRT"):
-        facts = engine_from_onnx(plan, engine)
-    report["engine"] = {
-        **file_entry(engine),
-        "built": True,
-        "simulated": probe.simulation() is not None,
-        **facts,
-        "gpus": _gpus(),
-        "onnx_sha256": sha256_file(plan.onnx_path),
-    }
     verify_fp32(source, cfg.tolerances, steps)  # already done for the ONNX: only its recorded outputs are read
     assert source.fp32_outputs is not None
     tol = cfg.precision_tolerances or Tolerances.for_precision(target_of(cfg.target).precision)
@@ -158,13 +189,7 @@ def _build_and_verify(
         TensorRTRunner(engine, plan.version_compatible, plan.dla_core) as candidate,  # its report is not written yet
     ):
         metrics = compare_runners(source.fp32_outputs, candidate, batches(source.data, INPUT_NAME, batch))
-    record = verification_record("onnxruntime CPU, FP32 ONNX", "tensorrt", source.data.description, metrics, tol)
-    report["verification"] = record
-    report["steps"] = steps.timings
-    path = write_report(engine, report)
-    if not record["passed"]:
-        raise VerificationFailed("engine verification failed: " + "; ".join(record["failures"]), report)
-    return ExportResult(engine, path, report, True)
+    return verification_record("onnxruntime CPU, FP32 ONNX", "tensorrt", source.data.description, metrics, tol)
 
 
 def _gpus() -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ simulated; none is a GPU's.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +17,8 @@ import pytest
 
 import ghost_deploy
 from ghost_deploy.bundle.runtime import Bundle, EngineMismatchError
-from ghost_deploy.config import BatchSpec, EngineOptions, ExportConfig
-from ghost_deploy.errors import InputError
+from ghost_deploy.config import BatchSpec, EngineOptions, ExportConfig, Tolerances
+from ghost_deploy.errors import InputError, VerificationFailed
 from ghost_deploy.profiling.profile import ProfileConfig, profile_artifact
 from ghost_deploy.profiling.stats import LoopConfig
 from ghost_deploy.report import Steps
@@ -159,3 +160,18 @@ def test_outputs_do_not_depend_on_the_simulated_version(checkpoint: Path, tmp_pa
                 logits.append(opened.infer(opened.preprocess(IMAGE)[None])["logits"])
     for other in logits[1:]:
         np.testing.assert_allclose(other, logits[0], atol=1e-5)
+
+
+def test_an_engine_that_fails_its_gate_leaves_the_previous_engine_in_place(tmp_path: Path) -> None:
+    engine = tmp_path / "g.engine"
+    with trtsim.simulate("10.3"):
+        ghost_deploy.export(TINY_MODEL, config("trt-fp16", engine), QUIET)
+        before = engine.read_bytes(), (tmp_path / "g.engine.json").read_text()
+        strict = Tolerances(max_abs=1e-9, rtol=0.0)  # FP16 cannot meet it
+        with pytest.raises(VerificationFailed, match=r"g\.engine was left as it was"):
+            ghost_deploy.export(TINY_MODEL, config("trt-fp16", engine, precision_tolerances=strict), QUIET)
+    assert (engine.read_bytes(), (tmp_path / "g.engine.json").read_text()) == before
+    failed = json.loads((tmp_path / "g.failed.engine.json").read_text())
+    assert failed["status"] == "verification_failed" and failed["engine"]["path"].endswith("g.failed.engine")
+    assert (tmp_path / "g.failed.engine").is_file() and (tmp_path / "g.failed.engine.layers.json").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries, no lock left

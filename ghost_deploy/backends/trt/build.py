@@ -8,6 +8,7 @@ development environment (it has none): the `tensorrt`/`gpu` tests exercise it wh
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,8 +23,34 @@ if TYPE_CHECKING:
     from ghost_deploy.backends.trt.plan import BuildPlan
 
 
+@dataclasses.dataclass(frozen=True)
+class BuiltEngine:
+    """A serialized plan and the engine inspector's layer table (JSON), not yet written anywhere."""
+
+    plan: bytes
+    layer_info: str
+
+    @property
+    def facts(self) -> dict[str, Any]:
+        """What the report says of it: bytes and layer count."""
+        return {"bytes": len(self.plan), "layers": len(json.loads(self.layer_info).get("Layers", []))}
+
+
+def layers_path(engine_path: Path) -> Path:
+    """The layer table beside an engine: `<engine>.layers.json`."""
+    return engine_path.with_name(engine_path.name + ".layers.json")
+
+
 def engine_from_onnx(plan: BuildPlan, engine_path: Path) -> dict[str, Any]:
-    """Build and save the engine `plan` describes; returns facts for the report (layers, timings)."""
+    """Build the engine `plan` describes and write it and its layer table; returns facts for the report."""
+    built = build_plan(plan)
+    write_bytes_atomic(engine_path, built.plan)
+    write_bytes_atomic(layers_path(engine_path), built.layer_info.encode())
+    return built.facts
+
+
+def build_plan(plan: BuildPlan) -> BuiltEngine:
+    """Build the engine `plan` describes, in memory (the timing cache, when asked for, is saved back)."""
     try:
         import tensorrt as trt_mod  # typed by tensorrt-stubs (10.13): everything below is checked against it
     except ImportError as exc:
@@ -46,10 +73,9 @@ def engine_from_onnx(plan: BuildPlan, engine_path: Path) -> dict[str, Any]:
     if serialized is None:
         raise StepFailed(_build_failure(plan, getattr(logger, "errors", [])))
     data = bytes(serialized)
-    write_bytes_atomic(engine_path, data)
     if plan.timing_cache is not None:
         write_bytes_atomic(plan.timing_cache, bytes(config.get_timing_cache().serialize()))
-    return {"bytes": len(data), "layers": _layers(logger, data, engine_path, plan)}
+    return BuiltEngine(data, _layer_info(logger, data, plan))
 
 
 def _logger() -> trt.ILogger:
@@ -188,8 +214,8 @@ def _cache_calibrator(cache: Path) -> Any:
     return CacheCalibrator()
 
 
-def _layers(logger: trt.ILogger, data: bytes, engine_path: Path, plan: BuildPlan) -> int:
-    """Save the engine inspector's layer table beside the engine; returns the layer count."""
+def _layer_info(logger: trt.ILogger, data: bytes, plan: BuildPlan) -> str:
+    """The engine inspector's layer table (JSON), from the plan deserialized as the runner will."""
     import tensorrt as trt_mod
 
     runtime = trt_mod.Runtime(logger)
@@ -201,7 +227,4 @@ def _layers(logger: trt.ILogger, data: bytes, engine_path: Path, plan: BuildPlan
     if engine is None:
         raise StepFailed("TensorRT could not deserialize the engine it just built")
     inspector = engine.create_engine_inspector()
-    info = inspector.get_engine_information(trt_mod.LayerInformationFormat.JSON)
-    write_bytes_atomic(engine_path.with_name(engine_path.name + ".layers.json"), info.encode())
-    layers = json.loads(info).get("Layers", [])
-    return len(layers)
+    return str(inspector.get_engine_information(trt_mod.LayerInformationFormat.JSON))
