@@ -5,17 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ghost_deploy.backends.base import INPUT_NAME
 from ghost_deploy.backends.onnx.files import input_dims, load_onnx
 from ghost_deploy.backends.onnxruntime import OnnxRuntimeRunner
 from ghost_deploy.config import BatchSpec, Overrides, Tolerances
-from ghost_deploy.data.inputs import batches
 from ghost_deploy.errors import InputError, VerificationFailed
 from ghost_deploy.fileio import check_writable, write_json_atomic
+from ghost_deploy.machine.cpu import job_threads
 from ghost_deploy.report import Steps, file_entry, new_report
 from ghost_deploy.stages.evaldata import eval_data
-from ghost_deploy.stages.source import load_reference, localise
-from ghost_deploy.verify import compare_runners, verification_record
+from ghost_deploy.stages.source import compare_with_reference, load_reference, localise
+from ghost_deploy.verify import verification_record
 
 
 def verify_artifact(
@@ -44,13 +43,14 @@ def verify_artifact(
     model = load_onnx(artifact)
     dim0 = input_dims(model)[0]
     batch = BatchSpec(fixed=dim0) if dim0 else BatchSpec(None, (1, 8, 8))
-    ref = load_reference(reference, overrides, trust, batch, steps)
+    threads = job_threads()
+    ref = load_reference(reference, overrides, trust, batch, steps, threads=threads)
     data = eval_data(ref.info, reference.parent, eval_dir, eval_limit)
-    candidate = OnnxRuntimeRunner(artifact)
+    candidate = OnnxRuntimeRunner(artifact, threads=threads)
     report = new_report(command or [], "verify")
     report.update(artifact=file_entry(artifact), reference=file_entry(reference))
     with steps.step("verify", f"comparing {artifact.name} with {ref.runner.name}"), ref.runner, candidate:
-        metrics = compare_runners(ref.runner, candidate, batches(data, INPUT_NAME, batch.example))
+        metrics = compare_with_reference(ref.runner, candidate, data, batch.example)
     report["verification"] = verification_record(
         ref.runner.name,
         candidate.name,
