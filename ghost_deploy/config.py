@@ -101,7 +101,7 @@ class PrecisionConfig:
     `onnx-int8`, and for `trt-int8` whatever the TensorRT version's build needs (the plan decides).
     """
 
-    calib_method: str = "entropy"
+    calib_method: str = "minmax"
     percentile: float = 99.99
     exclude_nodes: tuple[str, ...] = ()
     exclude_op_types: tuple[str, ...] = ()

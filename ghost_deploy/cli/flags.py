@@ -109,8 +109,9 @@ def add_precision_flags(p: argparse.ArgumentParser) -> None:
         "--calib-method",
         choices=CALIBRATION_METHODS,
         default=None,
-        help="activation ranges (default: entropy for onnx-int8, as TensorRT's EntropyCalibration2; minmax for "
-        "ort-int8, as ONNX Runtime's quantize_static; onnx-fp16 always uses minmax)",
+        help="activation ranges (default minmax, max |x|, for every target; entropy is TensorRT's "
+        "EntropyCalibration2, percentile clips at --percentile, mse minimises the squared quantisation error; "
+        "onnx-fp16 always uses minmax)",
     )
     g.add_argument("--percentile", type=float, default=99.99, metavar="P", help="for --calib-method percentile")
     g.add_argument("--exclude-nodes", default="", metavar="A,B", help="node names kept in higher precision")

@@ -79,7 +79,7 @@ def export_from_source(source: Source, cfg: ExportConfig, steps: Steps) -> Expor
     if target.reduces_precision:
         samples = calibration_data(source, cfg, report)
         with steps.step("precision", f"calibrating and building {target.name}"):
-            built = build_precision(source.fp32, target.name, cfg.precision, samples)
+            built = build_precision(source.fp32, target.name, cfg.precision, samples, source.threads)
         final = built.model
         report["precision"] = built.report
     with steps.step("write", f"writing {artifact}"):
@@ -142,7 +142,8 @@ def _verify_preview(
 ) -> bool:
     """The reduced-precision preview on ONNX Runtime CPU against what the FP32 ONNX gave on the same data."""
     assert source.fp32_outputs is not None  # verify_fp32 ran first and recorded them
-    preview = OnnxRuntimeRunner(built.preview.SerializeToString(), optimize=built.preview_optimize)
+    model, optimize = built.preview.SerializeToString(), built.preview_optimize
+    preview = OnnxRuntimeRunner(model, optimize=optimize, threads=source.threads)
     batch = source.batch.example
     with steps.step("preview", "previewing the reduced precision on ONNX Runtime CPU") as rec, preview:
         metrics = compare_runners(source.fp32_outputs, preview, batches(source.data, INPUT_NAME, batch))
