@@ -178,14 +178,20 @@ def without_quantization(quantized: onnx.ModelProto, fp32: onnx.ModelProto, laye
     out.CopyFrom(quantized)
     producers = {o: n for n in out.graph.node for o in n.output}
     float_producers = {o: n for n in fp32.graph.node for o in n.output}
+    weights = {i.name: i for i in fp32.graph.initializer}
+    taken = {i.name for i in out.graph.initializer} | set(producers)
     restored: dict[str, onnx.NodeProto] = {}
     for node in out.graph.node:
         original = float_nodes.get(node.name)
-        if original is not None:
-            node.input[:] = [_float_tensor(i, producers, float_producers, restored) for i in original.input]
-    known = {i.name for i in out.graph.initializer}
-    wanted = {i for n in float_nodes.values() for i in n.input}
-    out.graph.initializer.extend(i for i in fp32.graph.initializer if i.name in wanted and i.name not in known)
+        if original is None:
+            continue
+        inputs = []
+        for name in original.input:
+            if name in weights:  # the FP32 weight or bias, under its own name unless the Q/DQ graph reuses it
+                inputs.append(_float_weight(out, weights[name], taken))
+            else:
+                inputs.append(_float_tensor(name, producers, float_producers, restored))
+        node.input[:] = inputs
     after = {producers[tensor].name: node for tensor, node in restored.items()}
     nodes = list(out.graph.node)
     del out.graph.node[:]
@@ -194,6 +200,22 @@ def without_quantization(quantized: onnx.ModelProto, fp32: onnx.ModelProto, laye
         if node.name in after:
             out.graph.node.append(after[node.name])
     return out
+
+
+def _float_weight(model: onnx.ModelProto, weight: onnx.TensorProto, taken: set[str]) -> str:
+    """The name under which `model` holds the FP32 `weight`, added once (renamed where the name is taken by
+    something else, such as ONNX Runtime's DequantizeLinear of a quantized bias)."""
+    existing = next((i for i in model.graph.initializer if i.name == weight.name), None)
+    if existing is not None and existing.data_type == weight.data_type and existing.dims == weight.dims:
+        return weight.name
+    name = weight.name if weight.name not in taken else f"{weight.name}_{PREFIX}_float"
+    if name not in taken:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(weight)
+        copy.name = name
+        model.graph.initializer.append(copy)
+        taken.add(name)
+    return name
 
 
 def _float_tensor(

@@ -174,7 +174,15 @@ def _fast(search: _Search, threads: int | None) -> tuple[list[str], dict[str, An
     order = sorted(errors, key=lambda n: -errors[n])
     chosen: list[str] = []
     steps: list[dict[str, Any]] = []
-    info = {"ranking": [{"node": n, "error": errors[n]} for n in order[:20]], "greedy": steps}
+    info: dict[str, Any] = {"ranking": [{"node": n, "error": errors[n]} for n in order[:20]], "greedy": steps}
+    bound = search.scorer.score(without_quantization(full, search.fp32, order))[0]
+    info["all_layers_out_estimate"] = bound
+    if bound < search.min_agreement:  # no choice of layers can help: the loss is in the other Q/DQ's ranges
+        info["note"] = (
+            f"with every layer out of the quantized graph the estimate is {bound:.2%}, below the limit: the "
+            "quantized activations' ranges themselves lose the agreement; no layer was excluded"
+        )
+        return [], info
     while len(steps) < MAX_GREEDY and len(chosen) < len(order):
         pool = [n for n in order if n not in chosen][:CONFIRM]
         scores = {n: search.scorer.score(without_quantization(full, search.fp32, [*chosen, n])) for n in pool}
