@@ -42,8 +42,11 @@ from ghost_deploy.verify import Recorded, compare_runners, verification_record
 # GhostNetV3's fused model must give the unfused model's logits within this (max abs error in float64, real images)
 REPARAM_ATOL = 1e-4
 REPARAM_SAMPLES = 64
-# rows per PyTorch reference batch (a checkpoint's module, or an ONNX reference with a dynamic batch)
+# rows per reference batch (a checkpoint's module, or an ONNX reference with a dynamic batch): up to
+# REFERENCE_BATCH, and no more pixels than REFERENCE_PIXELS (64 rows at 64 x 64; 5 at 224 x 224, where one row
+# is already a large parallel region and 64 would add ~600 MB of activations)
 REFERENCE_BATCH = 64
+REFERENCE_PIXELS = 64 * 64 * 64
 
 
 @dataclasses.dataclass
@@ -82,7 +85,7 @@ def open_source(path: Path, cfg: ExportConfig, steps: Steps) -> Source:
         raise InputError(f"model file {path} does not exist; check the path")
     facts: dict[str, Any] = {"input": file_entry(path) if path.is_file() else {"path": str(path)}}
     threads = job_threads()
-    facts["threads"] = {"used": threads, "usable_cpus": usable_cpus(), "reference_batch": REFERENCE_BATCH}
+    facts["threads"] = {"used": threads, "usable_cpus": usable_cpus()}
     if path.suffix.lower() == ".onnx":
         model = _load_checked(path, steps)
         info = info_from_onnx(model, path, cfg.overrides)
@@ -291,14 +294,21 @@ def compare_with_reference(
 def _reference_first(data: Iterable[Sample], reference: Runner, expected: Recorded, size: int) -> Iterator[Batch]:
     """The candidate's batches of `size`; before each chunk's first one, the reference's outputs on the chunk are
     appended to `expected` (one chunk of samples in memory at a time)."""
-    ref_batch = reference.input_specs()[0].fixed_batch or REFERENCE_BATCH
-    chunk_size = math.lcm(ref_batch, size) if reference.input_specs()[0].fixed_batch else -(-ref_batch // size) * size
+    spec = reference.input_specs()[0]
+    ref_batch = spec.fixed_batch or reference_batch(spec.shape)
+    chunk_size = math.lcm(ref_batch, size) if spec.fixed_batch else -(-ref_batch // size) * size
     output = reference.output_specs()[0].name
     it = iter(data)
     while chunk := list(itertools.islice(it, chunk_size)):
         for ref in batches(chunk, INPUT_NAME, ref_batch):
             expected.rows.append(np.array(reference.infer(ref.feeds)[output][: ref.count], copy=True))
         yield from batches(chunk, INPUT_NAME, size)
+
+
+def reference_batch(shape: tuple[int | None, ...]) -> int:
+    """Rows per batch of a dynamic-batch reference with this input shape: REFERENCE_BATCH, fewer for large images."""
+    pixels = math.prod(d or 1 for d in shape[2:])
+    return max(1, min(REFERENCE_BATCH, REFERENCE_PIXELS // max(pixels, 1)))
 
 
 def localise(reference: Reference, model: onnx.ModelProto, data: EvalData, size: int) -> dict[str, Any] | None:
