@@ -89,7 +89,7 @@ def add_verify_flags(p: argparse.ArgumentParser) -> None:
         "--rtol",
         type=float,
         metavar="X",
-        help="added to --atol per unit of the largest reference logit (FP32 default 1e-5)",
+        help="added to --atol per unit of the largest reference logit (FP32 default 3e-5)",
     )
     g.add_argument("--min-cosine", type=float, metavar="X", help="minimum cosine similarity (FP32 default 0.9999)")
     g.add_argument("--min-agreement", type=float, metavar="X", help="minimum top-1 agreement (FP32 default 0.99)")

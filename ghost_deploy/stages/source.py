@@ -300,7 +300,7 @@ def _reference_first(data: Iterable[Sample], reference: Runner, expected: Record
     output = reference.output_specs()[0].name
     it = iter(data)
     while chunk := list(itertools.islice(it, chunk_size)):
-        for ref in batches(chunk, INPUT_NAME, ref_batch):
+        for ref in batches(chunk, INPUT_NAME, ref_batch, pad=spec.fixed_batch is not None):
             expected.rows.append(np.array(reference.infer(ref.feeds)[output][: ref.count], copy=True))
         yield from batches(chunk, INPUT_NAME, size)
 
