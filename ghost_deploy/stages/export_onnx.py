@@ -166,12 +166,12 @@ def _failure_message(report: dict[str, Any]) -> str:
     if pver.get("failures") and target_of(report["target"]).precision == "int8":
         if report.get("precision", {}).get("calibration", {}).get("auto_exclude"):
             text += (
-                "; --auto-exclude kept layers in higher precision and still missed the limit: the loss is in "
-                "the ranges themselves (entropy clips inputs); try --calib-method minmax/percentile"
+                "; --auto-exclude kept layers in higher precision and still missed the limit: the loss is in the "
+                "ranges themselves (entropy clips inputs); try --calib-method minmax (the default), mse or percentile"
             )
         else:
             text += (
                 "; to find and keep the fragile layers in higher precision run `ghost-deploy sensitivity` or add "
-                "--auto-exclude, or try --calib-method minmax/percentile"
+                "--auto-exclude, or try --calib-method minmax (the default), mse or percentile"
             )
     return text + f"; report: {report_path(Path(report['artifact']['path']))}"
