@@ -326,6 +326,12 @@ def main() -> None:
             result = run_child("modelopt", onnx_path, count, args.size, tmp) if has_modelopt else MODELOPT_HINT
             rows.append(("modelopt", count, result))
     print(f"  load average after:  {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    _print_table(rows)
+    _print_targets(whole, ours)
+
+
+def _print_table(rows: list[tuple[str, int, dict[str, Any] | str]]) -> None:
+    """One row per run, and what each row measures."""
     print()
     print(f"  {'run':<12} {'images':>6}  {'peak MB':>9}  {'wall s':>8}  {'ms/image':>8}  {'RSS before MB':>13}")
     for name, count, result in rows:
@@ -335,7 +341,6 @@ def main() -> None:
     print("   onnx.load; RSS before = peak up to the call. fp32 forward: the same batches through the FP32 model")
     print("   without exposed outputs, no calibration. ONNX Runtime and ModelOpt: the whole quantization call.")
     print("   Peak = VmHWM of the fresh process, or its child's ru_maxrss.)")
-    _print_targets(whole, ours)
 
 
 def _print_targets(whole: dict[int, dict[str, Any]], ours: dict[int, dict[str, Any]]) -> None:
