@@ -122,16 +122,17 @@ def probe_model(
 
 def _input_chain(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto], stop: set[str]) -> list[onnx.NodeProto]:
     """The nodes between `node` and the FP32 tensors it reads (its Q/DQ inputs), in graph order."""
-    chain: list[onnx.NodeProto] = []
+    chain: dict[str, onnx.NodeProto] = {}  # by first output: every node here has one
     todo = [i for i in node.input if i]
     while todo:
         name = todo.pop()
         producer = producers.get(name)
-        if name in stop or producer is None or any(producer is c for c in chain):
+        if name in stop or producer is None or producer.output[0] in chain:
             continue
-        chain.append(producer)
+        chain[producer.output[0]] = producer
         todo.extend(i for i in producer.input if i)
-    return chain[::-1]
+    order = {o: i for i, o in enumerate(producers)}  # producers were listed in the graph's (sorted) order
+    return [chain[o] for o in sorted(chain, key=order.__getitem__)]
 
 
 def layer_errors(
