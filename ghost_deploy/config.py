@@ -96,7 +96,9 @@ class Tolerances:
     """Limits a verification must meet; None disables a limit."""
 
     max_abs: float | None = 1e-4
-    rtol: float = 1e-5  # the absolute limit grows by rtol x the largest reference logit (float32 rounding)
+    # the absolute limit grows by rtol x the largest reference logit (float32 rounding: PyTorch's batched kernels
+    # alone round to 1.4e-5 of it on out-of-distribution inputs whose logits reach thousands)
+    rtol: float = 3e-5
     min_cosine: float | None = 0.9999
     cosine_of: str = "min"  # judge the per-sample cosine by its "min" or its "mean"
     min_agreement: float | None = 0.99
@@ -151,7 +153,7 @@ class PrecisionConfig:
     `onnx-int8`, and for `trt-int8` whatever the TensorRT version's build needs (the plan decides).
     """
 
-    calib_method: str = "entropy"
+    calib_method: str = "minmax"
     percentile: float = 99.99
     exclude_nodes: tuple[str, ...] = ()
     exclude_op_types: tuple[str, ...] = ()

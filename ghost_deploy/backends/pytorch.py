@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,8 +18,29 @@ if TYPE_CHECKING:
     from ghost_deploy.model.info import ModelInfo
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """PyTorch's intra-op thread count set to `threads` inside the block and put back after it (None: unchanged).
+
+    The count is process-wide in PyTorch; restoring it keeps a job's sizing from leaking into the caller's.
+    """
+    if not threads:
+        yield
+        return
+    torch = optional.torch("Running a PyTorch model")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class TorchRunner(Runner):
-    """Runs an eval-mode `nn.Module` with one input and one output on the CPU."""
+    """Runs an eval-mode `nn.Module` with one input and one output on the CPU.
+
+    `threads`, when given, is PyTorch's thread count while the runner is active (restored on exit).
+    """
 
     name = "pytorch"
 
@@ -35,6 +58,7 @@ class TorchRunner(Runner):
         self._output_name = output_name
         self.threads = threads
         self.info = info  # what the checkpoint's metadata says, when the runner was made from one
+        self._threads: contextlib.ExitStack | None = None
 
     @classmethod
     def from_checkpoint(cls, path: Path, threads: int | None = None, trust: bool = False) -> TorchRunner:
@@ -49,8 +73,15 @@ class TorchRunner(Runner):
 
     def activate(self) -> None:
         """Set the thread count when one was asked for."""
-        if self.threads:
-            self._torch.set_num_threads(self.threads)
+        if self._threads is None:
+            self._threads = contextlib.ExitStack()
+            self._threads.enter_context(torch_threads(self.threads))
+
+    def deactivate(self) -> None:
+        """Put PyTorch's thread count back."""
+        if self._threads is not None:
+            self._threads.close()
+            self._threads = None
 
     def input_specs(self) -> list[TensorSpec]:
         """The single image input."""

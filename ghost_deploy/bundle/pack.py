@@ -104,14 +104,15 @@ def _artifact_entry(
             "simulated": bool(report.raw.get("simulated", False)),
         }
         onnx_report = _onnx_report_of_engine(path, report)
+        if target.precision == "int8":  # the ranges' method, from the Q/DQ ONNX the engine was built from
+            entry["build"] = {**(plan or {}), "calibration": _calibration(onnx_report)}
         entry["verification"] = report.section("verification")
     else:
         entry["gate"] = _gate(path, report, allow_failed)
         check_onnx_artifact(path)  # no external data: a bundle never reads outside itself
         precision = report.section("precision") or {}
-        calib = precision.get("calibration") or {}
         build = {"config": report.section("config"), "precision": precision.get("precision")}
-        build["calibration"] = {k: v for k, v in calib.items() if k != "ranges"} or None
+        build["calibration"] = _calibration(report)
         entry.update(kind="onnx", build=build, verification=report.section("verification"))
         entry["precision_verification"] = report.section("precision_verification")
         onnx_report = report
@@ -119,6 +120,12 @@ def _artifact_entry(
     entry["versions"] = {k: versions.get(k) for k in ("onnxruntime", "onnx", "torch", "tensorrt")}
     entry["latency"] = _latency(path, profile)
     return entry, onnx_report
+
+
+def _calibration(report: ArtifactReport) -> dict[str, Any] | None:
+    """The report's calibration without the per-tensor ranges: method, images, cache header, auto-exclusion."""
+    calib = (report.section("precision") or {}).get("calibration") or {}
+    return {k: v for k, v in calib.items() if k != "ranges"} or None
 
 
 def _latency(artifact: Path, profile: Path | None) -> dict[str, Any] | None:

@@ -107,7 +107,7 @@ def add_verify_flags(p: argparse.ArgumentParser) -> None:
         "--rtol",
         type=float,
         metavar="X",
-        help="added to --atol per unit of the largest reference logit (FP32 default 1e-5)",
+        help="added to --atol per unit of the largest reference logit (FP32 default 3e-5)",
     )
     g.add_argument("--min-cosine", type=float, metavar="X", help="minimum cosine similarity (FP32 default 0.9999)")
     g.add_argument("--min-agreement", type=float, metavar="X", help="minimum top-1 agreement (FP32 default 0.99)")
@@ -127,8 +127,9 @@ def add_precision_flags(p: argparse.ArgumentParser) -> None:
         "--calib-method",
         choices=CALIBRATION_METHODS,
         default=None,
-        help="activation ranges (default: entropy for onnx-int8, as TensorRT's EntropyCalibration2; minmax for "
-        "ort-int8, as ONNX Runtime's quantize_static; onnx-fp16 always uses minmax)",
+        help="activation ranges (default minmax, max |x|, for every target; entropy is TensorRT's "
+        "EntropyCalibration2, percentile clips at --percentile, mse minimises the squared quantisation error; "
+        "onnx-fp16 always uses minmax)",
     )
     g.add_argument("--percentile", type=float, default=99.99, metavar="P", help="for --calib-method percentile")
     g.add_argument("--exclude-nodes", default="", metavar="A,B", help="node names kept in higher precision")

@@ -54,10 +54,13 @@ def summary(report: dict[str, Any]) -> str:
         lines += [f"  failed: {f}" for f in pver.get("failures", [])]
     auto = report.get("precision", {}).get("calibration", {}).get("auto_exclude")
     if auto:
+        took = f" in {auto['seconds']:.1f} s" if "seconds" in auto else ""
         lines.append(
-            f"auto-exclude: {len(auto['excluded'])} layers kept in higher precision "
+            f"auto-exclude: {len(auto['excluded'])} layers kept in higher precision{took} "
             f"({'met' if auto['met'] else 'NOT met'}: agreement >= {auto['min_agreement']:.2%} on calibration data)"
         )
+        if auto.get("note"):
+            lines.append(f"auto-exclude: {auto['note']}")
     sens = report.get("sensitivity")
     if sens:
         lines.append(f"INT8 sensitivity ({sens['measured_on']}), most costly first:")

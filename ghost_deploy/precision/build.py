@@ -33,9 +33,14 @@ class PrecisionResult:
 
 
 def build_precision(
-    fp32: onnx.ModelProto, target: str, cfg: PrecisionConfig, samples: Iterable[Sample] | None
+    fp32: onnx.ModelProto,
+    target: str,
+    cfg: PrecisionConfig,
+    samples: Iterable[Sample] | None,
+    threads: int | None = None,
 ) -> PrecisionResult:
-    """Calibrate (or read a cache) and build the target's model and its CPU preview."""
+    """Calibrate (or read a cache) and build the target's model and its CPU preview; ONNX Runtime runs with
+    `threads` (None: its default)."""
     from ghost_deploy.precision.calibrate import calibrate
 
     spec = target_of(target)
@@ -48,12 +53,12 @@ def build_precision(
         if samples is None:
             raise InputError(f"--target {target} needs calibration images: pass --calib DIR (or an .npy/.npz)")
         method = spec.calibration if spec.precision == "fp16" and spec.calibration else cfg.calib_method
-        calibration = calibrate(fp32, samples, None, method=method, percentile=cfg.percentile)
+        calibration = calibrate(fp32, samples, None, method=method, percentile=cfg.percentile, threads=threads)
         ranges, calib_report = calibration.ranges, calibration.to_dict()
     if spec.precision == "fp16":
         return _fp16(fp32, ranges, cfg, calib_report)
     if cfg.auto_exclude:
-        cfg, calib_report["auto_exclude"] = _auto_exclude(fp32, target, ranges, cfg, samples)
+        cfg, calib_report["auto_exclude"] = _auto_exclude(fp32, target, ranges, cfg, samples, threads)
     return _int8(fp32, target, ranges, cfg, calib_report)
 
 
@@ -67,7 +72,12 @@ def _check_high_precision(target: str, cfg: PrecisionConfig) -> None:
 
 
 def _auto_exclude(
-    fp32: onnx.ModelProto, target: str, ranges: dict[str, Any], cfg: PrecisionConfig, samples: Any
+    fp32: onnx.ModelProto,
+    target: str,
+    ranges: dict[str, Any],
+    cfg: PrecisionConfig,
+    samples: Any,
+    threads: int | None,
 ) -> tuple[PrecisionConfig, dict[str, Any]]:
     """Keep the most sensitive layers in higher precision until the calibration data agrees enough."""
     import itertools
@@ -78,7 +88,14 @@ def _auto_exclude(
         raise InputError("--auto-exclude measures on calibration images: pass --calib (a cache has no images)")
     subset = list(itertools.islice(iter(samples), 256))  # a bounded set: every layer is measured on it
     found = auto_exclude(
-        fp32, ranges, subset, cfg.auto_exclude_agreement, target, cfg.exclude_nodes, cfg.exclude_op_types
+        fp32,
+        ranges,
+        subset,
+        cfg.auto_exclude_agreement,
+        target,
+        cfg.exclude_nodes,
+        cfg.exclude_op_types,
+        threads=threads,
     )
     excluded = tuple(cfg.exclude_nodes) + tuple(found["excluded"])
     return dataclasses.replace(cfg, exclude_nodes=excluded), found
@@ -123,7 +140,7 @@ def _fp16(
 def _int8(
     fp32: onnx.ModelProto, target: str, ranges: dict[str, Any], cfg: PrecisionConfig, calib: dict[str, Any]
 ) -> PrecisionResult:
-    from ghost_deploy.backends.trt.calib_cache import format_cache
+    from ghost_deploy.backends.trt.calib_cache import ALGORITHM, format_cache
     from ghost_deploy.machine.probe import trt_version_for_plan
     from ghost_deploy.precision.quantize import qdq_for_onnxruntime, qdq_for_tensorrt
 
@@ -135,11 +152,20 @@ def _int8(
     model, summary = qdq_for_tensorrt(fp32, ranges, cfg.exclude_nodes, cfg.exclude_op_types)
     version, origin = trt_version_for_plan(cfg.trt_version)
     activations = {name: r.amax for name, r in ranges.items() if r.amax > 0}
-    cache = format_cache(activations, version)
+    # the header stays EntropyCalibration2 (what trtexec --calib and TensorRT's calibrators read) whatever
+    # method chose the values; the report and the manifest say which did
+    cache = format_cache(activations, version, ALGORITHM)
+    calib["cache_header"] = ALGORITHM
     report.update(
         flavour="TensorRT: symmetric int8, per-channel weights, per-tensor activations",
         qdq=summary.to_dict(),
-        cache={"trt_version": version, "version_from": origin, "tensors": len(activations)},
+        cache={
+            "trt_version": version,
+            "version_from": origin,
+            "tensors": len(activations),
+            "header_algorithm": ALGORITHM,
+            "values_from": calib.get("method", calib.get("algorithm")),
+        },
     )
     preview = model
     if cfg.high_precision == "fp16":

@@ -6,8 +6,8 @@ state per tensor (running min/max, or a histogram of |x| with a fixed number of 
 next batch runs.
 
 Thresholds follow NVIDIA's open re-implementation of TensorRT's calibrators
-(pytorch-quantization `calib/histogram.py`; docs/reference/tensorrt.md section 4): EntropyCalibration2 (KL
-divergence over a 2048-bin histogram of |x|), percentile, and min/max.
+(pytorch-quantization `calib/histogram.py`; docs/reference/tensorrt.md section 4): min/max (the default: amax =
+max |x|), EntropyCalibration2 (KL divergence over a 2048-bin histogram of |x|), percentile, and MSE.
 """
 
 from __future__ import annotations
@@ -74,11 +74,12 @@ def calibrate(
     model: onnx.ModelProto,
     samples: Iterable[Sample],
     tensors: Sequence[str] | None = None,
-    method: str = "entropy",
+    method: str = "minmax",
     percentile: float = 99.99,
     batch_size: int = 8,
     progress: Callable[[int], None] | None = None,
     num_bins: int = 2048,
+    threads: int | None = None,
 ) -> Calibration:
     """Measure activation ranges of an FP32 ONNX model over `samples`, one batch at a time.
 
@@ -86,7 +87,7 @@ def calibrate(
     Runtime's CPU provider without graph optimisation (so intermediate names survive), with those tensors
     exposed as outputs, except the outputs of Relu and Concat nodes whose inputs are calibrated: their state
     is derived from their inputs' (DerivedCollector), which halves the data binned on GhostNet. `progress` is
-    called with the number of images done after each batch.
+    called with the number of images done after each batch; ONNX Runtime runs with `threads` (None: its default).
     """
     check_method(method)
     check_percentile(percentile)
@@ -100,7 +101,7 @@ def calibrate(
     # only the serialized copy is kept: every ModelProto copy is the size of the weights
     serialized = _with_outputs(inferred, [n for n in fetched if n != input_name]).SerializeToString()
     del inferred
-    runner = OnnxRuntimeRunner(serialized, optimize=False)
+    runner = OnnxRuntimeRunner(serialized, optimize=False, threads=threads)
     with runner:
         images = _collect(runner, _checked(samples, input_shape), input_name, fetched, batch_size, progress)
     if images == 0:

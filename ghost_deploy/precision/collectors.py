@@ -2,8 +2,8 @@
 
 Each batch of a tensor is folded into a fixed-size state (running min/max, or a histogram of |x| whose
 range grows by powers of two) and dropped, so memory does not grow with the number of images. Thresholds
-follow NVIDIA's open re-implementation of TensorRT's calibrators (pytorch-quantization `calib/histogram.py`;
-docs/reference/tensorrt.md section 4): EntropyCalibration2 (KL divergence over 2048 bins), percentile, min/max.
+are chosen in `thresholds.py`: EntropyCalibration2 (KL divergence over 2048 bins), percentile, MSE (the range
+that minimises the mean square of the quantisation error over the histogram) and min/max.
 """
 
 from __future__ import annotations
@@ -16,10 +16,16 @@ from typing import Protocol
 import numpy as np
 
 from ghost_deploy.errors import InputError
+from ghost_deploy.precision.thresholds import (
+    METHODS,
+    check_method,
+    check_percentile,
+    entropy_amax,
+    mse_amax,
+    percentile_amax,
+)
 
-METHODS = ("entropy", "minmax", "percentile")
-# KL values closer than this are ties: the closed-form KL below carries rounding of about 1e-14 nats
-_KL_TIE = 1e-12
+__all__ = ["METHODS", "check_method", "check_percentile", "entropy_amax", "mse_amax", "percentile_amax"]
 # elements binned per pass: the temporaries (float and index) stay in the CPU's cache
 _CHUNK = 1 << 16
 # one-pass Relu binning while |x|'s range is at most this many times the Relu's (bincount of (k + 1) * bins)
@@ -151,7 +157,7 @@ class HistogramCollector:
         self.upper = upper
 
     def result(self, method: str = "entropy", percentile: float = 99.99) -> TensorRange:
-        """The range by `method` ('entropy' or 'percentile'; 'minmax' gives max |x|).
+        """The range by `method` ('entropy', 'percentile' or 'mse'; 'minmax' gives max |x|).
 
         A histogram threshold is capped at max |x|: the grown upper edge may lie beyond every value seen.
         """
@@ -161,6 +167,8 @@ class HistogramCollector:
             amax = min(entropy_amax(self.counts, self.edges), self._minmax.amax)
         elif method == "percentile":
             amax = min(percentile_amax(self.counts, self.edges, percentile), self._minmax.amax)
+        elif method == "mse":
+            amax = min(mse_amax(self.counts, self.edges), self._minmax.amax)
         else:
             check_method(method)
             amax = self._minmax.amax
@@ -323,87 +331,3 @@ def _state(collector: Collector) -> MinMaxCollector | HistogramCollector:
         return collector.state()
     assert isinstance(collector, (MinMaxCollector, HistogramCollector))  # for mypy: the only other kinds
     return collector
-
-
-def entropy_amax(hist: np.ndarray, edges: np.ndarray, num_quant_bins: int = 128, start_bin: int = 128) -> float:
-    """TensorRT's EntropyCalibration2 threshold: edges[i] for the cut-off i that minimises KL(P || Q).
-
-    For each i in [start_bin, num_bins]: P is hist[:i] with the counts beyond i added to its last bin; Q merges
-    hist[:i] into `num_quant_bins` groups and spreads each group's total evenly over its non-empty bins.
-    bins[0] is replaced by bins[1] first (zeros, e.g. after ReLU, would dominate), and the LAST minimum wins,
-    as in pytorch-quantization's `_compute_amax_entropy`. Closed form, vectorised over i (see `_kl_by_cutoff`).
-    """
-    counts = np.asarray(hist, dtype=np.float64).copy()
-    n = counts.size
-    if edges.size != n + 1:
-        raise ValueError(f"{n} histogram bins need {n + 1} edges, got {edges.size}")
-    if n < 2 or start_bin > n:
-        return float(edges[-1])  # too few bins to search: no clipping
-    counts[0] = counts[1]
-    if counts.sum() == 0:
-        return float(edges[-1])
-    cutoffs = np.arange(max(start_bin, 1), n + 1)
-    kl = _kl_by_cutoff(counts, cutoffs, num_quant_bins)
-    best = kl.min()
-    # last argmin, with rounding-level differences counted as ties
-    i = cutoffs[np.flatnonzero(kl <= best + _KL_TIE)[-1]]
-    return float(edges[i])
-
-
-def _kl_by_cutoff(counts: np.ndarray, cutoffs: np.ndarray, q: int) -> np.ndarray:
-    """KL(P_i || Q_i) for every cut-off i, from prefix sums instead of one pass over the bins per i.
-
-    With T = total count, U_i = sum(hist[:i]), S_g / C_g a group's count / non-empty bins:
-    KL = (sum P log P - sum P log Q) / T + log(U_i / T), and sum_j<i hist_j log Q_j = sum_g S_g log(S_g / C_g).
-    """
-    total = counts.sum()
-    cum = np.concatenate(([0.0], np.cumsum(counts)))
-    nonempty = np.concatenate(([0], np.cumsum(counts > 0)))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        xlogx = np.where(counts > 0, counts * np.log(counts), 0.0)
-        cum_xlogx = np.concatenate(([0.0], np.cumsum(xlogx)))
-        # first bin of group g for cut-off i: ceil(g * i / q), as np.digitize over linspace(0, i, q + 1)
-        bounds = -((-np.arange(q + 1)[None, :] * cutoffs[:, None]) // q)
-        group_sum = np.diff(cum[bounds], axis=1)
-        group_nonempty = np.diff(nonempty[bounds], axis=1)
-        ratio = group_sum / np.maximum(group_nonempty, 1)  # 0 for an empty group, whose term is 0
-        np.log(ratio, out=ratio, where=ratio > 0)
-        cross = (ratio * group_sum).sum(axis=1)
-        last = counts[cutoffs - 1]
-        outliers = total - cum[cutoffs]
-        p_last = last + outliers
-        p_log_p = cum_xlogx[cutoffs - 1] + np.where(p_last > 0, p_last * np.log(p_last), 0.0)
-        # Q of the last bin: its group's mean over non-empty bins, 0 when the bin itself is empty
-        q_last = group_sum[:, -1] / group_nonempty[:, -1]
-        cross = cross + np.where(outliers > 0, outliers * np.log(np.where(last > 0, q_last, 0.0)), 0.0)
-        kl = (p_log_p - cross) / total + np.log(cum[cutoffs] / total)
-    # P > 0 where Q = 0 (outliers folded into an empty last bin, or no data below i: NaN here, which
-    # pytorch-quantization's np.argmin picks by accident) is an infinite divergence
-    return np.where(np.isnan(kl), np.inf, kl)
-
-
-def percentile_amax(hist: np.ndarray, edges: np.ndarray, percentile: float = 99.99) -> float:
-    """The upper edge of the bin where the CDF of the histogram reaches `percentile` %.
-
-    pytorch-quantization returns that bin's lower edge; the upper edge keeps at least `percentile` % of the
-    values inside [-amax, amax], and is never 0 for a tensor that is not all zeros.
-    """
-    check_percentile(percentile)
-    counts = np.asarray(hist, dtype=np.int64)
-    cdf = np.cumsum(counts)
-    if cdf[-1] == 0:
-        return float(edges[-1])
-    idx = int(np.searchsorted(cdf, cdf[-1] * (percentile / 100.0), side="left"))
-    return float(edges[min(idx, counts.size - 1) + 1])
-
-
-def check_method(method: str) -> None:
-    """Reject a method that is not one of METHODS."""
-    if method not in METHODS:
-        raise InputError(f"calibration method {method!r} is unknown; use one of {', '.join(METHODS)}")
-
-
-def check_percentile(percentile: float) -> None:
-    """Reject a percentile outside (0, 100]."""
-    if not 0.0 < percentile <= 100.0:
-        raise InputError(f"percentile {percentile} is out of range; give a value in (0, 100], such as 99.99")

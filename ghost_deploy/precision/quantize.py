@@ -207,15 +207,18 @@ def _weight_qdq(model: onnx.ModelProto, node: onnx.NodeProto) -> list[onnx.NodeP
     return _qdq_nodes(weight, f"{weight}_dequantized", f"{weight}_scale", f"{weight}_zero_point", axis)
 
 
-def _float_inputs(model: onnx.ModelProto, excluded: Collection[str]) -> None:
+def _float_inputs(model: onnx.ModelProto, excluded: Collection[str], original: onnx.ModelProto) -> None:
     """Feed excluded nodes the float tensors instead of their Q -> DQ copies, and drop Q/DQ left unused.
 
     quantize_static leaves an excluded Conv between a DQ and a Q; ONNX Runtime's WeightBiasQuantization pass
     then quantizes its weights when the session loads and fuses it into a QLinearConv (measured: an excluded
     Conv in the middle of the shipped model ran as QLinearConv), so the exclusion would not hold. A float input
-    breaks that pattern: the node stays a float Conv (checked in the session's optimized graph).
+    breaks that pattern: the node stays a float Conv (checked in the session's optimized graph). Where the
+    quantizer removed a Relu and gave its output's name to the Conv before it, the float tensor is the Conv's:
+    the Relu is put back for the excluded node (`_as_original`).
     """
     producers = {out: node for node in model.graph.node for out in node.output}
+    restored: dict[str, onnx.NodeProto] = {}
     for node in model.graph.node:
         if node.name not in excluded:
             continue
@@ -223,7 +226,8 @@ def _float_inputs(model: onnx.ModelProto, excluded: Collection[str]) -> None:
             dq = producers.get(name)
             q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
             if q is not None and q.op_type == "QuantizeLinear":
-                node.input[index] = q.input[0]
+                node.input[index] = _as_original(original, q.input[0], producers, restored)
+    _insert_after_producers(model, restored, producers)
     while True:
         used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
         dead = [n for n in model.graph.node if n.op_type in _QDQ and not any(o in used for o in n.output)]
@@ -235,6 +239,40 @@ def _float_inputs(model: onnx.ModelProto, excluded: Collection[str]) -> None:
     unused = [init for init in model.graph.initializer if init.name not in used]
     for init in unused:
         model.graph.initializer.remove(init)
+
+
+def _as_original(
+    original: onnx.ModelProto, tensor: str, producers: Mapping[str, onnx.NodeProto], restored: dict[str, onnx.NodeProto]
+) -> str:
+    """`tensor` with the values the original graph gives it: a removed activation is applied again (once)."""
+    before = next((n for n in original.graph.node if tensor in n.output), None)
+    now = producers.get(tensor)
+    if before is None or now is None or before.op_type == now.op_type:
+        return tensor
+    if tensor not in restored:
+        node = onnx.NodeProto()
+        node.CopyFrom(before)
+        node.name = f"{before.name}_kept_float"
+        node.input[0] = tensor
+        del node.output[:]
+        node.output.append(f"{tensor}_float")
+        restored[tensor] = node
+    return str(restored[tensor].output[0])
+
+
+def _insert_after_producers(
+    model: onnx.ModelProto, restored: Mapping[str, onnx.NodeProto], producers: Mapping[str, onnx.NodeProto]
+) -> None:
+    """Put each restored activation right after the node that produces its input (the graph stays sorted)."""
+    if not restored:
+        return
+    after = {producers[tensor].name: node for tensor, node in restored.items()}
+    nodes = list(model.graph.node)
+    del model.graph.node[:]
+    for node in nodes:
+        model.graph.node.append(node)
+        if node.name in after:
+            model.graph.node.append(after[node.name])
 
 
 def _ensure_opset(model: onnx.ModelProto, minimum: int) -> None:
@@ -281,7 +319,7 @@ def qdq_for_onnxruntime(
     )
     quantizer.quantize_model()
     out = quantizer.model.model
-    _float_inputs(out, excluded)
+    _float_inputs(out, excluded, model)
     summary = QuantSummary(quantized_nodes=[n.name for n in nodes], excluded=excluded)
     summary.quantized_tensors = {
         n.input[0]: 0.0 for n in out.graph.node if n.op_type == "QuantizeLinear" and not n.input[0].endswith("weight")

@@ -1,27 +1,38 @@
 """INT8 sensitivity: which quantized layers cost the most agreement with FP32, and automatic exclusion.
 
-GhostNet's cheap depthwise convolutions are known to be fragile in INT8. Each layer is quantized alone
-(everything else FP32) and ranked by the top-1 agreement and cosine it costs on the calibration data (or a
-validation folder), never on the evaluation folder, so the accuracy preview stays an honest estimate.
-`auto_exclude` then keeps the worst layers in higher precision until the whole model meets the limit.
+GhostNet's cheap depthwise convolutions are known to be fragile in INT8. Everything is measured on the
+calibration data (or a validation folder), never on the evaluation folder, so the accuracy preview stays an
+honest estimate.
+
+- `layer_sensitivity`, the exhaustive ranking (`ghost-deploy sensitivity`, the reference): each layer is
+  quantized alone, everything else FP32, one model per layer.
+- `auto_exclude` (`--auto-exclude`), fast: when the whole Q/DQ graph misses the limit, one run of the probe
+  model (`probe.layer_errors`) gives every layer's own quantisation error together; then, greedily, the few
+  layers with the largest errors are each tried out of the quantized graph with the ones already chosen, the
+  one that restores the most agreement is kept in higher precision, and so on until the estimate meets the
+  limit, which the real build then confirms. Passing `ranking` (the exhaustive one) instead keeps the layers in
+  that order, 1, 2, 4, ... of them, as before.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import onnx
 
-from ghost_deploy.backends.base import INPUT_NAME
-from ghost_deploy.backends.onnxruntime import OnnxRuntimeRunner
-from ghost_deploy.data.inputs import Sample, batches
+from ghost_deploy.data.inputs import Sample
+from ghost_deploy.precision.probe import Scorer, layer_errors, without_quantization
 from ghost_deploy.precision.quantize import Range, qdq_for_onnxruntime, qdq_for_tensorrt, select_nodes
 from ghost_deploy.targets import target as target_of
 
 Builder = Callable[..., tuple[onnx.ModelProto, Any]]
+# layers tried out of the graph at each greedy step: the largest probe errors among those not yet kept
+CONFIRM = 4
+# greedy steps before the rest of the probe order is taken 2, 4, 8, ... layers at a time
+MAX_GREEDY = 6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,44 +54,52 @@ def builder_for(target: str) -> Builder:
     return qdq_for_onnxruntime if target_of(target).qdq == "onnxruntime" else qdq_for_tensorrt
 
 
-def _logits(model: onnx.ModelProto, samples: Sequence[Sample], batch: int) -> np.ndarray:
-    with OnnxRuntimeRunner(model.SerializeToString()) as runner:
-        name = runner.output_specs()[0].name
-        return np.concatenate([runner.infer(b.feeds)[name][: b.count] for b in batches(samples, INPUT_NAME, batch)])
-
-
-def _batch_size(model: onnx.ModelProto) -> int:
-    dim = model.graph.input[0].type.tensor_type.shape.dim[0]
-    return dim.dim_value if dim.HasField("dim_value") else 8
-
-
-def _score(ref: np.ndarray, out: np.ndarray) -> tuple[float, float]:
-    agreement = float((ref.argmax(1) == out.argmax(1)).mean())
-    cos = (ref * out).sum(1) / np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1), 1e-30)
-    return agreement, float(cos.mean())
-
-
 def layer_sensitivity(
     fp32: onnx.ModelProto,
     ranges: Mapping[str, Range],
     samples: Sequence[Sample],
     target: str = "onnx-int8",
     progress: Callable[[int, int], None] | None = None,
+    threads: int | None = None,
 ) -> list[LayerCost]:
-    """Quantize each layer alone and rank the layers, most costly first."""
-    batch = _batch_size(fp32)
-    ref = _logits(fp32, samples, batch)
+    """Quantize each layer alone and rank the layers, most costly first (one model per layer: the reference)."""
+    scorer = Scorer(fp32, samples, threads)
     nodes, _ = select_nodes(fp32)
     names = [n.name for n in nodes]
     build = builder_for(target)
     costs = []
     for i, node in enumerate(nodes):
         model, _ = build(fp32, ranges, exclude_nodes=[n for n in names if n != node.name])
-        agreement, cosine = _score(ref, _logits(model, samples, batch))
+        agreement, cosine = scorer.score(model)
         costs.append(LayerCost(node.name, node.op_type, agreement, cosine))
         if progress is not None:
             progress(i + 1, len(nodes))
     return sorted(costs, key=lambda c: (c.agreement, c.cosine_mean))
+
+
+@dataclasses.dataclass
+class _Search:
+    """One auto-exclusion: the builder's inputs, the scorer, and what was measured."""
+
+    fp32: onnx.ModelProto
+    ranges: Mapping[str, Range]
+    build: Builder
+    scorer: Scorer
+    min_agreement: float
+    already: tuple[str, ...]
+    op_types: tuple[str, ...]
+    tried: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def built(self, excluded: Sequence[str]) -> onnx.ModelProto:
+        """The Q/DQ graph with `excluded` (and the user's exclusions) kept in higher precision."""
+        exclude = [*self.already, *excluded]
+        return self.build(self.fp32, self.ranges, exclude_nodes=exclude, exclude_op_types=self.op_types)[0]
+
+    def measure(self, excluded: Sequence[str]) -> bool:
+        """Build with `excluded`, record the agreement, and say whether it meets the limit."""
+        agreement, cosine = self.scorer.score(self.built(excluded))
+        self.tried.append({"excluded": len(excluded), "agreement": agreement, "cosine_mean": cosine})
+        return agreement >= self.min_agreement
 
 
 def auto_exclude(
@@ -92,31 +111,85 @@ def auto_exclude(
     already: Collection[str] = (),
     exclude_op_types: Collection[str] = (),
     ranking: Sequence[LayerCost] | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
-    """Exclude the most sensitive layers (1, 2, 4, ... of them) until agreement reaches `min_agreement`.
+    """Keep the fewest layers in higher precision that bring agreement on `samples` to `min_agreement`.
 
-    `ranking` may be given when `layer_sensitivity` already ran on the same samples.
+    Fast by default (one probe run, then greedy confirmation of the few worst layers); with `ranking` (from
+    `layer_sensitivity` on the same samples) that order is taken 1, 2, 4, ... layers at a time.
     """
-    batch = _batch_size(fp32)
-    ref = _logits(fp32, samples, batch)
-    build = builder_for(target)
-    ranking = ranking if ranking is not None else layer_sensitivity(fp32, ranges, samples, target)
-    order = [c.node for c in ranking if c.node not in already]
-    tried = []
-    count = 0
+    start = time.perf_counter()
+    scorer = Scorer(fp32, samples, threads)
+    search = _Search(fp32, ranges, builder_for(target), scorer, min_agreement, (*already,), (*exclude_op_types,))
+    found: dict[str, Any] = {"min_agreement": min_agreement, "measured_on": f"{len(samples)} calibration inputs"}
+    if search.measure([]):
+        excluded: list[str] = []
+        found["ranking_method"] = "none needed: the whole Q/DQ graph meets the limit"
+    elif ranking is not None:
+        excluded = _doubling(search, [c.node for c in ranking if c.node not in already])
+        found["ranking_method"] = "exhaustive (each layer quantized alone)"
+        found["ranking"] = [c.to_dict() for c in ranking[:20]]
+    else:
+        excluded, fast = _fast(search, threads)
+        found.update(ranking_method="probe (one run) + greedy confirmation", **fast)
+    found.update(
+        met=search.tried[-1]["agreement"] >= min_agreement,
+        excluded=excluded,
+        tried=search.tried,
+        models_run=search.scorer.runs,
+        seconds=round(time.perf_counter() - start, 2),
+    )
+    return found
+
+
+def _doubling(search: _Search, order: Sequence[str], chosen: Sequence[str] = ()) -> list[str]:
+    """`chosen` plus the first 1, 2, 4, ... of `order` until the build meets the limit; the smallest such prefix
+    between the last miss and the first hit (bisection)."""
+    low, count = 0, 1
     while True:
-        excluded = [*already, *order[:count]]
-        model, _ = build(fp32, ranges, exclude_nodes=excluded, exclude_op_types=exclude_op_types)
-        agreement, cosine = _score(ref, _logits(model, samples, batch))
-        tried.append({"excluded": count, "agreement": agreement, "cosine_mean": cosine})
-        if agreement >= min_agreement or count >= len(order):
+        count = min(count, len(order))
+        if search.measure([*chosen, *order[:count]]):
             break
-        count = 1 if count == 0 else min(2 * count, len(order))
-    return {
-        "min_agreement": min_agreement,
-        "met": agreement >= min_agreement,
-        "excluded": order[:count],
-        "tried": tried,
-        "ranking": [c.to_dict() for c in ranking[:20]],
-        "measured_on": f"{len(samples)} calibration inputs",
-    }
+        if count == len(order):
+            return [*chosen, *order]
+        low, count = count, 2 * count
+    high = count
+    while high - low > 1:
+        mid = (low + high) // 2
+        if search.measure([*chosen, *order[:mid]]):
+            high = mid
+        else:
+            low = mid
+    if search.tried[-1]["excluded"] != len(chosen) + high:
+        search.measure([*chosen, *order[:high]])  # the last record is the one kept
+    return [*chosen, *order[:high]]
+
+
+def _fast(search: _Search, threads: int | None) -> tuple[list[str], dict[str, Any]]:
+    """Probe ranking, then greedy steps: try the CONFIRM worst remaining layers out of the graph with those
+    already chosen (estimates, no rebuild), keep the best; the real build checks once the estimate meets."""
+    full = search.built([])
+    layers = [n.name for n in select_nodes(search.fp32, search.already, search.op_types)[0]]
+    errors = layer_errors(search.fp32, full, layers, search.scorer.samples, threads)
+    order = sorted(errors, key=lambda n: -errors[n])
+    chosen: list[str] = []
+    steps: list[dict[str, Any]] = []
+    info: dict[str, Any] = {"ranking": [{"node": n, "error": errors[n]} for n in order[:20]], "greedy": steps}
+    bound = search.scorer.score(without_quantization(full, search.fp32, order))[0]
+    info["all_layers_out_estimate"] = bound
+    if bound < search.min_agreement:  # no choice of layers can help: the loss is in the other Q/DQ's ranges
+        info["note"] = (
+            f"with every layer out of the quantized graph the estimate is {bound:.2%}, below the limit: the "
+            "quantized activations' ranges themselves lose the agreement; no layer was excluded"
+        )
+        return [], info
+    while len(steps) < MAX_GREEDY and len(chosen) < len(order):
+        pool = [n for n in order if n not in chosen][:CONFIRM]
+        scores = {n: search.scorer.score(without_quantization(full, search.fp32, [*chosen, n])) for n in pool}
+        best = max(pool, key=lambda n: scores[n])
+        chosen.append(best)
+        steps.append({"kept": best, "estimates": {n: s[0] for n, s in scores.items()}})
+        if scores[best][0] >= search.min_agreement and search.measure(chosen):
+            return chosen, info
+    rest = [n for n in order if n not in chosen]
+    return _doubling(search, rest, chosen) if rest else chosen, info

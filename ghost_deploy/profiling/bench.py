@@ -9,7 +9,8 @@ against each other: compare rows from one run, and read the CV column. Where Ten
 `trt-*` engines are built from the FP32 ONNX with `engine.export_engine` (and verified there), checked
 against the reference like the other rows, and timed like `ghost-deploy profile` times engines: trtexec's
 Latency (H2D + GPU compute + D2H from CUDA events), so their latency leaves out the host-side Python
-overhead that the host-timed rows include.
+overhead that the host-timed rows include. Under the table: the CPU's INT8 flags, and on a CPU without VNNI
+(AVX2 only) the note that ONNX Runtime's INT8 kernels will not be faster than FP32 there.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ghost_deploy.config import BatchSpec, ExportConfig, PrecisionConfig
 from ghost_deploy.data.inputs import batches
 from ghost_deploy.errors import GhostDeployError, InputError, VerificationFailed
 from ghost_deploy.machine import probe
+from ghost_deploy.machine.cpu import int8_flags, int8_note
 from ghost_deploy.profiling.stats import (
     CV_THRESHOLD_CPU,
     CV_THRESHOLD_GPU,
@@ -78,6 +80,8 @@ def bench_model(model: Path, cfg: BenchConfig, command: Sequence[str] = ()) -> d
         raise InputError(f"--batch must be at least 1, got {cfg.batch}")
     report = new_report(list(command), "bench")
     report.update(model=str(model), batch=cfg.batch, threads=cfg.threads, environment=environment())
+    flags = int8_flags()
+    report["cpu_int8"] = {"flags": flags, "note": int8_note(flags)}  # is ort-int8 expected to be faster here?
     with tempfile.TemporaryDirectory(prefix="ghost-bench-") as tmp:
         work = cfg.work_dir or Path(tmp)
         _say("[bench] loading and exporting the model ...")
@@ -278,8 +282,17 @@ def render(report: dict[str, Any], markdown: bool = False) -> str:
         widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=True)]
         lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip() for row in [head, *body]]
     title = f"batch {report['batch']}, threads {report['threads'] or 'default'}, timed one target after another"
-    lines = [title, *lines, *(f"warning: {w}" for w in report["warnings"])]
+    lines = [title, *lines, *(f"warning: {w}" for w in report["warnings"]), *_cpu_lines(report.get("cpu_int8"))]
     return "\n".join(lines)
+
+
+def _cpu_lines(cpu: dict[str, Any] | None) -> list[str]:
+    """The CPU's INT8 flags under the table, and the note where ONNX Runtime's INT8 kernels cannot be faster."""
+    if not cpu:
+        return []
+    have = [flag for flag, on in cpu["flags"].items() if on]
+    lines = [f"CPU INT8 flags: {', '.join(have) or 'none of ' + ', '.join(cpu['flags'])}"]
+    return lines + ([f"note: {cpu['note']}"] if cpu.get("note") else [])
 
 
 def _pct(value: float | None) -> str:

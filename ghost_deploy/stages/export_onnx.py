@@ -97,7 +97,7 @@ def _export_locked(source: Source, cfg: ExportConfig, steps: Steps) -> ExportRes
     if target.reduces_precision:
         samples = calibration_data(source, cfg, report)
         with steps.step("precision", f"calibrating and building {target.name}"):
-            built = build_precision(source.fp32, target.name, cfg.precision, samples)
+            built = build_precision(source.fp32, target.name, cfg.precision, samples, source.threads)
         final = built.model
         report["precision"] = built.report
     with StagedOutput() as staged:
@@ -187,7 +187,8 @@ def _verify_preview(
 ) -> bool:
     """The reduced-precision preview on ONNX Runtime CPU against what the FP32 ONNX gave on the same data."""
     assert source.fp32_outputs is not None  # verify_fp32 ran first and recorded them
-    preview = OnnxRuntimeRunner(built.preview.SerializeToString(), optimize=built.preview_optimize)
+    model, optimize = built.preview.SerializeToString(), built.preview_optimize
+    preview = OnnxRuntimeRunner(model, optimize=optimize, threads=source.threads)
     batch = source.batch.example
     with steps.step("preview", "previewing the reduced precision on ONNX Runtime CPU") as rec, preview:
         metrics = compare_runners(source.fp32_outputs, preview, batches(source.data, INPUT_NAME, batch))
@@ -210,12 +211,12 @@ def _failure_message(report: dict[str, Any]) -> str:
     if pver.get("failures") and target_of(report["target"]).precision == "int8":
         if report.get("precision", {}).get("calibration", {}).get("auto_exclude"):
             text += (
-                "; --auto-exclude kept layers in higher precision and still missed the limit: the loss is in "
-                "the ranges themselves (entropy clips inputs); try --calib-method minmax/percentile"
+                "; --auto-exclude kept layers in higher precision and still missed the limit: the loss is in the "
+                "ranges themselves (entropy clips inputs); try --calib-method minmax (the default), mse or percentile"
             )
         else:
             text += (
                 "; to find and keep the fragile layers in higher precision run `ghost-deploy sensitivity` or add "
-                "--auto-exclude, or try --calib-method minmax/percentile"
+                "--auto-exclude, or try --calib-method minmax (the default), mse or percentile"
             )
     return text + f"; report: {report_path(Path(report['artifact']['path']))}"

@@ -45,9 +45,9 @@ def sensitivity_of_model(
     subset = list(itertools.islice(iter(samples), SUBSET))
     method, percentile = cfg.precision.calib_method, cfg.precision.percentile
     with steps.step("calibrate", f"calibrating ({method})"):
-        ranges = calibrate(source.fp32, subset, method=method, percentile=percentile).ranges
+        ranges = calibrate(source.fp32, subset, method=method, percentile=percentile, threads=source.threads).ranges
     with steps.step("rank", "quantizing each layer alone") as rec:
-        ranking = layer_sensitivity(source.fp32, ranges, subset, cfg.target)
+        ranking = layer_sensitivity(source.fp32, ranges, subset, cfg.target, threads=source.threads)
         rec["note"] = f"{len(ranking)} layers on {len(subset)} calibration inputs"
     report["sensitivity"] = {
         "measured_on": f"{len(subset)} calibration inputs (never the evaluation folder)",

@@ -5,13 +5,20 @@ ONNX file as it is), exports and simplifies it, and chooses the verification dat
 simplified FP32 ONNX with the reference (PyTorch, or ONNX Runtime on the given ONNX) once per source and
 records what the FP32 ONNX gave, so that every reduced-precision artifact and engine made from the same source
 is checked against those outputs without another export or another PyTorch run.
+
+Speed on a busy machine: the job measures once how many cores are idle (`machine.cpu.job_threads`) and gives
+that many threads to PyTorch and to ONNX Runtime, which take turns and never run at once. The PyTorch reference
+runs at REFERENCE_BATCH rows whatever the ONNX's batch (a module has no fixed batch), one chunk ahead of the
+ONNX runner: a few large parallel regions instead of one small region per layer and image, which is what
+collapsed when other work held the cores.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +30,10 @@ from ghost_deploy.backends.onnx.files import check_finite_initializers, input_di
 from ghost_deploy.backends.onnx.simplify import op_counts
 from ghost_deploy.backends.onnxruntime import OnnxRuntimeRunner
 from ghost_deploy.config import BatchSpec, ExportConfig, Overrides, Tolerances, check_batch_memory
-from ghost_deploy.data.inputs import Sample, batches
+from ghost_deploy.data.inputs import Batch, Sample, batches
 from ghost_deploy.data.preprocess import Preprocessing
 from ghost_deploy.errors import InputError, VerificationFailed
+from ghost_deploy.machine.cpu import job_threads, usable_cpus
 from ghost_deploy.model.info import ModelInfo, apply_overrides
 from ghost_deploy.report import Steps, file_entry, report_of
 from ghost_deploy.stages.evaldata import EvalData, eval_data
@@ -34,6 +42,11 @@ from ghost_deploy.verify import Recorded, compare_runners, verification_record
 # GhostNetV3's fused model must give the unfused model's logits within this (max abs error in float64, real images)
 REPARAM_ATOL = 1e-4
 REPARAM_SAMPLES = 64
+# rows per reference batch (a checkpoint's module, or an ONNX reference with a dynamic batch): up to
+# REFERENCE_BATCH, and no more pixels than REFERENCE_PIXELS (64 rows at 64 x 64; 5 at 224 x 224, where one row
+# is already a large parallel region and 64 would add ~600 MB of activations)
+REFERENCE_BATCH = 64
+REFERENCE_PIXELS = 64 * 64 * 64
 
 
 @dataclasses.dataclass
@@ -58,6 +71,7 @@ class Source:
     facts: dict[str, Any]
     fp32_verification: dict[str, Any] | None = None
     fp32_outputs: Recorded | None = None
+    threads: int | None = None  # what every runtime of this job uses (None: each runtime's own default)
 
     @property
     def info(self) -> ModelInfo:
@@ -70,6 +84,8 @@ def open_source(path: Path, cfg: ExportConfig, steps: Steps) -> Source:
     if not path.exists():
         raise InputError(f"model file {path} does not exist; check the path")
     facts: dict[str, Any] = {"input": file_entry(path) if path.is_file() else {"path": str(path)}}
+    threads = job_threads()
+    facts["threads"] = {"used": threads, "usable_cpus": usable_cpus()}
     if path.suffix.lower() == ".onnx":
         model = _load_checked(path, steps)
         if not cfg.allow_nonfinite_weights:
@@ -77,20 +93,24 @@ def open_source(path: Path, cfg: ExportConfig, steps: Steps) -> Source:
         info = info_from_onnx(model, path, cfg.overrides)
         dims = input_dims(model)
         batch = cfg.batch or (BatchSpec(fixed=dims[0]) if dims[0] else BatchSpec(None, (1, 1, 1)))
-        reference = Reference(info, OnnxRuntimeRunner(path), onnx_model=model)
+        reference = Reference(info, OnnxRuntimeRunner(path, threads=threads), onnx_model=model)
         data = eval_data(info, path.parent, cfg.eval_dir, cfg.eval_limit, cfg.seed)
     else:
+        from ghost_deploy.backends.pytorch import torch_threads
+
         batch = cfg.batch or BatchSpec()
         reference = load_reference(
-            path, cfg.overrides, cfg.trust, batch, steps, facts, allow_nonfinite=cfg.allow_nonfinite_weights
+            path, cfg.overrides, cfg.trust, batch, steps, facts, threads, allow_nonfinite=cfg.allow_nonfinite_weights
         )
         check_batch_memory(batch, reference.info.input_size)
         data = eval_data(reference.info, path.parent, cfg.eval_dir, cfg.eval_limit, cfg.seed)
-        fused = _reparameterize_if_needed(reference.module, data, steps, facts)
-        if fused is not reference.module:
-            reference = dataclasses.replace(reference, module=fused, runner=_torch_runner(reference.info, fused, batch))
-        model = _export(reference, batch, cfg.opset, steps, facts)
-    return Source(path, reference, _simplify(model, steps, facts), batch, data, facts)
+        with torch_threads(threads):
+            fused = _reparameterize_if_needed(reference.module, data, steps, facts)
+            if fused is not reference.module:
+                runner = _torch_runner(reference.info, fused, threads)
+                reference = dataclasses.replace(reference, module=fused, runner=runner)
+            model = _export(reference, batch, cfg.opset, steps, facts)
+    return Source(path, reference, _simplify(model, steps, facts), batch, data, facts, threads=threads)
 
 
 def load_reference(
@@ -100,10 +120,12 @@ def load_reference(
     batch: BatchSpec,
     steps: Steps,
     facts: dict[str, Any] | None = None,
+    threads: int | None = None,
     *,
     allow_nonfinite: bool = False,
 ) -> Reference:
-    """The reference for verification: a checkpoint's model on PyTorch, or an ONNX file on ONNX Runtime.
+    """The reference for verification: a checkpoint's model on PyTorch (any batch size, whatever `batch` is),
+    or an ONNX file on ONNX Runtime; `threads` for its runtime (None: the runtime's default).
 
     Non-finite weights are refused (exit 2) unless `allow_nonfinite`.
     """
@@ -111,7 +133,8 @@ def load_reference(
         model = load_onnx(path)
         if not allow_nonfinite:
             check_finite_initializers(model, path)
-        return Reference(info_from_onnx(model, path, overrides), OnnxRuntimeRunner(path), onnx_model=model)
+        runner = OnnxRuntimeRunner(path, threads=threads)
+        return Reference(info_from_onnx(model, path, overrides), runner, onnx_model=model)
     from ghost_deploy.model.checkpoint import load_model
 
     with steps.step("load", f"loading {path}") as rec:
@@ -119,15 +142,15 @@ def load_reference(
         rec["note"] = f"{loaded.info.arch}, {loaded.info.num_classes} classes, {loaded.checkpoint_form}"
     if facts is not None:
         facts["checkpoint"] = {"form": loaded.checkpoint_form, "architecture_from": loaded.info.source}
-    return Reference(loaded.info, _torch_runner(loaded.info, loaded.module, batch), module=loaded.module)
+    return Reference(loaded.info, _torch_runner(loaded.info, loaded.module, threads), module=loaded.module)
 
 
-def _torch_runner(info: ModelInfo, module: Any, batch: BatchSpec) -> Runner:
+def _torch_runner(info: ModelInfo, module: Any, threads: int | None) -> Runner:
+    """The module on PyTorch with a dynamic batch: the reference runs at its own batch size, not the ONNX's."""
     from ghost_deploy.backends.pytorch import TorchRunner
 
     size = info.input_size
-    spec = TensorSpec(INPUT_NAME, (None if batch.is_dynamic else batch.fixed, 3, size, size))
-    return TorchRunner(module, spec, info=info)
+    return TorchRunner(module, TensorSpec(INPUT_NAME, (None, 3, size, size)), threads=threads, info=info)
 
 
 def _load_checked(path: Path, steps: Steps) -> onnx.ModelProto:
@@ -248,13 +271,16 @@ def verify_fp32(source: Source, tol: Tolerances, steps: Steps) -> dict[str, Any]
     if source.fp32_verification is not None:
         return source.fp32_verification
     reference = source.reference.runner
-    candidate = OnnxRuntimeRunner(source.fp32.SerializeToString())
+    candidate = OnnxRuntimeRunner(source.fp32.SerializeToString(), threads=source.threads)
     recorded = Recorded("FP32 ONNX on onnxruntime CPU")
     size = source.batch.example
     with steps.step("verify", f"comparing ONNX Runtime CPU with {reference.name}") as rec, reference, candidate:
-        metrics = compare_runners(reference, candidate, batches(source.data, INPUT_NAME, size), record=recorded)
+        metrics = compare_with_reference(reference, candidate, source.data, size, record=recorded)
         err = metrics["max_abs_error"]
-        rec["note"] = f"max abs error {err if err is None else format(err, '.2e')} on {metrics['samples']} inputs"
+        rec["note"] = (
+            f"max abs error {err if err is None else format(err, '.2e')} on {metrics['samples']} inputs, "
+            f"{source.threads or 'default'} threads"
+        )
     source.fp32_verification = verification_record(
         reference.name,
         candidate.name,
@@ -265,6 +291,37 @@ def verify_fp32(source: Source, tol: Tolerances, steps: Steps) -> dict[str, Any]
     )
     source.fp32_outputs = recorded
     return source.fp32_verification
+
+
+def compare_with_reference(
+    reference: Runner, candidate: Runner, data: Iterable[Sample], size: int, record: Recorded | None = None
+) -> dict[str, Any]:
+    """`compare_runners` with the reference run at its own batch size: REFERENCE_BATCH rows when its batch is
+    dynamic (a PyTorch module), the candidate at `size`; both active. Rows are compared one by one, so the
+    metrics do not depend on either batch size."""
+    expected = Recorded(reference.name)
+    feeds = _reference_first(data, reference, expected, size)
+    return compare_runners(expected, candidate, feeds, record=record)
+
+
+def _reference_first(data: Iterable[Sample], reference: Runner, expected: Recorded, size: int) -> Iterator[Batch]:
+    """The candidate's batches of `size`; before each chunk's first one, the reference's outputs on the chunk are
+    appended to `expected` (one chunk of samples in memory at a time)."""
+    spec = reference.input_specs()[0]
+    ref_batch = spec.fixed_batch or reference_batch(spec.shape)
+    chunk_size = math.lcm(ref_batch, size) if spec.fixed_batch else -(-ref_batch // size) * size
+    output = reference.output_specs()[0].name
+    it = iter(data)
+    while chunk := list(itertools.islice(it, chunk_size)):
+        for ref in batches(chunk, INPUT_NAME, ref_batch, pad=spec.fixed_batch is not None):
+            expected.rows.append(np.array(reference.infer(ref.feeds)[output][: ref.count], copy=True))
+        yield from batches(chunk, INPUT_NAME, size)
+
+
+def reference_batch(shape: tuple[int | None, ...]) -> int:
+    """Rows per batch of a dynamic-batch reference with this input shape: REFERENCE_BATCH, fewer for large images."""
+    pixels = math.prod(d or 1 for d in shape[2:])
+    return max(1, min(REFERENCE_BATCH, REFERENCE_PIXELS // max(pixels, 1)))
 
 
 def localise(reference: Reference, model: onnx.ModelProto, data: EvalData, size: int) -> dict[str, Any] | None:

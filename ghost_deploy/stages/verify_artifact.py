@@ -8,19 +8,19 @@ from typing import Any
 
 import onnx
 
-from ghost_deploy.backends.base import INPUT_NAME, Runner
+from ghost_deploy.backends.base import Runner
 from ghost_deploy.backends.choose import kind_of, runner_for
 from ghost_deploy.backends.onnx.files import input_dims, load_onnx
 from ghost_deploy.config import BatchSpec, Overrides, Tolerances
-from ghost_deploy.data.inputs import batches
 from ghost_deploy.errors import InputError, VerificationFailed
 from ghost_deploy.fileio import check_writable, write_json_atomic
 from ghost_deploy.machine import probe
+from ghost_deploy.machine.cpu import job_threads
 from ghost_deploy.report import Steps, file_entry, new_report, report_of
 from ghost_deploy.stages.evaldata import eval_data
-from ghost_deploy.stages.source import load_reference, localise
+from ghost_deploy.stages.source import compare_with_reference, load_reference, localise
 from ghost_deploy.targets import TARGETS
-from ghost_deploy.verify import compare_runners, verification_record
+from ghost_deploy.verify import verification_record
 
 
 def verify_artifact(
@@ -54,17 +54,20 @@ def verify_artifact(
     if output is not None:
         check_writable(output)
     model = load_onnx(artifact) if kind == "onnx" else None
-    candidate = runner_for(artifact)
+    threads = job_threads()
+    candidate = runner_for(artifact, threads=threads)
     with candidate:
         batch = _batch_of(candidate, model)
-    ref = load_reference(reference, overrides, trust, batch, steps, allow_nonfinite=allow_nonfinite_weights)
+    ref = load_reference(
+        reference, overrides, trust, batch, steps, threads=threads, allow_nonfinite=allow_nonfinite_weights
+    )
     data = eval_data(ref.info, reference.parent, eval_dir, eval_limit)
     report = new_report(command or [], "verify")
     report.update(
         artifact=file_entry(artifact), reference=file_entry(reference), simulated=probe.simulation() is not None
     )
     with steps.step("verify", f"comparing {artifact.name} with {ref.runner.name}"), ref.runner, candidate:
-        metrics = compare_runners(ref.runner, candidate, batches(data, INPUT_NAME, batch.example))
+        metrics = compare_with_reference(ref.runner, candidate, data, batch.example)
     report["verification"] = verification_record(
         ref.runner.name,
         candidate.name,

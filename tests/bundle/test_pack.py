@@ -33,6 +33,8 @@ def test_pack_directory_holds_every_file_with_its_hash(artifacts: dict[str, Path
     assert {"digits.onnx", "digits.ort-int8.onnx", "labels.txt", "README.md", "config_infer_primary.txt"} <= names
     assert (out / "labels.txt").read_text().splitlines() == [str(i) for i in range(10)]
     assert [a["precision"] for a in manifest["artifacts"]] == ["fp32", "int8"]
+    calibration = manifest["artifacts"][1]["build"]["calibration"]
+    assert calibration["method"] == "minmax" and "ranges" not in calibration  # the default ranges, recorded
     assert manifest["input"]["shape"] == [1, 3, 64, 64] and manifest["output"]["name"] == "logits"
     assert manifest["artifacts"][0]["verification"]["metrics"]["top1_agreement"] == 1.0
     assert (out / "digits.onnx").read_bytes() == artifacts["onnx"].read_bytes()  # as it is, no header
@@ -167,3 +169,22 @@ def test_pack_onto_a_fifo_is_refused(tiny_exports: dict[str, Path], tmp_path: Pa
     with pytest.raises(InputError, match="is a FIFO, not a regular file"):
         pack([tiny_exports["good"]], tmp_path / "b.tar.gz", force=True)
     assert (tmp_path / "b.tar.gz").is_fifo()
+
+
+def test_packed_int8_engine_records_how_its_ranges_were_made(tmp_path: Path) -> None:
+    # no GPU here: the engine is built by the TensorRT simulator, which is what packs it; the calibration comes
+    # from the report of the Q/DQ ONNX the engine was built from
+    from ghost_deploy.config import ExportConfig
+    from ghost_deploy.report import Steps
+    from ghost_deploy.stages.export_engine import export_engine
+    from ghost_deploy.testing import trtsim
+    from tests.helpers import SHIPPED_MODEL
+
+    engine = tmp_path / "e.engine"
+    cfg = ExportConfig(target="trt-int8", output=engine, eval_limit=24, calib_size=16)
+    with trtsim.simulate("10.3"):
+        export_engine(SHIPPED_MODEL, cfg, Steps(echo=lambda text: None))
+        pack([engine], tmp_path / "bundle")
+    manifest = json.loads((tmp_path / "bundle" / MANIFEST).read_text())
+    calibration = manifest["artifacts"][0]["build"]["calibration"]
+    assert calibration == {"method": "minmax", "images": 16, "cache_header": "EntropyCalibration2"}

@@ -43,6 +43,24 @@ def test_precision_targets_on_the_shipped_model(tmp_path: Path, target: str, ext
         assert report["precision"]["fp16"]["converted_nodes"] > 100
 
 
+@pytest.mark.parametrize("target", ["onnx-int8", "ort-int8"])
+def test_default_int8_export_passes_on_the_test_split(tmp_path: Path, target: str) -> None:
+    # the headline command, no other flag: max ranges, no layer excluded (entropy ranges gave 59% here)
+    out = tmp_path / f"m.{target}.onnx"
+    proc = run_cli("ghost-export", str(SHIPPED_MODEL), "--target", target, "-o", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    metrics = report["precision_verification"]["metrics"]
+    assert metrics["samples"] == 359 and metrics["top1_agreement"] >= 0.995
+    calibration = report["precision"]["calibration"]
+    assert calibration["method"] == "minmax" and "auto_exclude" not in calibration
+    assert report["precision"]["qdq"]["excluded"] == {}
+    if target == "onnx-int8":  # trtexec reads the header; the report says which method made the values
+        assert Path(str(out) + ".cache").read_text().startswith("TRT-100300-EntropyCalibration2\n")
+        assert calibration["cache_header"] == "EntropyCalibration2"
+        assert report["precision"]["cache"]["values_from"] == "minmax"
+
+
 def test_calib_cache_turns_into_the_same_qdq_graph(tmp_path: Path) -> None:
     first = tmp_path / "a.onnx"
     args = ["--target", "onnx-int8", "--calib-method", "minmax", "--calib-size", "32", "--eval-limit", "40"]

@@ -161,7 +161,7 @@ def test_histogram_threshold_never_exceeds_the_max() -> None:
     collector = HistogramCollector(2048)
     collector.collect(x)
     assert collector.upper == 4.0
-    for method in ("entropy", "percentile", "minmax"):
+    for method in ("entropy", "percentile", "minmax", "mse"):
         assert collector.result(method, 100.0).amax <= 3.0
 
 
@@ -199,7 +199,7 @@ def test_stream_equals_one_batch_even_when_the_range_grows() -> None:
         assert stream.upper == whole.upper, label
         # merged bins are exact; only values on a bin edge may round into the neighbour
         assert np.abs(stream.counts - whole.counts).sum() <= 1e-4 * x.size, label
-        for method in ("entropy", "percentile"):
+        for method in ("entropy", "percentile", "mse"):
             assert abs(stream.result(method).amax - whole.result(method).amax) <= whole.edges[1], (label, method)
 
 
@@ -264,8 +264,8 @@ def _direct_minmax(model: onnx.ModelProto, samples: list[Sample]) -> dict[str, t
 @pytest.fixture(scope="module")
 def calibrations(digits_onnx: onnx.ModelProto) -> dict[str, object]:
     done: list[int] = []
-    entropy = calibrate(digits_onnx, _images(24), progress=done.append)
-    minmax = calibrate(digits_onnx, _images(24), method="minmax", batch_size=5)
+    entropy = calibrate(digits_onnx, _images(24), method="entropy", progress=done.append)
+    minmax = calibrate(digits_onnx, _images(24), batch_size=5)  # the default method
     return {"entropy": entropy, "minmax": minmax, "progress": done}
 
 
@@ -282,6 +282,7 @@ def test_every_conv_input_gets_a_positive_finite_amax(digits_onnx: onnx.ModelPro
 
 
 def test_minmax_matches_a_direct_run_and_bounds_entropy(digits_onnx: onnx.ModelProto, calibrations) -> None:  # type: ignore[no-untyped-def]
+    assert calibrations["minmax"].method == "minmax"  # the default: max |x|
     # batch 5 over 24 images: a short last batch, whose rows must all count and nothing else
     direct = _direct_minmax(digits_onnx, list(_images(24)))
     entropy, minmax = calibrations["entropy"].ranges, calibrations["minmax"].ranges
@@ -345,7 +346,7 @@ def test_nan_activation_names_the_tensor(digits_onnx: onnx.ModelProto) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"method": "kl"}, "entropy, minmax, percentile"),
+        ({"method": "kl"}, "entropy, minmax, percentile, mse"),
         ({"percentile": 0.0}, "percentile 0.0"),
         ({"batch_size": 0}, "batch size 0"),
         ({"tensors": ["no_such_tensor"]}, "no_such_tensor"),

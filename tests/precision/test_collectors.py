@@ -26,7 +26,7 @@ def _assert_same(shortcut: HistogramCollector, direct: HistogramCollector) -> No
     assert shortcut.upper == direct.upper
     np.testing.assert_array_equal(shortcut.counts, direct.counts)
     assert (shortcut.min, shortcut.max) == (direct.min, direct.max)
-    for method in ("entropy", "percentile", "minmax"):
+    for method in ("entropy", "percentile", "minmax", "mse"):
         assert shortcut.result(method) == direct.result(method)
 
 

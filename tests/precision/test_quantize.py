@@ -167,3 +167,26 @@ def test_ort_flavour_exclusions_hold_in_the_session(tmp_path: Path, fp32: onnx.M
     quantized = [n for n in optimized.graph.node if n.op_type == "QLinearConv"]
     # ONNX Runtime renames the nodes it rewrites; the counts show that both exclusions hold
     assert len(float_convs) == 2 and len(quantized) == len(convs) - 2
+
+
+def test_ort_flavour_exclusion_after_a_relu_reads_the_relu(fp32: onnx.ModelProto, ranges) -> None:  # type: ignore[no-untyped-def]
+    # ONNX Runtime's quantizer removes the Relu after a quantized Conv and gives the Conv its output's name (the
+    # uint8 zero point clamps instead); an excluded Conv reading that name in float would see negative values
+    producers = {o: n for n in fp32.graph.node for o in n.output}
+    after_relu = next(
+        n.name for n in fp32.graph.node if n.op_type == "Conv" and producers.get(n.input[0], n).op_type == "Relu"
+    )
+    model, _ = qdq_for_onnxruntime(fp32, ranges, exclude_nodes=[after_relu])
+    got_producers = {o: n for n in model.graph.node for o in n.output}
+    node = next(n for n in model.graph.node if n.name == after_relu)
+    assert got_producers[node.input[0]].op_type == "Relu"
+    x = np.stack([s.array for s in ImageFolder(DIGITS / "test", Preprocessing(64, 64), limit=32)])
+    outputs = []
+    for m in (fp32, qdq_for_onnxruntime(fp32, ranges)[0], model):
+        with OnnxRuntimeRunner(m.SerializeToString()) as runner:
+            outputs.append(np.concatenate([runner.infer({"input": x[i : i + 4]})["logits"] for i in range(0, 32, 4)]))
+    ref, quantized, excluded = outputs
+    norms = np.linalg.norm(ref, axis=1)
+    cosines = [float(((ref * o).sum(1) / (norms * np.linalg.norm(o, axis=1))).mean()) for o in (quantized, excluded)]
+    # keeping one layer in float must not make the model worse than quantizing it
+    assert cosines[1] >= cosines[0] - 0.01

@@ -32,6 +32,22 @@ def test_reduced_precision_not_faster_than_the_row_above_warns() -> None:
     assert [w.split(" ")[0] for w in _warnings(rows)] == ["onnx-fp16", "onnx-int8"]
 
 
+def test_the_table_says_when_int8_cannot_be_faster_on_this_cpu() -> None:
+    from ghost_deploy.machine.cpu import int8_flags, int8_note
+
+    rows = [_row("onnx", 2.0), _row("ort-int8", 2.1)]
+    for row in rows:
+        row.update(bytes=1e6, top1=0.98, agreement=1.0, cosine=1.0, p99_ms=3.0, images_per_s=400.0, cv=0.01)
+    avx2 = int8_flags({"avx2"})
+    cpu = {"flags": avx2, "note": int8_note(avx2)}
+    report = {"rows": rows, "warnings": [], "batch": 1, "threads": 1, "cpu_int8": cpu}
+    lines = render(report).splitlines()
+    assert lines[-2] == "CPU INT8 flags: avx2" and "will not be faster" in lines[-1]
+    vnni = int8_flags({"avx2", "avx512_vnni", "amx_int8"})
+    report["cpu_int8"] = {"flags": vnni, "note": int8_note(vnni)}
+    assert render(report, markdown=True).splitlines()[-1] == "CPU INT8 flags: avx2, avx512_vnni, amx_int8"
+
+
 def test_bad_bench_inputs(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="does not exist"):
         bench_model(tmp_path / "missing.pt", BenchConfig())
@@ -68,3 +84,4 @@ def test_bench_shipped_model_lists_every_target(tmp_path: Path) -> None:
         line.startswith("| trt-int8 |") for line in lines
     )
     assert render(report).splitlines()[1].split()[0] == "target"  # the aligned text form
+    assert any(line.startswith("CPU INT8 flags:") for line in lines)  # beside the ort-int8 row's speed

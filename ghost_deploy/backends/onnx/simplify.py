@@ -28,7 +28,7 @@ def op_counts(model: onnx.ModelProto) -> dict[str, int]:
 
 def simplify_onnx(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """Run onnxsim with its check, then remove identity Slices; returns the model and the Slices removed."""
-    onnxsim = optional.require("onnxsim", "Simplifying ONNX")
+    onnxsim = optional.onnxsim("Simplifying ONNX")
     try:
         with contextlib.redirect_stdout(sys.stderr):  # its progress print must not pollute --json output
             simplified, ok = onnxsim.simplify(model, check_n=1)
