@@ -7,6 +7,7 @@ tensorrt and pycuda only when they are installed (to read DLA cores and the CUDA
 from __future__ import annotations
 
 import platform
+import sys
 from importlib import util
 from typing import Any
 
@@ -15,9 +16,9 @@ from ghost_deploy.machine.probe import distribution_version, gpus, jetson, simul
 
 def _tensorrt_details() -> dict[str, Any]:
     """Version and DLA cores from the TensorRT bindings, when they import."""
-    if util.find_spec("tensorrt") is None:
-        return {}
     try:
+        if "tensorrt" not in sys.modules and util.find_spec("tensorrt") is None:
+            return {}
         import tensorrt as trt
 
         logger = trt.Logger(trt.Logger.ERROR)

@@ -70,8 +70,9 @@ def time_engine(
 ) -> list[QueryEvents]:
     """Run trtexec's loop on `runner` and return every query's event times (warm-up included)."""
     runner.bind(feeds)
-    runner.copy_inputs()  # once, even with --no-data-transfers: trtexec fills the inputs before timing compute
-    runner.synchronize()
+    if not data_transfers:  # the loop copies nothing: fill the inputs once, as trtexec does, before timing compute
+        runner.copy_inputs()
+        runner.synchronize()
     launch = runner.enqueue
     graph = None
     if cuda_graph:
