@@ -66,8 +66,7 @@ class Check:
     @classmethod
     def from_dict(cls, title: str, record: Mapping[str, Any]) -> Check:
         """Read a `verification` / `precision_verification` entry."""
-        data = record.get("data")
-        described = text(obj(data).get("description")) or text(data)
+        described = _data_text(record.get("data"))
         passed = record.get("passed")
         div = record.get("first_divergence")
         return cls(
@@ -85,6 +84,20 @@ class Check:
     def metric(self, name: str) -> float | None:
         """One metric as a number, when recorded."""
         return num(dict(self.metrics).get(name))
+
+
+def _data_text(data: object) -> str | None:
+    """What a verification ran on, in words: `what` (or `kind`), how many images, whether labelled."""
+    if isinstance(data, str):
+        return data
+    data = obj(data)
+    what = text(data.get("what")) or text(data.get("description")) or text(data.get("kind"))
+    if what is None:
+        return None
+    count = num(data.get("images"))
+    facts = [f"{count:g} images" if count is not None else "", "labelled" if data.get("labelled") is True else ""]
+    facts = [f for f in facts if f]
+    return what + (f" ({', '.join(facts)})" if facts else "")
 
 
 @dataclasses.dataclass(frozen=True)

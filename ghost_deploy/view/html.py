@@ -45,7 +45,7 @@ table.kv th { width: 190px; }
 .banner { background: #fff6dd; border: 1px solid #e0a800; border-radius: 4px; padding: 8px 12px; margin: 10px 0; }
 .pass { color: #17703a; font-weight: 700; }
 .fail { color: #b3141b; font-weight: 700; }
-.charts { display: flex; flex-wrap: wrap; gap: 12px; }
+.charts { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
 svg.chart { font: 11px system-ui, "DejaVu Sans", sans-serif; fill: #222; background: white; }
 svg.chart .chart-title { font-size: 13px; font-weight: 600; }
 .note { color: #555; font-size: 13px; }
@@ -236,8 +236,8 @@ def _targets_section(targets: Sequence[Target]) -> str:
     out.append(
         '<p class="note">Top-1 is the accuracy on the labelled verification inputs; agreement is the share of '
         "inputs whose top-1 class equals the FP32 reference's (a reduced-precision graph against the FP32 ONNX, "
-        "the FP32 ONNX against PyTorch, an engine against the FP32 ONNX on ONNX Runtime). Latency is batch "
-        f"{_batch_note(targets)} from the profile report.</p>"
+        "the FP32 ONNX against PyTorch, an engine against the FP32 ONNX on ONNX Runtime). Latency and throughput: "
+        f"{_batch_note(targets)}, from each target's profile report.</p>"
     )
     out.append("</section>")
     return "\n".join(out)
@@ -246,4 +246,6 @@ def _targets_section(targets: Sequence[Target]) -> str:
 def _batch_note(targets: Sequence[Target]) -> str:
     """Which batch the latency columns show."""
     batches = {r.batch for t in targets if t.profile for r in t.profile.runs[:1]}
-    return "the first batch size" if len(batches) != 1 else esc(next(iter(batches)) or "1")
+    if len(batches) == 1 and None not in batches:
+        return f"batch {esc(next(iter(batches)))}"
+    return "the first batch size each profile measured"

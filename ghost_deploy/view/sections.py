@@ -197,6 +197,8 @@ def _pairs(head: str, pairs: Pairs, percent_keys: Sequence[str], css: str = "") 
     for key, v in pairs:
         if key in percent_keys and isinstance(v, (int, float)) and not isinstance(v, bool):
             shown = esc(f"{v:.2%}")
+        elif key.startswith("cosine") and isinstance(v, float):
+            shown = esc(f"{v:.6f}")
         elif isinstance(v, float):
             shown = esc(f"{v:.6g}")
         elif v is None:

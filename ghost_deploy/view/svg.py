@@ -159,8 +159,9 @@ def histogram(
         if count:
             x0, x1 = frame.x(lo + span * i / bins), frame.x(lo + span * (i + 1) / bins)
             y = frame.y(count)
+            w = max(x1 - x0 - 0.5, 0.5)
             out.append(
-                f'<rect class="bar" x="{x0:.2f}" y="{y:.2f}" width="{max(x1 - x0 - 0.5, 0.5):.2f}" '
+                f'<rect class="bar" data-count="{count}" x="{x0:.2f}" y="{y:.2f}" width="{w:.2f}" '
                 f'height="{frame.y(0) - y:.2f}" fill="{BLUE}"/>'
             )
     legend = []
