@@ -100,7 +100,8 @@ class Collector:
             self._profiles.append(Profile.from_dict(path.name, data))
         elif kind == "sensitivity":
             sens = data["sensitivity"]
-            title = f"INT8 sensitivity, {text(data.get('target')) or 'sensitivity'}"
+            target = (text(data.get("target")) or "").removeprefix("sensitivity (").removesuffix(")")
+            title = f"INT8 sensitivity ranking, {target or 'INT8'}"
             self._rankings.append(Ranking.from_dict(title, path.name, sens))
             self._add_model(path.name, data)
         elif kind == "artifact":

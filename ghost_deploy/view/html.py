@@ -39,6 +39,7 @@ th, td { border: 1px solid #d7dbe0; padding: 3px 8px; text-align: left; vertical
 th { background: #eef1f5; font-weight: 600; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 table.kv th { width: 190px; }
+td.nowrap { white-space: nowrap; }
 .missing { color: #999; font-style: italic; }
 .sim { display: inline-block; background: #ffe8b3; color: #7a4b00; border: 1px solid #e0a800; border-radius: 3px;
        padding: 0 5px; font-size: 11px; font-weight: 700; letter-spacing: .03em; }
@@ -158,8 +159,9 @@ def _preprocessing(pre: Mapping[str, Any]) -> str:
     formula = ""
     if len(mean) == 3 and len(std) == 3 and all(num(x) is not None for x in mean + std):
         formula = (
-            "y[c] = (p / 255 - mean[c]) / std[c] for each channel c (R, G, B) and 8-bit pixel value p; "
-            f"mean = ({', '.join(f'{float(m):g}' for m in mean)}), std = ({', '.join(f'{float(s):g}' for s in std)})"
+            "<code>y[c] = (p / 255 - mean[c]) / std[c]</code> for each channel c (R, G, B) and 8-bit pixel value "
+            f"p,<br><code>mean = ({esc(', '.join(f'{float(m):g}' for m in mean))}), "
+            f"std = ({esc(', '.join(f'{float(s):g}' for s in std))})</code>"
         )
     return kv_table(
         [
@@ -170,7 +172,7 @@ def _preprocessing(pre: Mapping[str, Any]) -> str:
             ("layout", value(pre.get("layout"))),
             ("mean", value(mean or None)),
             ("std", value(std or None)),
-            ("normalisation", f"<code>{esc(formula)}</code>" if formula else MISSING),
+            ("normalisation", formula or MISSING),
         ],
         "preprocessing.",
     )
@@ -223,7 +225,7 @@ def _targets_section(targets: Sequence[Target]) -> str:
         thr = f"{run.throughput:.1f} /s" if run and run.throughput is not None else None
         out.append(
             f'<tr data-file="{esc(t.file)}"><td><code>{esc(t.file)}</code>{sim_badge(t.simulated)}</td>'
-            f"<td>{value(t.target)}</td><td>{value(t.precision)}</td>"
+            f'<td class="nowrap">{value(t.target)}</td><td>{value(t.precision)}</td>'
             f'<td class="num" data-field="size">{size_text(t.bytes)}</td>'
             f'<td class="num" data-field="top1">{percent(t.top1)}</td>'
             f'<td class="num" data-field="agreement">{percent(t.agreement)}</td>'

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ghost_deploy.view import svg
-from ghost_deploy.view.data import Check, Pairs, Profile, Ranking, Run, Target
+from ghost_deploy.view.data import Check, Pairs, Profile, Ranking, Run, Scalar, Target
 from ghost_deploy.view.svg import esc
 
 MISSING = '<span class="missing">not measured</span>'
@@ -131,80 +131,100 @@ def sensitivity_section(rankings: Sequence[Ranking]) -> str:
         if r.excluded:
             facts.append("kept in higher precision (red): " + ", ".join(f"<code>{esc(n)}</code>" for n in r.excluded))
         out.append(f'<p class="note">{"; ".join(facts)}.</p>')
-        rows = [
-            (
-                f"{layer.node} ({layer.op_type})" if layer.op_type else layer.node,
-                (1 - layer.agreement) * 100,
-                layer.node in r.excluded,
-            )
-            for layer in r.layers[:TOP_RANKED]
-            if layer.agreement is not None
-        ]
-        chart = svg.bars(
-            rows,
-            f"top-1 agreement lost when quantized alone (top {len(rows)} of {len(r.layers)})",
-            "points of top-1 agreement with FP32 lost",
-        )
-        out.append(chart or f"<p>{MISSING}: the ranking holds no layer.</p>")
+        out.append(_ranking_chart(r) or f"<p>{MISSING}: the ranking holds no layer.</p>")
     out.append("</section>")
     return "\n".join(out)
 
 
+def _ranking_chart(r: Ranking) -> str:
+    """Agreement lost per layer, in points; by cosine distance when no layer alone costs any agreement."""
+    ranked = [layer for layer in r.layers if layer.agreement is not None][:TOP_RANKED]
+    shown = f"top {len(ranked)} of {len(r.layers)}"
+    if any(layer.agreement is not None and layer.agreement < 1 for layer in ranked):
+        values = [(1 - (layer.agreement or 0.0)) * 100 for layer in ranked]
+        title, xlabel, fmt = f"top-1 agreement lost when quantized alone ({shown})", "points of agreement lost", ".2f"
+    else:
+        values = [1 - (layer.cosine_mean if layer.cosine_mean is not None else 1.0) for layer in ranked]
+        title = f"no layer alone costs top-1 agreement: cosine distance to FP32 when quantized alone ({shown})"
+        xlabel, fmt = "1 - mean cosine similarity with FP32", ".2e"
+    rows = [
+        (f"{layer.node} ({layer.op_type})" if layer.op_type else layer.node, v, layer.node in r.excluded)
+        for layer, v in zip(ranked, values, strict=True)
+    ]
+    return svg.bars(rows, title, xlabel, fmt)
+
+
 def verification_section(targets: Sequence[Target]) -> str:
-    """Per target: every verification record with its metrics, limits, failures and first diverging node."""
+    """Per target: its verification records side by side, their limits, failures and first diverging node."""
     out = ['<section id="verification">', "<h2>Verification</h2>"]
     for t in targets:
         out.append(_heading(t, t.simulated))
         if not t.checks:
             out.append(f"<p>{MISSING}: no verification record.</p>")
-        for check in t.checks:
-            out.append(_check(check))
+            continue
+        out += [_compared(c) for c in t.checks]
+        out.append('<div class="charts">')
+        out.append(_grid("metric", t.checks, [c.metrics for c in t.checks], _PERCENT_KEYS))
+        out.append(_grid("tolerance", t.checks, [c.tolerances for c in t.checks], _PERCENT_TOLERANCES))
+        out.append("</div>")
+        out += [_failures(c) for c in t.checks if c.failures or c.divergence is not None]
     if not targets:
         out.append(f"<p>{MISSING}</p>")
     out.append("</section>")
     return "\n".join(out)
 
 
-def _check(c: Check) -> str:
-    """One record: verdict, what was compared, metrics and tolerances side by side, failures, divergence."""
-    verdict = (
-        MISSING
-        if c.passed is None
-        else ('<span class="pass">PASSED</span>' if c.passed else '<span class="fail">FAILED</span>')
-    )
-    out = [f'<div class="check" data-check="{esc(c.title)}">', f"<p><b>{esc(c.title)}</b>: {verdict}"]
+def _compared(c: Check) -> str:
+    """One record's verdict and what it compared, on which inputs."""
+    verdict = MISSING if c.passed is None else '<span class="pass">PASSED</span>'
+    if c.passed is False:
+        verdict = '<span class="fail">FAILED</span>'
     who = [f"{label} {esc(v)}" for label, v in (("reference:", c.reference), ("candidate:", c.candidate)) if v]
     if c.data:
         who.append(f"inputs: {esc(c.data)}")
-    out[-1] += (" &mdash; " + "; ".join(who) if who else "") + "</p>"
-    out.append('<div class="charts">' + _pairs("metric", c.metrics, _PERCENT_KEYS))
-    out.append(_pairs("tolerance", c.tolerances, _PERCENT_TOLERANCES) + "</div>")
+    return f"<p><b>{esc(c.title)}</b>: {verdict}" + (" &mdash; " + "; ".join(who) if who else "") + "</p>"
+
+
+def _failures(c: Check) -> str:
+    """The limits a record missed, and the first node found to diverge."""
+    out = [f'<div class="check" data-check="{esc(c.title)}">']
     if c.failures:
+        out.append(f"<p><b>{esc(c.title)} failed</b>:</p>")
         out.append('<ul class="failures">' + "".join(f"<li>{esc(f)}</li>" for f in c.failures) + "</ul>")
     if c.divergence is not None:
-        out.append("<p><b>First diverging node</b>:</p>" + _pairs("field", c.divergence, (), "divergence"))
+        out.append(f"<p><b>First diverging node</b> ({esc(c.title)}):</p>")
+        out.append(_grid("field", (c,), [c.divergence], ()))
     elif c.passed is False:
         out.append(f"<p>First diverging node: {MISSING} (not located).</p>")
     out.append("</div>")
     return "\n".join(out)
 
 
-def _pairs(head: str, pairs: Pairs, percent_keys: Sequence[str], css: str = "") -> str:
-    """A key/value table; fractions named in `percent_keys` shown as percentages."""
-    if not pairs:
+def _grid(head: str, checks: Sequence[Check], columns: Sequence[Pairs], percent_keys: Sequence[str]) -> str:
+    """Rows of every key any record has, one column per record; fractions in `percent_keys` as percentages."""
+    keys = list(dict.fromkeys(k for pairs in columns for k, _ in pairs))
+    if not keys:
         return f"<p>{esc(head)}s: {MISSING}</p>"
-    rows = []
-    for key, v in pairs:
-        if key in percent_keys and isinstance(v, (int, float)) and not isinstance(v, bool):
-            shown = esc(f"{v:.2%}")
-        elif key.startswith("cosine") and isinstance(v, float):
-            shown = esc(f"{v:.6f}")
-        elif isinstance(v, float):
-            shown = esc(f"{v:.6g}")
-        elif v is None:
-            shown = '<span class="missing">none</span>'
-        else:
-            shown = esc(v)
-        rows.append(f'<tr><th>{esc(key)}</th><td class="num" data-key="{esc(key)}">{shown}</td></tr>')
-    cls = f' class="kv {css}"' if css else ' class="kv"'
-    return f"<table{cls}><tr><th>{esc(head)}</th><th>value</th></tr>{''.join(rows)}</table>"
+    values = [dict(pairs) for pairs in columns]
+    header = "".join(f"<th>{esc(c.title)}</th>" for c in checks)
+    rows = [f"<tr><th>{esc(head)}</th>{header}</tr>"]
+    for key in keys:
+        cells = "".join(
+            f'<td class="num" data-key="{esc(key)}">{_shown(key, col[key], percent_keys) if key in col else ""}</td>'
+            for col in values
+        )
+        rows.append(f"<tr><th>{esc(key)}</th>{cells}</tr>")
+    return f'<table class="kv">{"".join(rows)}</table>'
+
+
+def _shown(key: str, v: Scalar, percent_keys: Sequence[str]) -> str:
+    """One value of a record as escaped HTML."""
+    if key in percent_keys and isinstance(v, (int, float)) and not isinstance(v, bool):
+        return esc(f"{v:.2%}")
+    if key.startswith("cosine") and isinstance(v, float):
+        return esc(f"{v:.6f}")
+    if isinstance(v, float):
+        return esc(f"{v:.6g}")
+    if v is None:
+        return '<span class="missing">none</span>'
+    return esc(v)

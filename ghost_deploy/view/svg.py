@@ -35,18 +35,18 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
     first = math.floor(lo / step) * step
-    ticks = []
-    value = first
-    while value < hi + step * 0.5:
-        ticks.append(round(value, 12))
-        value += step
+    ticks = [round(first, 12)]
+    while ticks[-1] < hi - step * 1e-9:  # up to the first tick at or above hi
+        ticks.append(round(first + len(ticks) * step, 12))
     return ticks
 
 
 def tick_label(value: float, step: float) -> str:
-    """A tick's text with as many decimals as the spacing of the ticks needs."""
+    """A tick's text with as many decimals as the spacing of the ticks needs (powers of ten below 0.001)."""
+    if 0 < step < 1e-3:
+        return "0" if value == 0 else f"{value:.0e}"
     decimals = max(0, -math.floor(math.log10(step))) if step > 0 else 0
-    return f"{value:.{min(decimals, 6)}f}"
+    return f"{value:.{decimals}f}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,7 +210,7 @@ def trace(
     for label, colour, xs, ys in series:
         keep, group = thin_trace(xs, ys)
         out.append(f'<g class="series" fill="{colour}">')
-        out += [f'<circle cx="{frame.x(xs[i]):.1f}" cy="{frame.y(ys[i]):.1f}" r="1.6"/>' for i in keep]
+        out += [f'<circle cx="{frame.x(xs[i]):.1f}" cy="{frame.y(ys[i]):.1f}" r="2"/>' for i in keep]
         out.append("</g>")
         legend.append(("dot", colour, label + (f" (min/max of every {group})" if group > 1 else "")))
     if median is not None:
@@ -227,6 +227,7 @@ def bars(
     rows: Sequence[tuple[str, float, bool]],
     title: str,
     xlabel: str,
+    value_format: str = ".2f",
     width: int = 1100,
     label_width: int = 380,
 ) -> str:
@@ -234,10 +235,10 @@ def bars(
     if not rows:
         return ""
     row_h = 20
-    top_v = max(max(v for _, v, _ in rows), 1e-9)
-    xticks = nice_ticks(0, top_v)
+    top_v = max(v for _, v, _ in rows)
+    xticks = nice_ticks(0, top_v if top_v > 0 else 1.0)
     height = 30 + row_h * len(rows) + 44
-    frame = Frame(width, height, (0, xticks[-1]), (0, 1), left=label_width, top=30)
+    frame = Frame(width, height, (0, xticks[-1]), (0, 1), left=label_width, right=80, top=30)
     out = _open(frame, title)
     xstep = xticks[1] - xticks[0] if len(xticks) > 1 else 1.0
     bottom = height - frame.bottom
@@ -257,7 +258,7 @@ def bars(
             f'<rect class="bar" x="{label_width}" y="{y + 3}" width="{max(w, 0.0):.2f}" height="{row_h - 6}" '
             f'fill="{RED if hot else BLUE}"/>'
         )
-        out.append(f'<text x="{label_width + max(w, 0.0) + 4:.1f}" y="{y + 14}">{value:.2f}</text>')
+        out.append(f'<text x="{label_width + max(w, 0.0) + 4:.1f}" y="{y + 14}">{value:{value_format}}</text>')
     out.append(f'<line x1="{label_width}" x2="{label_width}" y1="{frame.top}" y2="{bottom}" stroke="{INK}"/>')
     mid_x = (label_width + width - frame.right) / 2
     out.append(f'<text x="{mid_x:.1f}" y="{height - 8}" text-anchor="middle">{esc(xlabel)}</text>')

@@ -144,5 +144,14 @@ def test_every_string_from_a_report_is_escaped(tmp_path: Path, where: str) -> No
     seen = parse_page(html)
     assert seen.tags <= {"html", "head", "meta", "title", "style", "body", "main", "h1", "h2", "h3", "p", "code",
                          "span", "section", "table", "tr", "th", "td", "div", "svg", "rect", "line", "text", "circle",
-                         "g", "ul", "li", "b"}  # fmt: skip
+                         "g", "ul", "li", "b", "br"}  # fmt: skip
     assert not any(a.startswith(("onerror", "src", "href")) for a in seen.attributes)
+
+
+def test_a_ranking_where_no_layer_costs_agreement_is_drawn_by_cosine(tmp_path: Path) -> None:
+    ranking = sensitivity_report([("/stem/Conv", 1.0), ("/blocks.0/Conv", 1.0)])
+    ranking["sensitivity"]["layers"][0]["cosine_mean"] = 0.998
+    seen = parse_page(render_page(_page(tmp_path, ("s.json", ranking))))
+    (chart,) = seen.charts["sensitivity"]
+    assert chart.bars == 2 and "cosine distance" in chart.title
+    assert "2.00e-03" in chart.texts  # 1 - 0.998

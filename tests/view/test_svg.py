@@ -11,7 +11,9 @@ from ghost_deploy.view import svg
 from tests.view.parsed import parse_page
 
 
-@pytest.mark.parametrize(("lo", "hi"), [(0.0, 1.0), (0.37, 52.3), (1.2, 1.2004), (0.0, 359.0), (1e-4, 3e-4)])
+@pytest.mark.parametrize(
+    ("lo", "hi"), [(0.0, 1.0), (0.0, 339.2), (0.37, 52.3), (1.2, 1.2004), (0.0, 359.0), (1e-4, 3e-4)]
+)
 def test_ticks_are_round_and_cover_the_data(lo: float, hi: float) -> None:
     ticks = svg.nice_ticks(lo, hi)
     assert ticks[0] <= lo and ticks[-1] >= hi and 3 <= len(ticks) <= 12
