@@ -195,7 +195,8 @@ class Profile:
             artifact=path.replace("\\", "/").rsplit("/", 1)[-1] if path else None,
             sha256=text(art.get("sha256")),
             backend=text(data.get("backend")),
-            simulated=bool(env.get("tensorrt_simulated")),
+            # an ONNX Runtime or PyTorch timing is real even when the run had the TensorRT simulator switched on
+            simulated=bool(env.get("tensorrt_simulated")) and data.get("kind") not in ("onnx", "pytorch"),
             environment=_environment(env),
             runs=tuple(r for r in runs if r.latency),
         )

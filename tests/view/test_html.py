@@ -155,3 +155,9 @@ def test_a_ranking_where_no_layer_costs_agreement_is_drawn_by_cosine(tmp_path: P
     (chart,) = seen.charts["sensitivity"]
     assert chart.bars == 2 and "cosine distance" in chart.title
     assert "2.00e-03" in chart.texts  # 1 - 0.998
+
+
+def test_an_onnx_profile_run_beside_the_simulator_is_not_labelled(tmp_path: Path) -> None:
+    profile = profile_report("m.onnx", "1" * 64, LATENCIES, simulated=True) | {"kind": "onnx"}
+    page = _page(tmp_path, ("m.onnx.json", artifact_report("m.onnx", sha256="1" * 64)), ("p.json", profile))
+    assert not page.simulated and "SIMULATED" not in render_page(page)
