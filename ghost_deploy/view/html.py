@@ -38,7 +38,8 @@ table { border-collapse: collapse; margin: 6px 0 10px; }
 th, td { border: 1px solid #d7dbe0; padding: 3px 8px; text-align: left; vertical-align: top; }
 th { background: #eef1f5; font-weight: 600; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-table.kv th { width: 190px; }
+table.kv th { width: 150px; }
+td.file code { white-space: nowrap; }
 td.nowrap { white-space: nowrap; }
 .missing { color: #999; font-style: italic; }
 .sim { display: inline-block; background: #ffe8b3; color: #7a4b00; border: 1px solid #e0a800; border-radius: 3px;
@@ -224,14 +225,14 @@ def _targets_section(targets: Sequence[Target]) -> str:
         lat_sim = sim_badge(bool(t.profile and t.profile.simulated))
         thr = f"{run.throughput:.1f} /s" if run and run.throughput is not None else None
         out.append(
-            f'<tr data-file="{esc(t.file)}"><td><code>{esc(t.file)}</code>{sim_badge(t.simulated)}</td>'
+            f'<tr data-file="{esc(t.file)}"><td class="file"><code>{esc(t.file)}</code>{sim_badge(t.simulated)}</td>'
             f'<td class="nowrap">{value(t.target)}</td><td>{value(t.precision)}</td>'
             f'<td class="num" data-field="size">{size_text(t.bytes)}</td>'
             f'<td class="num" data-field="top1">{percent(t.top1)}</td>'
             f'<td class="num" data-field="agreement">{percent(t.agreement)}</td>'
             f'<td class="num" data-field="median">{ms(run.latency.get("median") if run else None)}{lat_sim}</td>'
             f'<td class="num" data-field="p99">{ms(run.latency.get("p99") if run else None)}{lat_sim}</td>'
-            f'<td class="num" data-field="throughput">{value(thr)}</td>'
+            f'<td class="num" data-field="throughput">{value(thr)}{lat_sim if thr else ""}</td>'
             f'<td data-field="verdict">{verdict(passed)}</td></tr>'
         )
     out.append("</table>")

@@ -40,7 +40,7 @@ def latency_section(targets: Sequence[Target]) -> str:
             continue
         out.append(_profile_note(t.profile))
         for run in t.profile.runs:
-            out.append(_run_charts(t.file, run))
+            out.append(_run_charts(t.file, run, t.profile.simulated))
     if not targets:
         out.append(f"<p>{MISSING}</p>")
     out.append("</section>")
@@ -60,7 +60,7 @@ def _profile_note(p: Profile) -> str:
     return f'<p class="note">{text}</p>'
 
 
-def _run_charts(name: str, run: Run) -> str:
+def _run_charts(name: str, run: Run, simulated: bool) -> str:
     """One batch size: its statistics line, histogram and trace (or the summary alone when no query was kept)."""
     stats = ", ".join(f"{k} {v:.3f} ms" for k, v in run.latency.items())
     cv = f"; {run.cv_of} CV {run.cv:.1%}" if run.cv is not None else ""
@@ -78,6 +78,8 @@ def _run_charts(name: str, run: Run) -> str:
         series.append((f"warm-up ({len(run.warmup[1])})", svg.GREY, *run.warmup))
     series.append((f"timed ({len(run.timed[1])})", svg.BLUE, *run.timed))
     cv_title = f"per-query trace, {run.cv_of} CV {run.cv:.1%}" if run.cv is not None else "per-query trace"
+    if simulated:  # a chart may be looked at alone
+        title, cv_title = f"{title} (SIMULATED)", f"{cv_title} (SIMULATED)"
     charts = [svg.histogram(run.timed[1], marks, title), svg.trace(series, run.latency.get("median"), cv_title)]
     out.append('<div class="charts">' + "".join(charts) + "</div>")
     return "\n".join(out)
@@ -192,12 +194,21 @@ def _failures(c: Check) -> str:
         out.append(f"<p><b>{esc(c.title)} failed</b>:</p>")
         out.append('<ul class="failures">' + "".join(f"<li>{esc(f)}</li>" for f in c.failures) + "</ul>")
     if c.divergence is not None:
-        out.append(f"<p><b>First diverging node</b> ({esc(c.title)}):</p>")
-        out.append(_grid("field", (c,), [c.divergence], ()))
+        out.append(_divergence(c.title, c.divergence))
     elif c.passed is False:
         out.append(f"<p>First diverging node: {MISSING} (not located).</p>")
     out.append("</div>")
     return "\n".join(out)
+
+
+def _divergence(title: str, found: Pairs) -> str:
+    """The first diverging node in one line: its name and op, then every other recorded figure."""
+    facts = dict(found)
+    node, op = facts.pop("node", None), facts.pop("op_type", None)
+    text = f"<code>{esc(node)}</code>" if node is not None else MISSING
+    text += f" ({esc(op)})" if op is not None else ""
+    rest = ", ".join(f"{esc(k.replace('_', ' '))} {_shown(k, v, ())}" for k, v in facts.items())
+    return f'<p class="divergence"><b>First diverging node</b> ({esc(title)}): {text}{"; " + rest if rest else ""}</p>'
 
 
 def _grid(head: str, checks: Sequence[Check], columns: Sequence[Pairs], percent_keys: Sequence[str]) -> str:
@@ -210,11 +221,18 @@ def _grid(head: str, checks: Sequence[Check], columns: Sequence[Pairs], percent_
     rows = [f"<tr><th>{esc(head)}</th>{header}</tr>"]
     for key in keys:
         cells = "".join(
-            f'<td class="num" data-key="{esc(key)}">{_shown(key, col[key], percent_keys) if key in col else ""}</td>'
+            f'<td{_align(col.get(key))} data-key="{esc(key)}">{_shown(key, col[key], percent_keys)}</td>'
+            if key in col
+            else "<td></td>"
             for col in values
         )
         rows.append(f"<tr><th>{esc(key)}</th>{cells}</tr>")
     return f'<table class="kv">{"".join(rows)}</table>'
+
+
+def _align(v: Scalar) -> str:
+    """Numbers right-aligned, text left."""
+    return "" if isinstance(v, str) else ' class="num"'
 
 
 def _shown(key: str, v: Scalar, percent_keys: Sequence[str]) -> str:

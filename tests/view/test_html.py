@@ -95,7 +95,8 @@ def test_simulated_figures_are_labelled(tmp_path: Path) -> None:
     html = render_page(page)
     seen = parse_page(html)
     assert page.simulated and "GHOST_DEPLOY_SIMULATE_TRT" in html
-    assert "SIMULATED" in seen.cells[("x.engine", "median")]
+    assert "SIMULATED" in seen.cells[("x.engine", "median")] and "SIMULATED" in seen.cells[("x.engine", "throughput")]
+    assert [("SIMULATED" in c.title) for c in seen.charts["latency"]] == [True, True]  # a chart may be seen alone
     for section in ("latency", "layers", "verification"):
         assert "SIMULATED" in seen.sections[section], section
     assert "10.3.0.26" not in seen.sections["model"]  # the engine's report describes no model
