@@ -41,6 +41,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: now
 table.kv th { width: 150px; }
 td.file code { white-space: nowrap; }
 td.nowrap { white-space: nowrap; }
+td.num .sim { display: block; width: fit-content; margin: 2px 0 0 auto; }
 .missing { color: #999; font-style: italic; }
 .sim { display: inline-block; background: #ffe8b3; color: #7a4b00; border: 1px solid #e0a800; border-radius: 3px;
        padding: 0 5px; font-size: 11px; font-weight: 700; letter-spacing: .03em; }

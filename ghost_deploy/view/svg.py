@@ -44,7 +44,10 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
 def tick_label(value: float, step: float) -> str:
     """A tick's text with as many decimals as the spacing of the ticks needs (powers of ten below 0.001)."""
     if 0 < step < 1e-3:
-        return "0" if value == 0 else f"{value:.0e}"
+        if value == 0:
+            return "0"
+        digits = max(0, math.floor(math.log10(abs(value))) - math.floor(math.log10(step)))
+        return f"{value:.{digits}e}"
     decimals = max(0, -math.floor(math.log10(step))) if step > 0 else 0
     return f"{value:.{decimals}f}"
 

@@ -61,3 +61,10 @@ def test_bars_are_as_long_as_their_values_and_highlight_in_red() -> None:
 def test_labels_are_escaped() -> None:
     chart = svg.bars([("<b>&", 1.0, False)], "<t>", "<x>")
     assert "<b>" not in chart and "&lt;b&gt;&amp;" in chart and "&lt;t&gt;" in chart
+
+
+@pytest.mark.parametrize(("lo", "hi"), [(0.0, 2.3e-05), (0.0, 5.75e-05), (0.0, 0.0004), (0.0, 1.7), (0.0, 339.2)])
+def test_tick_labels_are_all_different(lo: float, hi: float) -> None:
+    ticks = svg.nice_ticks(lo, hi)
+    labels = [svg.tick_label(t, ticks[1] - ticks[0]) for t in ticks]
+    assert len(set(labels)) == len(labels), labels
