@@ -4,6 +4,8 @@ hostile strings stay text, bad input exits 2 naming the file, and every bundle c
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import shutil
 from pathlib import Path
 from typing import Any
@@ -143,3 +145,19 @@ def test_bad_input_exits_2_with_one_line_naming_the_file(tmp_path: Path) -> None
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and bad in lines[0], (bad, proc.stderr)
         assert not out.exists()
+
+
+def test_help_names_the_inputs_and_imports_no_model_runtime() -> None:
+    probe = (
+        "import contextlib, io, sys\n"
+        "from ghost_deploy.cli.main import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    try:\n"
+        "        main(['report', '--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'onnx', 'onnxruntime', 'torch', 'tensorrt'})\n"
+        "print(heavy, out.getvalue())\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert proc.stdout.startswith("[] ") and "ARTIFACT_OR_BUNDLE" in proc.stdout and "report.html" in proc.stdout
