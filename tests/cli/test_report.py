@@ -4,9 +4,9 @@ hostile strings stay text, bad input exits 2 naming the file, and every bundle c
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
-import shutil
 from pathlib import Path
 from typing import Any
 
