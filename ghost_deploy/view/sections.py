@@ -149,11 +149,12 @@ def _ranking_chart(r: Ranking) -> str:
         values = [1 - (layer.cosine_mean if layer.cosine_mean is not None else 1.0) for layer in ranked]
         title = f"no layer alone costs top-1 agreement: cosine distance to FP32 when quantized alone ({shown})"
         xlabel, fmt = "1 - mean cosine similarity with FP32", ".2e"
+    op = [f" ({layer.op_type})" if layer.op_type else "" for layer in ranked]
     rows = [
-        (f"{layer.node} ({layer.op_type})" if layer.op_type else layer.node, v, layer.node in r.excluded)
-        for layer, v in zip(ranked, values, strict=True)
+        (svg.short_node(layer.node) + o, v, layer.node in r.excluded)
+        for layer, o, v in zip(ranked, op, values, strict=True)
     ]
-    return svg.bars(rows, title, xlabel, fmt)
+    return svg.bars(rows, title, xlabel, fmt, [layer.node + o for layer, o in zip(ranked, op, strict=True)])
 
 
 def verification_section(targets: Sequence[Target]) -> str:

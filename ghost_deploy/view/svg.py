@@ -25,6 +25,16 @@ def esc(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
+def short_node(name: str) -> str:
+    """An ONNX node name without the repeated scopes of PyTorch's exporter: `/blocks/blocks.0/blocks.0.0/ghost2/
+    primary_conv/primary_conv.0/Conv` -> `blocks.0.0/ghost2/primary_conv.0/Conv`."""
+    parts = [p for p in name.split("/") if p]
+    if not parts:
+        return name
+    kept = [p for p, nxt in zip(parts, [*parts[1:], ""], strict=True) if not nxt.startswith(p + ".")]
+    return "/".join(kept)
+
+
 def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     """About `count` round tick values (1, 2 or 5 times a power of ten apart) covering [lo, hi]."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
@@ -231,10 +241,14 @@ def bars(
     title: str,
     xlabel: str,
     value_format: str = ".2f",
+    tooltips: Sequence[str] = (),
     width: int = 1100,
     label_width: int = 380,
 ) -> str:
-    """Horizontal bars, one per (label, value, highlighted) row, top to bottom; highlighted ones in red."""
+    """Horizontal bars, one per (label, value, highlighted) row, top to bottom; highlighted ones in red.
+
+    `tooltips[i]`, when given, is row i's full text (shown on hover), else its label.
+    """
     if not rows:
         return ""
     row_h = 20
@@ -254,7 +268,7 @@ def bars(
         shown = label if len(label) <= 60 else "..." + label[-57:]
         out.append(
             f'<text x="{label_width - 8}" y="{y + 14}" text-anchor="end" class="bar-label">'
-            f"<title>{esc(label)}</title>{esc(shown)}</text>"
+            f"<title>{esc(tooltips[i] if i < len(tooltips) else label)}</title>{esc(shown)}</text>"
         )
         w = frame.x(max(value, 0.0)) - label_width
         out.append(

@@ -68,3 +68,19 @@ def test_tick_labels_are_all_different(lo: float, hi: float) -> None:
     ticks = svg.nice_ticks(lo, hi)
     labels = [svg.tick_label(t, ticks[1] - ticks[0]) for t in ticks]
     assert len(set(labels)) == len(labels), labels
+
+
+@pytest.mark.parametrize(
+    ("name", "short"),
+    [
+        (
+            "/blocks/blocks.0/blocks.0.0/ghost2/primary_conv/primary_conv.0/Conv",
+            "blocks.0.0/ghost2/primary_conv.0/Conv",
+        ),
+        ("/conv_stem/Conv", "conv_stem/Conv"),
+        ("classifier", "classifier"),
+        ("/", "/"),
+    ],
+)
+def test_node_names_lose_the_exporters_repeated_scopes(name: str, short: str) -> None:
+    assert svg.short_node(name) == short
