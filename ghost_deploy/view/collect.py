@@ -118,15 +118,17 @@ class Collector:
             name = text(entry.get("file")) or "?"
             report_name = text(entry.get("report"))
             data: dict[str, Any] = {}
-            if report_name in sizes and (root / str(report_name)).is_file():
-                data = read_json(root / str(report_name))
+            if report_name and (root / report_name).is_file():  # the bundle is verified: it holds no other file
+                data = read_json(root / report_name)
             data = {**data, **{k: entry[k] for k in ("verification", "precision_verification") if entry.get(k)}}
             data["target"] = entry.get("target", data.get("target"))
             trt = obj(entry.get("tensorrt"))
             if trt:
                 data["simulated"] = bool(trt.get("simulated") or data.get("simulated"))
                 data["trt_version"] = {"version": trt.get("version")}
-            size = sizes.get(name)
+            size = sizes.get(name)  # while pack writes the bundle, the manifest lists no file yet
+            if size is None and (root / name).is_file():
+                size = (root / name).stat().st_size
             self._add_artifact(name, label, root, data, int(size) if size is not None else None)
             if self._targets[-1].profile is None and isinstance(entry.get("latency"), dict):
                 self._attach_manifest_latency(entry["latency"])

@@ -124,6 +124,8 @@ def test_every_bundle_carries_its_page_and_report_reads_bundles(made: dict[str, 
     assert files["report.html"] == "report"
     assert list(page.sections) == SECTIONS
     assert page.cells[(made["fp32"].name, "median")].endswith(" ms")  # the profile beside the packed file
+    assert page.cells[(made["int8"].name, "size")] == f"{made['int8'].stat().st_size / 1e6:.2f} MB"
+    assert "0, 1, 2, 3, 4, 5, 6, 7, 8, 9" in page.sections["model"]  # the labels, from the packed reports
     _, again = _report(bundle, out=tmp_path / "again.html")
     assert again.cells[(made["int8"].name, "top1")] == page.cells[(made["int8"].name, "top1")]
     folder = tmp_path / "dir"
