@@ -38,7 +38,7 @@ table { border-collapse: collapse; margin: 6px 0 10px; }
 th, td { border: 1px solid #d7dbe0; padding: 3px 8px; text-align: left; vertical-align: top; }
 th { background: #eef1f5; font-weight: 600; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-table.kv th { width: 150px; }
+table.kv th { min-width: 150px; white-space: nowrap; }
 td.file code { white-space: nowrap; }
 td.nowrap { white-space: nowrap; }
 td.num .sim { display: block; width: fit-content; margin: 2px 0 0 auto; }
