@@ -440,7 +440,9 @@ def _check_engine_here(origin: dict[str, Any]) -> None:
     check_engine_origin(origin, trt_here, found[0].compute_capability if found else None, jetson() is not None)
 
 
-def check_engine_origin(origin: dict[str, Any], trt_here: str, cc_here: str | None, jetson_here: bool = False) -> None:
+def check_engine_origin(
+    origin: dict[str, Any], trt_here: str, cc_here: str | None, jetson_here: bool = False
+) -> None:
     """Raise EngineMismatchError when the manifest's engine cannot run on TensorRT `trt_here` / GPU `cc_here`."""
     from ghost_deploy.backends.trt.compat import check_compatible
 
