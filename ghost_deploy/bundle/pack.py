@@ -26,6 +26,7 @@ from ghost_deploy.fileio import check_regular_destination, read_bytes_limited, s
 from ghost_deploy.report import ArtifactReport, report_of
 from ghost_deploy.targets import TARGETS
 from ghost_deploy.version import __version__
+from ghost_deploy.view.page import bundle_page
 
 
 def _load_report(path: Path) -> ArtifactReport:
@@ -312,6 +313,7 @@ def _stage(staging: Path, artifacts: Sequence[Path], manifest: dict[str, Any], l
     (staging / CONFIG_NAME).write_text(config, encoding="utf-8")
     (staging / "README.md").write_text(render_readme(manifest), encoding="utf-8")
     roles.update({CONFIG_NAME: "deepstream", "README.md": "readme"})
+    roles[bundle_page(staging, manifest, artifacts)] = "report"  # report.html: the page to look at
     manifest["files"] = [
         {"path": name, "bytes": (staging / name).stat().st_size, "sha256": sha256_file(staging / name), "role": role}
         for name, role in sorted(roles.items())

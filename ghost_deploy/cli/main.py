@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ghost_deploy.cli import bundle, doctor, export, profile
+from ghost_deploy.cli import bundle, doctor, export, profile, report
 from ghost_deploy.cli.summary import summary
 from ghost_deploy.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, GhostDeployError, VerificationFailed
 from ghost_deploy.fileio import strict_json
@@ -41,6 +41,7 @@ COMMANDS: tuple[tuple[str, Callable[[argparse.ArgumentParser], None], str], ...]
     ("pack", bundle.fill_pack_parser, "a deployment bundle: artifacts, manifest, labels, build.sh"),
     ("run", bundle.fill_run_parser, "run a bundle on images"),
     ("inspect", bundle.fill_inspect_parser, "print a bundle's manifest"),
+    ("report", report.fill_report_parser, "one self-contained HTML page: targets, latency, layers, verification"),
 )
 
 
