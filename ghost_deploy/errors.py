@@ -30,11 +30,12 @@ class MissingDependencyError(GhostDeployError):
 
     exit_code = EXIT_MISSING_DEPENDENCY
 
-    def __init__(self, module: str, extra: str, purpose: str) -> None:
+    def __init__(self, module: str, extra: str, purpose: str, message: str | None = None) -> None:
         self.module = module
         self.extra = extra
         super().__init__(
-            f"{purpose} needs the Python package '{module}', which is not installed; "
+            message
+            or f"{purpose} needs the Python package '{module}', which is not installed; "
             f"install the extra: pip install 'ghost-deploy[{extra}]'"
         )
 

@@ -44,20 +44,31 @@ def file_entry(path: Path) -> dict[str, Any]:
 
 
 class Steps:
-    """Times named pipeline steps and prints progress to the terminal (standard error)."""
+    """Times named pipeline steps and tells the user what is happening, on standard error only.
 
-    def __init__(self, echo: Callable[[str], None] | None = None) -> None:
+    `echo` receives each line (default: standard error); `quiet` drops everything but the timings. `progress`
+    shows a count and an estimate of the time left for work that can take more than a couple of seconds: one
+    line rewritten in place on a terminal, a few plain lines (every quarter) when standard error is a file or a
+    pipe, so logs stay short and `--json` on standard output stays clean.
+    """
+
+    def __init__(
+        self, echo: Callable[[str], None] | None = None, quiet: bool = False, terminal: bool | None = None
+    ) -> None:
         self.timings: list[dict[str, Any]] = []
+        self.quiet = quiet
         self._echo = echo or (lambda text: print(text, file=sys.stderr, flush=True))
+        self._terminal = sys.stderr.isatty() if terminal is None and echo is None else bool(terminal)
 
     def say(self, text: str) -> None:
         """Print a progress line."""
-        self._echo(text)
+        if not self.quiet:
+            self._echo(text)
 
     @contextlib.contextmanager
     def step(self, name: str, what: str) -> Iterator[dict[str, Any]]:
         """Time a step; the yielded dict collects facts that end up in the step's record."""
-        self._echo(f"[{name}] {what} ...")
+        self.say(f"[{name}] {what} ...")
         record: dict[str, Any] = {"name": name}
         start = time.perf_counter()
         try:
@@ -66,7 +77,61 @@ class Steps:
             record["seconds"] = round(time.perf_counter() - start, 3)
             self.timings.append(record)
         note = f" ({record['note']})" if "note" in record else ""
-        self._echo(f"[{name}] done in {record['seconds']:.2f} s{note}")
+        self.say(f"[{name}] done in {record['seconds']:.2f} s{note}")
+
+    @contextlib.contextmanager
+    def progress(self, name: str, total: int | None, unit: str = "inputs") -> Iterator[Callable[[int], None]]:
+        """A callback taking how many of `total` are done; it prints the count, the share and the time left."""
+        bar = _Progress(name, total, unit, None if self.quiet else self._echo, self._terminal)
+        try:
+            yield bar.update
+        finally:
+            bar.close()
+
+
+class _Progress:
+    """One progress display (see Steps.progress)."""
+
+    def __init__(
+        self, name: str, total: int | None, unit: str, echo: Callable[[str], None] | None, terminal: bool
+    ) -> None:
+        self.name, self.total, self.unit, self.echo, self.terminal = name, total, unit, echo, terminal
+        self.start = time.perf_counter()
+        self.done = 0
+        self.shown = 0.0  # when the line was last rewritten
+        self.quarter = 0  # plain lines: the last quarter printed
+        self.open = False
+
+    def update(self, done: int) -> None:
+        self.done = done
+        if self.echo is None:
+            return
+        now = time.perf_counter()
+        if now - self.start < 1.0:  # work that ends within a second needs no progress
+            return
+        if self.terminal:
+            if now - self.shown >= 0.1 or done == self.total:
+                self.shown = now
+                self.open = True
+                print(f"\r{self._text(now)}\x1b[K", end="", file=sys.stderr, flush=True)
+        elif self.total:
+            quarter = min(4, 4 * done // self.total)
+            if quarter > self.quarter and quarter < 4:
+                self.quarter = quarter
+                self.echo(self._text(now))
+
+    def _text(self, now: float) -> str:
+        elapsed = now - self.start
+        if not self.total:
+            return f"[{self.name}] {self.done} {self.unit}, {elapsed:.0f} s"
+        share = self.done / self.total
+        left = elapsed * (1 - share) / share if share > 0 else None
+        eta = f", about {left:.0f} s left" if left is not None and share < 1 else ""
+        return f"[{self.name}] {self.done}/{self.total} {self.unit} ({share:.0%}){eta}"
+
+    def close(self) -> None:
+        if self.open:
+            print("\r\x1b[K", end="", file=sys.stderr, flush=True)
 
 
 def new_report(command: list[str], target: str) -> dict[str, Any]:

@@ -180,11 +180,12 @@ def compare_runners(
     batches: Iterable[Batch],
     output: str | None = None,
     record: Recorded | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Run both on every batch and return the metrics of the candidate's first (or named) output.
 
     `reference` is a runner, or outputs recorded on the same data in the same order; `record` collects what
-    the candidate gave, for a later comparison against it.
+    the candidate gave, for a later comparison against it; `progress` is told how many inputs are done.
     """
     acc = _Accumulator()
     ref_out = output or (reference.output_specs()[0].name if isinstance(reference, Runner) else "")
@@ -200,6 +201,8 @@ def compare_runners(
             record.rows.append(np.array(cand, copy=True))
         acc.add(ref, cand, batch.labels)
         seen += batch.count
+        if progress is not None:
+            progress(seen)
     return acc.metrics()
 
 

@@ -38,7 +38,7 @@ def _bare(session: object, feeds: dict[str, np.ndarray], count: int) -> float:
 def main() -> None:
     """Print the per-round ratios and their median."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", nargs="?", type=Path, default=REPO / "models" / "ghostnet_digits.onnx.onnx")
+    parser.add_argument("model", nargs="?", type=Path, default=REPO / "models" / "ghostnet_digits.onnx")
     parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--seconds", type=float, default=0.1, help="timed duration of each side per round")
     parser.add_argument("--threads", type=int, default=2)

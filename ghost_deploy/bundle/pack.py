@@ -15,7 +15,7 @@ import shutil
 import tarfile
 import tempfile
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ghost_deploy.bundle.checks import MANIFEST, SCHEMA_VERSION, check_onnx_artifact, validate_manifest
@@ -129,17 +129,48 @@ def _calibration(report: ArtifactReport) -> dict[str, Any] | None:
     return {k: v for k, v in calib.items() if k != "ranges"} or None
 
 
-def _latency(artifact: Path, profile: Path | None) -> dict[str, Any] | None:
-    """The latency summary of a profile report (`--profile FILE`, else `<artifact>.profile.json` if present)."""
+def profile_file(artifact: Path, profile: Path | None) -> Path | None:
+    """The profile report of an artifact: `--profile FILE`, else `<artifact>.profile.json` when present."""
     path = profile or artifact.with_name(artifact.name + ".profile.json")
-    if not path.is_file():
+    return path if path.is_file() else None
+
+
+def _latency(artifact: Path, profile: Path | None) -> dict[str, Any] | None:
+    """The latency summary of the artifact's profile report, for the manifest (the per-query times stay in the
+    profile file, which the bundle holds beside the artifact as `<artifact>.profile.json`)."""
+    path = profile_file(artifact, profile)
+    if path is None:
         return None
     try:
         data = json.loads(read_bytes_limited(path, 64 << 20, "profile report"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise InputError(f"cannot read the profile report {path}: {str(exc)[:200]}") from None
-    summary = data.get("latency") or data.get("summary") if isinstance(data, dict) else None
-    return {"source": path.name, "summary": summary if isinstance(summary, dict) else data}
+    results = data.get("results") if isinstance(data, dict) else None
+    if not isinstance(results, list):
+        raise InputError(f"{path} is not a profile report of `ghost-deploy profile` (it has no results)")
+    env = data.get("environment") or {}
+    keep = ("batch", "latency_ms", "throughput", "cv", "cv_threshold", "stable", "timed_queries", "warnings")
+    return {
+        "file": artifact.name + ".profile.json",
+        "results": [{k: r.get(k) for k in keep if k in r} for r in results if isinstance(r, dict)],
+        "environment": {
+            "cpu": (env.get("cpu") or {}).get("model"),
+            "gpus": [g.get("name") for g in env.get("gpus") or [] if isinstance(g, dict)],
+            "load_average_1min": env.get("load_average_1min"),
+            "tensorrt_simulated": bool(env.get("tensorrt_simulated", False)),
+        },
+    }
+
+
+def latency_warnings(entry: dict[str, Any]) -> list[str]:
+    """A profile whose timing was not stable is packed with a warning: its figures are not comparable."""
+    latency = entry.get("latency") or {}
+    return [
+        f"{entry['file']}: the profile at batch {r.get('batch')} was unstable (CV {r.get('cv', 0):.0%} above "
+        f"{r.get('cv_threshold', 0):.1%}); its latency is not comparable: profile again on a quiet machine"
+        for r in latency.get("results", [])
+        if r.get("stable") is False
+    ]
 
 
 def build_manifest(
@@ -221,15 +252,28 @@ in `manifest.json`; `ghost_deploy.bundle.runtime.Bundle.open` checks them.
 
 ## Python
 
-    from ghost_deploy.bundle.runtime import Bundle
+    from ghost_deploy.runtime import Bundle
     with Bundle.open("THIS_BUNDLE") as bundle:
         print(bundle.predict("image.png", top_k=5))
 
 ## DeepStream
 
-`{CONFIG_NAME}` is an nvinfer classifier configuration (net-scale-factor = 1/(255 std), offsets = 255 mean).
-{manifest.get("deepstream", {}).get("note") or "Its normalisation equals the one above exactly."}
+{_deepstream_text(manifest)}
 """
+
+
+def _deepstream_text(manifest: dict[str, Any]) -> str:
+    """What the bundle's README says about DeepStream: the config and its normalisation, or why there is none."""
+    if "deepstream" not in manifest:
+        return (
+            "No nvinfer configuration: this bundle holds only ONNX Runtime's CPU layout (ort-int8), which TensorRT, "
+            "and so DeepStream, does not take."
+        )
+    note = manifest["deepstream"].get("note") or "Its normalisation equals the one above exactly."
+    return (
+        f"`{CONFIG_NAME}` is an nvinfer classifier configuration (net-scale-factor = 1/(255 std), offsets = "
+        f"255 mean).\n{note}"
+    )
 
 
 def check_destination(output: Path, force: bool = False) -> None:
@@ -267,13 +311,15 @@ def pack(
         raise InputError(f"two artifacts share a file name ({names}); a bundle is flat")
     check_destination(output, force)
     manifest, labels = build_manifest(artifacts, profile, allow_failed)
+    _portable(manifest)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
     except OSError as exc:
         raise write_error(output, exc) from None
     try:
-        warnings = _stage(staging, artifacts, manifest, labels)
+        warnings = _stage(staging, artifacts, manifest, labels, profile)
+        warnings += [w for entry in manifest["artifacts"] for w in latency_warnings(entry)]
         Bundle(staging, validate_manifest(json.loads((staging / MANIFEST).read_text())), warn=False)
         from ghost_deploy.bundle.runtime import verify_directory
 
@@ -293,26 +339,42 @@ def pack(
     return {"bundle": str(output), "manifest": manifest, "warnings": warnings, "files": len(files) + 1}
 
 
-def _stage(staging: Path, artifacts: Sequence[Path], manifest: dict[str, Any], labels: list[str]) -> list[str]:
+def _stage(
+    staging: Path, artifacts: Sequence[Path], manifest: dict[str, Any], labels: list[str], profile: Path | None
+) -> list[str]:
     """Copy and write every file of the bundle into `staging`, ending with the validated manifest (strict JSON)."""
     roles: dict[str, str] = {}
     for path in artifacts:
         shutil.copyfile(path, staging / path.name)
         shutil.copyfile(path.with_name(path.name + ".json"), staging / (path.name + ".json"))
         roles.update({path.name: "artifact", path.name + ".json": "report"})
+        timing = profile_file(path, profile)
+        if timing is not None:  # the per-query times live here, the manifest keeps the summary
+            shutil.copyfile(timing, staging / (path.name + ".profile.json"))
+            roles[path.name + ".profile.json"] = "profile"
         for extra, role in ((path.name + ".build.sh", "build-script"), (path.name + ".cache", "calibration-cache")):
             if (path.parent / extra).is_file():
                 shutil.copyfile(path.parent / extra, staging / extra)
                 roles[extra] = role
     (staging / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
     roles["labels.txt"] = "labels"
-    first = manifest["artifacts"][0]
-    cache = first["file"] + ".cache" if first["file"] + ".cache" in roles else None
-    config, norm = render_config(manifest, first, cache)
-    manifest["deepstream"] = {"file": CONFIG_NAME, "exact": norm.exact, "note": norm.note}
-    (staging / CONFIG_NAME).write_text(config, encoding="utf-8")
+    notes = []
+    runnable = [a for a in manifest["artifacts"] if TARGETS[a["target"]].qdq != "onnxruntime"]
+    if runnable:  # DeepStream's nvinfer runs TensorRT: an engine, or an ONNX it builds one from
+        first = runnable[0]
+        cache = first["file"] + ".cache" if first["file"] + ".cache" in roles else None
+        config, norm = render_config(manifest, first, cache)
+        manifest["deepstream"] = {"file": CONFIG_NAME, "exact": norm.exact, "note": norm.note}
+        (staging / CONFIG_NAME).write_text(config, encoding="utf-8")
+        roles[CONFIG_NAME] = "deepstream"
+        notes += [f"DeepStream: {norm.note}"] if norm.note else []
+    else:
+        notes.append(
+            "DeepStream: no config_infer_primary.txt: ort-int8 is ONNX Runtime's CPU layout (uint8 activations), "
+            "which TensorRT does not take; pack an onnx, onnx-fp16, onnx-int8 or trt-* artifact for DeepStream"
+        )
     (staging / "README.md").write_text(render_readme(manifest), encoding="utf-8")
-    roles.update({CONFIG_NAME: "deepstream", "README.md": "readme"})
+    roles["README.md"] = "readme"
     roles[bundle_page(staging, manifest, artifacts)] = "report"  # report.html: the page to look at
     manifest["files"] = [
         {"path": name, "bytes": (staging / name).stat().st_size, "sha256": sha256_file(staging / name), "role": role}
@@ -320,7 +382,19 @@ def _stage(staging: Path, artifacts: Sequence[Path], manifest: dict[str, Any], l
     ]
     validate_manifest(manifest)
     (staging / MANIFEST).write_text(strict_json(manifest) + "\n", encoding="utf-8")
-    return [f"DeepStream: {norm.note}"] if norm.note else []
+    return notes
+
+
+def _portable(obj: Any) -> Any:
+    """Only relative paths in a manifest: an absolute path of the packing machine becomes its file name."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            obj[key] = _portable(value)
+    elif isinstance(obj, list):
+        obj[:] = [_portable(v) for v in obj]
+    elif isinstance(obj, str) and obj.startswith("/") and "\n" not in obj and len(obj) < 4096:
+        return PurePosixPath(obj).name
+    return obj
 
 
 def _write_tar(staging: Path, output: Path) -> None:

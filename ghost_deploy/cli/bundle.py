@@ -107,7 +107,7 @@ def summarise(m: dict[str, Any]) -> str:
     lines = [
         f"bundle schema {m['schema_version']}, packed {m['created']} by ghost-deploy {m['tool']['version']}",
         f"model: {m['model'].get('arch')} (width {m['model'].get('width')}), {m['model']['num_classes']} classes",
-        f"input: {inp['name']} {inp['shape']} {inp['dtype']} {inp['layout']} RGB, dynamic batch {inp['dynamic_batch']}",
+        f"input: {inp['name']} {inp['shape']} {inp['dtype']} {inp['layout']} RGB, {_batch(inp)}",
         f"output: {out['name']} {out['shape']} {out['dtype']} ({out['kind']})",
         f"preprocessing: resize {pre['resize']}, crop {pre['crop']} ({pre['interpolation']}), "
         f"y = (p/255 - {pre['mean']}) / {pre['std']}",
@@ -123,3 +123,11 @@ def summarise(m: dict[str, Any]) -> str:
         lines.append(line)
     lines.append(f"files: {len(m['files'])} + manifest.json, sizes and sha256 verified")
     return "\n".join(lines)
+
+
+def _batch(inp: dict[str, Any]) -> str:
+    """'fixed batch N' or 'dynamic batch MIN..MAX (OPT)'."""
+    dyn = inp.get("dynamic_batch")
+    if isinstance(dyn, dict):
+        return f"dynamic batch {dyn.get('min')}..{dyn.get('max')} (OPT {dyn.get('opt')})"
+    return f"fixed batch {inp['shape'][0]}"

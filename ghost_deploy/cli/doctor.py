@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ghost_deploy.cli.flags import common
+from ghost_deploy.cli.flags import common, steps
 
 
 def fill_doctor_parser(p: argparse.ArgumentParser) -> None:
@@ -34,9 +34,7 @@ def run_doctor(args: argparse.Namespace) -> dict[str, Any]:
         return diagnose()
     from ghost_deploy.profiling.selftest import DEFAULT_OUTPUT, selftest
 
-    report = selftest(
-        args.output or DEFAULT_OUTPUT, args.model, args.duration_s, ("ghost-deploy", "doctor", *args.argv)
-    )
+    report = selftest(args.output or DEFAULT_OUTPUT, args.model, args.duration_s, tuple(args.command_line), steps(args))
     report["human_summary"] = render_selftest(report)
     return report
 

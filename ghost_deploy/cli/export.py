@@ -49,7 +49,7 @@ def fill_export_parser(p: argparse.ArgumentParser) -> None:
 
 def run_export(args: argparse.Namespace) -> dict[str, Any]:
     """The export job for any target; `--pack` then bundles what it wrote."""
-    cfg = flags.export_config(args, ["ghost-export", *args.argv])
+    cfg = flags.export_config(args, args.command_line)
     if args.pack is not None:  # a read-only or taken bundle path is refused before the export, not after
         from ghost_deploy.cli.bundle import check_pack_destination
 
@@ -57,17 +57,18 @@ def run_export(args: argparse.Namespace) -> dict[str, Any]:
     if target_of(cfg.target).is_engine:
         from ghost_deploy.stages.export_engine import export_engine
 
-        result = export_engine(args.model, cfg)
+        result = export_engine(args.model, cfg, flags.steps(args))
         packed = [result.artifact, Path(result.report["onnx"]["path"])]
     else:
         from ghost_deploy.stages.export_onnx import export_model
 
-        result = export_model(args.model, cfg)
+        result = export_model(args.model, cfg, flags.steps(args))
         packed = [result.artifact]
     if args.pack is not None:
         from ghost_deploy.cli.bundle import pack_and_warn
 
         result.report["bundle"] = pack_and_warn(packed, args.pack)
+    result.report["report_file"] = str(result.report_file)
     return result.report
 
 
@@ -100,7 +101,7 @@ def run_verify(args: argparse.Namespace) -> dict[str, Any]:
     from ghost_deploy.stages.verify_artifact import artifact_precision, verify_artifact
 
     precision = args.precision or artifact_precision(args.artifact)
-    return verify_artifact(
+    report = verify_artifact(
         args.artifact,
         args.reference,
         overrides=flags.overrides(args),
@@ -110,8 +111,10 @@ def run_verify(args: argparse.Namespace) -> dict[str, Any]:
         trust=args.trust_checkpoint,
         allow_nonfinite_weights=args.allow_nonfinite_weights,
         output=args.output,
-        command=["ghost-deploy", "verify", *args.argv],
+        command=args.command_line,
+        steps=flags.steps(args),
     )
+    return report
 
 
 def fill_sensitivity_parser(p: argparse.ArgumentParser) -> None:
@@ -126,7 +129,7 @@ def fill_sensitivity_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top", type=flags.int_at_least(1), default=15, metavar="N", help="rows of the table (default 15)")
     p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the JSON report to FILE")
     flags.add_model_flags(p)
-    flags.add_precision_flags(p)
+    flags.add_precision_flags(p, export=False)
     flags.common(p)
     p.set_defaults(
         handler=run_sensitivity,
@@ -146,14 +149,14 @@ def run_sensitivity(args: argparse.Namespace) -> dict[str, Any]:
     """Rank the INT8 layers."""
     from ghost_deploy.stages.sensitivity import sensitivity_of_model
 
-    cfg = flags.export_config(args, ["ghost-deploy", "sensitivity", *args.argv])
-    return sensitivity_of_model(args.model, cfg, top=args.top, output=args.output)
+    cfg = flags.export_config(args, args.command_line)
+    return sensitivity_of_model(args.model, cfg, top=args.top, output=args.output, steps=flags.steps(args))
 
 
 def fill_build_parser(p: argparse.ArgumentParser) -> None:
     """Options of `ghost-deploy build`."""
     p.add_argument("model", type=Path, metavar="MODEL.onnx", help="FP32, FP16 or Q/DQ ONNX written by ghost-export")
-    p.add_argument("--target", required=True, choices=ENGINE_TARGETS)
+    p.add_argument("--target", required=True, choices=ENGINE_TARGETS, help="the engine's precision")
     p.add_argument("-o", "--output", type=Path, metavar="PATH", help="the engine (default <onnx stem>.<target>.engine)")
     p.add_argument("--trt-version", metavar="X.Y.Z", help="plan for this TensorRT (default: the installed one)")
     p.add_argument("--dynamic-batch", metavar="MIN:OPT:MAX", help="profile for a dynamic batch dimension")
@@ -172,6 +175,6 @@ def run_build(args: argparse.Namespace) -> dict[str, Any]:
         batch=flags.batch_spec(args),
         precision=PrecisionConfig(trt_version=args.trt_version),
         engine=flags.engine_options(args),
-        command=("ghost-deploy", "build", *args.argv),
+        command=tuple(args.command_line),
     )
-    return build_engine(args.model, cfg).report
+    return build_engine(args.model, cfg, flags.steps(args)).report

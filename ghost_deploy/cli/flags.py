@@ -25,14 +25,23 @@ from ghost_deploy.config import (
 )
 from ghost_deploy.errors import InputError
 from ghost_deploy.fileio import read_bytes_limited
+from ghost_deploy.report import Steps
 from ghost_deploy.targets import CALIBRATION_METHODS, precision_of
 from ghost_deploy.targets import target as target_of
 
 
 def common(p: argparse.ArgumentParser) -> None:
-    """--json and -v, which every command takes."""
+    """--json, -q and -v, which every command takes."""
     p.add_argument("--json", action="store_true", help="print the JSON report on standard output")
+    p.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress and no summary; errors (and --json) still print"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks on errors")
+
+
+def steps(args: argparse.Namespace) -> Steps:
+    """Where a command's progress goes: standard error, or nowhere with --quiet."""
+    return Steps(quiet=bool(getattr(args, "quiet", False)))
 
 
 def int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -61,7 +70,9 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     from ghost_deploy.model.variants import VARIANTS
 
     g.add_argument("--arch", help=f"variant name: {', '.join(VARIANTS)} (inferred from the keys when absent)")
-    g.add_argument("--num-classes", type=int_at_least(1, MAX_CLASSES), metavar="N")
+    g.add_argument(
+        "--num-classes", type=int_at_least(1, MAX_CLASSES), metavar="N", help="classes (default: from the classifier)"
+    )
     g.add_argument(
         "--input-size",
         type=int_at_least(1, MAX_INPUT_SIZE),
@@ -72,7 +83,7 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--std", metavar="R,G,B", help="normalisation std")
     g.add_argument("--resize", type=int_at_least(1, MAX_RESIZE), metavar="N", help="resize the shorter side to N")
     g.add_argument("--crop", type=int_at_least(1, MAX_RESIZE), metavar="N", help="centre crop (equals the input size)")
-    g.add_argument("--interpolation", choices=("bilinear", "bicubic"))
+    g.add_argument("--interpolation", choices=("bilinear", "bicubic"), help="resize filter (default: the model's)")
     g.add_argument("--labels", type=Path, metavar="FILE", help="class names, one per line")
     g.add_argument(
         "--trust-checkpoint",
@@ -113,7 +124,7 @@ def add_verify_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-agreement", type=float, metavar="X", help="minimum top-1 agreement (FP32 default 0.99)")
 
 
-def add_precision_flags(p: argparse.ArgumentParser) -> None:
+def add_precision_flags(p: argparse.ArgumentParser, export: bool = True) -> None:
     g = p.add_argument_group("reduced precision (targets onnx-fp16, onnx-int8, ort-int8)")
     g.add_argument(
         "--calib",
@@ -132,6 +143,17 @@ def add_precision_flags(p: argparse.ArgumentParser) -> None:
         "onnx-fp16 always uses minmax)",
     )
     g.add_argument("--percentile", type=float, default=99.99, metavar="P", help="for --calib-method percentile")
+    if not export:  # sensitivity ranks layers on calibration data: the build options below do not apply
+        p.set_defaults(
+            exclude_nodes="",
+            exclude_op_types="",
+            high_precision=None,
+            trt_version=None,
+            calib_cache=None,
+            max_accuracy_drop=None,
+            auto_exclude=False,
+        )
+        return
     g.add_argument("--exclude-nodes", default="", metavar="A,B", help="node names kept in higher precision")
     g.add_argument("--exclude-op-types", default="", metavar="A,B", help="op types kept in higher precision")
     g.add_argument(

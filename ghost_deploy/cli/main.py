@@ -13,7 +13,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from ghost_deploy.cli import bundle, doctor, export, profile, report
 from ghost_deploy.cli.summary import summary
@@ -21,36 +21,63 @@ from ghost_deploy.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, GhostDeployEr
 from ghost_deploy.fileio import strict_json
 from ghost_deploy.version import __version__
 
-EXIT_CODES = """exit codes:
-  0  success
-  1  unexpected failure
-  2  bad input or usage
-  3  missing optional dependency (the message names the extra to install)
-  4  a verification or accuracy gate failed (the artifact is not moved into place; its report is written)
-130  interrupted (Ctrl-C); 143: terminated (SIGTERM); nothing half-written is left"""
+_MEANING = {
+    0: "success",
+    1: "unexpected failure",
+    2: "bad input or usage (one line; -v shows the traceback)",
+    3: "missing optional dependency (the message names the extra to install)",
+    4: "a verification or accuracy gate failed (the artifact is not moved into place; its report is written)",
+}
+_SIGNALS = "130  interrupted (Ctrl-C); 143: terminated (SIGTERM); nothing half-written is left"
 
-# name, fill(parser), one line of help
-COMMANDS: tuple[tuple[str, Callable[[argparse.ArgumentParser], None], str], ...] = (
-    ("export", export.fill_export_parser, "checkpoint to a simplified, verified ONNX model (also: ghost-export)"),
-    ("verify", export.fill_verify_parser, "compare an ONNX artifact with a reference on ONNX Runtime CPU"),
-    ("sensitivity", export.fill_sensitivity_parser, "rank the INT8 layers by the top-1 agreement they cost"),
-    ("build", export.fill_build_parser, "build a TensorRT engine on the device from an ONNX made by ghost-export"),
-    ("doctor", doctor.fill_doctor_parser, "what this machine has (GPU, TensorRT, Jetson) and what each target needs"),
-    ("profile", profile.fill_profile_parser, "latency like trtexec: warm-up, duration, percentiles"),
-    ("bench", profile.fill_bench_parser, "every target this machine can run, in one table"),
-    ("pack", bundle.fill_pack_parser, "a deployment bundle: artifacts, manifest, labels, build.sh"),
-    ("run", bundle.fill_run_parser, "run a bundle on images"),
-    ("inspect", bundle.fill_inspect_parser, "print a bundle's manifest"),
-    ("report", report.fill_report_parser, "one self-contained HTML page: targets, latency, layers, verification"),
+
+def exit_codes(*codes: int) -> str:
+    """The epilog listing the exit codes a command can return."""
+    lines = [f"  {code}  {_MEANING[code]}" for code in codes]
+    return "\n".join(["exit codes:", *lines, _SIGNALS])
+
+
+ALL = (0, 1, 2, 3, 4)
+EXIT_CODES = exit_codes(*ALL)
+
+# name, fill(parser), one line of help, the exit codes it can return
+COMMANDS: tuple[tuple[str, Callable[[argparse.ArgumentParser], None], str, tuple[int, ...]], ...] = (
+    ("export", export.fill_export_parser, "checkpoint to a simplified, verified ONNX model (also: ghost-export)", ALL),
+    ("verify", export.fill_verify_parser, "compare an ONNX artifact or an engine with its reference", ALL),
+    ("sensitivity", export.fill_sensitivity_parser, "rank the INT8 layers by the top-1 agreement they cost", ALL[:4]),
+    ("build", export.fill_build_parser, "build a TensorRT engine on the device from an ONNX made by ghost-export", ALL),
+    ("doctor", doctor.fill_doctor_parser, "what this machine has for each target; --selftest on a device", ALL),
+    ("profile", profile.fill_profile_parser, "latency like trtexec: warm-up, duration, percentiles", ALL[:4]),
+    ("bench", profile.fill_bench_parser, "every target this machine can run, in one table", ALL[:4]),
+    ("pack", bundle.fill_pack_parser, "a deployment bundle: artifacts, manifest, labels, build.sh", ALL),
+    ("run", bundle.fill_run_parser, "run a bundle on images (exit 4: the model gave NaN or Inf)", ALL),
+    ("inspect", bundle.fill_inspect_parser, "check a bundle and print its manifest", (0, 1, 2)),
+    (
+        "report",
+        report.fill_report_parser,
+        "one self-contained HTML page: targets, latency, layers, verification",
+        (0, 1, 2),
+    ),
 )
+DESCRIPTION = (
+    "GhostNet to the edge: export a PyTorch checkpoint to a verified ONNX model (FP32, FP16, INT8) and a "
+    "TensorRT engine, profile it like trtexec, and pack it for an embedded application."
+)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the problem and where the help is (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_export_parser(prog: str = "ghost-export") -> argparse.ArgumentParser:
     """The parser of `ghost-export` / `ghost-deploy export`."""
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog=prog,
-        description="Export a GhostNet checkpoint (or an ONNX file) to a simplified ONNX model, verified against "
-        "ONNX Runtime on the CPU.",
+        description="Export a GhostNet checkpoint (or an ONNX file) to a simplified, verified ONNX model, or to a "
+        "TensorRT engine (--target trt-*); the report is written beside it.",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -60,17 +87,21 @@ def build_export_parser(prog: str = "ghost-export") -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of `ghost-deploy`."""
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="ghost-deploy",
-        description="GhostNet to the edge: export, verify.",
+        description=DESCRIPTION,
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"ghost-deploy {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, fill, text in COMMANDS:
+    for name, fill, text, codes in COMMANDS:
         sp = sub.add_parser(
-            name, help=text, description=text, epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter
+            name,
+            help=text,
+            description=text,
+            epilog=exit_codes(*codes),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         fill(sp)
     return p
@@ -79,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None, prog: str) -> int:
     args = parser.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
+    args.command_line = [prog, *args.argv]  # what the reports record: ghost-deploy profile X, ghost-export Y
     with _sigterm_unwinds():
         return _run(args, prog)
 
@@ -89,7 +121,10 @@ def _run(args: argparse.Namespace, prog: str) -> int:
         report = args.handler(args)
     except VerificationFailed as exc:
         rep = getattr(exc.result, "report", exc.result)
-        if isinstance(rep, dict):
+        written = getattr(exc.result, "report_file", None)
+        if isinstance(rep, dict) and written is not None:
+            rep["report_file"] = str(written)
+        if isinstance(rep, dict) and (args.json or not getattr(args, "quiet", False)):
             print(_render(rep, args.json, args))
         return _fail(prog, exc, args.verbose)
     except GhostDeployError as exc:
@@ -110,7 +145,8 @@ def _run(args: argparse.Namespace, prog: str) -> int:
             traceback.print_exc()
         print(f"{prog}: unexpected error: {type(exc).__name__}: {exc} (run with -v for the traceback)", file=sys.stderr)
         return EXIT_FAILURE
-    print(_render(report, args.json, args))
+    if args.json or not getattr(args, "quiet", False):
+        print(_render(report, args.json, args))
     return EXIT_OK
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ghost_deploy import optional
+from ghost_deploy.cli.flags import common
+from ghost_deploy.cli.flags import steps as flags_steps
 from ghost_deploy.config import MAX_BATCH
 from ghost_deploy.errors import InputError
 from ghost_deploy.fileio import check_writable, write_json_atomic
@@ -39,7 +40,7 @@ def fill_profile_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads / torch threads")
     p.add_argument("--provider", default="CPU", help="ONNX Runtime providers, e.g. CUDA,CPU (default CPU)")
     p.add_argument("--random-input", action="store_true", help="seeded random data instead of real images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of --random-input and of the image subset (0)")
     p.add_argument("--eval", type=Path, dest="eval_dir", metavar="DIR", help="images to feed (default: the model's)")
     p.add_argument("--top", type=int, default=10, help="layers to list (10)")
     p.add_argument("--layer-runs", type=int, default=20, help="runs of the per-layer profiler; 0 skips it (20)")
@@ -58,10 +59,16 @@ def fill_profile_parser(p: argparse.ArgumentParser) -> None:
         help="engines: time the GPU compute alone, no H2D/D2H copies (trtexec --noDataTransfers)",
     )
     p.add_argument("--trust-checkpoint", action="store_true", help="allow pickled modules / TorchScript")
-    p.add_argument("-o", "--output", type=Path, help="write the JSON report (every per-query time) here")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="the JSON report with every per-query time (default <artifact>.profile.json, which pack and report read)",
+    )
+    p.add_argument("--no-output", action="store_true", help="write no JSON report (print only)")
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="latency histogram and per-query trace")
-    p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
-    p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
+    common(p)
     p.set_defaults(handler=run_profile)
 
 
@@ -99,45 +106,46 @@ def run_profile(args: argparse.Namespace) -> dict[str, Any]:
     from ghost_deploy.profiling.report import human_summary, plot_report
 
     cfg = config_from_args(args)
-    for out in (args.output, args.plot):
+    output = None if args.no_output else args.output or args.artifact.with_name(args.artifact.name + ".profile.json")
+    for out in (output, args.plot):
         if out is not None:
             check_writable(out)
     if args.plot is not None:
         optional.require("matplotlib", "Drawing the latency plot (--plot)")  # fail before minutes of timing
-    _say(f"profiling {args.artifact} ...")
-    report = profile_artifact(args.artifact, cfg, ["ghost-deploy", "profile", *args.argv])
-    if args.output is not None:
-        write_json_atomic(args.output, report)
-        _say(f"wrote {args.output}")
+    steps = flags_steps(args)
+    runs = len(cfg.batches or (1,))
+    steps.say(
+        f"[profile] {args.artifact}: {runs} batch size(s), each {cfg.loop.warmup_ms / 1e3:g} s of warm-up and "
+        f"{cfg.loop.duration_s:g} s timed" + (f", then {cfg.layer_runs} per-layer runs" if cfg.layer_runs else "")
+    )
+    report = profile_artifact(args.artifact, cfg, args.command_line)
+    if output is not None:
+        write_json_atomic(output, report)
+        steps.say(f"[profile] wrote {output}")
     if args.plot is not None:
         plot_report(report, args.plot)
-        _say(f"wrote {args.plot}")
+        steps.say(f"[profile] wrote {args.plot}")
     report["human_summary"] = human_summary(report, cfg.top_layers)
     return report
-
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def fill_bench_parser(p: argparse.ArgumentParser) -> None:
     """Options of `ghost-deploy bench`."""
     p.add_argument("model", type=Path, help="a .pt/.pth checkpoint (or an .onnx file: no eager row)")
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch", type=int, default=1, help="batch size of every target (1)")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads and torch threads")
-    p.add_argument("--warmup-ms", type=float, default=200.0)
+    p.add_argument("--warmup-ms", type=float, default=200.0, help="warm-up time per target in ms (200)")
     p.add_argument("--duration-s", type=float, default=3.0, help="timed duration per target (3)")
-    p.add_argument("--iterations", type=int, default=10)
+    p.add_argument("--iterations", type=int, default=10, help="at least this many timed queries per target (10)")
     p.add_argument("--eval", type=Path, dest="eval_dir", metavar="DIR", help="labelled images for top-1")
-    p.add_argument("--eval-limit", type=int, default=500)
+    p.add_argument("--eval-limit", type=int, default=500, help="a seeded subset of at most N images (500)")
     p.add_argument("--calib", type=Path, help="calibration images for the INT8 targets")
-    p.add_argument("--calib-size", type=int)
+    p.add_argument("--calib-size", type=int, help="a seeded subset of N calibration inputs")
     p.add_argument("--targets", default=",".join(BENCH_ORDER), help="subset of " + ",".join(BENCH_ORDER))
     p.add_argument("--work-dir", type=Path, help="keep the built artifacts here (default: a temporary folder)")
     p.add_argument("-o", "--output", type=Path, help="write the JSON report here")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
-    p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
-    p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
+    common(p)
     p.set_defaults(handler=run_bench)
 
 
@@ -160,7 +168,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         work_dir=args.work_dir,
         targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
     )
-    report = bench_model(args.model, cfg, ["ghost-deploy", "bench", *args.argv])
+    report = bench_model(args.model, cfg, args.command_line, flags_steps(args))
     if args.output is not None:
         write_json_atomic(args.output, report)
     report["human_summary"] = render(report, markdown=args.markdown)

@@ -59,6 +59,7 @@ def summary(report: dict[str, Any]) -> str:
             f"auto-exclude: {len(auto['excluded'])} layers kept in higher precision{took} "
             f"({'met' if auto['met'] else 'NOT met'}: agreement >= {auto['min_agreement']:.2%} on calibration data)"
         )
+        lines += [f"  kept in higher precision: {name}" for name in auto["excluded"]]
         if auto.get("note"):
             lines.append(f"auto-exclude: {auto['note']}")
     sens = report.get("sensitivity")
@@ -70,8 +71,11 @@ def summary(report: dict[str, Any]) -> str:
     steps = report.get("steps", [])
     if steps:
         lines.append("steps: " + ", ".join(f"{s['name']} {s['seconds']:.2f} s" for s in steps))
-    if "artifact" in report:
-        lines.append(f"report: {report['artifact']['path']}.json")
+    engine = report.get("engine")
+    if isinstance(engine, dict) and engine.get("built"):
+        lines.append(f"engine: {engine['path']} ({engine.get('bytes', 0) / 1e6:.2f} MB, {engine.get('layers')} layers)")
+    if report.get("report_file"):  # only a report this command wrote
+        lines.append(f"report: {report['report_file']}")
     if "failed_run" in report:
         lines.append(f"note: {report['failed_run']['note']}")
     return "\n".join(lines)

@@ -9,7 +9,7 @@ activation to FP16 (see `fp16.py`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +38,10 @@ def build_precision(
     cfg: PrecisionConfig,
     samples: Iterable[Sample] | None,
     threads: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> PrecisionResult:
     """Calibrate (or read a cache) and build the target's model and its CPU preview; ONNX Runtime runs with
-    `threads` (None: its default)."""
+    `threads` (None: its default); `progress` is told how many calibration images are done."""
     from ghost_deploy.precision.calibrate import calibrate
 
     spec = target_of(target)
@@ -53,7 +54,9 @@ def build_precision(
         if samples is None:
             raise InputError(f"--target {target} needs calibration images: pass --calib DIR (or an .npy/.npz)")
         method = spec.calibration if spec.precision == "fp16" and spec.calibration else cfg.calib_method
-        calibration = calibrate(fp32, samples, None, method=method, percentile=cfg.percentile, threads=threads)
+        calibration = calibrate(
+            fp32, samples, None, method=method, percentile=cfg.percentile, threads=threads, progress=progress
+        )
         ranges, calib_report = calibration.ranges, calibration.to_dict()
     if spec.precision == "fp16":
         return _fp16(fp32, ranges, cfg, calib_report)

@@ -16,9 +16,8 @@ overhead that the host-timed rows include. Under the table: the CPU's INT8 flags
 from __future__ import annotations
 
 import dataclasses
-import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,10 @@ from ghost_deploy.profiling.stats import (
     CV_THRESHOLD_CPU,
     CV_THRESHOLD_GPU,
     LoopConfig,
+    busy_warning,
     environment,
+    load_average,
+    mark_busy,
     summarize,
     time_queries,
 )
@@ -67,8 +69,13 @@ class BenchConfig:
     targets: tuple[str, ...] = CPU_TARGETS
 
 
-def bench_model(model: Path, cfg: BenchConfig, command: Sequence[str] = ()) -> dict[str, Any]:
-    """Build every CPU target of `model`, measure each, and return the report with one row per target."""
+def bench_model(
+    model: Path, cfg: BenchConfig, command: Sequence[str] = (), steps: Steps | None = None
+) -> dict[str, Any]:
+    """Build every CPU target of `model`, measure each, and return the report with one row per target.
+
+    Progress goes to `steps` (standard error by default)."""
+    say = (steps or Steps()).say
     if not model.is_file():
         raise InputError(f"model file {model} does not exist; check the path")
     if model.suffix.lower() not in (".pt", ".pth", ".onnx"):
@@ -84,14 +91,19 @@ def bench_model(model: Path, cfg: BenchConfig, command: Sequence[str] = ()) -> d
     report["cpu_int8"] = {"flags": flags, "note": int8_note(flags)}  # is ort-int8 expected to be faster here?
     with tempfile.TemporaryDirectory(prefix="ghost-bench-") as tmp:
         work = cfg.work_dir or Path(tmp)
-        _say("[bench] loading and exporting the model ...")
+        say("[bench] loading and exporting the model ...")
         source = open_source(model, _export_config("onnx", work / "model.onnx", cfg), _quiet())
         names = ["onnx", *(t for t in cfg.targets if t != "onnx")]
-        built = {t: _build(source, model, t, cfg, work) for t in names}  # one load and export for every row
-        built.update({t: _build_engine(source, model, t, cfg, work) for t in ENGINE_TARGETS})
-        rows = _measure(model, source, cfg, built)
+        built = {t: _build(source, model, t, cfg, work, say) for t in names}  # one load and export for every row
+        built.update({t: _build_engine(source, model, t, cfg, work, say) for t in ENGINE_TARGETS})
+        rows = _measure(model, source, cfg, built, say)
+    after = load_average()
+    env = report["environment"]
+    env["load_average_1min_after"] = after
+    busy = busy_warning(env.get("load_average_1min"), after, env["cpu"].get("usable"))
+    mark_busy([r for r in rows if r.get("status") == "ok"], busy)
     report["rows"] = rows
-    report["warnings"] = _warnings(rows)
+    report["warnings"] = _warnings(rows) + ([busy] if busy else [])
     return report
 
 
@@ -114,10 +126,12 @@ def _export_config(target: str, out: Path, cfg: BenchConfig) -> ExportConfig:
     )
 
 
-def _build(source: Source, model: Path, target: str, cfg: BenchConfig, work: Path) -> dict[str, Any]:
+def _build(
+    source: Source, model: Path, target: str, cfg: BenchConfig, work: Path, say: Callable[[str], None]
+) -> dict[str, Any]:
     """Export one target from the open source; a failed accuracy gate still yields the artifact (its failed name)."""
     out = work / f"{model.stem}.{target}.onnx"
-    _say(f"[bench] building {target} ...")
+    say(f"[bench] building {target} ...")
     try:
         result = export_from_source(source, _export_config(target, out, cfg), _quiet())
         return {"artifact": out, "report": result.report, "gate": "passed"}
@@ -130,14 +144,16 @@ def _build(source: Source, model: Path, target: str, cfg: BenchConfig, work: Pat
         return {"artifact": None, "report": {}, "gate": f"not built: {exc}"}
 
 
-def _build_engine(source: Source, model: Path, target: str, cfg: BenchConfig, work: Path) -> dict[str, Any]:
+def _build_engine(
+    source: Source, model: Path, target: str, cfg: BenchConfig, work: Path, say: Callable[[str], None]
+) -> dict[str, Any]:
     """Build and verify one trt-* engine from the open source where TensorRT is installed."""
     if not probe.tensorrt_installed():
         return {"artifact": None, "report": {}, "gate": NO_TENSORRT, "backend": "tensorrt"}
     from ghost_deploy.stages.export_engine import engine_from_source
 
     out = work / f"{model.stem}.{target}.engine"
-    _say(f"[bench] building {target} ...")
+    say(f"[bench] building {target} ...")
     entry: dict[str, Any] = {"artifact": out, "backend": "tensorrt"}
     try:
         result = engine_from_source(source, _export_config(target, out, cfg), _quiet())
@@ -148,7 +164,9 @@ def _build_engine(source: Source, model: Path, target: str, cfg: BenchConfig, wo
         return {**entry, "artifact": None, "report": {}, "gate": f"not built: {exc}"}
 
 
-def _measure(model: Path, source: Source, cfg: BenchConfig, built: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def _measure(
+    model: Path, source: Source, cfg: BenchConfig, built: dict[str, dict[str, Any]], say: Callable[[str], None]
+) -> list[dict[str, Any]]:
     """Accuracy against FP32 and latency for the eager model and every built target.
 
     The reference (PyTorch eager, or the FP32 ONNX for an ONNX model) runs once on the evaluation data; every
@@ -171,7 +189,7 @@ def _measure(model: Path, source: Source, cfg: BenchConfig, built: dict[str, dic
         entry = built.get(target)
         if target in [r["target"] for r in rows] or entry is None:
             continue
-        row = _row(target, entry, expected, data, cfg)
+        row = _row(target, entry, expected, data, cfg, say)
         if eager_row.get("top1") is None and row.get("reference_top1") is not None and eager is not None:
             eager_row.update(top1=row["reference_top1"], agreement=1.0, cosine=1.0)
         row.pop("reference_top1", None)
@@ -183,7 +201,9 @@ def _measure(model: Path, source: Source, cfg: BenchConfig, built: dict[str, dic
     return rows
 
 
-def _row(target: str, entry: dict[str, Any], expected: Recorded, data: Any, cfg: BenchConfig) -> dict[str, Any]:
+def _row(
+    target: str, entry: dict[str, Any], expected: Recorded, data: Any, cfg: BenchConfig, say: Callable[[str], None]
+) -> dict[str, Any]:
     """One target's row: agreement with the reference's recorded outputs, then its latency."""
     engine = entry.get("backend") == "tensorrt"
     gate = entry.get("gate", "passed")
@@ -192,7 +212,7 @@ def _row(target: str, entry: dict[str, Any], expected: Recorded, data: Any, cfg:
         row.update(backend="tensorrt (SIMULATED on ONNX Runtime CPU)", simulated=True)
     if entry["artifact"] is None:
         return {**row, "status": "not available", "reason": gate}
-    _say(f"[bench] measuring {target} ...")
+    say(f"[bench] measuring {target} ...")
     artifact: Path = entry["artifact"]
     with runner_for(artifact, threads=cfg.threads) as candidate:
         metrics = compare_runners(expected, candidate, batches(data, INPUT_NAME, cfg.batch))
@@ -271,6 +291,7 @@ def render(report: dict[str, Any], markdown: bool = False) -> str:
                 f"{r['images_per_s']:.1f}",
                 f"{r['speedup_vs_eager']:.2f}x" if r.get("speedup_vs_eager") else "-",
                 f"CV {r['cv']:.0%}"
+                + ("; busy machine: not comparable" if r.get("not_comparable") else "")
                 + ("" if r.get("gate", "passed") == "passed" else "; accuracy gate failed")
                 + ("; SIMULATED TensorRT: CPU times" if r.get("simulated") else ""),
             ]
@@ -297,7 +318,3 @@ def _cpu_lines(cpu: dict[str, Any] | None) -> list[str]:
 
 def _pct(value: float | None) -> str:
     return f"{value:.2%}" if value is not None else "-"
-
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)

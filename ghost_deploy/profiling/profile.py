@@ -32,7 +32,10 @@ from ghost_deploy.profiling.stats import (
     CV_THRESHOLD_CPU,
     CV_THRESHOLD_GPU,
     LoopConfig,
+    busy_warning,
     environment,
+    load_average,
+    mark_busy,
     summarize,
     time_queries,
 )
@@ -86,6 +89,7 @@ def profile_artifact(path: Path, cfg: ProfileConfig, command: Sequence[str] = ()
         "data_transfers": cfg.data_transfers if target.kind == "tensorrt" else None,
     }
     report["environment"] = environment()
+    before = report["environment"].get("load_average_1min")
     results = []
     with target.runner as runner:
         spec = runner.input_specs()[0]
@@ -101,8 +105,13 @@ def profile_artifact(path: Path, cfg: ProfileConfig, command: Sequence[str] = ()
                     target.onnx_path, feeds, cfg.layer_runs, cfg.threads, cfg.providers
                 )
             results.append(result)
+    after = load_average()
+    report["environment"]["load_average_1min_after"] = after
+    busy = busy_warning(before, after, report["environment"]["cpu"].get("usable"))
+    mark_busy(results, busy)
     report["results"] = results
     report["warnings"] = [w for r in results for w in r["warnings"]] + clock_warnings(report["environment"])
+    report["warnings"] += [busy] if busy else []
     return report
 
 

@@ -184,6 +184,37 @@ def summarize(times: QueryTimes, batch: int, cv_threshold: float, on_gpu: bool =
     return result
 
 
+def load_average() -> float | None:
+    """The 1-minute load average, where the system has one."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def busy_warning(before: float | None, after: float | None, cores: int | None) -> str | None:
+    """Why times measured between `before` and `after` are not comparable, or None on a quiet machine.
+
+    Busy: a 1-minute load average of half the usable cores or more before the timing started, or, once our
+    own process is counted out, more than that at the end (the load average follows our own work too)."""
+    if before is None or not cores:
+        return None
+    limit = 0.5 * cores
+    if before < limit and (after is None or after - 1.0 < limit):
+        return None
+    return (
+        f"the machine was busy (load average {before:.2f} before, {after if after is not None else float('nan'):.2f} "
+        f"after, on {cores} usable cores): these times are not comparable with another run; measure again when "
+        "other work is done"
+    )
+
+
+def mark_busy(results: list[dict[str, Any]], warning: str | None) -> None:
+    """A busy machine's results are never called stable, and carry the reason."""
+    if warning is None:
+        return
+    for result in results:
+        result["stable"] = False
+        result["not_comparable"] = warning
+
+
 def environment() -> dict[str, Any]:
     """CPU, GPU, Jetson power mode and load: what makes numbers from two machines comparable or not."""
     from ghost_deploy.machine.probe import gpus, jetson, simulation, tensorrt_version

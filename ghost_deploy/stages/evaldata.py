@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,9 @@ class EvalData:
 
     def __iter__(self) -> Iterator[Sample]:
         return itertools.chain.from_iterable(self.sources)
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.sources if isinstance(s, Sized))
 
 
 def eval_data(

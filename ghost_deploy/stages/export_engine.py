@@ -25,7 +25,14 @@ from ghost_deploy.errors import InputError, MissingDependencyError, Verification
 from ghost_deploy.fileio import check_writable, sha256_file, strict_json, write_bytes_atomic
 from ghost_deploy.machine import probe
 from ghost_deploy.report import Steps, file_entry, new_report, report_path, write_report
-from ghost_deploy.stages.export_onnx import ExportResult, check_output, default_output, export_from_source
+from ghost_deploy.stages.export_onnx import (
+    ExportResult,
+    calibration_path,
+    check_output,
+    default_output,
+    export_from_source,
+    preflight,
+)
 from ghost_deploy.stages.outputs import StagedOutput, failed_path, output_lock
 from ghost_deploy.stages.source import Source, open_source, verify_fp32
 from ghost_deploy.targets import onnx_target_for
@@ -44,14 +51,19 @@ def export_engine(model_path: Path, cfg: ExportConfig, steps: Steps | None = Non
         raise InputError(f"model file {model_path} does not exist; check the path")
     engine = cfg.output or default_output(model_path, cfg.target)
     check_output(model_path, engine)
+    preflight(cfg)
     version = check_planned_version(cfg.precision.trt_version)
     paths = _intermediate_paths(engine)
     size = cfg.overrides.input_size or 224
-    early = plan_build(version, _request(cfg, paths, (3, size, size), cfg.batch, _cache(paths)))  # what cannot be
+    early = plan_build(version, _request(cfg, paths, (3, size, size), cfg.batch, _cache(engine)))  # what cannot be
     if early.hardware_compatibility == "AMPERE_PLUS" and probe.tensorrt_installed() and probe.jetson() is not None:
         # tensorrt.md s7: "AMPERE_PLUS is documented (8.6 guide) as unsupported on JetPack/DriveOS"
         raise InputError("--hardware-compatibility ampere+ is not supported on Jetson; build without it here")
-    source = open_source(model_path, cfg, steps)
+    announce_without_tensorrt(engine, steps)
+    needs = early.onnx_kind != "fp32" or early.calibrator == "cache"  # FP16 and Q/DQ graphs calibrate on the CPU
+    base = model_path.parent
+    check = (lambda info: calibration_path(cfg, info, base)) if needs else None
+    source = open_source(model_path, cfg, steps, check)
     return engine_from_source(source, cfg.replace(output=engine), steps)
 
 
@@ -61,7 +73,7 @@ def engine_from_source(source: Source, cfg: ExportConfig, steps: Steps) -> Expor
     engine = cfg.output
     version, origin = probe.trt_version_for_plan(cfg.precision.trt_version)
     onnx_paths = _intermediate_paths(engine)
-    cache = _cache(onnx_paths)
+    cache = _cache(engine)
     chw = (3, source.info.input_size, source.info.input_size)
     plan = plan_build(version, _request(cfg, onnx_paths, chw, source.batch, cache))
     steps.say(f"TensorRT {version} ({origin}): the build parses {plan.onnx_path.name} ({plan.onnx_reason})")
@@ -77,19 +89,26 @@ def engine_from_source(source: Source, cfg: ExportConfig, steps: Steps) -> Expor
         build_script=str(script_path),
         engine={"path": str(engine), "built": False},
     )
-    _stop_without_tensorrt(
-        engine,
-        report,
-        f"Building the {cfg.target} engine (the ONNX {plan.onnx_path}, its report and {script_path} are written; "
-        f"on the device run: bash {script_path}, or install the extra there and rerun ghost-export)",
-    )
+    _stop_without_tensorrt(engine, report, [plan.onnx_path, report_path(plan.onnx_path), script_path], script_path)
     return _build_and_verify(source, cfg, plan, engine, report, steps)
 
 
+def _base(engine: Path) -> Path:
+    """The engine's path without `.engine`/`.plan`: the stem its companion files are named after."""
+    return engine.with_suffix("") if engine.suffix in (".engine", ".plan") else engine
+
+
 def _intermediate_paths(engine: Path) -> dict[str, Path]:
-    """Where each kind of ONNX an engine may be built from is written: `<engine stem>.<kind>.onnx`."""
-    base = engine.with_suffix("") if engine.suffix == ".engine" else engine
-    return {kind: base.with_name(f"{base.name}.{kind}.onnx") for kind in _KINDS}
+    """Where the ONNX the build parses is written, whatever its kind: `<engine stem>.build.onnx`, the file a
+    device without the Python bindings takes with `<engine>.build.sh`."""
+    base = _base(engine)
+    return {kind: base.with_name(f"{base.name}.build.onnx") for kind in _KINDS}
+
+
+def calibration_graph(engine: Path) -> Path:
+    """Implicit INT8: the Q/DQ graph whose CPU calibration makes the cache the build reads."""
+    base = _base(engine)
+    return base.with_name(f"{base.name}.calibration.onnx")
 
 
 def check_planned_version(requested: str | None) -> str:
@@ -112,9 +131,10 @@ def check_planned_version(requested: str | None) -> str:
     return version
 
 
-def _cache(paths: dict[str, Path]) -> Path:
-    """The calibration cache an implicit INT8 build reads: the Q/DQ graph's `<onnx>.cache`."""
-    return paths["qdq-fp32"].with_name(paths["qdq-fp32"].name + ".cache")
+def _cache(engine: Path) -> Path:
+    """The calibration cache an implicit INT8 build reads: `<engine stem>.calibration.onnx.cache`."""
+    graph = calibration_graph(engine)
+    return graph.with_name(graph.name + ".cache")
 
 
 def _onnx_for_plan(
@@ -125,7 +145,8 @@ def _onnx_for_plan(
     base = dataclasses.replace(cfg.precision, trt_version=version)
     if plan.calibrator == "cache":  # implicit INT8: the cache comes from the CPU calibration of onnx-int8
         int8 = dataclasses.replace(base, high_precision="fp32")
-        export_from_source(source, cfg.replace(target="onnx-int8", output=paths["qdq-fp32"], precision=int8), steps)
+        graph = calibration_graph(cfg.output or plan.onnx_path)
+        export_from_source(source, cfg.replace(target="onnx-int8", output=graph, precision=int8), steps)
     if kind.startswith("qdq"):  # the plan already chose the dtype of the unquantized layers
         target, settings = "onnx-int8", dataclasses.replace(base, high_precision=kind.removeprefix("qdq-"))
     else:
@@ -186,9 +207,11 @@ def _verify_engine(source: Source, cfg: ExportConfig, plan: BuildPlan, engine: P
     batch = plan.profile.opt[0] if plan.profile is not None else plan.input_shape[0]
     with (
         steps.step("verify", "comparing the engine with ONNX Runtime CPU on the FP32 ONNX"),
+        steps.progress("verify", len(source.data)) as tick,
         TensorRTRunner(engine, plan.version_compatible, plan.dla_core) as candidate,  # its report is not written yet
     ):
-        metrics = compare_runners(source.fp32_outputs, candidate, batches(source.data, INPUT_NAME, batch))
+        feeds = batches(source.data, INPUT_NAME, batch)
+        metrics = compare_runners(source.fp32_outputs, candidate, feeds, progress=tick)
     return verification_record("onnxruntime CPU, FP32 ONNX", "tensorrt", source.data.description, metrics, tol)
 
 
@@ -206,12 +229,30 @@ def _write_script(plan: BuildPlan, onnx_path: Path, engine: Path) -> Path:
     return path
 
 
-def _stop_without_tensorrt(engine: Path, report: dict[str, Any], purpose: str) -> None:
-    """Where TensorRT is not installed: write the engine's report (not built, and why), then exit 3."""
+def _stop_without_tensorrt(engine: Path, report: dict[str, Any], written: list[Path], script: Path) -> None:
+    """Where TensorRT is not installed: write the engine's report (not built, and why), then exit 3 saying
+    plainly what was written and the one command to run on the device."""
+    if probe.tensorrt_installed():
+        return
+    report["engine"]["why_not"] = "TensorRT is not installed on this machine"
+    write_report(engine, report)
+    files = ", ".join(str(p) for p in [*written, report_path(engine)])
+    raise MissingDependencyError(
+        "tensorrt",
+        "trt",
+        "Building a TensorRT engine",
+        f"no engine was built: TensorRT is not installed here. Written: {files}. To build {engine.name}, copy "
+        f"these to the device and run there: bash {script}",
+    )
+
+
+def announce_without_tensorrt(engine: Path, steps: Steps) -> None:
+    """At the start of a trt-* export without TensorRT: say what will and will not happen."""
     if not probe.tensorrt_installed():
-        report["engine"]["why_not"] = "TensorRT is not installed on this machine"
-        write_report(engine, report)
-        raise MissingDependencyError("tensorrt", "trt", purpose)
+        steps.say(
+            f"TensorRT is not installed here: ghost-export makes and verifies the ONNX the device builds from and "
+            f"writes {engine.name}.build.sh, then stops with exit 3 (no engine); run that script on the device"
+        )
 
 
 def _request(
@@ -291,7 +332,7 @@ def build_engine(onnx_path: Path, cfg: ExportConfig, steps: Steps | None = None)
         build_script=str(script_path),
         engine={"path": str(engine), "built": False},
     )
-    _stop_without_tensorrt(engine, report, f"Building {engine.name} ({script_path} is written)")
+    _stop_without_tensorrt(engine, report, [script_path], script_path)
     from ghost_deploy.backends.trt.build import engine_from_onnx
 
     with steps.step("build", f"building {engine.name} with TensorRT"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sized
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from ghost_deploy.config import ExportConfig, Tolerances
 from ghost_deploy.data.inputs import Sample, batches, calibration_samples
 from ghost_deploy.errors import InputError, VerificationFailed
 from ghost_deploy.fileio import check_writable, strict_json
+from ghost_deploy.model.info import ModelInfo
 from ghost_deploy.precision.build import PrecisionResult, build_precision
 from ghost_deploy.report import Steps, file_entry, new_report, report_path
 from ghost_deploy.stages.outputs import StagedOutput, failed_path, output_lock, remove_files
@@ -42,7 +43,13 @@ class ExportResult:
 
 
 def default_output(model: Path, target: str) -> Path:
-    """`<model stem>.<target>.onnx` (or `.engine` for TensorRT targets) beside the model."""
+    """Beside the model: `<stem>.onnx` for the FP32 ONNX (`<stem>.simplified.onnx` when the model is itself
+    `<stem>.onnx`: the source is never overwritten), `<stem>.<target>.onnx` or `.engine` for the others."""
+    spec = target_of(target)
+    if not spec.is_engine and not spec.reduces_precision:
+        return model.with_name(
+            f"{model.stem}.simplified.onnx" if model.suffix.lower() == ".onnx" else f"{model.stem}.onnx"
+        )
     return model.with_name(f"{model.stem}.{target}{target_of(target).suffix}")
 
 
@@ -70,8 +77,12 @@ def export_model(model_path: Path, cfg: ExportConfig, steps: Steps | None = None
         raise InputError(f"model file {model_path} does not exist; check the path")
     artifact = cfg.output or default_output(model_path, cfg.target)
     check_output(model_path, artifact)
+    preflight(cfg)
+    base = model_path.parent
+    needs = target_of(cfg.target).reduces_precision
+    early = (lambda info: calibration_path(cfg, info, base)) if needs else None
     with output_lock(artifact):
-        source = open_source(model_path, cfg, steps)
+        source = open_source(model_path, cfg, steps, early)
         return _export_locked(source, cfg.replace(output=artifact), steps)
 
 
@@ -96,8 +107,12 @@ def _export_locked(source: Source, cfg: ExportConfig, steps: Steps) -> ExportRes
     final, built = source.fp32, None
     if target.reduces_precision:
         samples = calibration_data(source, cfg, report)
-        with steps.step("precision", f"calibrating and building {target.name}"):
-            built = build_precision(source.fp32, target.name, cfg.precision, samples, source.threads)
+        total = len(samples) if isinstance(samples, Sized) else None
+        with (
+            steps.step("precision", f"calibrating and building {target.name}"),
+            steps.progress("calibrate", total, "images") as tick,
+        ):
+            built = build_precision(source.fp32, target.name, cfg.precision, samples, source.threads, tick)
         final = built.model
         report["precision"] = built.report
     with StagedOutput() as staged:
@@ -146,18 +161,38 @@ def _failed_name(final: Path, artifact: Path, failed: Path) -> Path:
     return failed.with_name(failed.name + final.name[len(artifact.name) :])
 
 
-def calibration_data(source: Source, cfg: ExportConfig, report: dict[str, Any]) -> Iterable[Sample] | None:
-    """Calibration samples: --calib, else the model's own calibration split; None with --calib-cache."""
+def preflight(cfg: ExportConfig) -> None:
+    """What can be checked before any work: the paths the options name exist."""
+    named = [("--calib", cfg.calib), ("--eval", cfg.eval_dir), ("--calib-cache", cfg.precision.calib_cache)]
+    for flag, path in named:
+        if path is not None and not path.exists():
+            raise InputError(f"{flag} {path} does not exist; check the path")
+    if cfg.eval_dir is not None and not cfg.eval_dir.is_dir():
+        raise InputError(f"--eval {cfg.eval_dir} is not a folder; give a folder of images")
+
+
+def calibration_path(cfg: ExportConfig, info: ModelInfo, base: Path) -> Path | None:
+    """Where calibration images come from: --calib, else the model's own calibration split; None with
+    --calib-cache. InputError when there is none, or when --calib does not exist."""
     if cfg.precision.calib_cache is not None:
         return None
-    split = source.info.data.get("calibration")
-    base = source.path.parent
+    split = info.data.get("calibration")
     path = cfg.calib or ((base / split).resolve() if split and (base / split).is_dir() else None)
     if path is None:
         raise InputError(
             f"--target {cfg.target} needs calibration data: pass --calib DIR of images (or an .npy/.npz "
             "of preprocessed batches); random data is never used"
         )
+    if not path.exists():
+        raise InputError(f"calibration data {path} does not exist; pass --calib DIR or an .npy/.npz file")
+    return path
+
+
+def calibration_data(source: Source, cfg: ExportConfig, report: dict[str, Any]) -> Iterable[Sample] | None:
+    """Calibration samples: --calib, else the model's own calibration split; None with --calib-cache."""
+    path = calibration_path(cfg, source.info, source.path.parent)
+    if path is None:
+        return None
     samples, desc = calibration_samples(path, source.info, cfg.calib_size, cfg.seed)
     report["calibration_data"] = desc
     return samples
@@ -190,8 +225,13 @@ def _verify_preview(
     model, optimize = built.preview.SerializeToString(), built.preview_optimize
     preview = OnnxRuntimeRunner(model, optimize=optimize, threads=source.threads)
     batch = source.batch.example
-    with steps.step("preview", "previewing the reduced precision on ONNX Runtime CPU") as rec, preview:
-        metrics = compare_runners(source.fp32_outputs, preview, batches(source.data, INPUT_NAME, batch))
+    with (
+        steps.step("preview", "previewing the reduced precision on ONNX Runtime CPU") as rec,
+        steps.progress("preview", len(source.data)) as tick,
+        preview,
+    ):
+        feeds = batches(source.data, INPUT_NAME, batch)
+        metrics = compare_runners(source.fp32_outputs, preview, feeds, progress=tick)
         rec["note"] = f"top-1 agreement {metrics['top1_agreement']:.2%} on {metrics['samples']} inputs"
     candidate = built.report.get("preview", "the Q/DQ graph on onnxruntime CPU")
     record = verification_record("onnxruntime CPU, FP32 ONNX", candidate, source.data.description, metrics, tol)

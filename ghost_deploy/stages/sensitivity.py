@@ -10,9 +10,10 @@ from ghost_deploy.config import ExportConfig
 from ghost_deploy.errors import InputError
 from ghost_deploy.fileio import check_writable, write_json_atomic
 from ghost_deploy.precision.calibrate import calibrate
+from ghost_deploy.precision.quantize import select_nodes
 from ghost_deploy.precision.sensitivity import layer_sensitivity
 from ghost_deploy.report import Steps, new_report
-from ghost_deploy.stages.export_onnx import calibration_data
+from ghost_deploy.stages.export_onnx import calibration_data, preflight
 from ghost_deploy.stages.source import open_source
 from ghost_deploy.targets import INT8_TARGETS
 
@@ -36,6 +37,7 @@ def sensitivity_of_model(
         raise InputError(f"model file {model_path} does not exist; check the path")
     if output is not None:
         check_writable(output)
+    preflight(cfg)
     report = new_report(list(cfg.command), f"sensitivity ({cfg.target})")
     source = open_source(model_path, cfg, steps)
     report.update(source.facts)
@@ -44,10 +46,16 @@ def sensitivity_of_model(
         raise InputError("sensitivity measures on calibration images: pass --calib (a cache has no images)")
     subset = list(itertools.islice(iter(samples), SUBSET))
     method, percentile = cfg.precision.calib_method, cfg.precision.percentile
-    with steps.step("calibrate", f"calibrating ({method})"):
-        ranges = calibrate(source.fp32, subset, method=method, percentile=percentile, threads=source.threads).ranges
-    with steps.step("rank", "quantizing each layer alone") as rec:
-        ranking = layer_sensitivity(source.fp32, ranges, subset, cfg.target, threads=source.threads)
+    with steps.step("calibrate", f"calibrating ({method})"), steps.progress("calibrate", len(subset), "images") as tick:
+        calibration = calibrate(
+            source.fp32, subset, method=method, percentile=percentile, threads=source.threads, progress=tick
+        )
+        ranges = calibration.ranges
+    layers = len(select_nodes(source.fp32)[0])
+    with steps.step("rank", "quantizing each layer alone") as rec, steps.progress("rank", layers, "layers") as tick:
+        ranking = layer_sensitivity(
+            source.fp32, ranges, subset, cfg.target, progress=lambda done, _total: tick(done), threads=source.threads
+        )
         rec["note"] = f"{len(ranking)} layers on {len(subset)} calibration inputs"
     report["sensitivity"] = {
         "measured_on": f"{len(subset)} calibration inputs (never the evaluation folder)",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +79,13 @@ class Source:
         return self.reference.info
 
 
-def open_source(path: Path, cfg: ExportConfig, steps: Steps) -> Source:
-    """Load `path` (checkpoint or ONNX) once, export it to ONNX when needed, and simplify it."""
+def open_source(
+    path: Path, cfg: ExportConfig, steps: Steps, early: Callable[[ModelInfo], object] | None = None
+) -> Source:
+    """Load `path` (checkpoint or ONNX) once, export it to ONNX when needed, and simplify it.
+
+    `early` is called as soon as the model's info is known, before the export: the place for the checks that
+    need it (calibration data, say), so that a missing piece is reported before the slow work."""
     if not path.exists():
         raise InputError(f"model file {path} does not exist; check the path")
     facts: dict[str, Any] = {"input": file_entry(path) if path.is_file() else {"path": str(path)}}
@@ -93,6 +98,8 @@ def open_source(path: Path, cfg: ExportConfig, steps: Steps) -> Source:
         info = info_from_onnx(model, path, cfg.overrides)
         dims = input_dims(model)
         batch = cfg.batch or (BatchSpec(fixed=dims[0]) if dims[0] else BatchSpec(None, (1, 1, 1)))
+        if early is not None:
+            early(info)
         reference = Reference(info, OnnxRuntimeRunner(path, threads=threads), onnx_model=model)
         data = eval_data(info, path.parent, cfg.eval_dir, cfg.eval_limit, cfg.seed)
     else:
@@ -103,6 +110,8 @@ def open_source(path: Path, cfg: ExportConfig, steps: Steps) -> Source:
             path, cfg.overrides, cfg.trust, batch, steps, facts, threads, allow_nonfinite=cfg.allow_nonfinite_weights
         )
         check_batch_memory(batch, reference.info.input_size)
+        if early is not None:
+            early(reference.info)
         data = eval_data(reference.info, path.parent, cfg.eval_dir, cfg.eval_limit, cfg.seed)
         with torch_threads(threads):
             fused = _reparameterize_if_needed(reference.module, data, steps, facts)
@@ -274,8 +283,13 @@ def verify_fp32(source: Source, tol: Tolerances, steps: Steps) -> dict[str, Any]
     candidate = OnnxRuntimeRunner(source.fp32.SerializeToString(), threads=source.threads)
     recorded = Recorded("FP32 ONNX on onnxruntime CPU")
     size = source.batch.example
-    with steps.step("verify", f"comparing ONNX Runtime CPU with {reference.name}") as rec, reference, candidate:
-        metrics = compare_with_reference(reference, candidate, source.data, size, record=recorded)
+    with (
+        steps.step("verify", f"comparing ONNX Runtime CPU with {reference.name}") as rec,
+        steps.progress("verify", len(source.data)) as tick,
+        reference,
+        candidate,
+    ):
+        metrics = compare_with_reference(reference, candidate, source.data, size, record=recorded, progress=tick)
         err = metrics["max_abs_error"]
         rec["note"] = (
             f"max abs error {err if err is None else format(err, '.2e')} on {metrics['samples']} inputs, "
@@ -294,14 +308,19 @@ def verify_fp32(source: Source, tol: Tolerances, steps: Steps) -> dict[str, Any]
 
 
 def compare_with_reference(
-    reference: Runner, candidate: Runner, data: Iterable[Sample], size: int, record: Recorded | None = None
+    reference: Runner,
+    candidate: Runner,
+    data: Iterable[Sample],
+    size: int,
+    record: Recorded | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """`compare_runners` with the reference run at its own batch size: REFERENCE_BATCH rows when its batch is
     dynamic (a PyTorch module), the candidate at `size`; both active. Rows are compared one by one, so the
     metrics do not depend on either batch size."""
     expected = Recorded(reference.name)
     feeds = _reference_first(data, reference, expected, size)
-    return compare_runners(expected, candidate, feeds, record=record)
+    return compare_runners(expected, candidate, feeds, record=record, progress=progress)
 
 
 def _reference_first(data: Iterable[Sample], reference: Runner, expected: Recorded, size: int) -> Iterator[Batch]:

@@ -66,8 +66,13 @@ def verify_artifact(
     report.update(
         artifact=file_entry(artifact), reference=file_entry(reference), simulated=probe.simulation() is not None
     )
-    with steps.step("verify", f"comparing {artifact.name} with {ref.runner.name}"), ref.runner, candidate:
-        metrics = compare_with_reference(ref.runner, candidate, data, batch.example)
+    with (
+        steps.step("verify", f"comparing {artifact.name} with {ref.runner.name}"),
+        steps.progress("verify", len(data)) as tick,
+        ref.runner,
+        candidate,
+    ):
+        metrics = compare_with_reference(ref.runner, candidate, data, batch.example, progress=tick)
     report["verification"] = verification_record(
         ref.runner.name,
         candidate.name,
@@ -79,6 +84,7 @@ def verify_artifact(
     report["steps"] = steps.timings
     if output is not None:
         write_json_atomic(output, report)
+        report["report_file"] = str(output)  # what the summary names: only a file this command wrote
     verdict = report["verification"]
     if not verdict["passed"]:
         div = verdict.get("first_divergence")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +189,56 @@ def test_packed_int8_engine_records_how_its_ranges_were_made(tmp_path: Path) -> 
     manifest = json.loads((tmp_path / "bundle" / MANIFEST).read_text())
     calibration = manifest["artifacts"][0]["build"]["calibration"]
     assert calibration == {"method": "minmax", "images": 16, "cache_header": "EntropyCalibration2"}
+
+
+# --- what a new user hit (issue 15) ---
+
+
+def test_an_ort_int8_bundle_has_no_deepstream_config_and_says_why(artifacts: dict[str, Path], tmp_path: Path) -> None:
+    report = pack([artifacts["ort-int8"]], tmp_path / "cpu")
+    assert not (tmp_path / "cpu" / "config_infer_primary.txt").exists() and "deepstream" not in report["manifest"]
+    assert any("ort-int8 is ONNX Runtime's CPU layout" in w for w in report["warnings"])
+    assert "No nvinfer configuration" in (tmp_path / "cpu" / "README.md").read_text()
+    both = pack([artifacts["ort-int8"], artifacts["onnx"]], tmp_path / "both")  # the config is for the FP32 ONNX
+    config = (tmp_path / "both" / "config_infer_primary.txt").read_text()
+    assert both["manifest"]["deepstream"]["file"] == "config_infer_primary.txt"
+    assert "onnx-file=digits.onnx" in config and "network-mode=0" in config
+
+
+def test_the_manifest_keeps_summaries_and_relative_paths(artifacts: dict[str, Path], tmp_path: Path) -> None:
+    onnx_path = artifacts["onnx"]
+    args = ["--duration-s", "0.05", "--warmup-ms", "5", "--layer-runs", "0", "--cv-threshold", "0.0001"]
+    proc = run_cli("profile", str(onnx_path), *args, "-o", str(tmp_path / "p.json"))
+    assert proc.returncode == 0, proc.stderr
+    report = pack([onnx_path], tmp_path / "b", profile=tmp_path / "p.json")
+    entry = report["manifest"]["artifacts"][0]
+    assert 'latency_ms": [' not in json.dumps(entry["latency"]) and '"queries"' not in json.dumps(
+        entry
+    )  # per-query times stay in the profile file
+    assert entry["latency"]["results"][0]["latency_ms"]["median"] > 0
+    assert (tmp_path / "b" / "digits.onnx.profile.json").is_file()
+    assert any("unstable" in w and "not comparable" in w for w in report["warnings"])  # a CV above 0.0001%
+
+    def strings(obj: object) -> list[str]:
+        if isinstance(obj, dict):
+            return [s for v in obj.values() for s in strings(v)]
+        if isinstance(obj, list):
+            return [s for v in obj for s in strings(v)]
+        return [obj] if isinstance(obj, str) else []
+
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert [s for s in strings(manifest) if s.startswith("/")] == []  # nothing of the packing machine's paths
+    inspect = run_cli("inspect", str(tmp_path / "b"))
+    assert "fixed batch 1" in inspect.stdout and "None" not in inspect.stdout
+
+
+def test_a_bundle_made_before_these_fields_still_opens(tiny_bundle: Path, tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    shutil.copytree(tiny_bundle, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    for art in manifest["artifacts"]:  # the 0.1 layout: no gate, no simulated flag, latency absent
+        for key in ("gate", "latency"):
+            art.pop(key, None)
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with Bundle.open(old) as bundle:
+        assert bundle.manifest["schema_version"] == 1 and bundle.labels

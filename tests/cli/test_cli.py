@@ -68,7 +68,7 @@ def test_default_output_name_is_beside_the_model(tmp_path: Path, small_checkpoin
     model.write_bytes(small_checkpoint.read_bytes())
     proc = run_cli("ghost-export", str(model), "--input-size", "64", "--eval-limit", "4")
     assert proc.returncode == 0, proc.stderr
-    assert _files(tmp_path) == {"net.pt", "net.onnx.onnx", "net.onnx.onnx.json"}
+    assert _files(tmp_path) == {"net.pt", "net.onnx", "net.onnx.json"}
 
 
 def test_onnx_input_never_imports_torch(tmp_path: Path, exported: Path) -> None:

@@ -285,3 +285,14 @@ def test_profile_engine_like_trtexec(tmp_path: Path) -> None:
     res = report["results"][0]
     assert res["timed_queries"] >= 10 and res["cv_threshold"] == 0.025
     assert report["environment"]["tensorrt_simulated"] == bool(env)
+
+
+def test_a_busy_machine_is_never_called_stable() -> None:
+    from ghost_deploy.profiling.stats import busy_warning, mark_busy
+
+    assert busy_warning(0.3, 1.2, 2) is None  # quiet before; afterwards only our own process
+    text = busy_warning(1.6, 2.4, 2)
+    assert text is not None and "load average 1.60 before, 2.40 after, on 2 usable cores" in text
+    results = [{"stable": True, "warnings": []}]
+    mark_busy(results, text)
+    assert results[0]["stable"] is False and results[0]["not_comparable"] == text

@@ -47,7 +47,7 @@ def test_trt_int8_without_tensorrt_writes_onnx_cache_script_and_exits_3(
     assert "ghost-deploy[trt]" in proc.stderr and "build.sh" in proc.stderr
     for step in ("[load] loading", "[export] exporting", "[verify] comparing"):  # one load, export, PyTorch check
         assert proc.stderr.count(step) == 1, proc.stderr
-    onnx_path = tmp_path / f"g.trt-int8.{onnx_kind}.onnx"
+    onnx_path = tmp_path / "g.trt-int8.build.onnx"  # whatever its kind: the file to take to the device
     script = tmp_path / "g.trt-int8.engine.build.sh"
     assert onnx_path.is_file() and Path(f"{onnx_path}.cache").is_file() and Path(f"{onnx_path}.json").is_file()
     assert os.access(script, os.X_OK)
@@ -56,7 +56,9 @@ def test_trt_int8_without_tensorrt_writes_onnx_cache_script_and_exits_3(
     assert all(f in text for f in flags) and not any(f in text for f in absent)
     report = json.loads(Path(f"{engine}.json").read_text())
     assert report["engine"]["built"] is False and report["trt_version"]["version"] == version
+    assert report["build_plan"]["onnx_kind"] == onnx_kind
     assert not engine.exists()
+    assert f"on the device: bash {script}" in proc.stderr  # the one command, said plainly
 
 
 @pytest.mark.no_tensorrt
@@ -86,8 +88,8 @@ def test_implicit_int8_makes_the_cache_and_the_fp32_onnx_from_one_export(tmp_pat
     )
     assert proc.returncode == 3, proc.stderr
     assert proc.stderr.count("[export] exporting") == 1 and proc.stderr.count("[verify] comparing") == 1
-    assert (tmp_path / "i.fp32.onnx").is_file() and (tmp_path / "i.qdq-fp32.onnx.cache").is_file()
-    assert "--calib=i.qdq-fp32.onnx.cache" in (tmp_path / "i.engine.build.sh").read_text()
+    assert (tmp_path / "i.build.onnx").is_file() and (tmp_path / "i.calibration.onnx.cache").is_file()
+    assert "--calib=i.calibration.onnx.cache" in (tmp_path / "i.engine.build.sh").read_text()
 
 
 @pytest.mark.no_tensorrt
@@ -100,9 +102,9 @@ def test_high_precision_given_wins_on_a_strongly_typed_build(tmp_path: Path) -> 
     assert proc.returncode == 3, proc.stderr
     plan = json.loads(Path(f"{engine}.json").read_text())["build_plan"]
     assert plan["onnx_kind"] == "qdq-fp32" and "--high-precision fp32" in plan["onnx_reason"]
-    onnx_report = json.loads((tmp_path / "h.qdq-fp32.onnx.json").read_text())
+    onnx_report = json.loads((tmp_path / "h.build.onnx.json").read_text())
     assert "high_precision" not in onnx_report["precision"]  # the Q/DQ graph's float layers stayed FP32
-    assert not (tmp_path / "h.qdq-fp16.onnx").exists()
+    assert onnx_report["precision"]["precision"] == "int8"
 
 
 @pytest.mark.no_tensorrt

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import sys
+import io
+import warnings
 from collections.abc import Iterable
 
 import numpy as np
@@ -29,11 +30,16 @@ def op_counts(model: onnx.ModelProto) -> dict[str, int]:
 def simplify_onnx(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """Run onnxsim with its check, then remove identity Slices; returns the model and the Slices removed."""
     onnxsim = optional.onnxsim("Simplifying ONNX")
+    said = io.StringIO()  # its "Checking 0/1..." and advice about its own command-line flags: not for our users
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # its progress print must not pollute --json output
+        with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             simplified, ok = onnxsim.simplify(model, check_n=1)
     except Exception as exc:  # onnxsim wraps C++ errors in RuntimeError and others
-        raise StepFailed(f"onnxsim failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from exc
+        detail = said.getvalue().strip().splitlines()[-1:] or [""]
+        raise StepFailed(
+            f"onnxsim failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]} {detail[0][:200]}".rstrip()
+        ) from exc
     if not ok:
         raise StepFailed("onnxsim's check found that the simplified model differs from the exported one")
     return remove_identity_slices(simplified)
