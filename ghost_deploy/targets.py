@@ -58,7 +58,7 @@ ENGINE_TARGETS: tuple[str, ...] = tuple(t.name for t in _TABLE if t.is_engine)
 PRECISION_TARGETS: tuple[str, ...] = tuple(t.name for t in _TABLE if not t.is_engine and t.reduces_precision)
 INT8_TARGETS: tuple[str, ...] = tuple(t.name for t in _TABLE if not t.is_engine and t.precision == "int8")
 # every --calib-method; the INT8 targets default to minmax (max |x|: what NVIDIA ModelOpt's INT8 default and
-# ONNX Runtime's quantize_static give; DESIGN.md fact 7). The calibration cache says EntropyCalibration2 whatever
+# ONNX Runtime's quantize_static give; see README, INT8). The calibration cache says EntropyCalibration2 whatever
 # method made its values: trtexec reads the header's version and the scales, not the method.
 CALIBRATION_METHODS = ("entropy", "minmax", "percentile", "mse")
 # the ONNX targets in the order `bench` tables them: each reduced precision below the row it should beat

@@ -8,7 +8,7 @@ idle right now (from /proc/stat over a short window), and a job sizes every runt
 number, once.
 
 INT8 instructions: ONNX Runtime's U8S8 kernels are faster than FP32 only where the CPU has VNNI (AVX512-VNNI or
-AVX-VNNI) or AMX; on an AVX2-only CPU they are not (DESIGN.md, fact 5).
+AVX-VNNI) or AMX; on an AVX2-only CPU they are not (measured on GhostNet-1.0x at 224: 0.93x-1.10x FP32).
 """
 
 from __future__ import annotations

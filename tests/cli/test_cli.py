@@ -253,7 +253,10 @@ print(json.dumps({"modules": sorted(sys.modules), "help": out.getvalue()}))
 @pytest.mark.parametrize(
     "command",
     [["ghost-export", "--help"], ["ghost-deploy", "--help"], ["ghost-deploy", "export", "--help"]]
-    + [["ghost-deploy", name, "--help"] for name in ("profile", "bench", "pack", "build", "doctor")],
+    + [
+        ["ghost-deploy", name, "--help"]
+        for name in ("profile", "bench", "pack", "build", "doctor", "report", "sensitivity", "verify")
+    ],
 )
 def test_help_is_cheap_it_imports_no_model_runtime(command: list[str]) -> None:
     import subprocess

@@ -44,7 +44,7 @@ def test_trt_int8_without_tensorrt_writes_onnx_cache_script_and_exits_3(
         str(engine),
     )
     assert proc.returncode == 3, proc.stderr
-    assert "ghost-deploy[trt]" in proc.stderr and "build.sh" in proc.stderr
+    assert proc.stderr.startswith("TensorRT is not installed here")  # said before any work, not minutes later
     for step in ("[load] loading", "[export] exporting", "[verify] comparing"):  # one load, export, PyTorch check
         assert proc.stderr.count(step) == 1, proc.stderr
     onnx_path = tmp_path / "g.trt-int8.build.onnx"  # whatever its kind: the file to take to the device
@@ -58,7 +58,7 @@ def test_trt_int8_without_tensorrt_writes_onnx_cache_script_and_exits_3(
     assert report["engine"]["built"] is False and report["trt_version"]["version"] == version
     assert report["build_plan"]["onnx_kind"] == onnx_kind
     assert not engine.exists()
-    assert f"on the device: bash {script}" in proc.stderr  # the one command, said plainly
+    assert f"run there: bash {script}" in proc.stderr and "no engine was built" in proc.stderr  # said plainly
 
 
 @pytest.mark.no_tensorrt
@@ -148,7 +148,7 @@ def test_build_command_plans_from_the_onnx_kind(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     proc = run_cli("build", str(qdq), "--target", "trt-int8", "--trt-version", "8.5.2")
-    assert proc.returncode == 3 and "ghost-deploy[trt]" in proc.stderr
+    assert proc.returncode == 3 and "no engine was built" in proc.stderr and "build.sh" in proc.stderr
     script = (tmp_path / "g.trt-int8.engine.build.sh").read_text()
     assert "Rendered for TensorRT 8.5.2" in script and "--int8" in script
     proc = run_cli("build", str(qdq), "--target", "trt-int8", "--trt-version", "11.4.0")
