@@ -29,6 +29,7 @@ from ghost_deploy.data.inputs import ImageFolder
 from ghost_deploy.machine.cpu import int8_flags
 from ghost_deploy.model.info import ModelInfo
 from ghost_deploy.precision.fp16 import fp16_preview
+from ghost_deploy.stages.outputs import failed_path
 from ghost_deploy.targets import CALIBRATION_METHODS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,11 +65,16 @@ MAX_DROP_POINTS = 0.5
 
 
 def _export(args: argparse.Namespace, target: str, out: Path, extra: list[str]) -> dict[str, Any]:
-    """Build one target with ghost-export; its exit code and, for --auto-exclude, what was excluded and how fast."""
+    """Build one target with ghost-export; its exit code, the artifact it wrote (a run that failed its gates
+    writes `NAME.failed.onnx`, evaluated all the same) and, for --auto-exclude, what was excluded and how fast."""
+    for stale in (out, failed_path(out)):
+        stale.unlink(missing_ok=True)
     code = export_main([str(args.model), "--target", target, "-o", str(out), "--dynamic-batch", "1:8:8", *extra])
-    report = json.loads(Path(str(out) + ".json").read_text()) if Path(str(out) + ".json").exists() else {}
+    artifact = out if out.exists() else failed_path(out)
+    report_file = Path(str(artifact) + ".json")
+    report = json.loads(report_file.read_text()) if report_file.exists() else {}
     found = report.get("precision", {}).get("calibration", {}).get("auto_exclude")
-    return {"code": code, "auto_exclude": found}
+    return {"code": code, "artifact": artifact, "auto_exclude": found}
 
 
 def _row(name: str, got: np.ndarray, ref: np.ndarray, labels: np.ndarray, ref_acc: float, built: dict[str, Any]) -> str:
@@ -130,12 +136,12 @@ def main() -> None:
                 extra = shlex.split(args.export_args) if target == "onnx-int8" else []
                 extra += ["--calib-method", method] if method else []
                 built = _export(args, target, out, extra)
-                got = _logits(out.read_bytes(), x)
+                got = _logits(built["artifact"].read_bytes(), x)
                 name = f"{target} {method or '(default)'} {' '.join(extra[:-2] if method else extra)}".rstrip()
                 rows.append(_row(name, got, ref, labels, ref_acc, built))
                 if not _meets(got, ref, labels, ref_acc) and "--auto-exclude" not in extra:
                     built = _export(args, target, out, [*extra, "--auto-exclude"])
-                    got = _logits(out.read_bytes(), x)
+                    got = _logits(built["artifact"].read_bytes(), x)
                     rows.append(_row(f"{name} --auto-exclude", got, ref, labels, ref_acc, built))
     print("\n".join(rows))
 
