@@ -237,12 +237,18 @@ def _stop_without_tensorrt(engine: Path, report: dict[str, Any], written: list[P
     report["engine"]["why_not"] = "TensorRT is not installed on this machine"
     write_report(engine, report)
     files = ", ".join(str(p) for p in [*written, report_path(engine)])
+    # an engine built earlier stays (nothing here can rebuild it) but no longer matches the new build ONNX
+    stale = (
+        f" The {engine.name} already there is from an earlier build and does not match these files until rebuilt."
+        if engine.exists()
+        else ""
+    )
     raise MissingDependencyError(
         "tensorrt",
         "trt",
         "Building a TensorRT engine",
         f"no engine was built: TensorRT is not installed here. Written: {files}. To build {engine.name}, copy "
-        f"these to the device and run there: bash {script}",
+        f"these to the device and run there: bash {script}.{stale}",
     )
 
 

@@ -147,8 +147,13 @@ def test_build_command_plans_from_the_onnx_kind(tmp_path: Path) -> None:
         str(qdq),
     )
     assert proc.returncode == 0, proc.stderr
+    old_engine = tmp_path / "g.trt-int8.engine"
+    old_engine.write_bytes(b"an engine built on the device earlier")
     proc = run_cli("build", str(qdq), "--target", "trt-int8", "--trt-version", "8.5.2")
     assert proc.returncode == 3 and "no engine was built" in proc.stderr and "build.sh" in proc.stderr
+    # the engine built earlier is left alone, and the user is told it no longer matches what was written
+    assert old_engine.read_bytes() == b"an engine built on the device earlier"
+    assert "already there is from an earlier build" in proc.stderr
     script = (tmp_path / "g.trt-int8.engine.build.sh").read_text()
     assert "Rendered for TensorRT 8.5.2" in script and "--int8" in script
     proc = run_cli("build", str(qdq), "--target", "trt-int8", "--trt-version", "11.4.0")
