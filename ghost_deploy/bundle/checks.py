@@ -47,6 +47,18 @@ def manifest_schema() -> dict[str, Any]:
     return schema
 
 
+def _is_integer(_checker: object, value: object) -> bool:
+    """JSON Schema calls 32.0 an integer; Python's file reads, slices and shapes do not (a 0.0 size once reached
+    `read()` as a TypeError), so a manifest's integers must be written as integers."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_StrictValidator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]  # (jsonschema: unannotated)
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+)
+
+
 def validate_manifest(manifest: object) -> dict[str, Any]:
     """Check the schema version, the JSON Schema and the cross-references; return the manifest."""
     if not isinstance(manifest, dict):
@@ -59,7 +71,7 @@ def validate_manifest(manifest: object) -> dict[str, Any]:
             f"{MANIFEST} has schema version {version}; this ghost-deploy reads version {SCHEMA_VERSION}: "
             "use the ghost-deploy that packed it, or repack the bundle with this one"
         )
-    validator = jsonschema.Draft202012Validator(manifest_schema())
+    validator = _StrictValidator(manifest_schema())
     error = jsonschema.exceptions.best_match(validator.iter_errors(manifest))
     if error is not None:
         where = "/".join(str(p)[:40] for p in error.absolute_path) or "(top level)"

@@ -110,6 +110,25 @@ def test_an_artifact_that_is_not_what_its_format_says_is_refused_at_open(tmp_pat
         Bundle.open(bundle)
 
 
+@pytest.mark.parametrize("where", ["file size", "crop"])
+def test_a_whole_float_where_an_integer_belongs_is_refused_at_open(
+    tmp_path: Path, tiny_bundle: Path, where: str
+) -> None:
+    """JSON Schema calls 0.0 an integer; a file size of 0.0 once crashed the hashing with a TypeError (exit 1)."""
+
+    def change(m: dict[str, Any]) -> None:
+        if where == "crop":
+            m["preprocessing"]["crop"] = float(m["preprocessing"]["crop"])
+        else:
+            m["files"][0]["bytes"] = 0.0
+
+    bundle = _copy(tiny_bundle, tmp_path / "b")
+    _edit(bundle, change)
+    with pytest.raises(ManifestError, match="is not of type 'integer'"):
+        Bundle.open(bundle)
+    assert main(["inspect", str(bundle)]) == 2
+
+
 def test_hard_links_are_refused(tmp_path: Path, tiny_bundle: Path) -> None:
     bundle = _copy(tiny_bundle, tmp_path / "b")
     os.link(bundle / "labels.txt", tmp_path / "elsewhere.txt")  # the same bytes under a name outside the bundle
