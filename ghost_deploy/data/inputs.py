@@ -10,10 +10,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -144,35 +142,3 @@ def batches(samples: Iterable[Sample], input_name: str, batch_size: int, pad: bo
 def _stack(buf: list[Sample], input_name: str, size: int) -> Batch:
     arrays = [s.array for s in buf] + [buf[-1].array] * (size - len(buf))
     return Batch({input_name: np.stack(arrays).astype(np.float32, copy=False)}, [s.label for s in buf], len(buf))
-
-
-def calibration_samples(
-    path: Path, info: Any, size: int | None, seed: int = 0
-) -> tuple[Iterable[Sample], dict[str, Any]]:
-    """Calibration inputs from a folder of images or an .npy/.npz, and their description for the report."""
-    from ghost_deploy.data.arrays import ArrayFile
-
-    if not path.exists():
-        raise InputError(f"calibration data {path} does not exist; pass --calib DIR or an .npy/.npz file")
-    source: ImageFolder | ArrayFile
-    if path.is_dir():
-        source = ImageFolder(path, info.preprocessing, None, size, seed, skip_unreadable=True)
-        total = len(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
-    elif path.suffix.lower() in (".npy", ".npz"):
-        source = ArrayFile(path, (3, info.input_size, info.input_size), size, seed)
-        total = len(source)
-    else:
-        raise InputError(f"--calib {path}: expected a folder of images or an .npy/.npz file")
-    desc: dict[str, Any] = {"path": str(path), "used": len(source), "list_sha256": source.digest()}
-    if isinstance(source, ImageFolder) and source.skipped:
-        desc["skipped"] = {"count": len(source.skipped), "why": source.skipped[:10]}
-        print(
-            f"warning: skipped {len(source.skipped)} unreadable calibration files, e.g. {source.skipped[0]}",
-            file=sys.stderr,
-        )
-    if size is not None and size > len(source):
-        desc["warning"] = f"--calib-size {size} is larger than the {len(source)} inputs available: all are used"
-        print(f"warning: {desc['warning']}", file=sys.stderr)
-    elif size is not None:
-        desc["available"] = total
-    return source, desc

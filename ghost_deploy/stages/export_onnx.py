@@ -20,7 +20,8 @@ from ghost_deploy.backends.base import INPUT_NAME
 from ghost_deploy.backends.onnx.files import opset_of
 from ghost_deploy.backends.onnxruntime import OnnxRuntimeRunner
 from ghost_deploy.config import ExportConfig, Tolerances
-from ghost_deploy.data.inputs import Sample, batches, calibration_samples
+from ghost_deploy.data.calibration import calibration_samples
+from ghost_deploy.data.inputs import Sample, batches
 from ghost_deploy.errors import InputError, VerificationFailed
 from ghost_deploy.fileio import check_writable, strict_json
 from ghost_deploy.model.info import ModelInfo

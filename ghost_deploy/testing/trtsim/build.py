@@ -10,7 +10,7 @@ from typing import Any
 from ghost_deploy.testing.trtsim import calibration, onnx_graph
 from ghost_deploy.testing.trtsim.plan import encode_plan
 from ghost_deploy.testing.trtsim.sim import Sim
-from ghost_deploy.testing.trtsim.trt_builder import ConfigState
+from ghost_deploy.testing.trtsim.trt_config import ConfigState
 from ghost_deploy.testing.trtsim.trt_network import NetworkState
 
 # Flags whose effect is simulated (precision) or that change nothing a CPU simulation can show.

@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from ghost_deploy.testing.trtsim.trt_network import LayerInfo, TensorInfo
-
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """A network I/O tensor: name, shape (-1 where dynamic), TensorRT DataType name."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    is_input: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerInfo:
+    """One layer: an ONNX node (onnx-tensorrt names an unnamed node after its first output)."""
+
+    name: str
+    op_type: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
 
 
 def layer_name(node: Any) -> str:

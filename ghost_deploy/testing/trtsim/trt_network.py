@@ -7,6 +7,8 @@ import operator
 import os
 from typing import Any
 
+from ghost_deploy.testing.trtsim import onnx_graph
+from ghost_deploy.testing.trtsim.onnx_graph import LayerInfo, TensorInfo
 from ghost_deploy.testing.trtsim.sim import Sim, State, as_bytes
 from ghost_deploy.testing.trtsim.trt_basic import make_dims
 
@@ -17,26 +19,6 @@ _EXPLICIT_BATCH_MESSAGE = (
     "only supports TensorRT INetworkDefinitions with an explicit batch dimension. Please ensure the network was "
     'created using the EXPLICIT_BATCH NetworkDefinitionCreationFlag."'
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class TensorInfo:
-    """A network I/O tensor: name, shape (-1 where dynamic), TensorRT DataType name."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    is_input: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class LayerInfo:
-    """One layer: an ONNX node (onnx-tensorrt names an unnamed node after its first output)."""
-
-    name: str
-    op_type: str
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
 
 
 class NetworkState(State):
@@ -270,8 +252,6 @@ class ParserState(State):
         return False
 
     def _import(self, proto: Any, base_dir: str | None) -> bool:
-        from ghost_deploy.testing.trtsim import onnx_graph
-
         self._problems.clear()
         if not self._network.explicit_batch:  # s1: EXPLICIT_BATCH "required for ONNX" before 10.0
             return self._fail(ParseProblem("INVALID_VALUE", _EXPLICIT_BATCH_MESSAGE, func="importModel"))
