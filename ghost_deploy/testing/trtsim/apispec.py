@@ -1,8 +1,9 @@
-"""One TensorRT version's Python API, read from `api/trt-api-<V>.json` (NVIDIA's pybind11 sources, see README).
+"""One TensorRT version's Python API, read from `api/trt-api-<V>.json` (NVIDIA's pybind11 sources, see README),
+with each enum value's C++ integer from `api/trt-enums-<V>.json` (the release's `include/NvInfer*.h`).
 
 Only what the simulated surface needs is kept: classes with their bases, methods (overloads with argument
 names and defaults), static methods, properties (access), attributes added by TensorRT's `__init__.py`,
-enums (values in declaration order), module functions and attributes.
+enums (values in declaration order, with their C++ integers), module functions and attributes.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class EnumSpec:
     name: str
     scope: str | None
     values: tuple[tuple[str, str], ...]  # (Python name, C++ enumerator), in declaration order
+    numbers: tuple[int, ...]  # the C++ integer of each value (trt-enums-<V>.json, from that release's headers)
     arithmetic: bool
     methods: dict[str, tuple[OverloadSpec, ...]]
     added: dict[str, tuple[str, str]]
@@ -135,15 +137,21 @@ def _class(name: str, entry: dict[str, Any]) -> ClassSpec:
     )
 
 
-def _enum(qualname: str, entry: dict[str, Any]) -> EnumSpec:
-    # The JSON lists values alphabetically and gives no numbers; `line` is the order of declaration, which
-    # is the order pybind11 saw them (and, for ILogger.Severity, the C++ order INTERNAL_ERROR..VERBOSE).
+def _enum(qualname: str, entry: dict[str, Any], numbers: dict[str, Any]) -> EnumSpec:
+    # The API JSON lists values alphabetically and gives no numbers; `line` is the order of declaration,
+    # which is the order pybind11 registered them (the first of two aliases is the one `.name` reports).
+    # The numbers are C++'s, read from the release's own headers (tools/extract_trt_enums.py).
     ordered = sorted(entry["values"].items(), key=lambda kv: (kv[1].get("line", 0), kv[0]))
+    table = numbers.get(qualname, {}).get("values", {})
+    missing = [k for k, _v in ordered if k not in table]
+    if missing:
+        raise ValueError(f"trt-enums: no C++ value for {qualname}.{missing[0]}")
     return EnumSpec(
         qualname=qualname,
         name=str(entry["name"]),
         scope=entry.get("scope"),
         values=tuple((k, str(v["cpp"])) for k, v in ordered),
+        numbers=tuple(int(table[k]["value"]) for k, _v in ordered),
         arithmetic=bool(entry.get("arithmetic")),
         methods={k: _overloads(v) for k, v in entry.get("methods", {}).items()},
         added=_added(entry),
@@ -154,14 +162,15 @@ def load_api(key: str) -> ApiSpec:
     """Parse the shipped `trt-api-<key>.json` (key as in API_KEYS)."""
     if key not in API_KEYS:
         raise ValueError(f"no TensorRT API description for {key!r}; known: {', '.join(API_KEYS)}")
-    text = resources.files(__package__).joinpath("api").joinpath(f"trt-api-{key}.json").read_text(encoding="utf-8")
-    raw = json.loads(text)
+    folder = resources.files(__package__).joinpath("api")
+    raw = json.loads(folder.joinpath(f"trt-api-{key}.json").read_text(encoding="utf-8"))
+    numbers = json.loads(folder.joinpath(f"trt-enums-{key}.json").read_text(encoding="utf-8"))["enums"]
     return ApiSpec(
         key=key,
         python_version=str(raw["module_attributes"]["__version__"]["value"]),
         header_version=str(raw["version"]["full"]),
         classes={k: _class(k, v) for k, v in raw["classes"].items()},
-        enums={k: _enum(k, v) for k, v in raw["enums"].items()},
+        enums={k: _enum(k, v, numbers) for k, v in raw["enums"].items()},
         functions={k: _overloads(v) for k, v in raw["module_functions"].items()},
         attributes={k: str(v.get("value")) for k, v in raw["module_attributes"].items()},
     )

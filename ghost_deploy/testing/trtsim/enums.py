@@ -109,15 +109,25 @@ def _make(cls: type[PybindEnum], value: int) -> PybindEnum:
 
 
 def make_enum(spec: EnumSpec, extra: dict[str, Any]) -> type[PybindEnum]:
-    """The enum class for `spec`; values are numbered in declaration order (the JSON gives no numbers)."""
+    """The enum class for `spec`, each value its C++ enumerator's integer (`spec.numbers`, from the release's
+    headers). Two names of one integer (BuilderFlag.STRIP_PLAN and the deprecated WEIGHTLESS, declared
+    `kWEIGHTLESS = kSTRIP_PLAN`) are one member: equal, one hash, and `.name` is the first declared, as
+    pybind11's `name` returns the first entry whose value matches."""
     namespace: dict[str, Any] = {"__slots__": (), "__module__": "tensorrt", "_arithmetic": spec.arithmetic, **extra}
     namespace["__qualname__"] = spec.qualname
     cls: type[PybindEnum] = type(spec.name, (PybindEnum,), namespace)
-    members = {name: _make(cls, i) for i, (name, _cpp) in enumerate(spec.values)}
-    for name, member in members.items():
-        setattr(cls, name, member)
+    by_value: dict[int, PybindEnum] = {}
+    members: dict[str, PybindEnum] = {}
+    for (name, _cpp), number in zip(spec.values, spec.numbers, strict=True):
+        members[name] = by_value.setdefault(number, _make(cls, number))
+        setattr(cls, name, members[name])
     cls.__members__ = members
     return cls
+
+
+def distinct(cls: type[PybindEnum]) -> list[PybindEnum]:
+    """The members of an enum class, each once (an alias is not a second member)."""
+    return list({id(m): m for m in cls.__members__.values()}.values())
 
 
 def member_by_cpp(spec: EnumSpec, cls: type[PybindEnum], cpp: str) -> PybindEnum | None:

@@ -96,6 +96,32 @@ class Sim:
         return value
 
 
+class Unsimulated:
+    """The value of a property TensorRT has but the simulator does not simulate. Reading it succeeds, so
+    `hasattr(obj, name)` is True as on TensorRT; every use of the value (truth, numbers, comparison, str,
+    attributes, calls, iteration) raises NotImplementedError naming the property. Only `is` cannot be caught."""
+
+    __slots__ = ("_message",)
+
+    def __init__(self, message: str) -> None:
+        object.__setattr__(self, "_message", message)
+
+    def _fail(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(object.__getattribute__(self, "_message"))
+
+    def __getattr__(self, key: str) -> Any:
+        return self._fail()
+
+    def __repr__(self) -> str:
+        return f"<{object.__getattribute__(self, '_message')}>"
+
+    __bool__ = __int__ = __index__ = __float__ = __str__ = __format__ = __bytes__ = _fail
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __hash__ = _fail  # type: ignore[assignment]
+    __call__ = __iter__ = __len__ = __getitem__ = __setitem__ = __contains__ = _fail
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __or__ = __ror__ = __and__ = __rand__ = _fail
+    __setattr__ = _fail  # type: ignore[assignment]
+
+
 class State:
     """The simulator-side object behind one surface object."""
 

@@ -6,6 +6,7 @@ AttributeError (the classes have `__slots__`, so instances take no new attribute
 
 from __future__ import annotations
 
+import array
 import os
 import types
 import warnings
@@ -15,7 +16,7 @@ from typing import Any
 from ghost_deploy.testing.trtsim.apispec import ClassSpec, OverloadSpec, PropertySpec
 from ghost_deploy.testing.trtsim.binding import UNRESOLVED, ArgTypeError, bind, incompatible
 from ghost_deploy.testing.trtsim.enums import make_enum
-from ghost_deploy.testing.trtsim.sim import Sim, State, state_of
+from ghost_deploy.testing.trtsim.sim import Sim, State, Unsimulated, state_of
 from ghost_deploy.testing.trtsim.versions import python_version
 
 Function = Callable[..., Any]
@@ -27,7 +28,7 @@ class PybindMeta(type):
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         obj = super().__call__(*args, **kwargs)
-        if getattr(obj, "_trtsim", None) is None and not isinstance(obj, bytes):
+        if getattr(obj, "_trtsim", None) is None:
             base = next(k for k in cls.__mro__ if "_trtsim_sim" in k.__dict__)
             raise TypeError(f"tensorrt.{base.__name__}.__init__() must be called when overriding __init__")
         return obj
@@ -65,10 +66,6 @@ def _warn(text: str | None) -> None:
 def _live_state(obj: Any, sim: Sim) -> Any:
     if not sim.alive:
         raise RuntimeError("trtsim: this TensorRT object belongs to a simulation that has been uninstalled")
-    if isinstance(obj, bytes):  # IHostMemory: its bytes are its whole state
-        from ghost_deploy.testing.trtsim.trt_basic import HostMemoryState
-
-        return HostMemoryState(sim, bytes(obj))
     return state_of(obj)
 
 
@@ -121,8 +118,8 @@ def _property(sim: Sim, owner: str, spec: PropertySpec) -> Any:
     def fget(self: Any) -> Any:
         _warn(spec.deprecated)
         state = _live_state(self, sim)
-        if _find(state, spec.name) is _MISSING:
-            raise sim.unsupported(qual)
+        if _find(state, spec.name) is _MISSING:  # real on TensorRT, so hasattr() is True; any use fails loudly
+            return Unsimulated(str(sim.unsupported(qual)))
         return getattr(state, spec.name)
 
     def fset(self: Any, value: Any) -> None:
@@ -149,25 +146,30 @@ class _StaticProperty:
         self._sim, self._qualname = sim, qualname
 
     def __get__(self, obj: Any, owner: Any = None) -> Any:
-        raise self._sim.unsupported(self._qualname)  # Dims.MAX_DIMS: its value is not in the reference
+        return Unsimulated(str(self._sim.unsupported(self._qualname)))  # Dims.MAX_DIMS: not in the reference
 
     def __set__(self, obj: Any, value: Any) -> None:
         raise AttributeError("can't set attribute")
 
 
 def _host_memory_guards(name: str) -> dict[str, Any]:
-    """IHostMemory supports the buffer protocol (bytes(x), memoryview(x)) and nothing else of `bytes`."""
+    """IHostMemory supports the buffer protocol (bytes(x), memoryview(x), file.write(x)) and nothing else: it is
+    no `bytes` (pybind11 class with py::buffer_protocol(), pyFoundationalTypes.cpp), so len(), slicing,
+    iteration, comparison with bytes, .decode() and pickling fail as on TensorRT."""
 
     def no(op: str) -> Function:
         def refuse(self: Any, *args: Any) -> Any:
-            raise TypeError(f"'{name}' object does not support {op}")
+            raise TypeError(f"'tensorrt.{name}' object does not support {op}")
 
         return refuse
 
-    guards: dict[str, Any] = {k: no(k) for k in ("__len__", "__iter__", "__getitem__", "__contains__")}
-    guards.update({k: no(k) for k in ("__add__", "__mul__", "__rmul__", "__mod__", "__lt__", "__le__", "__gt__")})
-    guards["__ge__"] = no("__ge__")
+    refused = ("__len__", "__iter__", "__getitem__", "__setitem__", "__delitem__", "__contains__", "__add__")
+    refused += ("__iadd__", "__mul__", "__imul__", "__rmul__", "__mod__", "__lt__", "__le__", "__gt__", "__ge__")
+    refused += ("__copy__", "__deepcopy__", "__reduce__", "__reduce_ex__")
+    guards: dict[str, Any] = {k: no(k) for k in refused}
+    guards["__new__"] = lambda cls, *args, **kwargs: PybindObject.__init__(cls)  # "No constructor defined!"
     guards["__eq__"] = lambda self, other: self is other
+    guards["__ne__"] = lambda self, other: self is not other
     guards["__hash__"] = lambda self: id(self) >> 4
     guards["__repr__"] = lambda self: f"<tensorrt.{name} object at {id(self):#x}>"
     guards["__str__"] = guards["__repr__"]
@@ -175,7 +177,7 @@ def _host_memory_guards(name: str) -> dict[str, Any]:
     def __getattribute__(self: Any, key: str) -> Any:
         if not key.startswith("__") and key not in type(self)._trtsim_names:
             raise AttributeError(f"'tensorrt.{name}' object has no attribute '{key}'")
-        return bytes.__getattribute__(self, key)
+        return array.array.__getattribute__(self, key)
 
     guards["__getattribute__"] = __getattribute__
     return guards
@@ -205,11 +207,12 @@ def _namespace(sim: Sim, spec: ClassSpec, state_cls: type[State] | None) -> dict
 def _make_class(sim: Sim, spec: ClassSpec, state_cls: type[State] | None) -> type:
     ns = _namespace(sim, spec, state_cls)
     bases = tuple(sim.classes[b] for b in spec.bases if b in sim.classes)
-    if spec.buffer_protocol:
+    if spec.buffer_protocol:  # an array.array of unsigned bytes lends its buffer; nothing else of it shows
         ns.update(_host_memory_guards(spec.name))
         ns.setdefault("__init__", PybindObject.__init__)
-        ns["_trtsim_names"] = frozenset(ns) | frozenset(dir(object))
-        return PybindMeta(spec.name, (bytes,), ns)
+        ns["__slots__"] = ("_trtsim",)
+        ns["_trtsim_names"] = frozenset(ns) | frozenset(dir(object)) | {"_trtsim"}
+        return PybindMeta(spec.name, (array.array,), ns)
     return PybindMeta(spec.name, bases or (PybindObject,), ns)
 
 

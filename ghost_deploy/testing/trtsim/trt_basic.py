@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import sys
 import time
 from collections.abc import Callable
@@ -157,22 +158,30 @@ def make_dims(sim: Sim, shape: tuple[int, ...] | list[int]) -> Any:
 
 
 class HostMemoryState(State):
-    """IHostMemory (a `bytes` on the surface): only `nbytes` is simulated."""
+    """IHostMemory: `nbytes` and `dtype` (the buffer itself is the surface object's)."""
 
-    def __init__(self, sim: Sim, data: bytes) -> None:
+    def __init__(self, sim: Sim, size: int) -> None:
         super().__init__(sim)
-        self._data = data
+        self._size = size
 
     @property
     def nbytes(self) -> int:
         """Size in bytes."""
-        return len(self._data)
+        return self._size
+
+    @property
+    def dtype(self) -> Any:
+        """A plan or a timing cache is bytes: DataType.UINT8 (what serialize() and build_serialized_network give)."""
+        return self._sim.member("DataType", "UINT8")
 
 
 def host_memory(sim: Sim, data: bytes) -> Any:
-    """A `tensorrt.IHostMemory`: supports bytes(x), memoryview(x) and .nbytes (trt-api: buffer_protocol)."""
+    """A `tensorrt.IHostMemory`: bytes(x), memoryview(x), .nbytes, .dtype (trt-api: buffer_protocol); not a
+    `bytes` (pyFoundationalTypes.cpp binds it as a py::class_ with py::buffer_protocol())."""
     cls = sim.classes["IHostMemory"]
-    return bytes.__new__(cls, data)
+    obj = array.array.__new__(cls, "B", data)
+    obj._trtsim = HostMemoryState(sim, len(data))
+    return obj
 
 
 # TensorRT's __init__.py functions (python source in trt-api module_functions): numpy types of DataTypes.

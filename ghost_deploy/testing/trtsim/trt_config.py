@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from ghost_deploy.testing.trtsim.binding import ArgTypeError
+from ghost_deploy.testing.trtsim.enums import distinct
 from ghost_deploy.testing.trtsim.sim import Sim, State, as_bytes, as_shape
 from ghost_deploy.testing.trtsim.trt_basic import host_memory, make_dims
 
@@ -106,8 +107,8 @@ class ConfigState(State):
 
     @flags.setter
     def flags(self, value: int) -> None:
-        members = self._sim.enums["BuilderFlag"].__members__
-        self.flag_names = {n for n, m in members.items() if int(value) >> int(m) & 1}
+        members = distinct(self._sim.enums["BuilderFlag"])  # STRIP_PLAN/WEIGHTLESS: one bit, one name
+        self.flag_names = {m.name for m in members if int(value) >> int(m) & 1}
 
     def set_memory_pool_limit(self, pool: Any, pool_size: int) -> None:
         """Limit a memory pool (bytes)."""

@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 from ghost_deploy.testing.trtsim import onnx_graph
+from ghost_deploy.testing.trtsim.enums import distinct
 from ghost_deploy.testing.trtsim.onnx_graph import LayerInfo, TensorInfo
 from ghost_deploy.testing.trtsim.sim import Sim, State, as_bytes
 from ghost_deploy.testing.trtsim.trt_basic import make_dims
@@ -27,8 +28,9 @@ class NetworkState(State):
     def __init__(self, sim: Sim, flags: int) -> None:
         super().__init__(sim)
         self._flags = flags
-        names = {n for n in sim.enums["NetworkDefinitionCreationFlag"].__members__ if flags >> int(self._flag(n)) & 1}
-        unknown = flags & ~sum(1 << int(self._flag(n)) for n in sim.enums["NetworkDefinitionCreationFlag"].__members__)
+        members = distinct(sim.enums["NetworkDefinitionCreationFlag"])  # bit k is 1 << the C++ enumerator k
+        names = {m.name for m in members if flags >> int(m) & 1}
+        unknown = flags & ~sum(1 << int(m) for m in members)
         if unknown:
             raise sim.unsupported(f"create_network with unknown flag bits {unknown:#x}")
         self.flag_names = tuple(sorted(names))
@@ -41,9 +43,6 @@ class NetworkState(State):
         self.outputs: list[TensorInfo] = []
         self.layers: list[LayerInfo] = []
         self._tensors: dict[str, Any] = {}
-
-    def _flag(self, name: str) -> Any:
-        return self._sim.member("NetworkDefinitionCreationFlag", name)
 
     @property
     def num_inputs(self) -> int:
