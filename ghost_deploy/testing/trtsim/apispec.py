@@ -1,5 +1,6 @@
 """One TensorRT version's Python API, read from `api/trt-api-<V>.json` (NVIDIA's pybind11 sources, see README),
-with each enum value's C++ integer from `api/trt-enums-<V>.json` (the release's `include/NvInfer*.h`).
+with each enum value's C++ integer from `api/trt-enums-<V>.json` (the release's `include/NvInfer*.h`) and
+the ONNX operators and opsets its parser takes from `api/trt-onnx-ops-<V>.json` (onnx-tensorrt's operators.md).
 
 Only what the simulated surface needs is kept: classes with their bases, methods (overloads with argument
 names and defaults), static methods, properties (access), attributes added by TensorRT's `__init__.py`,
@@ -75,6 +76,16 @@ class EnumSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class OnnxSupport:
+    """What the version's ONNX parser takes (api/trt-onnx-ops-<V>.json, from onnx-tensorrt's operators.md)."""
+
+    operators: frozenset[str]
+    min_opset: int
+    max_opset: int
+    source: str
+
+
+@dataclasses.dataclass(frozen=True)
 class ApiSpec:
     """Everything `tensorrt` exposes on one version."""
 
@@ -85,6 +96,7 @@ class ApiSpec:
     enums: dict[str, EnumSpec]
     functions: dict[str, tuple[OverloadSpec, ...]]
     attributes: dict[str, str]
+    onnx: OnnxSupport
 
 
 def _deprecated(entry: dict[str, Any], key: str = "deprecated") -> str | None:
@@ -165,6 +177,7 @@ def load_api(key: str) -> ApiSpec:
     folder = resources.files(__package__).joinpath("api")
     raw = json.loads(folder.joinpath(f"trt-api-{key}.json").read_text(encoding="utf-8"))
     numbers = json.loads(folder.joinpath(f"trt-enums-{key}.json").read_text(encoding="utf-8"))["enums"]
+    ops = json.loads(folder.joinpath(f"trt-onnx-ops-{key}.json").read_text(encoding="utf-8"))
     return ApiSpec(
         key=key,
         python_version=str(raw["module_attributes"]["__version__"]["value"]),
@@ -173,4 +186,7 @@ def load_api(key: str) -> ApiSpec:
         enums={k: _enum(k, v, numbers) for k, v in raw["enums"].items()},
         functions={k: _overloads(v) for k, v in raw["module_functions"].items()},
         attributes={k: str(v.get("value")) for k, v in raw["module_attributes"].items()},
+        onnx=OnnxSupport(
+            frozenset(ops["operators"]), int(ops["opset"]["min"]), int(ops["opset"]["max"]), str(ops["source"])
+        ),
     )

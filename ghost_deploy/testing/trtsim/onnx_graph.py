@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ghost_deploy.testing.trtsim.apispec import OnnxSupport
+
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
@@ -31,6 +33,50 @@ class LayerInfo:
 def layer_name(node: Any) -> str:
     """The TensorRT layer name of an ONNX node: its name, or "node_of_<first output>" for an unnamed node."""
     return str(node.name) if node.name else f"node_of_{node.output[0]}"
+
+
+def _nodes(graph: Any) -> list[Any]:
+    """The nodes of a graph and of the subgraphs in their attributes (If/Loop/Scan bodies), in order."""
+    return [inner for node in graph.node for inner in _nodes_of(node)]
+
+
+def _with_top_index(graph: Any) -> list[tuple[int, Any]]:
+    """(index of the top-level node, node) for every node; a subgraph's node carries its If/Loop's index."""
+    return [(i, inner) for i, node in enumerate(graph.node) for inner in _nodes_of(node)]
+
+
+def _nodes_of(node: Any) -> list[Any]:
+    out = [node]
+    for attr in node.attribute:
+        for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+            out += _nodes(sub)
+    return out
+
+
+def _opset(proto: Any) -> int:
+    return max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
+def check_support(proto: Any, support: OnnxSupport, version: str) -> tuple[str, str, int, str, str] | None:
+    """What the version's onnx-tensorrt refuses (trt-onnx-ops-<V>.json, operators.md): an operator of the
+    default domain its page does not mark supported, or an opset outside the range the page states. The
+    parser itself only warns below opset 7 and has no upper check; a model beyond the documented range is
+    refused here, the stricter choice where the sources are silent."""
+    opset = _opset(proto)
+    if not support.min_opset <= opset <= support.max_opset:
+        desc = (
+            f"the model imports ONNX opset {opset}; TensorRT {version}'s ONNX parser supports opset "
+            f"{support.min_opset} to {support.max_opset} ({support.source}): export at an opset in that range"
+        )
+        return ("UNSUPPORTED_GRAPH", desc, -1, "", "")
+    for index, node in _with_top_index(proto.graph):
+        if node.domain in ("", "ai.onnx") and node.op_type not in support.operators:
+            desc = (
+                f"No importer registered for op: {node.op_type}. "
+                "Plugin not found, are the plugin name, version, and namespace correct?"
+            )
+            return ("UNSUPPORTED_NODE", desc, index, layer_name(node), node.op_type)
+    return None
 
 
 def check(proto: Any, base_dir: str | None) -> tuple[str, str, int, str, str] | None:
