@@ -1,7 +1,14 @@
-"""Implicit INT8 calibration, driven as TensorRT drives a Python IInt8 calibrator (tensorrt.md s2, s3, s9).
+"""Implicit INT8 calibration, driven as TensorRT drives a Python IInt8 calibrator (tensorrt.md s2, s3, s9, s12).
 
 s9: "A Python IInt8*Calibrator is asked read_calibration_cache() first; get_batch() is called only when the
 cache is missing or rejected (the header's algorithm must match the calibrator class)."
+
+s12, the trampoline (python/src/infer/pyInt8.cpp, `pyCalibratorTrampoline`): every call into Python is wrapped
+in `try { ... } catch (std::exception const& e) { std::cerr << "[ERROR] Exception caught in get_batch(): "
+<< e.what(); }`, so an exception never reaches the builder: get_batch's ends the data, read_calibration_cache's
+means no cache, get_batch_size's gives -1, get_algorithm's gives CalibrationAlgoType(0). The cache TensorRT
+writes reaches `write_calibration_cache` as a read-only `memoryview` of TensorRT's own buffer
+(`py::memoryview::from_buffer`), valid for the duration of the call only.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ import math
 import operator
 import re
 import struct
+import sys
 from typing import Any
 
 import numpy as np
@@ -82,14 +90,17 @@ def write_cache(vt: tuple[int, ...], algorithm: str, amax: dict[str, float]) -> 
     return ("\n".join(lines) + "\n").encode("ascii")
 
 
-def read_cache(data: bytes, algorithm: str) -> dict[str, float] | None:
-    """The scales of a cache whose header names `algorithm`; None when missing or rejected (s2, s9)."""
+def read_cache(data: bytes, algorithm: str, version: int) -> dict[str, float] | None:
+    """The scales of a cache whose header names `algorithm` and this TensorRT's `version` number; None when it
+    is missing or rejected (s2, s9). A header of another version is skipped as incompatible ("trt will skip the
+    file if it is incompatible", NVIDIA/TensorRT#1378); TensorRT's own check is not public, so the stricter
+    reading is taken: the number must be this version's exactly (8.5.2 writes TRT-8502, 10.3.0 TRT-100300)."""
     try:
         lines = data.decode("ascii").splitlines()
     except UnicodeDecodeError:
         return None
     header = re.fullmatch(r"TRT-(\d+)-(\w+)", lines[0].strip()) if lines else None
-    if header is None or header.group(2) != algorithm:
+    if header is None or header.group(2) != algorithm or int(header.group(1)) != version:
         return None
     scales = {}
     for line in lines[1:]:
@@ -102,20 +113,96 @@ def read_cache(data: bytes, algorithm: str) -> dict[str, float] | None:
     return scales
 
 
+def _caught(method: str, exc: BaseException) -> None:
+    """What pyInt8.cpp prints for an exception out of a Python override (pybind11's what(): 'Type: message').
+    pybind11 turns every Python exception into error_already_set, KeyboardInterrupt included."""
+    print(f"[ERROR] Exception caught in {method}(): {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+def _get_batch(calibrator: Any, names: list[str]) -> list[int] | None:
+    """get_batch through the trampoline: None/empty ends the data; so does anything that is no list of
+    device pointers (pybind11's cast to std::vector<size_t> throws) and any exception."""
+    try:
+        result = calibrator.get_batch(names)
+        if result is None:
+            return None
+        if isinstance(result, (str, bytes)) or not hasattr(result, "__len__"):
+            raise TypeError(f"Unable to cast Python instance of type {type(result)} to C++ type 'std::vector<size_t>'")
+        pointers = []
+        for item in result:
+            value = operator.index(item)  # TypeError for a float or an object without __index__
+            if value < 0:
+                raise TypeError(f"Unable to cast {value} to C++ type 'size_t'")
+            pointers.append(value)
+        return pointers or None
+    except BaseException as exc:  # noqa: BLE001 - pyInt8.cpp catches everything pybind11 throws
+        _caught("get_batch", exc)
+        return None
+
+
+def _read_calibration_cache(calibrator: Any) -> bytes | None:
+    """read_calibration_cache through the trampoline: None, an exception, or an object without the buffer
+    protocol (py::buffer{obj} throws) all mean no cache."""
+    try:
+        raw = calibrator.read_calibration_cache()
+        if raw is None:
+            return None
+        if isinstance(raw, str):
+            raise TypeError("Object of type 'str' is not an instance of 'buffer'")
+        try:
+            return memoryview(raw).tobytes()
+        except TypeError:
+            raise TypeError(f"Object of type '{type(raw).__name__}' is not an instance of 'buffer'") from None
+    except BaseException as exc:  # noqa: BLE001 - pyInt8.cpp catches everything pybind11 throws
+        _caught("read_calibration_cache", exc)
+        return None
+
+
+def _write_calibration_cache(calibrator: Any, cache: bytes) -> None:
+    """write_calibration_cache through the trampoline: a read-only memoryview of TensorRT's buffer, valid during
+    the call. After it the buffer is freed on TensorRT; here it is filled with 0xDD (a freed-memory pattern)
+    and the view released, so a view kept for later raises and an array made on it reads garbage."""
+    buffer = bytearray(cache)
+    base = memoryview(buffer)
+    view = base.toreadonly()
+    try:
+        calibrator.write_calibration_cache(view)
+    except BaseException as exc:  # noqa: BLE001 - pyInt8.cpp catches everything pybind11 throws
+        _caught("write_calibration_cache", exc)
+    base[:] = b"\xdd" * len(buffer)
+    try:
+        view.release()
+        base.release()
+    except BufferError:  # a buffer export of the view is still held: it points into TensorRT's freed memory
+        raise CalibrationFailed(
+            "write_calibration_cache kept a buffer exported from the memoryview it was given: TensorRT frees that "
+            "memory when the call returns; copy the bytes (bytes(cache) or cache.tobytes()) instead"
+        ) from None
+
+
+def _batch_size(calibrator: Any) -> int:
+    try:
+        return int(calibrator.get_batch_size())
+    except BaseException as exc:  # noqa: BLE001 - pyInt8.cpp catches everything pybind11 throws
+        _caught("get_batch_size", exc)
+        return -1
+
+
 def algorithm_of(sim: Sim, calibrator: Any) -> str:
     """The cache algorithm of a calibrator object, by its class (IInt8Calibrator: by get_algorithm())."""
     for cls_name, algorithm in ALGORITHMS.items():
         if cls_name in sim.classes and isinstance(calibrator, sim.classes[cls_name]):
             return algorithm
-    member = calibrator.get_algorithm()
-    return ALGORITHMS[_ALGO_TYPES[member.name]]
-
-
-def _input_batch(sim: Sim, pointer: Any, shape: tuple[int, ...], dtype: np.dtype[Any], name: str) -> np.ndarray:
     try:
-        address = operator.index(pointer)
-    except TypeError:
-        raise CalibrationFailed(f"get_batch must return device pointers (int), got {type(pointer).__name__}") from None
+        member = calibrator.get_algorithm()
+        name = member.name
+    except BaseException as exc:  # noqa: BLE001 - pyInt8.cpp: caught, CalibrationAlgoType{} (value 0) returned
+        _caught("get_algorithm", exc)
+        name = sim.enums["CalibrationAlgoType"](0).name
+    return ALGORITHMS[_ALGO_TYPES[name]]
+
+
+def _input_batch(sim: Sim, address: int, shape: tuple[int, ...], dtype: np.dtype[Any], name: str) -> np.ndarray:
     nbytes = math.prod(shape) * dtype.itemsize
     ctx = sim.driver.runtime_context()
     try:
@@ -135,14 +222,14 @@ def run_calibration(
     from ghost_deploy.testing.trtsim import onnxexec
 
     names = [i.name for i in network.inputs]
-    calibrator.get_batch_size()
+    _batch_size(calibrator)  # 10.x ignores it (implicit batch is gone); asked all the same
     runner = onnxexec.AllTensors(network.model)
     amax: dict[str, float] = {}
     while True:
-        pointers = calibrator.get_batch(names)
+        pointers = _get_batch(calibrator, names)
         if not pointers:
             break
-        if len(pointers) != len(names):
+        if len(pointers) != len(names):  # TensorRT memcpy's len(names) pointers: fewer is undefined, refused here
             raise CalibrationFailed(f"get_batch returned {len(pointers)} pointers for {len(names)} inputs {names}")
         feeds = {
             n: _input_batch(sim, p, shapes[n], runner.input_dtype(n), n) for n, p in zip(names, pointers, strict=True)
@@ -159,13 +246,14 @@ def calibrate(
 ) -> tuple[dict[str, float], str]:
     """(scales, where they came from): the calibrator's cache if accepted, else batches (then the cache is written)."""
     algorithm = algorithm_of(sim, calibrator)
-    cached = calibrator.read_calibration_cache()
-    if cached is not None and len(cached):
-        scales = read_cache(bytes(cached), algorithm)
+    version = cache_version(sim.vt)
+    cached = _read_calibration_cache(calibrator)
+    if cached:
+        scales = read_cache(cached, algorithm, version)
         if scales is not None:
             return scales, "cache"
     cache = write_cache(sim.vt, algorithm, run_calibration(sim, calibrator, network, shapes))
-    calibrator.write_calibration_cache(cache)
-    scales = read_cache(cache, algorithm)  # the float32 scales the cache holds: a rebuild from it is identical
+    _write_calibration_cache(calibrator, cache)
+    scales = read_cache(cache, algorithm, version)  # the float32 scales the cache holds: a rebuild is identical
     assert scales is not None
     return scales, "batches"
