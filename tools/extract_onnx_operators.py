@@ -71,6 +71,13 @@ def _git(git_dir: str, *args: str) -> str:
     return subprocess.run(["git", f"--git-dir={git_dir}", *args], check=True, capture_output=True, text=True).stdout
 
 
+def int8_types(text: str) -> list[str]:
+    """The supported operators whose 'Supported Types' column names INT8 (8.x pages list the precisions each
+    operator's layers implement; 10.x pages list INT8 only as a quantized type, for Cast/DequantizeLinear)."""
+    rows = re.finditer(r"^\|\s*([A-Za-z][A-Za-z0-9]*)\s*\|\s*Y\s*\|([^|\n]*)", text, re.M)
+    return sorted({m[1] for m in rows if re.search(r"\bINT8\b", m[2])})
+
+
 def parse_page(text: str) -> tuple[list[str], list[str], tuple[int, int]]:
     """(supported, unsupported, (min opset, max opset)) of an operators.md."""
     supported = sorted({m[1] for m in _ROW.finditer(text) if m[2] == "Y"})
@@ -90,6 +97,11 @@ def extract(version: str, onnx_git: str) -> dict[str, Any]:
     commit = _git(onnx_git, "rev-parse", ref).strip()
     supported, unsupported, page_opsets = parse_page(_git(onnx_git, "show", f"{commit}:docs/operators.md"))
     added = sorted({op for release in releases for op in _ADDED[release]})
+    # INT8 implementations: the version's own page where it lists them (8.x), else the last page that does
+    # (8.6's, the commit TensorRT release/8.6 pins): implicit INT8 on 10.x runs the same layers' INT8 kernels
+    int8_ref = ref if version.startswith("8.") else _SOURCES["8.6"][0]
+    int8_commit = _git(onnx_git, "rev-parse", int8_ref).strip()
+    int8 = int8_types(_git(onnx_git, "show", f"{int8_commit}:docs/operators.md"))
     operators = sorted(set(supported) | set(added))
     low, high = opsets or page_opsets
     return {
@@ -100,6 +112,8 @@ def extract(version: str, onnx_git: str) -> dict[str, Any]:
         "derivation": how,
         "added_by_changelog": added,
         "opset": {"min": low, "max": high},
+        "int8_operators": int8,
+        "int8_source": f"onnx/onnx-tensorrt@{int8_commit}:docs/operators.md ('Supported Types' naming INT8)",
         "operators": operators,
         "unsupported_listed": sorted(set(unsupported) - set(added)),
     }

@@ -154,3 +154,54 @@ def test_calibrators_are_gone_in_11() -> None:
     assert not hasattr(env.trt, "IInt8EntropyCalibrator2")
     with pytest.raises(AttributeError):
         env.trt.Builder(env.logger).create_builder_config().int8_calibrator  # noqa: B018
+
+
+def _executed(plan: bytes) -> Any:
+    """The ONNX a simulated plan runs (its precision applied)."""
+    import onnx
+
+    from ghost_deploy.testing.trtsim.plan import decode_plan
+
+    return onnx.load_model_from_string(decode_plan(plan)[1])
+
+
+def _quantized_tensors(model: Any) -> set[str]:
+    return {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+
+
+@pytest.mark.parametrize("version", ["8.5", "10.3"])
+def test_implicit_int8_quantizes_every_ranged_tensor_an_int8_layer_consumes(version: str) -> None:
+    # s12: operators.md 'Supported Types' name INT8 for Relu and GlobalAveragePool (8.6's page for 10.x), so
+    # their inputs run quantized too, not only the Conv/Gemm inputs
+    env = start(version)
+    plan = int8_build(env, calibrator(env, None, [batch()]))
+    assert plan is not None
+    assert _quantized_tensors(_executed(plan)) == {INPUT, "conv_out", "relu_out", "flat_out"}
+    from ghost_deploy.testing.trtsim.int8 import int8_consumers
+    from ghost_deploy.testing.trtsim.registry import current_sim
+
+    consumers = int8_consumers(current_sim().spec.onnx.int8_operators)
+    assert {"Relu", "Concat", "MaxPool", "Conv", "Gemm", "MatMul"} <= consumers
+    assert not {"Add", "Mul", "Shape", "Cast"} & consumers  # no INT8 layer (Add/Mul), or nothing computed
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_qdq_scales_stay_fp32_in_a_weakly_typed_int8_fp16_build(implicit: bool) -> None:
+    from onnx import numpy_helper
+
+    from tests.testing.simkit import qdq_classifier
+
+    env = start("10.3")
+    if implicit:
+        plan = int8_build(env, calibrator(env, None, [batch()]), flags=("INT8", "FP16"))
+    else:
+        plan = build(env, qdq_classifier(), ("INT8", "FP16"))
+    assert plan is not None
+    model = _executed(plan)
+    scales = {
+        n.input[1] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+    }
+    values = [float(numpy_helper.to_array(t)) for t in model.graph.initializer if t.name in scales]
+    assert values and any(np.float16(v) != np.float32(v) for v in values)  # not rounded to FP16
+    if not implicit:
+        assert pytest.approx(4.0 / 127, rel=1e-7) in values and pytest.approx(2.0 / 127, rel=1e-7) in values

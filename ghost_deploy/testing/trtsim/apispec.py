@@ -83,6 +83,7 @@ class OnnxSupport:
     min_opset: int
     max_opset: int
     source: str
+    int8_operators: frozenset[str]  # operators whose 'Supported Types' name INT8 (8.x pages; 8.6's for 10.x)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,6 +188,10 @@ def load_api(key: str) -> ApiSpec:
         functions={k: _overloads(v) for k, v in raw["module_functions"].items()},
         attributes={k: str(v.get("value")) for k, v in raw["module_attributes"].items()},
         onnx=OnnxSupport(
-            frozenset(ops["operators"]), int(ops["opset"]["min"]), int(ops["opset"]["max"]), str(ops["source"])
+            frozenset(ops["operators"]),
+            int(ops["opset"]["min"]),
+            int(ops["opset"]["max"]),
+            str(ops["source"]),
+            frozenset(ops["int8_operators"]),
         ),
     )

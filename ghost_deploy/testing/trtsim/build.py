@@ -210,7 +210,8 @@ def _executable(sim: Sim, model: Any, *, strong: bool, fp16: bool, scales: dict[
         if strong:
             precision.upcast_typed_fp16(copy)
         else:
-            quantized = int8.insert_implicit_qdq(copy, scales) if scales else set()
+            consumers = int8.int8_consumers(sim.spec.onnx.int8_operators)
+            quantized = int8.insert_implicit_qdq(copy, scales, consumers) if scales else set()
             if fp16:
                 precision.round_weak_fp16(copy, quantized)
     except precision.PrecisionError as exc:

@@ -235,7 +235,8 @@ def run_calibration(
             n: _input_batch(sim, p, shapes[n], runner.input_dtype(n), n) for n, p in zip(names, pointers, strict=True)
         }
         for tensor, values in runner.run(feeds).items():
-            amax[tensor] = max(amax.get(tensor, 0.0), float(np.abs(values).max(initial=0.0)))
+            if values.dtype.kind == "f":  # ranges are of float tensors; shapes and indices have none
+                amax[tensor] = max(amax.get(tensor, 0.0), float(np.abs(values).max(initial=0.0)))
     if not amax:
         raise CalibrationFailed(NO_SCALES)
     return amax

@@ -1,4 +1,9 @@
-"""Implicit INT8 made real: the calibration scales become symmetric Q/DQ nodes and int8-rounded weights."""
+"""Implicit INT8 made real: the calibration scales become symmetric Q/DQ nodes and int8-rounded weights.
+
+Every float tensor the calibration (or the cache) gives a range for is quantized where a layer with an INT8
+implementation consumes it, not only at Conv/Gemm/MatMul (tensorrt.md s12): TensorRT picks INT8 wherever a
+range and an INT8 kernel exist, so a simulation that quantized less would be kinder than the device.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ghost_deploy.testing.trtsim.precision import INT8_OPS, PREFIX, PrecisionError
+from ghost_deploy.testing.trtsim.precision import FLOAT, INT8_OPS, PREFIX, PrecisionError, tensor_types
 
 
 def _weight_axis(node: Any) -> int:
@@ -64,23 +69,48 @@ class _Inserter:
         return self.done[tensor]
 
 
-def insert_implicit_qdq(model: Any, scales: dict[str, float]) -> set[str]:
-    """Quantize the inputs of Conv/Gemm/MatMul that have a scale; returns the weights quantized to int8."""
+# Operators the page marks INT8 that compute nothing on a tensor's values (Shape, Size), make a constant, or
+# whose INT8 is a type conversion (Cast, DequantizeLinear): no INT8 kernel consumes a calibrated range there.
+_NOT_COMPUTING = frozenset({"Cast", "Constant", "DequantizeLinear", "Shape", "Size"})
+
+
+def int8_consumers(page: frozenset[str]) -> frozenset[str]:
+    """The ONNX operators whose float inputs run quantized in implicit INT8: those whose layers have an INT8
+    implementation (s12: onnx-tensorrt operators.md 'Supported Types'), and Conv/Gemm/MatMul always (MatMul
+    is FP32/FP16 on the 8.x pages; kept quantized, the stricter reading)."""
+    return (page - _NOT_COMPUTING) | frozenset(INT8_OPS)
+
+
+def _data_inputs(node: Any, weights: dict[str, int]) -> list[int]:
+    """Indices of the inputs a layer computes on: every input of Concat, the first of the others (a second
+    input of Conv/Gemm/MatMul is handled by _quantize_second; shapes, indices and bounds are not data)."""
+    indices = range(len(node.input)) if node.op_type == "Concat" else range(min(1, len(node.input)))
+    return [i for i in indices if node.input[i] and node.input[i] not in weights]
+
+
+def insert_implicit_qdq(model: Any, scales: dict[str, float], consumers: frozenset[str] = frozenset(INT8_OPS)) -> set[str]:
+    """Quantize every float tensor with a scale at each consumer in `consumers` (s12: implicit INT8 is not
+    optimistic); weights of Conv/Gemm/MatMul become int8 per channel. Returns the weights quantized."""
     from onnx import numpy_helper
 
     if max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0) < 10:
         raise PrecisionError("implicit INT8 of a model below opset 10 (no QuantizeLinear)")
     weights = {t.name: i for i, t in enumerate(model.graph.initializer)}
-    inserter = _Inserter(model, scales)
+    floats = {name for name, kind in tensor_types(model).items() if kind == FLOAT}
+    inserter = _Inserter(model, {k: v for k, v in scales.items() if k in floats})
     quantized: set[str] = set()
     new_nodes: list[Any] = []
     for node in model.graph.node:
-        if node.op_type in INT8_OPS and node.input and node.input[0] not in weights:
-            dq = inserter.dequantized(node.input[0])
-            if dq is not None:
-                new_nodes += inserter.nodes
-                inserter.nodes = []
-                node.input[0] = dq
+        if node.op_type in consumers:
+            first_done = False
+            for index in _data_inputs(node, weights):
+                dq = inserter.dequantized(node.input[index])
+                if dq is not None:
+                    new_nodes += inserter.nodes
+                    inserter.nodes = []
+                    node.input[index] = dq
+                    first_done = first_done or index == 0
+            if first_done and node.op_type in INT8_OPS:
                 _quantize_second(node, weights, inserter, new_nodes, quantized)
         new_nodes.append(node)
     del model.graph.node[:]

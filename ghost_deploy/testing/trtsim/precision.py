@@ -29,7 +29,8 @@ class PrecisionError(NotImplementedError):
     """A model the simulator cannot make precise (the message says what)."""
 
 
-def _types(model: Any) -> dict[str, int]:
+def tensor_types(model: Any) -> dict[str, int]:
+    """ONNX element type of every tensor that shape inference can type (initializers included)."""
     import onnx
 
     try:
@@ -89,13 +90,26 @@ def _round_graph_inputs(model: Any, names: set[str]) -> None:
     _prepend(model, casts)
 
 
+def _qdq_constants(model: Any) -> set[str]:
+    """What FP16 leaves in FP32 (s12): the scales (and zero points) of every Q/DQ node, whose quantization
+    TensorRT computes in FP32, and the FP32 weights a QuantizeLinear turns into int8 with them."""
+    keep: set[str] = set()
+    for node in model.graph.node:
+        if node.op_type in QDQ_OPS:
+            keep.update(node.input[1:])
+            if node.op_type == "QuantizeLinear":
+                keep.add(node.input[0])
+    return keep
+
+
 def round_weak_fp16(model: Any, skip_weights: set[str]) -> None:
     """Weak typing with the FP16 flag: weights and float activations rounded to float16, I/O stays float32."""
     from onnx import numpy_helper
 
-    types = _types(model)
+    types = tensor_types(model)
+    keep = set(skip_weights) | _qdq_constants(model)
     for i, tensor in enumerate(model.graph.initializer):
-        if tensor.data_type == FLOAT and tensor.name not in skip_weights:
+        if tensor.data_type == FLOAT and tensor.name not in keep:
             values = numpy_helper.to_array(tensor).astype(np.float16).astype(np.float32)
             model.graph.initializer[i].CopyFrom(numpy_helper.from_array(values, tensor.name))
     initializers = {t.name for t in model.graph.initializer}
@@ -133,7 +147,7 @@ def upcast_typed_fp16(model: Any) -> None:
     """Strong typing: compute FP16 tensors in FP32 and round each to float16 where the ONNX declares FP16."""
     from onnx import numpy_helper
 
-    types = _types(model)
+    types = tensor_types(model)
     if BFLOAT16 in types.values():
         raise PrecisionError("a BF16-typed model")
     if FLOAT16 not in types.values():
