@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ghost_deploy.backends.trt.calib_cache import ALGORITHM, read_cache
+from ghost_deploy.backends.trt.calib_cache import check_cache_for, read_cache
 from ghost_deploy.errors import InputError, MissingDependencyError, StepFailed
 from ghost_deploy.fileio import write_bytes_atomic
 
@@ -57,7 +57,7 @@ def build_plan(plan: BuildPlan) -> BuiltEngine:
         raise MissingDependencyError("tensorrt", "trt", "Building a TensorRT engine") from exc
     if not hasattr(trt_mod, "Builder"):  # tensorrt-stubs alone imports as an empty namespace package
         raise MissingDependencyError("tensorrt", "trt", "Building a TensorRT engine")
-    _check_device(plan)
+    _check_device(plan, str(trt_mod.__version__))
     logger = _logger()
     builder = trt_mod.Builder(logger)
     _check_dla_cores(plan, builder)
@@ -104,15 +104,20 @@ def _build_failure(plan: BuildPlan, errors: list[str]) -> str:
     """Why the build failed, in TensorRT's words; memory advice only when TensorRT speaks of memory."""
     said = "; ".join(errors[-3:])[:600] or "TensorRT gave no error message"
     text = f"TensorRT could not build the engine: {said}"
+    if plan.calibrator == "cache" and any("Calibration failure" in e or "scaling factors" in e for e in errors):
+        text += (
+            f"; TensorRT did not take the calibration cache {plan.calibration_cache} and found no calibration "
+            "images (this build takes none): make the cache for this TensorRT with ghost-export --target onnx-int8"
+        )
     if any("memory" in e.lower() or "workspace" in e.lower() for e in errors):
         workspace = f" (workspace {plan.workspace_bytes >> 20} MiB)" if plan.workspace_bytes else ""
         text += f"; out of memory{workspace}: close other work or pass a smaller --workspace"
     return text
 
 
-def _check_device(plan: BuildPlan) -> None:
+def _check_device(plan: BuildPlan, trt_version: str) -> None:
     """What the plan asks of the device that only the device can say: hardware compatibility exists off Jetson,
-    and implicit INT8 needs the CPU-made cache (this build takes no calibration images)."""
+    and implicit INT8 needs a CPU-made cache this TensorRT takes (this build takes no calibration images)."""
     from ghost_deploy.machine.probe import jetson
 
     if plan.hardware_compatibility == "AMPERE_PLUS" and jetson() is not None:
@@ -125,13 +130,7 @@ def _check_device(plan: BuildPlan) -> None:
             "put it beside the ONNX as <onnx>.cache, or use --int8-mode explicit"
         )
     if plan.calibrator == "cache" and plan.calibration_cache is not None:
-        cache = read_cache(plan.calibration_cache)
-        if cache.algorithm != ALGORITHM:
-            raise InputError(
-                f"{plan.calibration_cache} was written for {cache.algorithm}; the build's calibrator is "
-                f"IInt8EntropyCalibrator2, which TensorRT gives only {ALGORITHM} caches (tensorrt.md s9): "
-                "regenerate the cache with ghost-export --target onnx-int8"
-            )
+        check_cache_for(read_cache(plan.calibration_cache), trt_version, str(plan.calibration_cache))
 
 
 def _check_dla_cores(plan: BuildPlan, builder: trt.Builder) -> None:
@@ -189,7 +188,11 @@ def _config(builder: trt.Builder, plan: BuildPlan) -> trt.IBuilderConfig:
 
 
 def _cache_calibrator(cache: Path) -> Any:
-    """An IInt8EntropyCalibrator2 that only reads the cache made on the CPU (the device does not calibrate)."""
+    """An IInt8EntropyCalibrator2 that only offers the cache made on the CPU (the device does not calibrate).
+
+    TensorRT calls it through pyInt8.cpp's trampoline (tensorrt.md s12): an exception is printed to stderr
+    and taken as the end of the data, never raised into the build, and `write_calibration_cache` receives a
+    read-only memoryview of TensorRT's buffer that is valid during the call only."""
     import tensorrt as trt_mod
 
     base: Any = getattr(trt_mod, "IInt8EntropyCalibrator2")  # noqa: B009 - deprecated in 10, removed in 11
@@ -203,13 +206,17 @@ def _cache_calibrator(cache: Path) -> Any:
             return 1
 
         def get_batch(self, names: list[str]) -> None:
-            return None  # no data: every range comes from the cache
+            # asked only when TensorRT did not take the cache; the trampoline prints this and ends the data
+            raise InputError(
+                f"TensorRT did not take the calibration cache {cache} and asks for calibration images, which "
+                "this build does not have"
+            )
 
         def read_calibration_cache(self) -> bytes:
             return self._cache
 
-        def write_calibration_cache(self, cache_data: bytes) -> None:
-            return None
+        def write_calibration_cache(self, cache_data: memoryview) -> None:
+            return None  # the cache is the CPU's; nothing TensorRT writes back is kept
 
     return CacheCalibrator()
 

@@ -145,6 +145,27 @@ def parse_cache(data: bytes, source: str = "calibration cache") -> CalibrationCa
     return CalibrationCache(int(header[1]), header[2], scales)
 
 
+def check_cache_for(cache: CalibrationCache, trt_version: str, source: str) -> None:
+    """Raise InputError unless TensorRT `trt_version` will take `cache`: its header must name that very
+    version (TensorRT skips a cache of another version and asks the calibrator for images instead,
+    NVIDIA/TensorRT#1378; docs/reference/tensorrt.md s12) and EntropyCalibration2 (s9)."""
+    if cache.algorithm != ALGORITHM:
+        raise InputError(
+            f"{source} was written for {cache.algorithm}; the build's calibrator is IInt8EntropyCalibrator2, "
+            f"which TensorRT gives only {ALGORITHM} caches (tensorrt.md s9): regenerate the cache with "
+            "ghost-export --target onnx-int8"
+        )
+    wanted = version_int(trt_version)
+    if cache.version_int != wanted:
+        here = ".".join(str(p) for p in parse_version(trt_version))
+        raise InputError(
+            f"{source} was written for TensorRT {cache.trt_version} (header TRT-{cache.version_int}-{cache.algorithm}); "
+            f"TensorRT {here} skips a calibration cache of another version and would calibrate on images, which "
+            f"this build does not take: make the cache for TensorRT {here} with `ghost-export MODEL --target "
+            f"onnx-int8 --trt-version {here}` (the scales stay the same; only the header names the version)"
+        )
+
+
 def read_cache(path: Path) -> CalibrationCache:
     """Read and strictly parse a TensorRT calibration cache file."""
     try:

@@ -119,7 +119,7 @@ def _caught(method: str, exc: BaseException) -> None:
     print(f"[ERROR] Exception caught in {method}(): {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
-def _get_batch(calibrator: Any, names: list[str]) -> list[int] | None:
+def trampoline_get_batch(calibrator: Any, names: list[str]) -> list[int] | None:
     """get_batch through the trampoline: None/empty ends the data; so does anything that is no list of
     device pointers (pybind11's cast to std::vector<size_t> throws) and any exception."""
     try:
@@ -140,7 +140,7 @@ def _get_batch(calibrator: Any, names: list[str]) -> list[int] | None:
         return None
 
 
-def _read_calibration_cache(calibrator: Any) -> bytes | None:
+def trampoline_read_cache(calibrator: Any) -> bytes | None:
     """read_calibration_cache through the trampoline: None, an exception, or an object without the buffer
     protocol (py::buffer{obj} throws) all mean no cache."""
     try:
@@ -158,7 +158,7 @@ def _read_calibration_cache(calibrator: Any) -> bytes | None:
         return None
 
 
-def _write_calibration_cache(calibrator: Any, cache: bytes) -> None:
+def trampoline_write_cache(calibrator: Any, cache: bytes) -> None:
     """write_calibration_cache through the trampoline: a read-only memoryview of TensorRT's buffer, valid during
     the call. After it the buffer is freed on TensorRT; here it is filled with 0xDD (a freed-memory pattern)
     and the view released, so a view kept for later raises and an array made on it reads garbage."""
@@ -226,7 +226,7 @@ def run_calibration(
     runner = onnxexec.AllTensors(network.model)
     amax: dict[str, float] = {}
     while True:
-        pointers = _get_batch(calibrator, names)
+        pointers = trampoline_get_batch(calibrator, names)
         if not pointers:
             break
         if len(pointers) != len(names):  # TensorRT memcpy's len(names) pointers: fewer is undefined, refused here
@@ -248,13 +248,13 @@ def calibrate(
     """(scales, where they came from): the calibrator's cache if accepted, else batches (then the cache is written)."""
     algorithm = algorithm_of(sim, calibrator)
     version = cache_version(sim.vt)
-    cached = _read_calibration_cache(calibrator)
+    cached = trampoline_read_cache(calibrator)
     if cached:
         scales = read_cache(cached, algorithm, version)
         if scales is not None:
             return scales, "cache"
     cache = write_cache(sim.vt, algorithm, run_calibration(sim, calibrator, network, shapes))
-    _write_calibration_cache(calibrator, cache)
+    trampoline_write_cache(calibrator, cache)
     scales = read_cache(cache, algorithm, version)  # the float32 scales the cache holds: a rebuild is identical
     assert scales is not None
     return scales, "batches"
