@@ -19,11 +19,15 @@ import dataclasses
 import re
 from pathlib import Path
 
-from ghost_deploy.errors import InputError
+from ghost_deploy.errors import GhostDeployError, InputError, StepFailed
 from ghost_deploy.fileio import sha256_file
 from ghost_deploy.report import ArtifactReport, report_of
 
 _VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?(?:\.(\d+))?")
+# TensorRT's deserialization errors (stdArchiveReader: "The engine plan file is not compatible with this version
+# of TensorRT, expecting library version 8.6.1.6 got 8.5.2.2, please rebuild.")
+_OTHER_VERSION = re.compile(r"expecting library version (\S+?),? got (\S+?)[,.]? ", re.I)
+_HOST_CODE = re.compile(r"version.compatible|host code|lean runtime", re.I)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,3 +135,39 @@ def engine_origin_here(engine: Path) -> EngineOrigin:
     if here is not None:
         check_compatible(origin, here, gpus[0].compute_capability if gpus else None, probe.jetson() is not None)
     return origin
+
+
+def deserialize_failure(engine: Path, described: bool, errors: list[str], trt_here: str) -> GhostDeployError:
+    """The error for an engine TensorRT `trt_here` would not deserialize; `errors` are TensorRT's messages.
+
+    With a report (or a caller) that says how the engine was built, its compatibility was checked before, so
+    the file itself is at fault: a runtime failure (exit 1). Without one (a user copied only the `.engine`),
+    the engine as given cannot be used here (exit 2), and the message says what TensorRT's words reveal: a
+    version-compatible engine whose embedded runtime needs engine host code allowed, or another version."""
+    said = "; ".join(errors[-2:])[:400] or "TensorRT gave no message"
+    if described:
+        return StepFailed(
+            f"TensorRT could not deserialize {engine} although its report says it suits this TensorRT and GPU "
+            f"(a damaged file?); TensorRT said: {said}; rebuild it here with ghost-deploy build"
+        )
+    missing = f"and no report beside it says how it was built ({engine.name}.json is missing or describes other bytes)"
+    if any(_HOST_CODE.search(e) for e in errors):
+        return InputError(
+            f"{engine} is a version-compatible engine (built with --version-compatible) {missing}: it carries its "
+            f"own TensorRT runtime, which TensorRT {trt_here} runs only when engine host code is allowed. Allow it "
+            "by keeping its report beside it, by packing it with `ghost-deploy pack` (the bundle manifest records "
+            "it), or in Python with TensorRTRunner(path, version_compatible=True); allow only engines you trust: "
+            "that code runs on this machine"
+        )
+    other = next((m for m in map(_OTHER_VERSION.search, errors) if m), None)
+    if other is not None:
+        return InputError(
+            f"{engine} was built with TensorRT {other[2]} {missing}; this machine has TensorRT {other[1]}, and a plan "
+            "runs only on the TensorRT that built it: rebuild it here (ghost-deploy build), or build it with "
+            "--version-compatible"
+        )
+    return InputError(
+        f"TensorRT {trt_here} could not deserialize {engine}, {missing}: it was built by another TensorRT or for "
+        "another GPU, or built version-compatible (then keep its report beside it or pack it in a bundle so its "
+        f"runtime may run), or the file is damaged. TensorRT said: {said}; rebuild it here (ghost-deploy build)"
+    )

@@ -95,7 +95,10 @@ class TensorRTRunner(Runner):
         cuda.Context.pop()
 
     def _open(self, trt_mod: Any, cuda: Any, ctx: Any, origin: Any) -> _Live:
-        logger = trt_mod.Logger(trt_mod.Logger.WARNING)
+        from ghost_deploy.backends.trt.build import _logger
+        from ghost_deploy.backends.trt.compat import deserialize_failure
+
+        logger: Any = _logger()  # prints TensorRT's warnings and keeps its errors for the message below
         runtime = trt_mod.Runtime(logger)
         compatible = self.version_compatible if self.version_compatible is not None else origin.version_compatible
         if compatible:  # an engine that carries its own lean runtime runs it only when allowed (8.6+)
@@ -105,10 +108,8 @@ class TensorRTRunner(Runner):
             runtime.DLA_core = core
         engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
         if engine is None:
-            raise StepFailed(
-                f"TensorRT could not deserialize {self.engine_path} (built for another TensorRT version or GPU, "
-                "or a damaged file); TensorRT's message is above; rebuild it here with ghost-deploy build"
-            )
+            described = self.version_compatible is not None or bool(origin.trt_version)
+            raise deserialize_failure(self.engine_path, described, logger.errors, str(trt_mod.__version__))
         context = engine.create_execution_context()
         if context is None:
             raise StepFailed("TensorRT could not create an execution context (out of device memory?)")
