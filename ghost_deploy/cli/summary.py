@@ -37,7 +37,7 @@ def summary(report: dict[str, Any]) -> str:
         lines.append(
             f"verification {'PASSED' if ver['passed'] else 'FAILED'} on {m['samples']} inputs "
             f"({ver['data'].get('what', ver['data']['kind'])}): max abs error {number(m['max_abs_error'], '.2e')}, "
-            f"cosine {number(m['cosine_min'], '.6f')}, top-1 agreement {m['top1_agreement']:.2%}{acc}"
+            f"{cosines(m, ver.get('tolerances', {}))}, top-1 agreement {m['top1_agreement']:.2%}{acc}"
         )
         lines += [f"  failed: {f}" for f in ver.get("failures", [])]
         if ver["data"].get("note"):
@@ -49,7 +49,7 @@ def summary(report: dict[str, Any]) -> str:
         lines.append(
             f"{report['target']} preview {'PASSED' if pver['passed'] else 'FAILED'} against the FP32 ONNX on "
             f"{m['samples']} inputs: top-1 agreement {m['top1_agreement']:.2%}, "
-            f"cosine {number(m['cosine_mean'], '.5f')}{acc}"
+            f"{cosines(m, pver.get('tolerances', {}))}{acc}"
         )
         lines += [f"  failed: {f}" for f in pver.get("failures", [])]
     auto = report.get("precision", {}).get("calibration", {}).get("auto_exclude")
@@ -84,3 +84,16 @@ def summary(report: dict[str, Any]) -> str:
 def number(value: object, spec: str) -> str:
     """A metric formatted with `spec`, or 'n/a' when it could not be computed (None)."""
     return format(value, spec) if isinstance(value, (int, float)) else "n/a"
+
+
+def cosines(metrics: dict[str, Any], tolerances: dict[str, Any]) -> str:
+    """Both per-sample cosine statistics, each named, and which one the gate judges (the INT8 gate the mean,
+    FP32 and FP16 the minimum): 'cosine min 0.991412, mean 0.999387 (gate: mean >= 0.99)'."""
+    text = f"cosine min {number(metrics.get('cosine_min'), '.6f')}, mean {number(metrics.get('cosine_mean'), '.6f')}"
+    judged, limit = tolerances.get("cosine_of"), tolerances.get("min_cosine")
+    if judged in ("min", "mean") and limit is not None:
+        text += f" (gate: {judged} >= {limit:g})"
+    elif judged in ("min", "mean"):
+        text += " (cosine not gated)"
+    return text
+
