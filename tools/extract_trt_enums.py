@@ -6,11 +6,11 @@
 writes ghost_deploy/testing/trtsim/api/trt-enums-<V>.json for every version the simulator has an API
 description of. The enums come from `include/NvInfer*.h` (and `NvUffParser.h` on 8.x) of NVIDIA/TensorRT at
 the commit the API description was read at (its `commit`), plus `python/include/**.h` for the few enums
-only the bindings declare (PluginArgType, PluginArgDataType, QuickPluginCreationRequest); the ONNX parser's `ErrorCode`/`OnnxParserFlag`
-come from `NvOnnxParser.h` of onnx/onnx-tensorrt at the commit TensorRT pins as its `parsers/onnx`
-submodule, where that commit is stored, else from the nearest stored header that has the enumerator (named
-in the output's `parser_header`). A pybind11 enum value is its C++ enumerator's integer, so `int(member)`
-on a real TensorRT is what this file says.
+only the bindings declare (PluginArgType, PluginArgDataType, QuickPluginCreationRequest); the ONNX parser's
+`ErrorCode`/`OnnxParserFlag` come from `NvOnnxParser.h` of onnx/onnx-tensorrt at the commit TensorRT pins as
+its `parsers/onnx` submodule, where that commit is stored, else from the nearest stored header that has the
+enumerator (named in the output's `parser_header`). A pybind11 enum value is its C++ enumerator's integer, so
+`int(member)` on a real TensorRT is what this file says.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _evaluate(expr: str, known: dict[str, int]) -> int:
     expr = re.sub(r"\b[A-Za-z_][\w:]*\b", name, expr)
     if not re.fullmatch(r"[\d\sxXa-fA-F<>|+\-()]*", expr):
         raise ValueError(f"cannot evaluate {expr!r}")
-    return int(eval(expr, {"__builtins__": {}}))  # noqa: S307 - digits and operators only (checked above)
+    return int(eval(expr, {"__builtins__": {}}))
 
 
 def parse_enums(text: str) -> dict[str, dict[str, tuple[int, int]]]:
@@ -104,7 +104,9 @@ def _parser_headers(trt_git: str, onnx_git: str, commit: str, trt_headers: dict[
         out = []
         for ref in _PARSER_FALLBACK:
             rev = _git(onnx_git, "rev-parse", ref).strip()
-            out.append((f"onnx/onnx-tensorrt@{rev} ({ref}):NvOnnxParser.h", _git(onnx_git, "show", f"{rev}:NvOnnxParser.h")))
+            out.append(
+                (f"onnx/onnx-tensorrt@{rev} ({ref}):NvOnnxParser.h", _git(onnx_git, "show", f"{rev}:NvOnnxParser.h"))
+            )
         last = VERSIONS[-1]
         api = json.loads((API_DIR / f"trt-api-{last}.json").read_text())
         text = _git(trt_git, "show", f"{api['commit']}:include/NvOnnxParser.h")

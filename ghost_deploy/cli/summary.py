@@ -96,4 +96,3 @@ def cosines(metrics: dict[str, Any], tolerances: dict[str, Any]) -> str:
     elif judged in ("min", "mean"):
         text += " (cosine not gated)"
     return text
-

@@ -198,9 +198,7 @@ def test_qdq_scales_stay_fp32_in_a_weakly_typed_int8_fp16_build(implicit: bool) 
         plan = build(env, qdq_classifier(), ("INT8", "FP16"))
     assert plan is not None
     model = _executed(plan)
-    scales = {
-        n.input[1] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
-    }
+    scales = {n.input[1] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")}
     values = [float(numpy_helper.to_array(t)) for t in model.graph.initializer if t.name in scales]
     assert values and any(np.float16(v) != np.float32(v) for v in values)  # not rounded to FP16
     if not implicit:

@@ -55,8 +55,10 @@ def test_dft_is_refused_on_8_5() -> None:
 
 @pytest.mark.parametrize(
     ("version", "opset", "accepted"),
-    [("8.5", 17, True), ("8.5", 21, False), ("8.6", 18, False), ("10.3", 20, True), ("10.3", 21, False)]
-    + [("10.13", 22, True), ("10.13", 23, False), ("11.1", 24, True), ("11.1", 25, False), ("10.3", 8, False)],
+    [
+        *[("8.5", 17, True), ("8.5", 21, False), ("8.6", 18, False), ("10.3", 20, True), ("10.3", 21, False)],
+        *[("10.13", 22, True), ("10.13", 23, False), ("11.1", 24, True), ("11.1", 25, False), ("10.3", 8, False)],
+    ],
 )
 def test_opsets_outside_the_documented_range_are_refused(version: str, opset: int, accepted: bool) -> None:
     ok, errors = parse(version, classifier(opset=opset))

@@ -96,8 +96,10 @@ def test_write_calibration_cache_gets_a_read_only_memoryview_valid_during_the_ca
 
 @pytest.mark.parametrize(
     ("version", "header", "accepted"),
-    [("10.3", b"TRT-8502", False), ("10.3", b"TRT-100300", True), ("8.5", b"TRT-100300", False)]
-    + [("8.5", b"TRT-8502", True), ("10.13", b"TRT-100300", False), ("8.6", b"TRT-8502", False)],
+    [
+        *[("10.3", b"TRT-8502", False), ("10.3", b"TRT-100300", True), ("8.5", b"TRT-100300", False)],
+        *[("8.5", b"TRT-8502", True), ("10.13", b"TRT-100300", False), ("8.6", b"TRT-8502", False)],
+    ],
 )
 def test_a_cache_of_another_version_is_skipped_and_batches_are_asked_for(
     version: str, header: bytes, accepted: bool

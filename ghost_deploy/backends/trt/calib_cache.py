@@ -159,7 +159,8 @@ def check_cache_for(cache: CalibrationCache, trt_version: str, source: str) -> N
     if cache.version_int != wanted:
         here = ".".join(str(p) for p in parse_version(trt_version))
         raise InputError(
-            f"{source} was written for TensorRT {cache.trt_version} (header TRT-{cache.version_int}-{cache.algorithm}); "
+            f"{source} was written for TensorRT {cache.trt_version} "
+            f"(header TRT-{cache.version_int}-{cache.algorithm}); "
             f"TensorRT {here} skips a calibration cache of another version and would calibrate on images, which "
             f"this build does not take: make the cache for TensorRT {here} with `ghost-export MODEL --target "
             f"onnx-int8 --trt-version {here}` (the scales stay the same; only the header names the version)"

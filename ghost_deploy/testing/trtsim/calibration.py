@@ -135,7 +135,7 @@ def trampoline_get_batch(calibrator: Any, names: list[str]) -> list[int] | None:
                 raise TypeError(f"Unable to cast {value} to C++ type 'size_t'")
             pointers.append(value)
         return pointers or None
-    except BaseException as exc:  # noqa: BLE001 - pyInt8.cpp catches everything pybind11 throws
+    except BaseException as exc:
         _caught("get_batch", exc)
         return None
 
@@ -153,7 +153,7 @@ def trampoline_read_cache(calibrator: Any) -> bytes | None:
             return memoryview(raw).tobytes()
         except TypeError:
             raise TypeError(f"Object of type '{type(raw).__name__}' is not an instance of 'buffer'") from None
-    except BaseException as exc:  # noqa: BLE001 - pyInt8.cpp catches everything pybind11 throws
+    except BaseException as exc:
         _caught("read_calibration_cache", exc)
         return None
 
@@ -167,7 +167,7 @@ def trampoline_write_cache(calibrator: Any, cache: bytes) -> None:
     view = base.toreadonly()
     try:
         calibrator.write_calibration_cache(view)
-    except BaseException as exc:  # noqa: BLE001 - pyInt8.cpp catches everything pybind11 throws
+    except BaseException as exc:
         _caught("write_calibration_cache", exc)
     base[:] = b"\xdd" * len(buffer)
     try:
@@ -183,7 +183,7 @@ def trampoline_write_cache(calibrator: Any, cache: bytes) -> None:
 def _batch_size(calibrator: Any) -> int:
     try:
         return int(calibrator.get_batch_size())
-    except BaseException as exc:  # noqa: BLE001 - pyInt8.cpp catches everything pybind11 throws
+    except BaseException as exc:
         _caught("get_batch_size", exc)
         return -1
 
@@ -196,7 +196,7 @@ def algorithm_of(sim: Sim, calibrator: Any) -> str:
     try:
         member = calibrator.get_algorithm()
         name = member.name
-    except BaseException as exc:  # noqa: BLE001 - pyInt8.cpp: caught, CalibrationAlgoType{} (value 0) returned
+    except BaseException as exc:
         _caught("get_algorithm", exc)
         name = sim.enums["CalibrationAlgoType"](0).name
     return ALGORITHMS[_ALGO_TYPES[name]]

@@ -88,7 +88,9 @@ def _data_inputs(node: Any, weights: dict[str, int]) -> list[int]:
     return [i for i in indices if node.input[i] and node.input[i] not in weights]
 
 
-def insert_implicit_qdq(model: Any, scales: dict[str, float], consumers: frozenset[str] = frozenset(INT8_OPS)) -> set[str]:
+def insert_implicit_qdq(
+    model: Any, scales: dict[str, float], consumers: frozenset[str] = frozenset(INT8_OPS)
+) -> set[str]:
     """Quantize every float tensor with a scale at each consumer in `consumers` (s12: implicit INT8 is not
     optimistic); weights of Conv/Gemm/MatMul become int8 per channel. Returns the weights quantized."""
     from onnx import numpy_helper

@@ -163,9 +163,9 @@ def _host_memory_guards(name: str) -> dict[str, Any]:
 
         return refuse
 
-    refused = ("__len__", "__iter__", "__getitem__", "__setitem__", "__delitem__", "__contains__", "__add__")
-    refused += ("__iadd__", "__mul__", "__imul__", "__rmul__", "__mod__", "__lt__", "__le__", "__gt__", "__ge__")
-    refused += ("__copy__", "__deepcopy__", "__reduce__", "__reduce_ex__")
+    refused = ["__len__", "__iter__", "__getitem__", "__setitem__", "__delitem__", "__contains__", "__add__"]
+    refused += ["__iadd__", "__mul__", "__imul__", "__rmul__", "__mod__", "__lt__", "__le__", "__gt__", "__ge__"]
+    refused += ["__copy__", "__deepcopy__", "__reduce__", "__reduce_ex__"]
     guards: dict[str, Any] = {k: no(k) for k in refused}
     guards["__new__"] = lambda cls, *args, **kwargs: PybindObject.__init__(cls)  # "No constructor defined!"
     guards["__eq__"] = lambda self, other: self is other

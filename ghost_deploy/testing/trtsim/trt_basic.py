@@ -179,7 +179,7 @@ def host_memory(sim: Sim, data: bytes) -> Any:
     """A `tensorrt.IHostMemory`: bytes(x), memoryview(x), .nbytes, .dtype (trt-api: buffer_protocol); not a
     `bytes` (pyFoundationalTypes.cpp binds it as a py::class_ with py::buffer_protocol())."""
     cls = sim.classes["IHostMemory"]
-    obj = array.array.__new__(cls, "B", data)
+    obj: Any = array.array.__new__(cls, "B", data)
     obj._trtsim = HostMemoryState(sim, len(data))
     return obj
 

@@ -256,7 +256,9 @@ class ParserState(State):
             return self._fail(ParseProblem("INVALID_VALUE", _EXPLICIT_BATCH_MESSAGE, func="importModel"))
         if self._network.model is not None:
             raise self._sim.unsupported("parsing a second ONNX model into one network")
-        problem = onnx_graph.check(proto, base_dir) or onnx_graph.check_support(proto, self._sim.spec.onnx, self._sim.version)
+        problem = onnx_graph.check(proto, base_dir) or onnx_graph.check_support(
+            proto, self._sim.spec.onnx, self._sim.version
+        )
         if problem is not None:
             return self._fail(ParseProblem(*problem))
         inputs, outputs, layers = onnx_graph.describe(proto)

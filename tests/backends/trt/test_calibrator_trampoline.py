@@ -46,7 +46,9 @@ def made_for_8_5(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _plan(onnx_path: Path, cache: Path, version: str) -> BuildPlan:
-    request = BuildRequest("trt-int8", INPUT_NAME, (3, 32, 32), "implicit", onnx_fp32=onnx_path, calibration_cache=cache)
+    request = BuildRequest(
+        "trt-int8", INPUT_NAME, (3, 32, 32), "implicit", onnx_fp32=onnx_path, calibration_cache=cache
+    )
     return plan_build(version, request)
 
 
@@ -57,9 +59,8 @@ def test_a_cache_written_for_another_tensorrt_is_refused_before_building(
 
     onnx_path, cache = made_for_8_5
     assert read_cache(cache).version_int == 8502
-    with trtsim.simulate("10.3"):
-        with pytest.raises(InputError) as refused:  # exit 2; before: TensorRT skipped it, exit 1 "no scales"
-            engine_from_onnx(_plan(onnx_path, cache, "10.3.0"), tmp_path / "m.engine")
+    with trtsim.simulate("10.3"), pytest.raises(InputError) as refused:  # exit 2; before: exit 1 "no scales"
+        engine_from_onnx(_plan(onnx_path, cache, "10.3.0"), tmp_path / "m.engine")
     text = str(refused.value)
     assert "written for TensorRT 8.5.2 (header TRT-8502-EntropyCalibration2)" in text
     assert "TensorRT 10.3.0 skips" in text and "--trt-version 10.3.0" in text
