@@ -29,7 +29,8 @@ class PrecisionError(NotImplementedError):
     """A model the simulator cannot make precise (the message says what)."""
 
 
-def _types(model: Any) -> dict[str, int]:
+def types_of(model: Any) -> dict[str, int]:
+    """The element type of every tensor of `model` that shape inference or the initializers name."""
     import onnx
 
     try:
@@ -93,7 +94,7 @@ def round_weak_fp16(model: Any, skip_weights: set[str]) -> None:
     """Weak typing with the FP16 flag: weights and float activations rounded to float16, I/O stays float32."""
     from onnx import numpy_helper
 
-    types = _types(model)
+    types = types_of(model)
     for i, tensor in enumerate(model.graph.initializer):
         if tensor.data_type == FLOAT and tensor.name not in skip_weights:
             values = numpy_helper.to_array(tensor).astype(np.float16).astype(np.float32)
@@ -133,7 +134,7 @@ def upcast_typed_fp16(model: Any) -> None:
     """Strong typing: compute FP16 tensors in FP32 and round each to float16 where the ONNX declares FP16."""
     from onnx import numpy_helper
 
-    types = _types(model)
+    types = types_of(model)
     if BFLOAT16 in types.values():
         raise PrecisionError("a BF16-typed model")
     if FLOAT16 not in types.values():
