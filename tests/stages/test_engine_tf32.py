@@ -102,3 +102,26 @@ def test_the_bundle_manifest_records_tf32(source: Source, tmp_path: Path, tf32: 
         _engine(source, tmp_path / "b.engine", tf32)
         packed = ghost_deploy.pack([tmp_path / "b.engine"], tmp_path / "b.tar.gz")
     assert packed["manifest"]["artifacts"][0]["tensorrt"]["tf32"] is tf32
+
+
+def test_the_cli_flags_reach_the_build_and_a_foreign_timing_cache_is_said_in_plain_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ghost-export --target trt-fp32 --tf32 --timing-cache FILE`, then the same on another TensorRT."""
+    import json
+
+    from ghost_deploy.cli.main import export_main
+
+    cache = tmp_path / "t.cache"
+    argv = [str(TINY_MODEL), "--target", "trt-fp32", "--eval-limit", "16", "--tf32", "--timing-cache", str(cache)]
+    with trtsim.simulate("10.3", trtsim.ORIN):
+        assert export_main([*argv, "-o", str(tmp_path / "a.engine")]) == 0
+    report = json.loads((tmp_path / "a.engine.json").read_text())
+    assert report["engine"]["tf32"] is True and report["verification"]["passed"]
+    assert json.loads((tmp_path / "t.cache.json").read_text())["trt_version"] == "10.3.0"
+    capsys.readouterr()
+    with trtsim.simulate("10.13", trtsim.ORIN):
+        assert export_main([*argv, "-o", str(tmp_path / "b.engine")]) == 0
+    said = capsys.readouterr().err
+    assert "was made by TensorRT 10.3.0 on Orin (trtsim)" in said and "it is not used" in said
+    assert json.loads((tmp_path / "t.cache.json").read_text())["trt_version"] == "10.13.0"

@@ -69,7 +69,8 @@ def test_tf32_rounding_keeps_10_mantissa_bits_rounding_to_nearest_even() -> None
 
 @pytest.mark.parametrize("version", list(trtsim.VERSIONS))
 def test_a_new_builder_config_has_tf32_set(version: str) -> None:
-    """NvInfer.h kTF32 in every simulated release: "Enabled by default"."""
+    """NvInfer.h kTF32 in every simulated release (8.5 l.8412, 8.6.1 l.8795, 10.3 l.8319, 10.13 l.8870, 11.1 l.9975):
+    "Enabled by default"."""
     env = start(version)
     config = env.trt.Builder(env.logger).create_builder_config()
     assert config.get_flag(env.trt.BuilderFlag.TF32)
@@ -112,8 +113,8 @@ def test_an_engine_built_with_tf32_on_ampere_or_newer_rounds_its_inner_product_i
 
 @pytest.mark.parametrize(("version", "gpu"), [("8.5", trtsim.XAVIER), ("10.3", TURING)])
 def test_tf32_changes_nothing_below_compute_capability_8(version: str, gpu: trtsim.SimulatedGPU) -> None:
-    """TF32 exists from Ampere (compute capability 8.0; Builder.platform_has_tf32): Volta, Turing and Xavier
-    compute FP32 even with the flag set."""
+    """TF32 exists from Ampere (compute capability 8.0; NvInfer.h platformHasTf32, 8.5 l.9565, 10.3 l.9791):
+    Volta, Turing and Xavier (7.x) compute FP32 even with the flag set."""
     env = start(version, gpu)
     model, x = classifier(2), batch(2)
     assert not env.trt.Builder(env.logger).platform_has_tf32
@@ -164,7 +165,7 @@ def _blob(version: str, gpu: trtsim.SimulatedGPU | None = None) -> bytes:
 
 
 def test_a_timing_cache_is_read_back_by_the_same_version_and_gpu() -> None:
-    """NvInfer.h setTimingCache (10.3 l.9268): "\\return true if set successfully"."""
+    """NvInfer.h setTimingCache (10.3 l.9281): "\\return true if set successfully"."""
     blob = _blob("10.3")
     env = start("10.3")
     config = _cache_config(env)
@@ -187,7 +188,7 @@ def test_a_timing_cache_of_another_version_is_refused_even_ignoring_mismatches()
 
 
 def test_a_timing_cache_of_another_gpu_is_refused_unless_mismatches_are_ignored() -> None:
-    """NvInfer.h setTimingCache (8.5 l.9199, 10.3 l.9271, 11.1 l.10944): "A failure will be reported if the CUDA
+    """NvInfer.h setTimingCache (8.5 l.9200, 10.3 l.9272, 11.1 l.10945): "A failure will be reported if the CUDA
     device property in the provided cache is different from current environment. ignoreMismatch = true skips
     strict verification and allows loading cache created from a different device.\""""
     blob = _blob("10.3", AMPERE)
