@@ -176,11 +176,19 @@ def _build_failure(plan: BuildPlan, errors: list[str]) -> str:
 def _check_device(plan: BuildPlan) -> None:
     """What the plan asks of the device that only the device can say: hardware compatibility exists off Jetson,
     and implicit INT8 needs the CPU-made cache (this build takes no calibration images)."""
-    from ghost_deploy.machine.probe import jetson
+    from ghost_deploy.machine.probe import gpus, jetson
 
     if plan.hardware_compatibility == "AMPERE_PLUS" and jetson() is not None:
         # tensorrt.md s7: "AMPERE_PLUS is documented (8.6 guide) as unsupported on JetPack/DriveOS"
         raise InputError("--hardware-compatibility ampere+ is not supported on Jetson; build without it here")
+    found = gpus()
+    cc = found[0].compute_capability if found else None
+    if plan.hardware_compatibility == "AMPERE_PLUS" and cc is not None and _cc(cc) < (8, 0):
+        # tensorrt.md s10: the level is "compatible with Ampere and newer GPUs"; TensorRT fails such a build
+        raise InputError(
+            f"--hardware-compatibility ampere+ builds on an Ampere or newer GPU (compute capability 8.0+); this "
+            f"{found[0].name} has {cc}: build without it, or on such a GPU"
+        )
     if plan.calibrator == "device":
         raise InputError(
             "implicit INT8 without a calibration cache would calibrate on the device, which this build cannot do "
@@ -195,6 +203,12 @@ def _check_device(plan: BuildPlan) -> None:
                 f"IInt8EntropyCalibrator2, which TensorRT gives only {ALGORITHM} caches (tensorrt.md s9): "
                 "regenerate the cache with ghost-export --target onnx-int8"
             )
+
+
+def _cc(text: str) -> tuple[int, int]:
+    """'8.7' -> (8, 7)."""
+    major, _, minor = text.partition(".")
+    return int(major), int(minor or 0)
 
 
 def _check_dla_cores(plan: BuildPlan, builder: trt.Builder) -> None:

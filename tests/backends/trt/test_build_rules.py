@@ -163,3 +163,13 @@ def test_tf32_is_cleared_unless_asked(tmp_path: Path, tf32: bool) -> None:
         built = build_plan(_plan(tmp_path, tf32=tf32))
     header = trtsim.plan_header(built.plan)
     assert header is not None and header["tf32"] is tf32 and built.facts["tf32"] is tf32
+
+
+def test_ampere_plus_below_compute_capability_8_is_refused_in_plain_words(tmp_path: Path) -> None:
+    """tensorrt.md s10: TensorRT fails an AMPERE_PLUS build there (logged, None); the adapter says why first."""
+    with trtsim.simulate("10.3", trtsim.SimulatedGPU("Tesla T4 (trtsim)", "7.5", 15360)):
+        plan = _plan(tmp_path, hardware_compatibility="ampere+")
+        with pytest.raises(
+            InputError, match=r"ampere\+ builds on an Ampere or newer GPU .* Tesla T4 \(trtsim\) has 7\.5"
+        ):
+            build_plan(plan)
