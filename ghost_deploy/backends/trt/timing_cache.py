@@ -22,7 +22,7 @@ from ghost_deploy.errors import InputError
 from ghost_deploy.fileio import read_bytes_limited, strict_json, write_bytes_atomic
 from ghost_deploy.machine import probe
 
-MAX_CACHE_BYTES = 1 << 30  # a timing cache holds one entry per layer configuration timed: megabytes, not more
+MAX_CACHE_BYTES = 256 << 20  # one entry per layer configuration timed: megabytes; refuse what cannot be one
 HEADER_FORMAT = "ghost-deploy-timing-cache/1"
 
 
@@ -96,7 +96,7 @@ def _recorded_key(cache: Path, blob: bytes) -> CacheKey | None:
             return None  # rewritten since (trtexec, another tool): its header no longer describes it
         cc = header.get("compute_capability")
         return CacheKey(str(header["trt_version"]), str(header["gpu"]), None if cc is None else str(cc))
-    except (ValueError, KeyError, UnicodeDecodeError, InputError):
+    except (ValueError, KeyError, RecursionError, InputError):  # any header we did not write: not believed
         return None
 
 

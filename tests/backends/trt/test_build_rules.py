@@ -173,3 +173,15 @@ def test_ampere_plus_below_compute_capability_8_is_refused_in_plain_words(tmp_pa
             InputError, match=r"ampere\+ builds on an Ampere or newer GPU .* Tesla T4 \(trtsim\) has 7\.5"
         ):
             build_plan(plan)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"[" * 100_000 + b"]" * 100_000, b"\xff\xfe", b'"a string"', b'{"format": "ghost-deploy-timing-cache/1"}'],
+)
+def test_a_hostile_or_broken_header_is_not_believed(tmp_path: Path, header: bytes) -> None:
+    cache = tmp_path / "t.cache"
+    _build(tmp_path, "10.3", None, cache)
+    header_path(cache).write_bytes(header)
+    assert _build(tmp_path, "10.3", None, cache) == ()  # unknown origin: TensorRT checks the cache and takes it
+    assert _header(cache)["trt_version"] == "10.3.0"  # and the build writes a header again
