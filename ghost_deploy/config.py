@@ -181,6 +181,7 @@ class EngineOptions:
     hardware_compatibility: str = "none"
     version_compatible: bool = False
     dla_core: int | None = None
+    tf32: bool = False  # --tf32: let FP32 layers use TF32 (the gate widens by precision.tf32.widen_for_tf32)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -238,6 +238,11 @@ class ArtifactReport:
         plan = self.raw.get("build_plan")
         return plan if isinstance(plan, dict) else {}
 
+    @property
+    def tf32(self) -> bool:
+        """Whether the engine's build allowed TF32 (`--tf32`); False for anything else."""
+        return self.build_plan.get("tf32") is True
+
     def section(self, name: str) -> dict[str, Any] | None:
         """Any other top-level object of the report, when it is one."""
         value = self.raw.get(name)

@@ -100,6 +100,7 @@ def _artifact_entry(
             "gpu": gpu.get("name"),
             "compute_capability": engine.compute_capability,
             "version_compatible": bool(plan.get("version_compatible", False)),
+            "tf32": report.tf32,  # FP32 layers may use TF32 (--tf32); older reports say nothing: False
             "hardware_compatibility": plan.get("hardware_compatibility"),
             "dla_core": plan.get("dla_core"),
             "simulated": bool(report.raw.get("simulated", False)),

@@ -208,6 +208,12 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--version-compatible", action="store_true", help="runs on newer TensorRT runtimes (8.6+)")
     g.add_argument("--dla-core", type=int, metavar="N", help="Jetson DLA core, with GPU fallback")
+    g.add_argument(
+        "--tf32",
+        action="store_true",
+        help="let FP32 layers use TF32 on Ampere/Orin and newer (faster, about 3 decimal digits): TensorRT's "
+        "default, cleared without this flag; the trt-fp32 gate then allows TF32's rounding",
+    )
 
 
 def names(text: str) -> tuple[str, ...]:
@@ -289,6 +295,7 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
         hardware_compatibility=args.hardware_compatibility,
         version_compatible=args.version_compatible,
         dla_core=args.dla_core,
+        tf32=args.tf32,
     )
 
 

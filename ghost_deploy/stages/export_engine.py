@@ -24,6 +24,7 @@ from ghost_deploy.data.inputs import batches
 from ghost_deploy.errors import InputError, MissingDependencyError, VerificationFailed
 from ghost_deploy.fileio import check_writable, sha256_file, strict_json, write_bytes_atomic
 from ghost_deploy.machine import probe
+from ghost_deploy.precision.tf32 import engine_gate
 from ghost_deploy.report import Steps, file_entry, new_report, report_path, write_report
 from ghost_deploy.stages.export_onnx import (
     ExportResult,
@@ -164,6 +165,8 @@ def _build_and_verify(
     with output_lock(engine), StagedOutput() as staged:
         with steps.step("build", f"building {engine.name} with TensorRT"):
             built = build_plan(plan)
+            for note in built.notes:
+                steps.say(note)
             tmp = staged.write_bytes(engine, built.plan)
             staged.write_bytes(layers_path(engine), built.layer_info.encode())
         report["engine"] = {
@@ -203,7 +206,8 @@ def _verify_engine(source: Source, cfg: ExportConfig, plan: BuildPlan, engine: P
 
     verify_fp32(source, cfg.tolerances, steps)  # already done for the ONNX: only its recorded outputs are read
     assert source.fp32_outputs is not None
-    tol = cfg.precision_tolerances or Tolerances.for_precision(target_of(cfg.target).precision)
+    precision = target_of(cfg.target).precision
+    tol = engine_gate(cfg.precision_tolerances or Tolerances.for_precision(precision), precision, plan.tf32)
     batch = plan.profile.opt[0] if plan.profile is not None else plan.input_shape[0]
     with (
         steps.step("verify", "comparing the engine with ONNX Runtime CPU on the FP32 ONNX"),
@@ -289,6 +293,7 @@ def _request(
         version_compatible=options.version_compatible,
         dla_core=options.dla_core,
         high_precision=cfg.precision.high_precision,
+        tf32=options.tf32,
     )
 
 
@@ -343,6 +348,8 @@ def build_engine(onnx_path: Path, cfg: ExportConfig, steps: Steps | None = None)
 
     with steps.step("build", f"building {engine.name} with TensorRT"):
         facts = engine_from_onnx(plan, engine)
+    for note in facts["notes"]:
+        steps.say(note)
     report["engine"].update(
         file_entry(engine), built=True, simulated=probe.simulation() is not None, gpus=_gpus(), **facts
     )

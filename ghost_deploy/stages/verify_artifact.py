@@ -16,6 +16,7 @@ from ghost_deploy.errors import InputError, VerificationFailed
 from ghost_deploy.fileio import check_writable, write_json_atomic
 from ghost_deploy.machine import probe
 from ghost_deploy.machine.cpu import job_threads
+from ghost_deploy.precision.tf32 import engine_gate
 from ghost_deploy.report import Steps, file_entry, new_report, report_of
 from ghost_deploy.stages.evaldata import eval_data
 from ghost_deploy.stages.source import compare_with_reference, load_reference, localise
@@ -78,7 +79,7 @@ def verify_artifact(
         candidate.name,
         data.description,
         metrics,
-        tolerances or Tolerances.for_precision(artifact_precision(artifact)),
+        tolerances or default_gate(artifact),
         (lambda: localise(ref, model, data, batch.example)) if model is not None else None,
     )
     report["steps"] = steps.timings
@@ -104,6 +105,16 @@ def _batch_of(runner: Runner, model: onnx.ModelProto | None) -> BatchSpec:
     shapes = getattr(runner, "profile_shapes", lambda name: None)(spec.name)
     low, opt, high = (shapes[0][0], shapes[1][0], shapes[2][0]) if shapes else (1, 8, 8)
     return BatchSpec(None, (low, opt, high))
+
+
+def default_gate(artifact: Path) -> Tolerances:
+    """The gate of the precision the artifact's report names, widened for TF32 when its build allowed TF32."""
+    precision = artifact_precision(artifact)
+    try:
+        report = report_of(artifact)
+    except InputError:
+        report = None
+    return engine_gate(Tolerances.for_precision(precision), precision, report is not None and report.tf32)
 
 
 def artifact_precision(artifact: Path) -> str:

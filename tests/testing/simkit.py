@@ -159,14 +159,19 @@ def build(
     profile: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None,
     strongly_typed: bool = False,
     configure: Any = None,
+    tf32: bool = False,
 ) -> bytes | None:
-    """Parse and build like a build tool; the plan's bytes, or None when the builder refused."""
+    """Parse and build like a build tool; the plan's bytes, or None when the builder refused. TF32 is on in a
+    new config (tensorrt.md s10) and cleared here, as Polygraphy does, unless `tf32`: FP32 engines then equal
+    ONNX Runtime."""
     trt = env.trt
     builder = trt.Builder(env.logger)
     network = builder.create_network(network_flags(env, strongly_typed))
     parser = trt.OnnxParser(network, env.logger)
     assert parser.parse(model.SerializeToString()), [str(parser.get_error(i)) for i in range(parser.num_errors)]
     config = builder.create_builder_config()
+    if not tf32:
+        config.clear_flag(trt.BuilderFlag.TF32)
     for name in flags:
         config.set_flag(getattr(trt.BuilderFlag, name))
     if profile is not None:

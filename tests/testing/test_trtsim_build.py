@@ -51,14 +51,6 @@ def test_fp16_flag_rounds_weights_and_activations_to_fp16(version: str) -> None:
     assert not np.array_equal(out, reference.astype(np.float16).astype(np.float32))  # not only the output rounded
 
 
-def test_strongly_typed_network_ignores_precision_flags() -> None:
-    env = start("10.3")
-    model, x = classifier(), batch()
-    plan = build(env, model, ("FP16",), strongly_typed=True)
-    assert trtsim.plan_header(plan)["strongly_typed"] is True  # type: ignore[index]
-    np.testing.assert_array_equal(infer(env, deserialize(env, plan), x), ort_run(model, x))
-
-
 @pytest.mark.parametrize("version", ["10.13", "11.1"])
 def test_fp16_typed_onnx_runs_in_fp16_when_strongly_typed(version: str) -> None:
     env = start(version)
@@ -182,29 +174,3 @@ def test_ampere_plus_is_refused_on_jetson() -> None:
 
     assert build(env, classifier(), configure=configure) is None
     assert any("AMPERE_PLUS" in m for m in env.errors())
-
-
-def test_timing_cache_round_trip_and_version_mismatch() -> None:
-    env = start("10.3")
-    blobs = []
-
-    def configure(builder, config) -> None:  # type: ignore[no-untyped-def]
-        config.set_timing_cache(config.create_timing_cache(blobs[-1] if blobs else b""), ignore_mismatch=False)
-
-    def keep(builder, config) -> None:  # type: ignore[no-untyped-def]
-        configure(builder, config)
-        builder.build_serialized_network  # noqa: B018 - the build below fills the cache
-
-    builder = env.trt.Builder(env.logger)
-    config = builder.create_builder_config()
-    configure(builder, config)
-    network = builder.create_network(0)
-    assert env.trt.OnnxParser(network, env.logger).parse(classifier().SerializeToString())
-    assert builder.build_serialized_network(network, config) is not None
-    blobs.append(bytes(config.get_timing_cache().serialize()))
-    assert build(env, classifier(), configure=configure) is not None  # the same version reads it back
-    trtsim.uninstall()
-    env = start("10.13")
-    config = env.trt.Builder(env.logger).create_builder_config()
-    with pytest.raises(NotImplementedError, match="simulated"):  # s7 says only that caches mismatch
-        config.set_timing_cache(config.create_timing_cache(blobs[-1]), False)

@@ -13,7 +13,9 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ghost_deploy.backends.trt.calib_cache import check_cache_for, read_cache
+from ghost_deploy.backends.trt.calib_cache import check_cache_for
+from ghost_deploy.backends.trt.calib_cache import read_cache as read_calibration_cache
+from ghost_deploy.backends.trt.timing_cache import CacheKey, key_here, read_cache, save_cache
 from ghost_deploy.errors import InputError, MissingDependencyError, StepFailed
 from ghost_deploy.fileio import write_bytes_atomic
 
@@ -23,17 +25,24 @@ if TYPE_CHECKING:
     from ghost_deploy.backends.trt.plan import BuildPlan
 
 
+STRONG_TYPING_REFUSES = ("FP16", "BF16", "INT8", "FP8")  # precision flags a strongly typed build refuses (s10)
+
+
 @dataclasses.dataclass(frozen=True)
 class BuiltEngine:
-    """A serialized plan and the engine inspector's layer table (JSON), not yet written anywhere."""
+    """A serialized plan and the engine inspector's layer table (JSON), not yet written anywhere; `tf32` whether
+    TF32 was allowed; `notes` what the user should read (a timing cache not used, and why)."""
 
     plan: bytes
     layer_info: str
+    tf32: bool = False
+    notes: tuple[str, ...] = ()
 
     @property
     def facts(self) -> dict[str, Any]:
-        """What the report says of it: bytes and layer count."""
-        return {"bytes": len(self.plan), "layers": len(json.loads(self.layer_info).get("Layers", []))}
+        """What the report says of it: bytes, layer count, TF32, and the notes of the build."""
+        layers = len(json.loads(self.layer_info).get("Layers", []))
+        return {"bytes": len(self.plan), "layers": layers, "tf32": self.tf32, "notes": list(self.notes)}
 
 
 def layers_path(engine_path: Path) -> Path:
@@ -69,13 +78,67 @@ def build_plan(plan: BuildPlan) -> BuiltEngine:
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise StepFailed(f"TensorRT's ONNX parser refused {plan.onnx_path}: {errors[:500]}")
     config = _config(builder, plan)
+    notes: list[str] = []
+    if plan.tf32 and getattr(builder, "platform_has_tf32", None) is False:  # the property is gone in 11
+        notes.append("--tf32: this GPU has no TF32 (compute capability 8.0, Ampere or Orin, or newer): FP32 it is")
+    if plan.timing_cache is not None:
+        key = key_here(str(getattr(trt_mod, "__version__", "unknown")))
+        notes += _attach_timing_cache(config, plan.timing_cache, key, logger)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise StepFailed(_build_failure(plan, getattr(logger, "errors", [])))
     data = bytes(serialized)
     if plan.timing_cache is not None:
-        write_bytes_atomic(plan.timing_cache, bytes(config.get_timing_cache().serialize()))
-    return BuiltEngine(data, _layer_info(logger, data, plan))
+        notes += _save_timing_cache(config, plan.timing_cache, key)
+    return BuiltEngine(data, _layer_info(logger, data, plan), plan.tf32, tuple(notes))
+
+
+def _said(logger: trt.ILogger) -> str:
+    """The last error TensorRT logged, for a message that quotes it."""
+    errors: list[str] = getattr(logger, "errors", [])
+    return f"TensorRT said: {errors[-1]}" if errors else "TensorRT logged no reason"
+
+
+def _attach_timing_cache(config: trt.IBuilderConfig, cache: Path, key: CacheKey, logger: trt.ILogger) -> list[str]:
+    """Give the build the timing cache `cache` holds for this TensorRT and GPU, else a fresh one; the notes say
+    what was not used and why. `create_timing_cache` may return None and `set_timing_cache` False (tensorrt.md
+    s10): neither is ignored."""
+    given = read_cache(cache, key)
+    notes = [given.note] if given.note else []
+    made = config.create_timing_cache(given.blob)
+    if made is None:  # TensorRT could not read the bytes; it logged why
+        notes.append(f"TensorRT cannot read {cache} as a timing cache ({_said(logger)}): this build starts a fresh one")
+    elif config.set_timing_cache(made, ignore_mismatch=False):
+        return notes
+    else:
+        notes.append(
+            f"TensorRT refused timing cache {cache}, made by another TensorRT version or GPU ({_said(logger)}): "
+            "this build starts a fresh one and saves it there"
+        )
+    fresh = config.create_timing_cache(b"")
+    if fresh is None or not config.set_timing_cache(fresh, ignore_mismatch=False):
+        notes.append(f"TensorRT could not start a timing cache either ({_said(logger)}): this build uses none")
+    return notes
+
+
+def _save_timing_cache(config: trt.IBuilderConfig, cache: Path, key: CacheKey) -> list[str]:
+    """Write the cache the build used, with its header; `get_timing_cache()` may be None (none in use)."""
+    used = config.get_timing_cache()
+    if used is None:
+        return [f"the build had no timing cache to save: {cache} was left as it was"]
+    save_cache(cache, bytes(used.serialize()), key)
+    return []
+
+
+def check_strong_flags(plan: BuildPlan) -> None:
+    """Refuse a plan that would set a precision flag on a strongly typed network: TensorRT fails such a build
+    (section 10, NVIDIA/TensorRT#4253). `plan_build` never makes one; a plan written by hand may."""
+    clash = sorted(set(plan.builder_flags) & set(STRONG_TYPING_REFUSES)) if plan.strongly_typed else []
+    if clash:
+        raise InputError(
+            f"a strongly typed build takes its precision from the ONNX's tensor types; the builder flags "
+            f"{', '.join(clash)} would make TensorRT refuse it: drop them (or build weakly typed on TensorRT 10.x)"
+        )
 
 
 def _logger() -> trt.ILogger:
@@ -118,11 +181,19 @@ def _build_failure(plan: BuildPlan, errors: list[str]) -> str:
 def _check_device(plan: BuildPlan, trt_version: str) -> None:
     """What the plan asks of the device that only the device can say: hardware compatibility exists off Jetson,
     and implicit INT8 needs a CPU-made cache this TensorRT takes (this build takes no calibration images)."""
-    from ghost_deploy.machine.probe import jetson
+    from ghost_deploy.machine.probe import gpus, jetson
 
     if plan.hardware_compatibility == "AMPERE_PLUS" and jetson() is not None:
         # tensorrt.md s7: "AMPERE_PLUS is documented (8.6 guide) as unsupported on JetPack/DriveOS"
         raise InputError("--hardware-compatibility ampere+ is not supported on Jetson; build without it here")
+    found = gpus()
+    cc = found[0].compute_capability if found else None
+    if plan.hardware_compatibility == "AMPERE_PLUS" and cc is not None and _cc(cc) < (8, 0):
+        # tensorrt.md s10: the level is "compatible with Ampere and newer GPUs"; TensorRT fails such a build
+        raise InputError(
+            f"--hardware-compatibility ampere+ builds on an Ampere or newer GPU (compute capability 8.0+); this "
+            f"{found[0].name} has {cc}: build without it, or on such a GPU"
+        )
     if plan.calibrator == "device":
         raise InputError(
             "implicit INT8 without a calibration cache would calibrate on the device, which this build cannot do "
@@ -130,7 +201,13 @@ def _check_device(plan: BuildPlan, trt_version: str) -> None:
             "put it beside the ONNX as <onnx>.cache, or use --int8-mode explicit"
         )
     if plan.calibrator == "cache" and plan.calibration_cache is not None:
-        check_cache_for(read_cache(plan.calibration_cache), trt_version, str(plan.calibration_cache))
+        check_cache_for(read_calibration_cache(plan.calibration_cache), trt_version, str(plan.calibration_cache))
+
+
+def _cc(text: str) -> tuple[int, int]:
+    """'8.7' -> (8, 7)."""
+    major, _, minor = text.partition(".")
+    return int(major), int(minor or 0)
 
 
 def _check_dla_cores(plan: BuildPlan, builder: trt.Builder) -> None:
@@ -160,17 +237,19 @@ def _config(builder: trt.Builder, plan: BuildPlan) -> trt.IBuilderConfig:
     config = builder.create_builder_config()
     if plan.workspace_bytes is not None:
         config.set_memory_pool_limit(trt_mod.MemoryPoolType.WORKSPACE, plan.workspace_bytes)
+    check_strong_flags(plan)
     for name in plan.builder_flags:  # FP16 / INT8 exist only before 11: reached by name
         config.set_flag(getattr(trt_mod.BuilderFlag, name))
+    if plan.tf32:  # tensorrt.md s10: TF32 is on in a new config; cleared unless asked for, as Polygraphy does
+        config.set_flag(trt_mod.BuilderFlag.TF32)
+    else:
+        config.clear_flag(trt_mod.BuilderFlag.TF32)
     config.profiling_verbosity = trt_mod.ProfilingVerbosity.DETAILED
     if plan.profile is not None:
         profile = builder.create_optimization_profile()
         shapes = [trt_mod.Dims(list(dims)) for dims in (plan.profile.min, plan.profile.opt, plan.profile.max)]
         profile.set_shape(plan.profile.input_name, *shapes)
         config.add_optimization_profile(profile)
-    if plan.timing_cache is not None:
-        blob = plan.timing_cache.read_bytes() if plan.timing_cache.is_file() else b""
-        config.set_timing_cache(config.create_timing_cache(blob), ignore_mismatch=False)
     if plan.optimization_level is not None:
         config.builder_optimization_level = plan.optimization_level
     if plan.hardware_compatibility is not None:

@@ -65,6 +65,7 @@ class BuildRequest:
     dla_core: int | None = None
     strongly_typed: bool | None = None
     high_precision: str | None = None  # trt-int8: the dtype of unquantized layers, when the user named one
+    tf32: bool = False  # let FP32 layers use TF32 (on by default in TensorRT; cleared unless asked, section 10)
 
     @property
     def precision(self) -> str:
@@ -139,6 +140,7 @@ class BuildPlan:
     version_compatible: bool
     dla_core: int | None
     notes: tuple[str, ...] = ()
+    tf32: bool = False  # BuilderFlag.TF32 set (True) or cleared (False)
 
     @property
     def version_text(self) -> str:
@@ -190,6 +192,7 @@ def plan_build(trt_version: str, request: BuildRequest) -> BuildPlan:
         version_compatible=request.version_compatible,
         dla_core=request.dla_core,
         notes=notes,
+        tf32=request.tf32,
     )
 
 

@@ -124,6 +124,8 @@ def _builder_args(plan: BuildPlan, timing_cache: str | None) -> list[str]:
         args.append("--versionCompatible")
     if plan.dla_core is not None:
         args += [f"--useDLACore={plan.dla_core}", "--allowGPUFallback"]
+    if not plan.tf32:  # trtexec enables TF32 by default (8.5-11.1 help: "--noTF32 Disable tf32 precision")
+        args.append("--noTF32")
     return args
 
 

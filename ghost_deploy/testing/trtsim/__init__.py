@@ -19,7 +19,7 @@ from ghost_deploy.testing.trtsim.registry import (
     simulate,
     uninstall,
 )
-from ghost_deploy.testing.trtsim.versions import DESKTOP_GPU, ORIN, VERSIONS, SimulatedGPU, Simulation
+from ghost_deploy.testing.trtsim.versions import DESKTOP_GPU, ORIN, VERSIONS, XAVIER, SimulatedGPU, Simulation
 
 
 def live_contexts() -> int:
@@ -49,6 +49,7 @@ __all__ = [
     "DESKTOP_GPU",
     "ORIN",
     "VERSIONS",
+    "XAVIER",
     "SimulatedGPU",
     "Simulation",
     "active",

@@ -10,12 +10,16 @@ from typing import Any
 from ghost_deploy.testing.trtsim import calibration, onnx_graph
 from ghost_deploy.testing.trtsim.plan import encode_plan
 from ghost_deploy.testing.trtsim.sim import Sim
+from ghost_deploy.testing.trtsim.tf32 import builds_tf32
 from ghost_deploy.testing.trtsim.trt_config import ConfigState
 from ghost_deploy.testing.trtsim.trt_network import NetworkState
 
 # Flags whose effect is simulated (precision) or that change nothing a CPU simulation can show.
 _FLAGS = {"FP16", "INT8", "GPU_FALLBACK", "TF32", "VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME", "DISABLE_TIMING_CACHE"}
 _FLAGS |= {"SPARSE_WEIGHTS", "DIRECT_IO", "OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS", "DEBUG"}
+
+
+_STRONG_REFUSES = ("FP16", "BF16", "INT8", "FP8")  # the precision flags strong typing replaces (s10)
 
 
 class BuildError(Exception):
@@ -38,10 +42,12 @@ def _build(sim: Sim, network: NetworkState, config: ConfigState) -> tuple[dict[s
         raise BuildError(
             "4: [network.cpp::validate] Error Code 4: Internal Error (Network must have at least one output)"
         )
+    strong = network.strongly_typed
+    if strong:
+        _check_strong_flags(config)
     unknown = sorted(config.flag_names - _FLAGS)
     if unknown:
         raise sim.unsupported(f"building with BuilderFlag.{unknown[0]}")
-    strong = network.strongly_typed  # s1/s6: a strongly typed network ignores the precision flags
     fp16 = not strong and "FP16" in config.flag_names
     int8 = not strong and "INT8" in config.flag_names
     dla_core = _check_dla(sim, config, strong, fp16 or int8)
@@ -58,6 +64,7 @@ def _build(sim: Sim, network: NetworkState, config: ConfigState) -> tuple[dict[s
         "network_flags": list(network.flag_names),
         "builder_flags": sorted(config.flag_names),
         "strongly_typed": strong,
+        "tf32": builds_tf32(config.flag_names, sim.gpu.cc),  # s10: applied when the engine executes
         "precision": {
             "fp16": fp16,
             "int8": "implicit" if scales else ("explicit" if onnx_graph.has_qdq(network.model) else None),
@@ -79,6 +86,18 @@ def _build(sim: Sim, network: NetworkState, config: ConfigState) -> tuple[dict[s
         ],
     }
     return header, executable
+
+
+def _check_strong_flags(config: ConfigState) -> None:
+    """s10: a strongly typed network takes its precision from its tensor types; a config that also sets a
+    precision flag fails the build (NVIDIA/TensorRT#4253, 10.6: "Parameter check failed, condition:
+    !config.getFlag(BuilderFlag::kFP16)"). The issue shows FP16; BF16, INT8 and FP8 are refused alike."""
+    for flag in _STRONG_REFUSES:
+        if flag in config.flag_names:
+            raise BuildError(
+                "IBuilder::buildSerializedNetwork: Error Code 3: API Usage Error (Parameter check failed, "
+                f"condition: !config.getFlag(BuilderFlag::k{flag}). )"
+            )
 
 
 def _io(tensor: Any, mode: str) -> dict[str, Any]:
@@ -117,7 +136,12 @@ def _check_hardware(sim: Sim, config: ConfigState) -> str:
     ):  # s7: "AMPERE_PLUS is documented (8.6 guide) as unsupported on JetPack/DriveOS"
         raise BuildError(f"hardware compatibility level AMPERE_PLUS is not supported on JetPack ({sim.gpu.name})")
     if level == "AMPERE_PLUS" and sim.gpu.cc < (8, 0):
-        raise sim.unsupported(f"an AMPERE_PLUS build on compute capability {sim.gpu.compute_capability}")
+        # s10: the level means "Ampere and newer" (NvInfer.h); the headers do not say how a build on an older GPU
+        # fails, so it fails as every refused build does: logged, and build_serialized_network returns None
+        raise BuildError(
+            "hardware compatibility level AMPERE_PLUS needs a GPU of compute capability 8.0 or newer to build on; "
+            f"this device ({sim.gpu.name}) has {sim.gpu.compute_capability}"
+        )
     return level
 
 

@@ -35,10 +35,18 @@ def input_dtypes(session: Any) -> dict[str, np.dtype[Any]]:
 
 
 class Executor:
-    """The session of one engine (made on first use) and output shapes per input shapes."""
+    """The session of one engine (made on first use) and output shapes per input shapes.
 
-    def __init__(self, model_bytes: bytes) -> None:
-        self._bytes = model_bytes
+    `tf32`: the engine was built with TF32 for a GPU that has it, so its inner products round their FP32
+    inputs to TF32 when they execute (`tf32.round_tf32_inputs`, applied to the ONNX before the session).
+    """
+
+    def __init__(self, model_bytes: bytes, tf32: bool = False) -> None:
+        if tf32:  # made here, once, rather than lazily: an engine is shared by threads
+            from ghost_deploy.testing.trtsim.tf32 import tf32_executable
+
+            model_bytes = tf32_executable(model_bytes)
+        self.model_bytes = model_bytes
         self._session: Any = None
         self._shapes: dict[tuple[tuple[str, tuple[int, ...]], ...], dict[str, tuple[int, ...]]] = {}
 
@@ -46,7 +54,7 @@ class Executor:
     def session(self) -> Any:
         """The ONNX Runtime session."""
         if self._session is None:
-            self._session = _session(self._bytes)
+            self._session = _session(self.model_bytes)
         return self._session
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -57,7 +65,7 @@ class Executor:
     def run_profiled(self, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         """Outputs and the milliseconds of each ONNX node, from ONNX Runtime's profiler (a fresh session)."""
         with tempfile.TemporaryDirectory(prefix="trtsim-profile-") as tmp:
-            session = _session(self._bytes, tmp)
+            session = _session(self.model_bytes, tmp)
             names = [o.name for o in session.get_outputs()]
             outputs = dict(zip(names, session.run(names, feeds), strict=True))
             with open(session.end_profiling(), encoding="utf-8") as handle:

@@ -51,7 +51,7 @@ class BuilderState(State):
 
     def create_builder_config(self) -> Any:
         """A builder configuration with TensorRT's defaults."""
-        return self._sim.new("IBuilderConfig", ConfigState(self._sim))
+        return self._sim.new("IBuilderConfig", ConfigState(self._sim, self.logger))
 
     def create_optimization_profile(self) -> Any:
         """An empty optimization profile."""

@@ -47,33 +47,82 @@ class ProfileState(State):
 
 
 class TimingCacheState(State):
-    """ITimingCache: a simulated blob that records the version and GPU it was made for."""
+    """ITimingCache: a simulated blob that records the version and the GPU (name, compute capability) it was made
+    for; the GPU's name and compute capability stand for the CUDA device properties TensorRT compares."""
 
-    def __init__(self, sim: Sim, version: str, cc: str, entries: int) -> None:
+    def __init__(self, sim: Sim, version: str, gpu: str, cc: str, entries: int) -> None:
         super().__init__(sim)
-        self.version, self.cc, self.entries = version, cc, entries
+        self.version, self.gpu, self.cc, self.entries = version, gpu, cc, entries
 
     def serialize(self) -> Any:
         """The blob (IHostMemory)."""
-        body = {"trt_version": self.version, "compute_capability": self.cc, "entries": self.entries}
+        body = {"trt_version": self.version, "gpu": self.gpu, "compute_capability": self.cc, "entries": self.entries}
         return host_memory(self._sim, TIMING_MAGIC + json.dumps(body).encode())
 
 
-def _timing_cache(sim: Sim, data: bytes) -> TimingCacheState:
+# s10: NVIDIA/TensorRT#3566 (8.6.1.6): a blob that is not a timing cache logs these two errors
+_NOT_A_CACHE = (
+    "1: [stdArchiveReader.cpp::StdArchiveReaderInitCommon::36] Error Code 1: Serialization (Serialization assertion "
+    "magicTagRead == kMAGIC_TAG failed.Magic tag does not match)",
+    "4: The timing cache will not be used!",
+)
+
+
+def _timing_cache(sim: Sim, logger: Any, data: bytes) -> TimingCacheState | None:
+    """The cache a blob holds; None (logged) for a blob that is not one. pyCore.cpp hands back whatever pointer
+    createTimingCache returns: the sources do not say whether a bad blob gives nullptr or an empty cache, so the
+    stricter (None, which the caller must handle) is simulated."""
     if not data:
-        return TimingCacheState(sim, sim.version, sim.gpu.compute_capability, 0)
-    if not data.startswith(TIMING_MAGIC):
-        raise sim.unsupported("create_timing_cache from a blob that trtsim did not write")
-    body = json.loads(data[len(TIMING_MAGIC) :])
-    return TimingCacheState(sim, body["trt_version"], body["compute_capability"], int(body["entries"]))
+        return TimingCacheState(sim, sim.version, sim.gpu.name, sim.gpu.compute_capability, 0)
+    try:
+        if not data.startswith(TIMING_MAGIC):
+            raise ValueError("magic")
+        body = json.loads(data[len(TIMING_MAGIC) :])
+        fields = (str(body["trt_version"]), str(body["gpu"]), str(body["compute_capability"]), int(body["entries"]))
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        for message in _NOT_A_CACHE:
+            sim.log(logger, "ERROR", message)
+        return None
+    return TimingCacheState(sim, *fields)
+
+
+def _timing_mismatch(sim: Sim, cache: TimingCacheState, ignore_mismatch: bool) -> tuple[str, str] | None:
+    """(severity, message) when a cache does not fit this TensorRT and GPU; None when it fits.
+
+    NvInfer.h (setTimingCache, 8.5-11.1): "A failure will be reported if the CUDA device property in the provided
+    cache is different from current environment. ignoreMismatch = true skips strict verification and allows
+    loading cache created from a different device." tensorrt.md s7: caches also mismatch across versions
+    (#3566). ignoreMismatch speaks of devices only, so another version is refused even with it (stricter).
+    The wording of these messages is the simulator's own.
+    """
+    if cache.version != sim.version:
+        return "ERROR", (
+            f"The timing cache was created by TensorRT {cache.version}, not by this TensorRT {sim.version}; "
+            "the timing cache will not be used"
+        )
+    if (cache.gpu, cache.cc) == (sim.gpu.name, sim.gpu.compute_capability):
+        return None
+    made_on = f"{cache.gpu} (compute capability {cache.cc})"
+    here = f"{sim.gpu.name} (compute capability {sim.gpu.compute_capability})"
+    if ignore_mismatch:
+        return "WARNING", (
+            f"Using a timing cache created on a device with different CUDA device properties ({made_on}) on {here}: "
+            "this may lead to functional/performance bugs"
+        )
+    return "ERROR", (
+        f"The timing cache was created on a device with different CUDA device properties ({made_on}) than this "
+        f"{here}; the timing cache will not be used"
+    )
 
 
 class ConfigState(State):
     """IBuilderConfig."""
 
-    def __init__(self, sim: Sim) -> None:
+    def __init__(self, sim: Sim, logger: Any = None) -> None:
         super().__init__(sim)
-        self.flag_names: set[str] = set()
+        self.logger = logger  # the builder's ILogger: the config's own messages (timing caches) go there
+        # s10: NvInfer.h, BuilderFlag::kTF32, 8.5 through 11.1: "Enabled by default"
+        self.flag_names: set[str] = {"TF32"}
         self._pools: dict[str, int] = {}
         self.profiles: list[ProfileState] = []
         self._enums = {
@@ -182,24 +231,24 @@ class ConfigState(State):
         self._dla_core = value
 
     def create_timing_cache(self, serialized_timing_cache: Any) -> Any:
-        """A timing cache from a blob (b'' for a new one)."""
-        state = _timing_cache(self._sim, as_bytes(serialized_timing_cache))
-        return self._sim.new("ITimingCache", state)
+        """A timing cache from a blob (b'' for a new one); None, logged, for a blob that is not a timing cache."""
+        state = _timing_cache(self._sim, self.logger, as_bytes(serialized_timing_cache))
+        return None if state is None else self._sim.new("ITimingCache", state)
 
     def set_timing_cache(self, cache: Any, ignore_mismatch: bool) -> bool:
-        """Use a timing cache. A cache from another version or GPU: the reference says only that caches
-        "mismatch across versions" (s7), not what TensorRT then does, so that is not simulated."""
+        """Use a timing cache: False, logged, for one made by another TensorRT version, or on another GPU unless
+        `ignore_mismatch` (see `_timing_mismatch`); the config then keeps the cache it had."""
         state: TimingCacheState = self._sim.expect(cache, "ITimingCache")._trtsim
-        if (state.version, state.cc) != (self._sim.version, self._sim.gpu.compute_capability):
-            raise self._sim.unsupported(
-                f"set_timing_cache(ignore_mismatch={ignore_mismatch}) with a cache made by TensorRT {state.version} "
-                f"for compute capability {state.cc}"
-            )
+        problem = _timing_mismatch(self._sim, state, bool(ignore_mismatch))
+        if problem is not None:
+            self._sim.log(self.logger, *problem)
+            if problem[0] == "ERROR":
+                return False
         self.timing_cache = state
         return True
 
     def get_timing_cache(self) -> Any:
-        """The timing cache in use (None when none was set)."""
+        """The timing cache in use (None when none was set, or setting one failed)."""
         return None if self.timing_cache is None else self._sim.new("ITimingCache", self.timing_cache)
 
     @property

@@ -39,12 +39,13 @@ class EngineState(State):
         self, sim: Sim, logger: Any, header: dict[str, Any], onnx_bytes: bytes, plan: bytes, dla_core: int | None
     ) -> None:
         from ghost_deploy.testing.trtsim.onnxexec import Executor
+        from ghost_deploy.testing.trtsim.tf32 import executes_tf32
 
         super().__init__(sim)
         self.logger, self.header, self._plan, self.dla_core = logger, header, plan, dla_core
         self.io: dict[str, dict[str, Any]] = {t["name"]: t for t in header["io"]}
         self.names: list[str] = [str(t["name"]) for t in header["io"]]
-        self.executor = Executor(onnx_bytes)
+        self.executor = Executor(onnx_bytes, tf32=executes_tf32(header, sim.gpu.cc))
 
     def _tensor(self, name: Any) -> dict[str, Any]:
         if not isinstance(name, str):

@@ -50,6 +50,9 @@ class SimulatedGPU:
 
 DESKTOP_GPU = SimulatedGPU("Simulated GPU (trtsim)", "8.9", 24576)
 ORIN = SimulatedGPU("Orin (trtsim)", "8.7", 30592, jetson=True, dla_cores=2)
+# AGX Xavier (JetPack 5: TensorRT 8.5): Volta, compute capability 7.2, two DLA cores; no TF32 (s10)
+XAVIER = SimulatedGPU("Xavier (trtsim)", "7.2", 31011, jetson=True, dla_cores=2)
+NAMED_GPUS = {"orin": ORIN, "xavier": XAVIER}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,13 +87,14 @@ def version_tuple(text: str) -> tuple[int, ...]:
 
 
 def parse_gpu(text: str) -> SimulatedGPU:
-    """A GPU from `NAME:CC` (e.g. 'RTX 3060:8.6') or the word 'orin'; '' gives the desktop default."""
+    """A GPU from `NAME:CC` (e.g. 'RTX 3060:8.6') or the word 'orin' or 'xavier'; '' gives the desktop default
+    (compute capability 8.9)."""
     text = text.strip()
     if not text:
         return DESKTOP_GPU
-    if text.lower() == "orin":
-        return ORIN
+    if text.lower() in NAMED_GPUS:
+        return NAMED_GPUS[text.lower()]
     name, sep, cc = text.rpartition(":")
     if not sep or not name.strip():
-        raise ValueError(f"a simulated GPU is NAME:CC (e.g. 'RTX 3060:8.6') or 'orin', got {text!r}")
+        raise ValueError(f"a simulated GPU is NAME:CC (e.g. 'RTX 3060:8.6'), 'orin' or 'xavier', got {text!r}")
     return SimulatedGPU(name.strip(), cc.strip(), DESKTOP_GPU.memory_mib)

@@ -175,3 +175,11 @@ def test_a_newline_in_a_file_name_runs_nothing(tmp_path: Path) -> None:
     _, *got = run_script(script, tmp_path)
     assert victim.exists()
     assert "--onnx=a\nrm -f x.onnx" in got
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("target", TARGETS)
+def test_trtexec_disables_tf32_unless_the_plan_allows_it(version: str, target: str) -> None:
+    """trtexec enables TF32 by default; its help, 8.5 to 11.1: "--noTF32  Disable tf32 precision" (tensorrt.md s10)."""
+    assert "--noTF32" in args(plan(version, target))
+    assert "--noTF32" not in args(plan(version, target, tf32=True))
