@@ -174,10 +174,14 @@ class StreamTable:
         stream.capture.invalidated = stream.capture.invalidated or why
         return CudaFailure(code, why)
 
+    def capture_of(self, handle: int, ctx: Context) -> Capture | None:
+        """The stream's capture, or None."""
+        with self._lock:
+            return self._resolve(handle, ctx).capture
+
     def capturing(self, handle: int, ctx: Context) -> bool:
         """Whether the stream is capturing."""
-        with self._lock:
-            return self._resolve(handle, ctx).capture is not None
+        return self.capture_of(handle, ctx) is not None
 
     def invalidate(self, handle: int, ctx: Context, why: str) -> None:
         """Invalidate the stream's capture (an operation inside it was not capturable)."""
