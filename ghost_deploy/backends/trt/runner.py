@@ -243,7 +243,7 @@ class TensorRTRunner(Runner):
                 self._enqueue(live, slot)
                 self._copy_outputs(live, slot)
             finally:  # also after a failure: the slot goes back idle with nothing in flight
-                slot.stream.synchronize()
+                _synchronize(slot)
             return _outputs(live, slot)
 
     # The stages of `infer`, on the slot of their own, for the timing loop of `profiling.trt`.
@@ -391,6 +391,11 @@ class _ContextGraph:
         """Destroy the graph."""
         with self._runner._current():
             self._graph.close()
+
+
+def _synchronize(slot: _Slot) -> None:
+    """Wait for the slot's stream: before it, the output host buffers hold what they held before (s11)."""
+    slot.stream.synchronize()
 
 
 def _outputs(live: _Live, slot: _Slot) -> dict[str, np.ndarray]:
