@@ -386,4 +386,10 @@ def _execute(item: Work) -> None:
     except CudaFailure as exc:
         item.error = exc
     finally:
+        item.after = []  # done: drop the chain to earlier work (and `run`'s buffers), or a stream keeps it all
+        item.run = _done
         item.done.set()
+
+
+def _done() -> None:
+    """What a finished piece of work holds instead of its closure."""
