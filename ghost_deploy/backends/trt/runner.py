@@ -25,7 +25,6 @@ state is typed against tensorrt-stubs (10.13), so mypy checks every call.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ghost_deploy.backends.base import Runner, TensorSpec
+from ghost_deploy.backends.trt.slots import Live, Slot, ints, output_copies, sized_buffer
 from ghost_deploy.errors import InputError, MissingDependencyError, StepFailed
 
 if TYPE_CHECKING:
@@ -42,42 +42,6 @@ if TYPE_CHECKING:
     from ghost_deploy.backends.trt.cuda_graph import CudaGraph
 
 MAX_CONTEXTS = 8  # execution contexts one runner makes at most for concurrent `infer` calls
-
-
-@dataclasses.dataclass
-class _Buffer:
-    """A tensor's pinned host array and its device allocation, of the shape the context reports."""
-
-    host: np.ndarray
-    device: Any  # pycuda.driver.DeviceAllocation (pycuda ships no type information)
-
-
-@dataclasses.dataclass
-class _Slot:
-    """One execution context with its own stream and buffers: one inference at a time runs in it."""
-
-    context: trt.IExecutionContext
-    stream: Any
-    buffers: dict[str, _Buffer] = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass
-class _Live:
-    """Everything an active runner holds."""
-
-    api: Any  # the tensorrt module (named so that it does not shadow `trt` in the annotations below)
-    cuda: Any  # pycuda.driver
-    cuda_context: Any  # the device's primary context, retained
-    engine: trt.ICudaEngine
-    names: list[str]
-    inputs: list[str]
-    slots: list[_Slot] = dataclasses.field(default_factory=list)  # every slot made (the pool's and `staged`)
-    idle: list[_Slot] = dataclasses.field(default_factory=list)  # the pool's slots no call is using
-    pooled: int = 0  # slots the pool made (or is making)
-    pool: threading.Condition = dataclasses.field(default_factory=threading.Condition)
-    staged: _Slot | None = None  # the slot of the stage calls
-    stage_lock: Any = dataclasses.field(default_factory=threading.RLock)  # the stage calls, one thread at a time
-    profiler: Any = None
 
 
 class TensorRTRunner(Runner):
@@ -103,7 +67,7 @@ class TensorRTRunner(Runner):
         self.version_compatible = version_compatible
         self.dla_core = dla_core
         self.max_contexts = max_contexts
-        self._live: _Live | None = None
+        self._live: Live | None = None
         self._activation = threading.Lock()
 
     def activate(self) -> None:
@@ -133,7 +97,7 @@ class TensorRTRunner(Runner):
             cuda.Context.pop()
             self._live = live
 
-    def _open(self, trt_mod: Any, cuda: Any, ctx: Any, origin: Any) -> _Live:
+    def _open(self, trt_mod: Any, cuda: Any, ctx: Any, origin: Any) -> Live:
         logger = trt_mod.Logger(trt_mod.Logger.WARNING)
         runtime = trt_mod.Runtime(logger)
         compatible = self.version_compatible if self.version_compatible is not None else origin.version_compatible
@@ -150,16 +114,16 @@ class TensorRTRunner(Runner):
             )
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt_mod.TensorIOMode.INPUT]
-        return _Live(trt_mod, cuda, ctx, engine, names, inputs)
+        return Live(trt_mod, cuda, ctx, engine, names, inputs)
 
-    def _new_slot(self, live: _Live) -> _Slot:
+    def _new_slot(self, live: Live) -> Slot:
         """A new execution context (with the attached profiler, if any) and a stream of its own."""
         context = live.engine.create_execution_context()
         if context is None:
             raise StepFailed("TensorRT could not create an execution context (out of device memory?)")
         if live.profiler is not None:
             context.profiler = live.profiler
-        slot = _Slot(context, live.cuda.Stream())
+        slot = Slot(context, live.cuda.Stream())
         live.slots.append(slot)
         return slot
 
@@ -186,7 +150,7 @@ class TensorRTRunner(Runner):
             live.cuda_context.detach()
 
     @contextlib.contextmanager
-    def _current(self) -> Iterator[_Live]:
+    def _current(self) -> Iterator[Live]:
         """The live state, with its CUDA context current on the calling thread for the duration."""
         if self._live is None:
             self.activate()
@@ -199,7 +163,7 @@ class TensorRTRunner(Runner):
             live.cuda.Context.pop()
 
     @contextlib.contextmanager
-    def _pooled(self, live: _Live) -> Iterator[_Slot]:
+    def _pooled(self, live: Live) -> Iterator[Slot]:
         """An idle slot of the pool (a new one while fewer than `max_contexts` exist), for one call."""
         with live.pool:
             while not live.idle and live.pooled >= self.max_contexts:
@@ -221,7 +185,7 @@ class TensorRTRunner(Runner):
             specs = []
             for name in live.names:
                 if (name in live.inputs) == want_input:
-                    shape = tuple(d if d >= 0 else None for d in _ints(live.engine.get_tensor_shape(name)))
+                    shape = tuple(d if d >= 0 else None for d in ints(live.engine.get_tensor_shape(name)))
                     dtype = np.dtype(live.api.nptype(live.engine.get_tensor_dtype(name))).name
                     specs.append(TensorSpec(name, shape, dtype))
             return specs
@@ -244,12 +208,12 @@ class TensorRTRunner(Runner):
                 self._copy_outputs(live, slot)
             finally:  # also after a failure: the slot goes back idle with nothing in flight
                 _synchronize(slot)
-            return _outputs(live, slot)
+            return output_copies(live, slot)
 
     # The stages of `infer`, on the slot of their own, for the timing loop of `profiling.trt`.
 
     @contextlib.contextmanager
-    def _stage(self) -> Iterator[tuple[_Live, _Slot]]:
+    def _stage(self) -> Iterator[tuple[Live, Slot]]:
         with self._current() as live, live.stage_lock:
             if live.staged is None:
                 live.staged = self._new_slot(live)
@@ -283,7 +247,7 @@ class TensorRTRunner(Runner):
     def outputs(self) -> dict[str, np.ndarray]:
         """Copies of the output host buffers (what the last `copy_outputs` brought back, once synchronized)."""
         with self._stage() as (live, slot):
-            return _outputs(live, slot)
+            return output_copies(live, slot)
 
     def new_event(self) -> Any:
         """A CUDA event (timing enabled)."""
@@ -322,14 +286,14 @@ class TensorRTRunner(Runner):
     def profile_shapes(self, name: str) -> tuple[list[int], list[int], list[int]] | None:
         """MIN, OPT and MAX shapes of an input in optimization profile 0; None for a fully static input."""
         with self._current() as live:
-            if -1 not in _ints(live.engine.get_tensor_shape(name)):
+            if -1 not in ints(live.engine.get_tensor_shape(name)):
                 return None
-            low, opt, high = (_ints(dims) for dims in live.engine.get_tensor_profile_shape(name, 0))
+            low, opt, high = (ints(dims) for dims in live.engine.get_tensor_profile_shape(name, 0))
             return low, opt, high
 
     # What one slot does; the caller holds the slot and has the CUDA context current.
 
-    def _bind(self, live: _Live, slot: _Slot, feeds: dict[str, np.ndarray]) -> None:
+    def _bind(self, live: Live, slot: Slot, feeds: dict[str, np.ndarray]) -> None:
         """Set the input shapes (refused shapes are errors), fill the inputs' pinned host buffers, size every
         buffer from the context's shapes and give TensorRT every tensor's address."""
         for name in live.inputs:
@@ -338,38 +302,38 @@ class TensorRTRunner(Runner):
             dtype = np.dtype(live.api.nptype(live.engine.get_tensor_dtype(name)))
             array = np.ascontiguousarray(feeds[name], dtype=dtype)
             self._set_shape(live, slot, name, array.shape)
-            np.copyto(_buffer(live, slot, name, dtype).host, array)
+            np.copyto(sized_buffer(live, slot, name, dtype).host, array)
         for name in live.names:
             if name not in live.inputs:
-                _buffer(live, slot, name, np.dtype(live.api.nptype(live.engine.get_tensor_dtype(name))))
+                sized_buffer(live, slot, name, np.dtype(live.api.nptype(live.engine.get_tensor_dtype(name))))
         for name, buffer in slot.buffers.items():
             slot.context.set_tensor_address(name, int(buffer.device))
 
-    def _set_shape(self, live: _Live, slot: _Slot, name: str, shape: tuple[int, ...]) -> None:
+    def _set_shape(self, live: Live, slot: Slot, name: str, shape: tuple[int, ...]) -> None:
         """`set_input_shape`, whose False (outside the profile, or not the static shape) is an InputError."""
-        declared = _ints(live.engine.get_tensor_shape(name))
+        declared = ints(live.engine.get_tensor_shape(name))
         if -1 not in declared and list(shape) != declared:
             raise InputError(
                 f"{self.engine_path.name}: input {name!r} has the fixed shape {declared}, got {list(shape)}; "
                 "feed whole batches of that size (or rebuild the engine with --dynamic-batch)"
             )
         if not slot.context.set_input_shape(name, live.api.Dims(list(shape))):
-            low, _opt, high = (_ints(d) for d in live.engine.get_tensor_profile_shape(name, 0))
+            low, _opt, high = (ints(d) for d in live.engine.get_tensor_profile_shape(name, 0))
             raise InputError(
                 f"{self.engine_path.name}: TensorRT refused the shape {list(shape)} for {name!r}: its optimization "
                 f"profile runs {low} to {high}; feed a batch in that range (or rebuild with another --dynamic-batch)"
             )
 
-    def _copy_inputs(self, live: _Live, slot: _Slot) -> None:
+    def _copy_inputs(self, live: Live, slot: Slot) -> None:
         for name in live.inputs:
             buffer = slot.buffers[name]
             live.cuda.memcpy_htod_async(buffer.device, buffer.host, slot.stream)
 
-    def _enqueue(self, live: _Live, slot: _Slot) -> None:
+    def _enqueue(self, live: Live, slot: Slot) -> None:
         if not slot.context.execute_async_v3(int(slot.stream.handle)):
             raise StepFailed("TensorRT execute_async_v3 failed; TensorRT's message is above")
 
-    def _copy_outputs(self, live: _Live, slot: _Slot) -> None:
+    def _copy_outputs(self, live: Live, slot: Slot) -> None:
         for name, buffer in slot.buffers.items():
             if name not in live.inputs:
                 live.cuda.memcpy_dtoh_async(buffer.host, buffer.device, slot.stream)
@@ -393,30 +357,6 @@ class _ContextGraph:
             self._graph.close()
 
 
-def _synchronize(slot: _Slot) -> None:
+def _synchronize(slot: Slot) -> None:
     """Wait for the slot's stream: before it, the output host buffers hold what they held before (s11)."""
     slot.stream.synchronize()
-
-
-def _outputs(live: _Live, slot: _Slot) -> dict[str, np.ndarray]:
-    """Copies of a slot's output host buffers."""
-    return {name: b.host.copy() for name, b in slot.buffers.items() if name not in live.inputs}
-
-
-def _buffer(live: _Live, slot: _Slot, name: str, dtype: np.dtype[Any]) -> _Buffer:
-    """Pinned host and device buffers of the shape the context reports, reallocated when it changes."""
-    shape = tuple(_ints(slot.context.get_tensor_shape(name)))
-    if any(d < 0 for d in shape):
-        raise StepFailed(f"TensorRT reports no shape for {name!r} yet ({list(shape)}): set every input first")
-    current = slot.buffers.get(name)
-    if current is None or current.host.shape != shape or current.host.dtype != dtype:
-        if current is not None:
-            current.device.free()
-        host = live.cuda.pagelocked_empty(shape, dtype)
-        slot.buffers[name] = _Buffer(host, live.cuda.mem_alloc(max(host.nbytes, 1)))
-    return slot.buffers[name]
-
-
-def _ints(dims: trt.Dims) -> list[int]:
-    """A TensorRT Dims as a list (the stubs declare indexing, not iteration)."""
-    return [int(dims[i]) for i in range(len(dims))]
