@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
+import threading
 import warnings
 import weakref
 from collections.abc import Sequence
@@ -138,6 +139,7 @@ class Bundle:
         self._cleanup = cleanup
         self._finalizer = weakref.finalize(self, shutil.rmtree, cleanup, True) if cleanup is not None else None
         self._runner: Runner | None = None
+        self._runner_lock = threading.Lock()  # threads calling predict at once create one runner, not one each
         self._artifact: dict[str, Any] | None = None
         try:
             self.preprocessing = Preprocessing.from_dict(manifest["preprocessing"])
@@ -224,6 +226,11 @@ class Bundle:
 
     def runner(self) -> Runner:
         """The runner of the chosen artifact, created (and for an engine, compatibility-checked) once."""
+        with self._runner_lock:
+            return self._runner or self._make_runner()
+
+    def _make_runner(self) -> Runner:
+        """Create and activate the runner (under the lock)."""
         if self._runner is None:
             art = self.artifact
             path = self.root / art["file"]

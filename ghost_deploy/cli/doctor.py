@@ -50,6 +50,12 @@ def render_selftest(report: dict[str, Any]) -> str:
         latency = (r.get("profile") or [{}])[0].get("latency_ms", {})
         if "median" in latency:
             line += f", median latency {latency['median']:.3f} ms"
+        graph = r.get("cuda_graph") or {}
+        graphed = (graph.get("profile") or [{}])[0].get("latency_ms", {})
+        if "median" in graphed:
+            line += f" ({graphed['median']:.3f} ms with a CUDA graph)"
+        elif graph.get("status") == "not run":
+            line += " (CUDA graph not run: no cuda-python)"
         if r.get("error"):
             line += f": {r['error'][:200]}"
         lines.append(line)

@@ -42,6 +42,8 @@ def diagnose() -> dict[str, Any]:
         "tensorrt_simulated": sim is not None,
         "tensorrt_details": _tensorrt_details() if trt_version else {},
         "pycuda": "simulated" if sim is not None else distribution_version("pycuda"),
+        # --cuda-graph's stream capture (pycuda has none): cuda-python, or its cuda-bindings part alone
+        "cuda_python": "simulated" if sim is not None else distribution_version("cuda-python", "cuda-bindings"),
         "onnxruntime": ort.__version__,
         "onnxruntime_providers": ort.get_available_providers(),
         "torch": distribution_version("torch"),
@@ -110,6 +112,8 @@ def render(facts: dict[str, Any]) -> str:
         + (f" (bindings fail: {details['bindings_error']})" if "bindings_error" in details else "")
     )
     lines.append(f"pycuda: {facts['pycuda'] or 'not installed'}")
+    graph = facts.get("cuda_python") or "not installed (profile --cuda-graph needs it: pip install 'cuda-python==12.*')"
+    lines.append(f"cuda-python: {graph}")
     lines.append(f"ONNX Runtime: {facts['onnxruntime']}, providers {', '.join(facts['onnxruntime_providers'])}")
     lines.append(f"torch: {facts['torch'] or 'not installed'}, onnxsim: {facts['onnxsim'] or 'not installed'}")
     lines.append("targets:")

@@ -1,8 +1,10 @@
 """`ghost-deploy doctor --selftest`: the acceptance run of a device, in one command and one file to send back.
 
 On a Jetson or a desktop GPU with TensorRT, it builds the shipped model's trt-fp32, trt-fp16 and trt-int8 engines,
-verifies each against ONNX Runtime on the CPU, profiles each like trtexec, and writes one JSON with the machine
-(`doctor`'s facts and the timing environment), every result and every error, whatever fails along the way.
+verifies each against ONNX Runtime on the CPU, profiles each like trtexec, once plainly and once with the enqueue
+captured in a CUDA graph (`--cuda-graph`), and writes one JSON with the machine (`doctor`'s facts and the timing
+environment), every result and every error, whatever fails along the way. A CUDA graph that cannot be made fails
+the target; one not tried for want of cuda-python is recorded as not run (with the command to install it).
 Under the simulator (GHOST_DEPLOY_SIMULATE_TRT) it runs the same and the file says it was simulated.
 """
 
@@ -87,6 +89,10 @@ def _one(model: Path, target: str, work: Path, duration_s: float, steps: Steps) 
         profile = profile_artifact(engine, ProfileConfig(loop=LoopConfig(200.0, duration_s), layer_runs=5))
         entry["profile"] = [{k: v for k, v in r.items() if k != "queries"} for r in profile["results"]]
         entry["status"] = "passed"
+        steps.say(f"[selftest] {target}: profile with a CUDA graph ...")
+        entry["cuda_graph"] = _cuda_graph_profile(engine, duration_s)
+        if entry["cuda_graph"]["status"] == "error":
+            entry.update(status="error", error=f"--cuda-graph: {entry['cuda_graph']['error']}")
     except VerificationFailed as exc:
         entry.update(status="failed", error=str(exc), report=getattr(exc.result, "report", exc.result))
     except GhostDeployError as exc:
@@ -94,3 +100,18 @@ def _one(model: Path, target: str, work: Path, duration_s: float, steps: Steps) 
     except Exception as exc:  # the file must reach us whatever broke: keep the traceback
         entry.update(status="error", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
     return entry
+
+
+def _cuda_graph_profile(engine: Path, duration_s: float) -> dict[str, Any]:
+    """The engine profiled with `--cuda-graph`: passed with the summary, not run without cuda-python, or error."""
+    from ghost_deploy.profiling.profile import ProfileConfig, profile_artifact
+    from ghost_deploy.profiling.stats import LoopConfig
+
+    cfg = ProfileConfig(loop=LoopConfig(200.0, duration_s), layer_runs=0, cuda_graph=True)
+    try:
+        results = profile_artifact(engine, cfg)["results"]
+    except MissingDependencyError as exc:
+        return {"status": "not run", "reason": str(exc)}
+    except GhostDeployError as exc:
+        return {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+    return {"status": "passed", "profile": [{k: v for k, v in r.items() if k != "queries"} for r in results]}

@@ -12,7 +12,9 @@ on, throughput can read lower than trtexec's; the per-query times are comparable
 The per-layer profile runs in an execution context of its own, after the timing (trtexec's separate profile
 run), with an IProfiler subclass defined in a factory so that importing this module needs no TensorRT.
 Nothing here has run on a GPU in this project's development environment (it has none): the `tensorrt`/`gpu`
-tests exercise it where TensorRT exists, and CPU tests drive the loop with a simulated device.
+tests exercise it where TensorRT exists, and CPU tests drive the loop with a scripted device and, end to end
+with `--cuda-graph`, on the simulated TensorRT, whose device is asynchronous (tensorrt.md s11): an event's time
+exists only once the event has been waited for, which `_collect` does before reading any.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ def test_doctor_json_lists_providers_and_targets() -> None:
     assert proc.returncode == 0, proc.stderr
     facts = json.loads(proc.stdout)
     assert "CPUExecutionProvider" in facts["onnxruntime_providers"]
+    assert "cuda_python" in facts  # what --cuda-graph needs, reported beside pycuda
     assert set(facts["targets"]) == {"onnx, onnx-fp16, onnx-int8, ort-int8", "trt-fp32, trt-fp16, trt-int8"}
 
 
@@ -48,6 +49,9 @@ def test_selftest_builds_verifies_and_profiles_every_engine_and_writes_one_file(
     assert [r["target"] for r in report["results"]] == ["trt-fp32", "trt-fp16", "trt-int8"]
     assert all(r["status"] == "passed" and r["verification"]["passed"] for r in report["results"])
     assert all(r["profile"][0]["timed_queries"] >= 10 for r in report["results"])
+    graphs = [r["cuda_graph"] for r in report["results"]]  # each engine also profiled with --cuda-graph
+    assert all(g["status"] == "passed" and g["profile"][0]["trt"]["cuda_graph"] for g in graphs), graphs
+    assert "with a CUDA graph" in proc.stdout
     assert report["simulated"] == bool(env) and report["machine"]["targets"] and "send it back" in proc.stdout
 
 

@@ -67,7 +67,7 @@ def build_plan(plan: BuildPlan) -> BuiltEngine:
     if not hasattr(trt_mod, "Builder"):  # tensorrt-stubs alone imports as an empty namespace package
         raise MissingDependencyError("tensorrt", "trt", "Building a TensorRT engine")
     _check_device(plan, str(trt_mod.__version__))
-    logger = _logger()
+    logger = keeping_logger()
     builder = trt_mod.Builder(logger)
     _check_dla_cores(plan, builder)
     network = builder.create_network(_network_flags(plan))
@@ -141,7 +141,7 @@ def check_strong_flags(plan: BuildPlan) -> None:
         )
 
 
-def _logger() -> trt.ILogger:
+def keeping_logger() -> trt.ILogger:
     """An ILogger that prints TensorRT's warnings and errors and keeps the errors for the failure message."""
     import sys
 

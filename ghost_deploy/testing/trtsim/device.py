@@ -1,4 +1,4 @@
-"""The simulated CUDA device: contexts (a stack per thread), device memory, streams.
+"""The simulated CUDA device: contexts (a stack per thread), device memory, streams (`streams.StreamTable`).
 
 Device memory lives in host memory at integer addresses of a simulated address space; any access outside a
 live allocation fails. Contexts follow the CUDA driver API: `cuCtxCreate` pushes a new context on the calling
@@ -16,6 +16,7 @@ import threading
 
 import numpy as np
 
+from ghost_deploy.testing.trtsim.streams import StreamTable
 from ghost_deploy.testing.trtsim.versions import SimulatedGPU
 
 _BASE = 0x7F00_0000_0000  # where the simulated device address space starts (UVA-like)
@@ -85,8 +86,7 @@ class Driver:
         self._allocs: dict[int, Allocation] = {}
         self._bases: list[int] = []
         self._next = _BASE
-        self._streams: dict[int, Context] = {}
-        self._handles = itertools.count(1)
+        self.streams = StreamTable()
 
     # contexts -------------------------------------------------------------------------------------------
 
@@ -154,7 +154,7 @@ class Driver:
             stack[:] = [c for c in stack if c is not ctx]
         for base in [b for b, a in self._allocs.items() if a.context is ctx]:
             self._drop(base)
-        self._streams = {h: c for h, c in self._streams.items() if c is not ctx}
+        self.streams.forget_context(ctx)
 
     def runtime_context(self) -> Context:
         """The context the CUDA runtime API (TensorRT) works in: the current one, else the primary made current."""
@@ -243,22 +243,17 @@ class Driver:
 
     # streams --------------------------------------------------------------------------------------------
 
-    def create_stream(self, ctx: Context) -> int:
+    def create_stream(self, ctx: Context, blocking: bool = True) -> int:
         """A stream of `ctx`; returns its handle."""
-        with self._lock:
-            handle = 0x5500_0000 + next(self._handles) * 0x100
-            self._streams[handle] = ctx
-            return handle
+        return self.streams.create(ctx, blocking)
 
     def stream_context(self, handle: int) -> Context | None:
         """The context a stream handle belongs to (None for an unknown handle)."""
-        with self._lock:
-            return self._streams.get(handle)
+        return self.streams.context_of(handle)
 
     def destroy_stream(self, handle: int) -> None:
         """Forget a stream."""
-        with self._lock:
-            self._streams.pop(handle, None)
+        self.streams.destroy(handle)
 
     def shutdown(self) -> None:
         """Free everything: every context, allocation and stream, on every thread."""
@@ -268,5 +263,5 @@ class Driver:
             self._allocs.clear()
             self._bases.clear()
             self._stacks.clear()
-            self._streams.clear()
+            self.streams.clear()
             self._primary, self._primary_refs = None, 0

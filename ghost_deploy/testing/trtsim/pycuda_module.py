@@ -2,8 +2,11 @@
 
 tensorrt.md s8: the <= 8.5 samples use `import pycuda.autoprimaryctx` (falling back to `pycuda.autoinit`),
 `cuda.mem_alloc`, `pagelocked_empty`, `memcpy_htod_async(dev, host, stream)`, `cuda.Stream()` and `int(devptr)`.
-Everything runs synchronously; events record host time. Each installation gets its own subclasses of the
-classes below, bound to its `Driver`.
+The `*_async` copies and event records enqueue work that runs only when the host waits for it (`streams`,
+tensorrt.md s11); the synchronous copies wait for all earlier work of their context first. An event records
+the host time at which the simulated GPU reached it. Each installation gets its own subclasses of the classes
+below, bound to its `Driver`. A failed CUDA call raises what pycuda's `translate_cuda_error` raises for its
+CUresult (src/wrapper/wrap_cudadrv.cpp): LogicError for most, RuntimeError for CUDA_ERROR_NOT_READY.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 
 from ghost_deploy.testing.trtsim import device as dev
 from ghost_deploy.testing.trtsim.device import DeviceAccessError, Driver, LogicError
+from ghost_deploy.testing.trtsim.streams import CudaFailure, Work
 
 
 class _Bound:
@@ -66,8 +70,9 @@ class Context:
 
     @classmethod
     def synchronize(cls) -> None:
-        """Wait for the current context's work (all simulated work is already done)."""
-        cls._bound.driver.require("cuCtxSynchronize")
+        """Wait for all work of the current context (fails while one of its streams captures)."""
+        driver = cls._bound.driver
+        _call("cuCtxSynchronize", driver.streams.synchronize_context, driver.require("cuCtxSynchronize"))
 
     def detach(self) -> None:
         """Release this context (a non-primary one is destroyed, with its memory)."""
@@ -152,56 +157,95 @@ class DeviceAllocation:
 
 
 class Stream:
-    """pycuda.driver.Stream of the current context."""
+    """pycuda.driver.Stream of the current context (flags 1: CU_STREAM_NON_BLOCKING)."""
 
     _bound: ClassVar[_Bound]
 
     def __init__(self, flags: int = 0) -> None:
         driver = self._bound.driver
-        self.handle = driver.create_stream(driver.require("cuStreamCreate"))
+        self.handle = driver.create_stream(driver.require("cuStreamCreate"), blocking=not flags & 1)
+
+    def _context(self, op: str) -> dev.Context:
+        ctx = self._bound.driver.stream_context(self.handle)
+        if ctx is None:
+            raise LogicError(f"{op} failed: invalid resource handle")
+        return ctx
 
     def synchronize(self) -> None:
-        """Wait for the stream (its work is done when queued)."""
-        if self._bound.driver.stream_context(self.handle) is None:
-            raise LogicError("cuStreamSynchronize failed: invalid resource handle")
+        """Wait until the stream's work is done (it runs now)."""
+        ctx = self._context("cuStreamSynchronize")
+        _call("cuStreamSynchronize", self._bound.driver.streams.synchronize, self.handle, ctx)
 
     def is_done(self) -> bool:
-        """Whether the queued work is done (always)."""
+        """cuStreamQuery. The simulated GPU finishes the queued work when asked, so this waits for it (a
+        program that polls sees it done; one that never asks never sees its effects)."""
+        _call("cuStreamQuery", self._bound.driver.streams.synchronize, self.handle, self._context("cuStreamQuery"))
         return True
 
 
 class Event:
-    """pycuda.driver.Event: records the host time at `record`."""
+    """pycuda.driver.Event: records the host time at which the simulated GPU reaches it."""
 
     _bound: ClassVar[_Bound]
 
     def __init__(self, flags: int = 0) -> None:
         self._bound.driver.require("cuEventCreate")
-        self._time: float | None = None
+        self._work: Work | None = None
+        self._time: list[float | None] | None = None  # the time cell of the latest record
+        self._captured = False
 
     def record(self, stream: Any = None) -> Event:
-        """Record the event on `stream`."""
-        _check_stream(self._bound.driver, stream, self._bound.driver.require("cuEventRecord"), "cuEventRecord")
-        self._time = time.perf_counter()
+        """Record the event on `stream` (None: the legacy default stream)."""
+        driver = self._bound.driver
+        ctx = driver.require("cuEventRecord")
+        _check_stream(driver, stream, ctx, "cuEventRecord")
+        cell: list[float | None] = [None]
+
+        def reached() -> None:
+            cell[0] = time.perf_counter()
+
+        handle = 0 if stream is None else int(stream.handle)
+        self._work = _call("cuEventRecord", driver.streams.enqueue, handle, ctx, "event record", reached)
+        self._captured = self._work is None
+        self._time = cell
         return self
 
+    def _reach(self, op: str) -> None:
+        if self._captured:
+            raise LogicError(f"{op} failed: {CudaFailure('CUDA_ERROR_CAPTURED_EVENT')}")
+        _call(op, self._bound.driver.streams.wait, self._work)
+
     def synchronize(self) -> Event:
-        """Wait for the event."""
+        """Wait for the event (the work before it runs now)."""
+        self._reach("cuEventSynchronize")
         return self
 
     def query(self) -> bool:
-        """Whether the event has happened."""
+        """cuEventQuery; like `Stream.is_done`, asking makes the simulated GPU finish the work before it."""
+        self._reach("cuEventQuery")
         return True
 
     def time_since(self, event: Event) -> float:
-        """Milliseconds from `event` to this one."""
-        if self._time is None or event._time is None:
+        """Milliseconds from `event` to this one (both must have been reached)."""
+        if self._time is None or event._time is None or self._captured or event._captured:
             raise LogicError("cuEventElapsedTime failed: invalid resource handle")
-        return (self._time - event._time) * 1000.0
+        end, start = self._time[0], event._time[0]
+        if end is None or start is None:
+            raise dev.CudaRuntimeError("cuEventElapsedTime failed: device not ready")
+        return (end - start) * 1000.0
 
     def time_till(self, event: Event) -> float:
         """Milliseconds from this event to `event`."""
         return event.time_since(self)
+
+
+def _call(op: str, func: Any, *args: Any) -> Any:
+    """`func(*args)`, a CudaFailure raised as pycuda raises the CUresult of `op`."""
+    try:
+        return func(*args)
+    except CudaFailure as exc:
+        cls = dev.CudaRuntimeError if exc.code == "CUDA_ERROR_NOT_READY" else LogicError
+        raise cls(f"{op} failed: {exc}") from None
 
 
 def _address(obj: Any) -> int:
@@ -226,21 +270,52 @@ def _check_stream(driver: Driver, stream: Any, ctx: dev.Context, op: str) -> Non
         raise LogicError(f"{op} failed: invalid resource handle (the stream is not of the current context)")
 
 
-def _htod(driver: Driver, op: str, dest: Any, src: Any, stream: Any = None) -> None:
-    _check_stream(driver, stream, driver.require(op), op)
+def _handle(driver: Driver, stream: Any, op: str) -> tuple[dev.Context, int]:
+    ctx = driver.require(op)
+    _check_stream(driver, stream, ctx, op)
+    return ctx, 0 if stream is None else int(stream.handle)
+
+
+def _copy(driver: Driver, op: str, run: Any, host: memoryview, stream: Any, sync: bool) -> None:
+    """Enqueue the copy (the async calls) or run it after all earlier work (the synchronous ones)."""
+    ctx, handle = _handle(driver, stream, op)
+    if sync:
+        _call(op, driver.streams.run_now, ctx, op, run)
+    else:
+        _call(op, driver.streams.enqueue, handle, ctx, op, run, host)
+
+
+def _device_range(driver: Driver, op: str, address: int, nbytes: int) -> None:
     try:
-        driver.write(_address(dest), _bytes_of(src))
+        driver.find(address, nbytes)
     except DeviceAccessError as exc:
         raise LogicError(f"{op} failed: invalid argument ({exc})") from None
 
 
-def _dtoh(driver: Driver, op: str, dest: Any, src: Any, stream: Any = None) -> None:
-    _check_stream(driver, stream, driver.require(op), op)
-    view = _bytes_of(dest)
-    try:
-        view[:] = driver.read(_address(src), view.nbytes)
-    except DeviceAccessError as exc:
-        raise LogicError(f"{op} failed: invalid argument ({exc})") from None
+def _htod(driver: Driver, op: str, sync: bool, dest: Any, src: Any, stream: Any = None) -> None:
+    view, address = _bytes_of(src), _address(dest)
+    _device_range(driver, op, address, view.nbytes)
+
+    def run() -> None:  # reads the host buffer when the copy runs, not when it was queued
+        try:
+            driver.write(address, view)
+        except DeviceAccessError as exc:  # freed since: the DMA faults
+            raise CudaFailure("CUDA_ERROR_ILLEGAL_ADDRESS", str(exc)) from None
+
+    _copy(driver, op, run, view, stream, sync)
+
+
+def _dtoh(driver: Driver, op: str, sync: bool, dest: Any, src: Any, stream: Any = None) -> None:
+    view, address = _bytes_of(dest), _address(src)
+    _device_range(driver, op, address, view.nbytes)
+
+    def run() -> None:  # the host buffer changes only when the copy runs
+        try:
+            view[:] = driver.read(address, view.nbytes)
+        except DeviceAccessError as exc:
+            raise CudaFailure("CUDA_ERROR_ILLEGAL_ADDRESS", str(exc)) from None
+
+    _copy(driver, op, run, view, stream, sync)
 
 
 def _init(driver: Driver, flags: int = 0) -> None:
@@ -248,7 +323,9 @@ def _init(driver: Driver, flags: int = 0) -> None:
 
 
 def _mem_alloc(bound: _Bound, nbytes: int) -> Any:
-    return bound.classes["DeviceAllocation"](bound.driver.alloc(int(nbytes), bound.driver.require("cuMemAlloc")))
+    ctx = bound.driver.require("cuMemAlloc")
+    _call("cuMemAlloc", bound.driver.streams.check_unsafe_call, ctx, "cuMemAlloc")  # s11: not during a capture
+    return bound.classes["DeviceAllocation"](bound.driver.alloc(int(nbytes), ctx))
 
 
 def _mem_get_info(driver: Driver) -> tuple[int, int]:
@@ -259,7 +336,9 @@ def _mem_get_info(driver: Driver) -> tuple[int, int]:
 
 def _pagelocked_empty(driver: Driver, shape: Any, dtype: Any, order: str = "C", mem_flags: int = 0) -> np.ndarray:
     driver.require("cuMemHostAlloc")  # page-locked host memory needs a current context
-    return np.empty(shape, dtype, order=order)  # type: ignore[call-overload,no-any-return]
+    array: np.ndarray = np.empty(shape, dtype, order=order)  # type: ignore[call-overload]
+    driver.streams.pin(array)  # a capture accepts copies to and from it (s11)
+    return array
 
 
 def _functions(bound: _Bound) -> dict[str, Any]:
@@ -269,10 +348,10 @@ def _functions(bound: _Bound) -> dict[str, Any]:
         "mem_alloc": functools.partial(_mem_alloc, bound),
         "mem_get_info": functools.partial(_mem_get_info, driver),
         "pagelocked_empty": functools.partial(_pagelocked_empty, driver),
-        "memcpy_htod": functools.partial(_htod, driver, "cuMemcpyHtoD"),
-        "memcpy_dtoh": functools.partial(_dtoh, driver, "cuMemcpyDtoH"),
-        "memcpy_htod_async": functools.partial(_htod, driver, "cuMemcpyHtoDAsync"),
-        "memcpy_dtoh_async": functools.partial(_dtoh, driver, "cuMemcpyDtoHAsync"),
+        "memcpy_htod": functools.partial(_htod, driver, "cuMemcpyHtoD", True),
+        "memcpy_dtoh": functools.partial(_dtoh, driver, "cuMemcpyDtoH", True),
+        "memcpy_htod_async": functools.partial(_htod, driver, "cuMemcpyHtoDAsync", False),
+        "memcpy_dtoh_async": functools.partial(_dtoh, driver, "cuMemcpyDtoHAsync", False),
     }
 
 

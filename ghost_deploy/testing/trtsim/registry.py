@@ -1,9 +1,9 @@
 """Installing a simulation: the one registry of what is installed, `sys.modules`, and an import hook.
 
-`tensorrt`, `pycuda` and `pycuda.driver` go into `sys.modules`; `pycuda.autoinit` and `pycuda.autoprimaryctx`
-are made by a meta-path finder when imported, so that importing them does the context work each time a fresh
-simulation is installed. Whatever was in `sys.modules` under those names before (e.g. the empty `tensorrt`
-namespace package of tensorrt-stubs) is put back by `uninstall`.
+`tensorrt`, `pycuda`, `pycuda.driver` and cuda-python's `cuda.bindings.driver` go into `sys.modules`;
+`pycuda.autoinit` and `pycuda.autoprimaryctx` are made by a meta-path finder when imported, so that importing
+them does the context work each time a fresh simulation is installed. Whatever was in `sys.modules` under
+those names before (e.g. the empty `tensorrt` namespace package of tensorrt-stubs) is put back by `uninstall`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ REAL_DISTRIBUTIONS = (
 )
 ENV_VERSION = "GHOST_DEPLOY_SIMULATE_TRT"
 ENV_GPU = "GHOST_DEPLOY_SIMULATE_GPU"
-_ROOTS = ("tensorrt", "pycuda")
+_ROOTS = ("tensorrt", "pycuda", "cuda")
+_PACKAGES = ("pycuda", "tensorrt", "cuda", "cuda.bindings")
 
 
 class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -55,7 +56,7 @@ class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
         if fullname in self._modules or fullname in self._effects:
-            return importlib.util.spec_from_loader(fullname, self, is_package=fullname in ("pycuda", "tensorrt"))
+            return importlib.util.spec_from_loader(fullname, self, is_package=fullname in _PACKAGES)
         return None
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
@@ -135,6 +136,7 @@ def _state_classes() -> dict[str, type[State]]:
 
 def _build(version: str, api_key: str, gpu: SimulatedGPU) -> tuple[Sim, dict[str, types.ModuleType], _Finder]:
     from ghost_deploy.testing.trtsim import pycuda_module
+    from ghost_deploy.testing.trtsim.cuda_bindings import binding_major, build_cuda_bindings
     from ghost_deploy.testing.trtsim.surface import build_tensorrt
     from ghost_deploy.testing.trtsim.trt_basic import FUNCTIONS
 
@@ -142,6 +144,7 @@ def _build(version: str, api_key: str, gpu: SimulatedGPU) -> tuple[Sim, dict[str
     trt = build_tensorrt(sim, _state_classes(), FUNCTIONS)
     package, driver = pycuda_module.build_pycuda(sim.driver)
     modules = {"tensorrt": trt, "pycuda": package, "pycuda.driver": driver}
+    modules.update(build_cuda_bindings(sim.driver, binding_major(sim.vt)))
     effects: dict[str, Callable[[types.ModuleType], None]] = {
         "pycuda.autoinit": lambda m: pycuda_module.run_autoinit(m, driver),
         "pycuda.autoprimaryctx": lambda m: pycuda_module.run_autoprimaryctx(m, driver),

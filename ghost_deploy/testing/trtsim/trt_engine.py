@@ -1,35 +1,19 @@
 """ICudaEngine, IExecutionContext and EngineInspector: an engine runs its ONNX on ONNX Runtime's CPU provider,
-reading its inputs from and writing its outputs to simulated device memory (`execute`, the body of
-`execute_async_v3`, at the end).
-
-An access outside the allocation at a tensor's address is what CUDA reports as an illegal memory access:
-TensorRT logs such CUDA errors through the ILogger and `execute_async_v3` returns False (the choice made here,
-rather than raising, so that code checking the return value - as TensorRT code must - sees the failure).
+reading its inputs from and writing its outputs to simulated device memory; `execute_async_v3` enqueues that
+work on its stream (`enqueue.execute`, tensorrt.md s11).
 """
 
 from __future__ import annotations
 
 import json
-import math
+import threading
 from typing import Any
 
-import numpy as np
-
+from ghost_deploy.testing.trtsim import enqueue
 from ghost_deploy.testing.trtsim.binding import ArgTypeError
-from ghost_deploy.testing.trtsim.device import Context, DeviceAccessError
-from ghost_deploy.testing.trtsim.onnxexec import input_dtypes, layer_of
+from ghost_deploy.testing.trtsim.enqueue import numpy_dtype
 from ghost_deploy.testing.trtsim.sim import Sim, State, as_shape
 from ghost_deploy.testing.trtsim.trt_basic import host_memory, make_dims
-
-_NUMPY: dict[str, Any] = {
-    "FLOAT": np.float32,
-    "HALF": np.float16,
-    "INT8": np.int8,
-    "INT32": np.int32,
-    "INT64": np.int64,
-}
-_NUMPY.update({"BOOL": np.bool_, "UINT8": np.uint8})
-ILLEGAL = "1: [runner.cpp] Error Code 1: Cuda Runtime (an illegal memory access was encountered)"
 
 
 class EngineState(State):
@@ -154,6 +138,10 @@ class ContextState(State):
         self.debug_sync = False
         self.name = ""
         self._last_times: dict[str, float] = {}
+        self.guard = threading.Lock()  # for the overlap check of `enqueue.execute`
+        self.calling: int | None = None  # the thread inside execute_async_v3 now
+        self.inflight: enqueue.InFlight | None = None  # the last enqueued work, its thread and stream
+        self.setup_for: dict[str, tuple[int, ...]] | None = None  # the shapes of the last enqueue outside a capture
 
     @property
     def engine(self) -> Any:
@@ -191,7 +179,7 @@ class ContextState(State):
         return all(-1 not in s for s in self._shapes.values())
 
     def _output_shapes(self) -> dict[str, tuple[int, ...]]:
-        dtypes = {n: np.dtype(_NUMPY[self._engine.io[n]["dtype"]]) for n in self._inputs}
+        dtypes = {n: numpy_dtype(self._engine.io[n]["dtype"]) for n in self._inputs}
         from ghost_deploy.testing.trtsim.onnxexec import input_dtypes
 
         dtypes.update(input_dtypes(self._engine.executor.session))
@@ -260,6 +248,10 @@ class ContextState(State):
         self._report(self._last_times)
         return True
 
+    def report(self, times: dict[str, float]) -> None:
+        """Give the profiler each layer's time."""
+        self._report(times)
+
     def _report(self, times: dict[str, float]) -> None:
         if self._profiler is None:
             return
@@ -267,10 +259,11 @@ class ContextState(State):
             self._profiler.report_layer_time(layer["name"], float(times.get(layer["name"], 0.0)))
 
     def execute_async_v3(self, stream_handle: int) -> bool:
-        """Run on `stream_handle` (0: the default stream); reads inputs at their addresses, writes outputs."""
+        """Enqueue on `stream_handle` (0: the default stream) the run that reads the inputs at their addresses and
+        writes the outputs; it happens when the stream is waited for (s11)."""
         if isinstance(stream_handle, bool) or not isinstance(stream_handle, int):
             raise ArgTypeError("int")
-        return execute(self, stream_handle)
+        return enqueue.execute(self, stream_handle)
 
 
 class InspectorState(State):
@@ -314,86 +307,3 @@ class InspectorState(State):
         if not 0 <= layer_index < len(layers):
             raise self._sim.unsupported(f"get_layer_information({layer_index}) out of range")
         return json.dumps(self._layer(layers[layer_index]))
-
-
-def nbytes(shape: tuple[int, ...], dtype: str) -> int:
-    """Bytes of a tensor of `shape` and TensorRT DataType name `dtype`."""
-    return math.prod(shape) * numpy_dtype(dtype).itemsize
-
-
-def numpy_dtype(dtype: str) -> np.dtype[Any]:
-    """numpy dtype of a TensorRT DataType name."""
-    found: np.dtype[Any] = np.dtype(_NUMPY[dtype])
-    return found
-
-
-def _check(state: ContextState, stream_handle: int) -> tuple[Context | None, str | None]:
-    driver = state._sim.driver
-    ctx = driver.runtime_context()
-    stream_ctx = ctx if stream_handle == 0 else driver.stream_context(stream_handle)
-    if stream_ctx is not ctx:  # a stream belongs to the context it was made in
-        return None, "1: [executionContext.cpp::enqueueV3] Error Code 1: Cuda Runtime (invalid resource handle)"
-    if not state._specified():
-        missing = [n for n, s in state._shapes.items() if -1 in s]
-        return (
-            None,
-            f"3: Error Code 3: API Usage Error (enqueueV3: input shapes not specified for {missing}; "
-            "call set_input_shape.)",
-        )
-    for name in state._engine.names:
-        if name not in state._addresses:
-            mode = state._engine.io[name]["mode"].lower()
-            return None, (
-                f"3: Error Code 3: API Usage Error (Address is not set for {mode} tensor {name}. "
-                "Call setInputTensorAddress or setTensorAddress before enqueue/execute.)"
-            )
-    return ctx, None
-
-
-def _read_inputs(state: ContextState, ctx: Context) -> dict[str, np.ndarray]:
-    engine = state._engine
-    wanted = input_dtypes(engine.executor.session)
-    feeds = {}
-    for name in state._inputs:
-        shape, dtype = state._shapes[name], engine.io[name]["dtype"]
-        raw = state._sim.driver.read_in(ctx, state._addresses[name], nbytes(shape, dtype))
-        array = np.frombuffer(raw, numpy_dtype(dtype)).reshape(shape)
-        feeds[name] = array.astype(wanted.get(name, array.dtype), copy=False)
-    return feeds
-
-
-def _layer_times(node_times: dict[str, float]) -> dict[str, float]:
-    times: dict[str, float] = {}
-    for node, ms in node_times.items():
-        layer = layer_of(node)
-        if layer is not None:
-            times[layer] = times.get(layer, 0.0) + ms
-    return times
-
-
-def execute(state: ContextState, stream_handle: int) -> bool:
-    """The body of IExecutionContext.execute_async_v3."""
-    ctx, problem = _check(state, stream_handle)
-    if ctx is None:
-        return state._error(problem or "enqueueV3 failed")
-    engine = state._engine
-    try:
-        feeds = _read_inputs(state, ctx)
-    except DeviceAccessError as exc:
-        return state._error(f"{ILLEGAL}: reading an input: {exc}")
-    profiled = state._profiler is not None
-    if profiled:
-        outputs, node_times = engine.executor.run_profiled(feeds)
-        state._last_times = _layer_times(node_times)
-    else:
-        outputs = engine.executor.run(feeds)
-    try:
-        for name in engine.names:
-            if engine.io[name]["mode"] == "OUTPUT":
-                value = np.ascontiguousarray(outputs[name], numpy_dtype(engine.io[name]["dtype"]))
-                state._sim.driver.write_in(ctx, state._addresses[name], value.tobytes())
-    except DeviceAccessError as exc:
-        return state._error(f"{ILLEGAL}: writing an output: {exc}")
-    if profiled and state.enqueue_emits_profile:
-        state._report(state._last_times)
-    return True

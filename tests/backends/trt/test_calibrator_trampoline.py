@@ -70,14 +70,14 @@ def test_a_cache_written_for_another_tensorrt_is_refused_before_building(
 def test_when_tensorrt_asks_for_batches_the_calibrator_says_why_and_the_build_fails_cleanly(
     made_for_8_5: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from ghost_deploy.backends.trt.build import _build_failure, _config, _logger, _network_flags
+    from ghost_deploy.backends.trt.build import _build_failure, _config, _network_flags, keeping_logger
 
     onnx_path, cache = made_for_8_5
     with trtsim.simulate("10.13"):
         import tensorrt as trt
 
         plan = _plan(onnx_path, cache, "10.13.0")
-        logger = _logger()
+        logger = keeping_logger()
         builder = trt.Builder(logger)
         network = builder.create_network(_network_flags(plan))
         assert trt.OnnxParser(network, logger).parse_from_file(str(onnx_path))

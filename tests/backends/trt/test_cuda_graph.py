@@ -1,106 +1,102 @@
-"""`--cuda-graph`'s driver calls, against a stand-in for libcuda.so.1 that records them (no GPU here)."""
+"""`--cuda-graph` through cuda-python's stream capture, run on the simulated device (pycuda has no capture API).
+
+The runner's enqueue is captured and replayed against the simulated `cuda.bindings.driver` of both majors the
+product meets: 11.x (TensorRT 8.5, JetPack 5) names the flags call cuGraphInstantiateWithFlags, 12.x has only
+cuGraphInstantiate(graph, flags).
+"""
 
 from __future__ import annotations
 
-import ctypes
-from typing import Any
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from ghost_deploy.backends.trt.cuda_graph import CAPTURE_MODE_THREAD_LOCAL, CudaGraph, load_driver
-from ghost_deploy.errors import StepFailed
-
-GRAPH, EXEC, STREAM = 0x1000, 0x2000, 0x3000
-CAPTURE_INVALIDATED = 901  # CUDA_ERROR_STREAM_CAPTURE_INVALIDATED
-
-
-class FakeDriver:
-    """The driver entry points CudaGraph uses; pointers are filled as the real driver fills them."""
-
-    def __init__(self, end_status: int = 0) -> None:
-        self.calls: list[tuple[str, Any]] = []
-        self.end_status = end_status
-
-    def cuStreamBeginCapture_v2(self, stream: ctypes.c_void_p, mode: int) -> int:
-        self.calls.append(("begin", (stream.value, mode)))
-        return 0
-
-    def cuStreamEndCapture(self, stream: ctypes.c_void_p, graph: Any) -> int:
-        self.calls.append(("end", stream.value))
-        if self.end_status == 0:
-            graph.contents.value = GRAPH
-        return self.end_status
-
-    def cuGraphInstantiateWithFlags(self, exe: Any, graph: ctypes.c_void_p, flags: ctypes.c_ulonglong) -> int:
-        self.calls.append(("instantiate", (graph.value, flags.value)))
-        exe.contents.value = EXEC
-        return 0
-
-    def cuGraphLaunch(self, exe: ctypes.c_void_p, stream: ctypes.c_void_p) -> int:
-        self.calls.append(("launch", (exe.value, stream.value)))
-        return 0
-
-    def cuGraphExecDestroy(self, exe: ctypes.c_void_p) -> int:
-        self.calls.append(("destroy exec", exe.value))
-        return 0
-
-    def cuGraphDestroy(self, graph: ctypes.c_void_p) -> int:
-        self.calls.append(("destroy graph", graph.value))
-        return 0
-
-    def cuGetErrorName(self, status: int, name: Any) -> int:
-        name.contents.value = b"CUDA_ERROR_STREAM_CAPTURE_INVALIDATED"
-        return 0
+import ghost_deploy
+from ghost_deploy.backends.base import OUTPUT_NAME
+from ghost_deploy.backends.trt.cuda_graph import load_driver
+from ghost_deploy.backends.trt.runner import TensorRTRunner
+from ghost_deploy.config import BatchSpec
+from ghost_deploy.errors import EXIT_MISSING_DEPENDENCY, MissingDependencyError, StepFailed
+from ghost_deploy.report import Steps
+from ghost_deploy.testing import trtsim
+from tests.helpers import TINY_MODEL, digit_images, small_export_config
 
 
-def test_the_enqueue_is_captured_once_then_launched_and_destroyed() -> None:
-    driver = FakeDriver()
-    graph = CudaGraph(STREAM, lambda: driver.calls.append(("enqueue", None)), driver)
-    graph.launch()
-    graph.launch()
-    graph.close()
-    graph.close()  # idempotent
-    assert driver.calls == [
-        ("begin", (STREAM, CAPTURE_MODE_THREAD_LOCAL)),
-        ("enqueue", None),
-        ("end", STREAM),
-        ("instantiate", (GRAPH, 0)),
-        ("launch", (EXEC, STREAM)),
-        ("launch", (EXEC, STREAM)),
-        ("destroy exec", EXEC),
-        ("destroy graph", GRAPH),
-    ]
+@pytest.fixture(autouse=True)
+def _no_simulation_left() -> None:
+    trtsim.uninstall()
+    yield
+    trtsim.uninstall()
 
 
-def test_a_failed_capture_names_the_call_the_error_and_what_to_do() -> None:
-    driver = FakeDriver(end_status=CAPTURE_INVALIDATED)
-    with pytest.raises(StepFailed) as info:
-        CudaGraph(STREAM, lambda: None, driver)
-    message = str(info.value)
-    assert "cuStreamEndCapture" in message and "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED" in message
-    assert "without --cuda-graph" in message and "\n" not in message
+def _engine(tmp_path: Path) -> Path:
+    out = tmp_path / "m.engine"
+    cfg = small_export_config("trt-fp32", out, batch=BatchSpec(2))
+    assert ghost_deploy.export(TINY_MODEL, cfg, Steps(echo=lambda text: None)).passed
+    return out
 
 
-def test_an_enqueue_failing_during_capture_still_ends_the_capture() -> None:
-    driver = FakeDriver()
+@pytest.mark.parametrize("version", ["8.5", "10.3"])
+def test_the_captured_enqueue_replays_on_new_inputs(version: str, tmp_path: Path) -> None:
+    with trtsim.simulate(version):
+        engine = _engine(tmp_path)
+        a, b = digit_images(2, 32), digit_images(4, 32)[2:]
+        with TensorRTRunner(engine) as runner:
+            expected = runner.infer({"input": a})[OUTPUT_NAME]
+            runner.bind({"input": b})
+            runner.enqueue()  # TensorRT's setup for these shapes, outside the capture (as trtexec)
+            runner.synchronize()
+            graph = runner.capture_enqueue()
+            try:
+                runner.bind({"input": a})  # same shape: same buffers, new data
+                runner.copy_inputs()
+                graph.launch()
+                runner.copy_outputs()
+                runner.synchronize()
+                got = runner.outputs()[OUTPUT_NAME]
+            finally:
+                graph.close()
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+        assert not np.allclose(expected, runner_free_result(engine, b))  # the replay did use the new inputs
 
-    def enqueue() -> None:
-        raise StepFailed("TensorRT execute_async_v3 failed")
 
-    with pytest.raises(StepFailed, match=r"execute_async_v3 failed; .*without --cuda-graph"):
-        CudaGraph(STREAM, enqueue, driver)
-    assert [c[0] for c in driver.calls] == ["begin", "end", "destroy graph"]
+def runner_free_result(engine: Path, batch: np.ndarray) -> np.ndarray:
+    with TensorRTRunner(engine) as runner:
+        return runner.infer({"input": batch})[OUTPUT_NAME]
 
 
-def _driver_loads() -> bool:
-    try:
-        ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return False
-    return True
+def test_an_enqueue_that_cannot_be_captured_ends_the_capture_and_says_so(tmp_path: Path) -> None:
+    with trtsim.simulate("10.3"):
+        engine = _engine(tmp_path)
+        with TensorRTRunner(engine) as runner:
+            runner.bind({"input": digit_images(2, 32)})  # no plain enqueue first: TensorRT's setup is in the capture
+            with pytest.raises(StepFailed, match=r"execute_async_v3 failed; .*without --cuda-graph") as caught:
+                runner.capture_enqueue()
+            assert "\n" not in str(caught.value)
+            runner.synchronize()  # the capture was ended: the stream works again
+            runner.enqueue()
+            runner.synchronize()
 
 
-@pytest.mark.skipif(_driver_loads(), reason="this machine has a CUDA driver: the missing-driver error cannot be shown")
-def test_without_a_cuda_driver_the_error_names_the_library() -> None:
-    with pytest.raises(StepFailed, match=r"--cuda-graph needs the CUDA driver library libcuda\.so\.1"):
+def test_a_failed_driver_call_is_named_with_its_cuda_error(tmp_path: Path) -> None:
+    with trtsim.simulate("10.3"):
+        engine = _engine(tmp_path)
+        with TensorRTRunner(engine) as runner:
+            runner.bind({"input": digit_images(2, 32)})
+            runner.enqueue()
+            runner.synchronize()
+            graph = runner.capture_enqueue()
+            graph.close()
+            with pytest.raises(StepFailed, match="cuGraphLaunch failed with CUDA_ERROR_INVALID_VALUE"):
+                graph.launch()
+
+
+def test_without_cuda_python_the_error_says_which_release_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("cuda", "cuda.bindings", "cuda.bindings.driver", "cuda.cuda"):
+        monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules: the import raises ImportError
+    with pytest.raises(MissingDependencyError) as caught:
         load_driver()
+    assert caught.value.exit_code == EXIT_MISSING_DEPENDENCY
+    assert "cuda-python==12.*" in str(caught.value) and "pycuda has none" in str(caught.value)

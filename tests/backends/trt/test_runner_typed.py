@@ -18,10 +18,10 @@ def test_mypy_catches_a_misspelt_tensorrt_call_in_the_runner(tmp_path: Path) -> 
     from mypy import api
 
     source = RUNNER.read_text()
-    call = "live.context.set_tensor_address("
+    call = "slot.context.set_tensor_address("
     assert call in source
     copy = tmp_path / "runner_copy.py"
-    copy.write_text(source.replace(call, "live.context.set_tensor_adress("))
+    copy.write_text(source.replace(call, "slot.context.set_tensor_adress("))
     cache = RUNNER.parents[3] / ".mypy_cache"  # warm where CI ran mypy first
     args = [str(copy), "--strict", "--ignore-missing-imports", "--follow-imports=silent", "--cache-dir", str(cache)]
     out, _err, status = api.run(args)
