@@ -26,9 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from ghost_deploy.backends.trt.engine_cache import ENGINE_FILE, CacheKey, EngineCache
-from ghost_deploy.bundle.errors import EngineMismatchError, EngineNotPreparedError, EngineRejected
-from ghost_deploy.bundle.reference import load_reference
-from ghost_deploy.config import Tolerances
+from ghost_deploy.bundle.device_verify import earlier_rejection, reject, tolerances_of, verify_engine
+from ghost_deploy.bundle.errors import EngineMismatchError, EngineNotPreparedError
 from ghost_deploy.errors import InputError, MissingDependencyError
 
 POLICIES = ("auto", "rebuild", "never")
@@ -187,16 +186,9 @@ def _reference_sha(manifest: dict[str, Any]) -> str:
     return _sha(manifest, ref["inputs"])[:32] + _sha(manifest, ref["outputs"])[:32]
 
 
-def _tolerances(entry: dict[str, Any]) -> dict[str, Any]:
-    from ghost_deploy.targets import TARGETS
-
-    found = (entry.get("device_build") or {}).get("tolerances") or (entry.get("verification") or {}).get("tolerances")
-    return found or Tolerances.for_precision(TARGETS[entry["target"]].precision).to_dict()
-
-
 def _packed_key(manifest: dict[str, Any], entry: dict[str, Any], machine: Machine) -> CacheKey:
     return CacheKey.make(
-        {"tolerances": _tolerances(entry)},
+        {"tolerances": tolerances_of(entry)},
         artifact_sha256=_sha(manifest, entry["file"]),
         source="packed",
         trt_version=machine.trt_version,
@@ -244,7 +236,7 @@ def _plan_here(root: Path, manifest: dict[str, Any], entry: dict[str, Any], mach
         raise EngineMismatchError(f"{entry['file']}: this bundle cannot build {build['target']} for "
                                   f"{machine.describe()}: {exc}") from None  # fmt: skip
     key = CacheKey.make(
-        {**options, "typing": typing, "target": build["target"], "tolerances": _tolerances(entry)},
+        {**options, "typing": typing, "target": build["target"], "tolerances": tolerances_of(entry)},
         artifact_sha256=_sha(manifest, entry["file"]),
         source="built",
         trt_version=machine.trt_version,
@@ -294,7 +286,7 @@ def _packed(
         report = {"source": "packed", "artifact": entry["file"], "tensorrt": entry.get("tensorrt"), "seconds": seconds}
         if not record["passed"]:
             shutil.copyfile(packed, staging / ENGINE_FILE)
-            _reject(cache, key, staging, report, record, entry, "packed in the bundle")
+            reject(cache, key, staging, report, record, entry, "packed in the bundle")
         published = cache.publish(key, staging, report, record)
     return DeviceEngine(packed, "packed", decision.why, origin.version_compatible, origin.dla_core, record, seconds,
                         published.folder)  # fmt: skip
@@ -321,7 +313,7 @@ def _built(
         _forget_damage(cache, key, found.damaged, say)
         earlier = cache.rejected(key)
         if earlier is not None and policy != "rebuild":
-            raise _earlier_rejection(entry, earlier)
+            raise earlier_rejection(entry, earlier)
         staging = cache.staging(key)
         say(f"building the engine of {entry['file']} for {Machine.here().describe()} (first use on this device)")
         start = time.perf_counter()
@@ -335,7 +327,7 @@ def _built(
         report = {"source": "built", "artifact": entry["file"], "plan": plan.to_dict(), "facts": built.facts,
                   "machine": dataclasses.asdict(Machine.here()), "seconds": seconds}  # fmt: skip
         if not record["passed"]:
-            _reject(cache, key, staging, report, record, entry, "built on this device")
+            reject(cache, key, staging, report, record, entry, "built on this device")
         published = cache.publish(key, staging, report, record)
     return dataclasses.replace(_from_entry(published, plan, "built", decision.why), seconds=seconds)
 
@@ -350,68 +342,3 @@ def _forget_damage(cache: EngineCache, key: CacheKey, damaged: str | None, say: 
     if damaged:
         say(f"warning: the cached engine {cache.folder(key)} is damaged ({damaged}); it is removed and made again")
         cache.remove(key)
-
-
-def verify_engine(
-    engine: Path,
-    version_compatible: bool,
-    dla_core: int | None,
-    root: Path,
-    manifest: dict[str, Any],
-    entry: dict[str, Any],
-    say: Say,
-) -> dict[str, Any]:
-    """The engine against the FP32 outputs recorded at pack, with the artifact's precision tolerances."""
-    from ghost_deploy.backends.trt.runner import TensorRTRunner
-    from ghost_deploy.data.inputs import Sample, batches
-    from ghost_deploy.verify import Recorded, compare_runners, verification_record
-
-    inputs, outputs = load_reference(root, manifest)
-    tol = Tolerances(**_tolerances(entry))
-    say(f"verifying the engine of {entry['file']} on the bundle's {len(inputs)} reference inputs")
-    samples = [Sample(row, None, f"reference-{i}") for i, row in enumerate(inputs)]
-    with TensorRTRunner(engine, version_compatible, dla_core) as runner:
-        spec = runner.input_specs()[0]
-        shapes = runner.profile_shapes(spec.name)
-        size = spec.fixed_batch or (shapes[1][0] if shapes else 1)
-        feeds = batches(samples, spec.name, size, pad=spec.fixed_batch is not None)
-        metrics = compare_runners(Recorded("FP32 ONNX (recorded at pack)", [outputs]), runner, feeds)
-    data = {"kind": "bundle-reference-set", "samples": len(inputs), **(manifest["reference"].get("data") or {})}
-    return verification_record("onnxruntime CPU, FP32 ONNX (recorded at pack)", "tensorrt", data, metrics, tol)
-
-
-def _reject(
-    cache: EngineCache,
-    key: CacheKey,
-    staging: Path,
-    report: dict[str, Any],
-    record: dict[str, Any],
-    entry: dict[str, Any],
-    how: str,
-) -> None:
-    """Keep the failed engine and its report aside, and raise EngineRejected naming the metrics."""
-    kept = cache.reject(key, staging, report, record)
-    raise EngineRejected(
-        f"the engine of {entry['file']} {how} failed its verification against the bundle's reference set "
-        f"({'; '.join(record['failures'])}); it was not used and nothing was served. The engine and its report "
-        f"are kept in {kept}: send them, with the output of `ghost-deploy doctor --json`, to whoever packed the "
-        "bundle",
-        {"verification": record, "kept": str(kept)},
-    )
-
-
-def _earlier_rejection(entry: dict[str, Any], kept: Path) -> EngineRejected:
-    """The same engine failed its verification on this device before: not built again unless asked."""
-    from ghost_deploy.fileio import loads_strict
-
-    try:
-        record = loads_strict((kept / "verification.json").read_text(encoding="utf-8"))
-        failures = "; ".join(record.get("failures") or [])
-    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
-        record, failures = None, "its record is unreadable"
-    return EngineRejected(
-        f"the engine of {entry['file']} was built on this device earlier and failed its verification ({failures}); "
-        f"it is kept in {kept} and is not built again unless asked: engine='rebuild' (ghost-deploy prepare "
-        "--rebuild)",
-        {"verification": record, "kept": str(kept)},
-    )

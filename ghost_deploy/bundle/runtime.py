@@ -183,6 +183,7 @@ class Bundle:
         engine: str = "auto",
         cache_dir: Path | str | None = None,
         say: Callable[[str], None] | None = None,
+        settle: bool = True,
     ) -> Bundle:
         """Open a bundle directory or .tar.gz, verifying it completely before returning.
 
@@ -197,11 +198,13 @@ class Bundle:
         engine cache); verified on the bundle's reference set the first time it is used on this device.
         `engine="rebuild"` builds even when the packed or cached engine would do; `engine="never"` refuses to
         build (EngineNotPreparedError: run `ghost-deploy prepare` first). `say` receives progress lines.
+        `settle=False` defers the choice and the engine to the first inference (`inspect` looks without building).
         """
         path = Path(path)
         if path.is_dir():
             bundle = cls(path, verify_directory(path), warn=warn)
-            bundle.select(artifact, engine, cache_dir, say)
+            if settle:
+                bundle.select(artifact, engine, cache_dir, say)
             return bundle
         if not path.is_file():
             raise NotABundleError(f"{path} does not exist or is not a file; give a bundle directory or .tar.gz")
@@ -225,7 +228,8 @@ class Bundle:
                     shutil.rmtree(folder, ignore_errors=True)
             raise
         try:
-            bundle.select(artifact, engine, cache_dir, say)
+            if settle:
+                bundle.select(artifact, engine, cache_dir, say)
         except BaseException:
             bundle.close()
             raise
@@ -239,12 +243,12 @@ class Bundle:
         say: Callable[[str], None] | None = None,
     ) -> Choice:
         """Choose what runs (see `open`) and settle its engine; done once, by `open` or at the first inference."""
-        from ghost_deploy.bundle.select import choose
+        from ghost_deploy.bundle.select import choose, simulated_files
 
         with self._lock:
             if self.choice is not None:
                 return self.choice
-            simulated = frozenset(a["file"] for a in self.manifest["artifacts"] if _simulated_file(self.root, a))
+            simulated = simulated_files(self.root, self.manifest)
             choice = choose(self.manifest, artifact, _tensorrt_available(), simulated)
             if choice.backend == "tensorrt":
                 from ghost_deploy.backends.trt.engine_cache import EngineCache
@@ -397,12 +401,3 @@ def check_engine_origin(origin: dict[str, Any], trt_here: str, cc_here: str | No
         check_compatible(origin_of(origin), trt_here, cc_here, jetson_here)
     except InputError as exc:
         raise EngineMismatchError(str(exc)) from None
-
-
-def _simulated_file(root: Path, entry: dict[str, Any]) -> bool:
-    """An engine artifact whose file is a simulated plan, whatever its manifest entry says."""
-    if entry["kind"] != "engine":
-        return False
-    from ghost_deploy.testing.trtsim.plan import is_simulated_plan
-
-    return is_simulated_plan(root / entry["file"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ghost_deploy.bundle.errors import EngineMismatchError
@@ -109,3 +110,39 @@ def choose(
 def _not_here(entry: dict[str, Any], simulated: bool) -> str:
     """One line on an artifact that cannot run here, and why."""
     return f"{entry['file']} ({entry['target']}) is not used here: {refusal(entry, simulated)}"
+
+
+def describe_here(
+    root: Path, manifest: dict[str, Any], wanted: str | None, cache_dir: Path | None = None
+) -> dict[str, Any]:
+    """What would run on this machine and why, building and verifying nothing (what `inspect` prints): the
+    artifact, its backend, for an engine the action ('packed', 'verify-packed', 'cached', 'build') or why none
+    can run, what the rule passed over, and the rule itself."""
+    from ghost_deploy.machine.probe import tensorrt_installed
+
+    out: dict[str, Any] = {"default_rule": DEFAULT_RULE, "default_artifact": manifest.get("default_artifact")}
+    try:
+        choice = choose(manifest, wanted, tensorrt_installed(), simulated_files(root, manifest))
+    except GhostDeployError as exc:
+        return {**out, "artifact": None, "backend": None, "why": str(exc), "engine": None, "not_here": []}
+    out.update(artifact=choice.artifact["file"], backend=choice.backend, why=choice.why, not_here=list(choice.not_here))
+    out["engine"] = None
+    if choice.backend == "tensorrt":
+        from ghost_deploy.backends.trt.engine_cache import EngineCache
+        from ghost_deploy.bundle.device import decide
+
+        cache = EngineCache(cache_dir)
+        try:
+            decision = decide(root, manifest, choice.artifact, "auto", cache)
+            out["engine"] = {"action": decision.action, "why": decision.why, "cache": str(cache.root)}
+        except GhostDeployError as exc:
+            out["engine"] = {"action": "refused", "why": str(exc), "cache": str(cache.root)}
+    return out
+
+
+def simulated_files(root: Path, manifest: dict[str, Any]) -> frozenset[str]:
+    """The engine artifacts whose files are simulated plans, whatever their manifest entries say."""
+    from ghost_deploy.testing.trtsim.plan import is_simulated_plan
+
+    engines = [a["file"] for a in manifest["artifacts"] if a["kind"] == "engine"]
+    return frozenset(name for name in engines if is_simulated_plan(root / name))

@@ -96,7 +96,8 @@ def prune_cache(
     if (older_than_days is not None and older_than_days < 0) or (max_bytes is not None and max_bytes < 0):
         raise InputError("--older-than and --max-size must be 0 or more")
     items = list_cache(cache)
-    removed, busy = [], []
+    removed: list[Item] = []
+    busy: list[Item] = []
     now = time.time()
     entries = [i for i in items if i.kind == "entry"]
     doomed = [i for i in items if i.kind == "unfinished" or (everything and i.kind == "rejected")]
