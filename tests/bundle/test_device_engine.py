@@ -8,6 +8,7 @@ SIMULATED (engines run on ONNX Runtime CPU), none is a GPU's.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -22,7 +23,7 @@ import numpy as np
 import pytest
 
 import ghost_deploy
-from ghost_deploy.backends.trt.engine_cache import ENGINE_FILE, ENTRY_FILE, EngineCache
+from ghost_deploy.backends.trt.engine_cache import ENGINE_FILE, ENTRY_FILE
 from ghost_deploy.bundle.runtime import Bundle, EngineNotPreparedError, EngineRejected
 from ghost_deploy.report import Steps
 from ghost_deploy.testing import trtsim
@@ -210,67 +211,96 @@ def test_a_build_killed_halfway_leaves_nothing_usable(packed_10_3: Path, tmp_pat
     assert not list(cache.glob(".staging-*"))  # the leftover went with the next build of that key
 
 
-def test_an_engine_the_device_makes_wrong_is_rejected_exit_4_and_kept_aside(packed_10_3: Path, tmp_path: Path) -> None:
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """`ghost-deploy ARGS` in this process (under whatever simulation the test installed)."""
+    from ghost_deploy.cli.main import main
+
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_an_engine_the_device_makes_wrong_is_rejected_exit_4_and_kept_aside(
+    packed_10_3: Path, tmp_path: Path, no_simulation: None, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
     cache = tmp_path / "cache"
-    env = {"GHOST_DEPLOY_SIMULATE_TRT": "11.1", "GHOST_DEPLOY_ENGINE_CACHE": str(cache)}
-    wrong = {**env, "GHOST_DEPLOY_SIMULATE_WRONG_ENGINE": "1"}
-    proc = run_cli("run", str(packed_10_3), *map(str, IMAGES), env=wrong)
-    assert proc.returncode == 4, proc.stderr
-    assert "failed its verification" in proc.stderr and "top-1 agreement" in proc.stderr
-    assert ".png:" not in proc.stdout  # no prediction was printed
-    kept = list((cache / "rejected").iterdir())
-    assert len(kept) == 1 and {p.name for p in kept[0].iterdir()} >= {ENGINE_FILE, "verification.json", "build.json"}
-    assert trtsim.plan_header((kept[0] / ENGINE_FILE).read_bytes())["fault"] == "wrong-outputs"  # type: ignore[index]
-    assert not [p for p in cache.iterdir() if p.name != "rejected" and p.is_dir()]  # nothing usable was cached
-    again = run_cli("run", str(packed_10_3), str(IMAGES[0]), env=env)  # not built again silently
-    assert again.returncode == 4 and "earlier" in again.stderr and "--rebuild" in again.stderr
-    rebuilt = run_cli("run", str(packed_10_3), str(IMAGES[0]), "--engine", "rebuild", "--json", env=env)
-    assert rebuilt.returncode == 0, rebuilt.stderr
-    assert json.loads(rebuilt.stdout)["engine"]["source"] == "built"
+    run = ("run", str(packed_10_3), *map(str, IMAGES), "--cache-dir", str(cache))
+    with trtsim.simulate("11.1"):
+        monkeypatch.setenv("GHOST_DEPLOY_SIMULATE_WRONG_ENGINE", "1")
+        code, out, err = _cli(capsys, *run)
+        assert code == 4, err
+        assert "failed its verification" in err and "top-1 agreement" in err and ".png:" not in out
+        with pytest.raises(EngineRejected) as rejected:
+            Bundle.open(packed_10_3, cache_dir=cache, engine="rebuild")
+        assert rejected.value.result["verification"]["metrics"]["top1_agreement"] < 0.5  # type: ignore[index]
+        monkeypatch.delenv("GHOST_DEPLOY_SIMULATE_WRONG_ENGINE")
+        kept = sorted((cache / "rejected").iterdir())
+        assert len(kept) == 2 and {p.name for p in kept[0].iterdir()} >= {
+            ENGINE_FILE,
+            "verification.json",
+            "build.json",
+        }
+        assert trtsim.plan_header((kept[0] / ENGINE_FILE).read_bytes())["fault"] == "wrong-outputs"  # type: ignore[index]
+        assert not [p for p in cache.iterdir() if p.name != "rejected" and p.is_dir()]  # nothing usable was cached
+        code, _, err = _cli(capsys, *run)  # not built again silently
+        assert code == 4 and "earlier" in err and "--rebuild" in err
+        code, out, err = _cli(capsys, *run, "--engine", "rebuild", "--json")
+    assert code == 0, err
+    assert json.loads(out)["engine"]["source"] == "built" and json.loads(out)["results"][2]["top"][0]["label"] == "7"
 
 
-def test_without_tensorrt_the_bundle_opens_as_before(packed_10_3: Path, tmp_path: Path, no_simulation: None) -> None:
+def test_without_tensorrt_the_bundle_opens_as_before(
+    packed_10_3: Path, tmp_path: Path, no_simulation: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A lone simulated engine is refused (exit 2); with the ONNX beside it, the ONNX runs on ONNX Runtime and only
     the engine is refused, with the reason; a lone real engine needs the trt extra (exit 3)."""
-    lone = run_cli("run", str(packed_10_3), str(IMAGES[0]))
-    assert lone.returncode == 2 and "SIMULATED TensorRT" in lone.stderr
+    code, _, err = _cli(capsys, "run", str(packed_10_3), str(IMAGES[0]))
+    assert code == 2 and "SIMULATED TensorRT" in err
     onnx = next(packed_10_3.parent.glob("tiny.build.onnx"))
     with_onnx = tmp_path / "mixed"
     ghost_deploy.pack([packed_10_3.parent / "tiny.engine", onnx], with_onnx)
-    proc = run_cli("run", str(with_onnx), str(IMAGES[2]), "--json")
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
+    code, out, err = _cli(capsys, "run", str(with_onnx), str(IMAGES[2]), "--json")
+    assert code == 0, err
+    report = json.loads(out)
     assert report["artifact"] == "tiny.build.onnx" and report["backend"] == "onnxruntime"
     assert report["results"][0]["top"][0]["label"] == "7"
-    assert "tiny.engine (trt-fp16) is not used here" in proc.stderr and "SIMULATED" in proc.stderr
-    refused = run_cli("run", str(with_onnx), str(IMAGES[2]), "--artifact", "trt-fp16")
-    assert refused.returncode == 2 and "SIMULATED TensorRT" in refused.stderr
+    assert "tiny.engine (trt-fp16) is not used here" in err and "SIMULATED" in err
+    code, _, err = _cli(capsys, "run", str(with_onnx), str(IMAGES[2]), "--artifact", "trt-fp16")
+    assert code == 2 and "SIMULATED TensorRT" in err
     manifest_path = with_onnx / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["artifacts"] = [a for a in manifest["artifacts"] if a["kind"] == "engine"]
     manifest["artifacts"][0]["tensorrt"]["simulated"] = False
-    (with_onnx / "tiny.engine").write_bytes(b"\x00" * 4096)  # not a simulated plan: a 'real' engine
+    fake = b"\x00" * 4096  # not a simulated plan: a 'real' engine, for this test
+    (with_onnx / "tiny.engine").write_bytes(fake)
     for entry in manifest["files"]:
         if entry["path"] == "tiny.engine":
-            entry.update(bytes=4096, sha256=__import__("hashlib").sha256(b"\x00" * 4096).hexdigest())
+            entry.update(bytes=len(fake), sha256=hashlib.sha256(fake).hexdigest())
     manifest_path.write_text(json.dumps(manifest))
-    real = run_cli("run", str(with_onnx), str(IMAGES[2]))
-    assert real.returncode == 3 and "ghost-deploy[trt]" in real.stderr
+    code, _, err = _cli(capsys, "run", str(with_onnx), str(IMAGES[2]))
+    assert code == 3 and "ghost-deploy[trt]" in err
 
 
-def test_cache_list_and_prune(packed_10_3: Path, tmp_path: Path, no_simulation: None) -> None:
+def test_cache_list_and_prune(
+    packed_10_3: Path, tmp_path: Path, no_simulation: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     cache = tmp_path / "cache"
     for version in ("10.13", "11.1"):
         with trtsim.simulate(version), Bundle.open(packed_10_3, cache_dir=cache):
             pass
-    listed = json.loads(run_cli("cache", "list", "--cache-dir", str(cache), "--json").stdout)
+    listed = json.loads(_cli(capsys, "cache", "list", "--cache-dir", str(cache), "--json")[1])
     assert sorted(i["trt_version"] for i in listed["items"]) == ["10.13.0.35", "11.1.0.106"]
     assert all(i["kind"] == "entry" and i["bytes"] > 1000 for i in listed["items"])
     newest = listed["items"][0]
-    proc = run_cli("cache", "prune", "--cache-dir", str(cache), "--max-size", str(newest["bytes"]), "--json")
-    assert proc.returncode == 0, proc.stderr
-    pruned = json.loads(proc.stdout)
+    code, out, err = _cli(
+        capsys, "cache", "prune", "--cache-dir", str(cache), "--max-size", str(newest["bytes"]), "--json"
+    )
+    assert code == 0, err
+    pruned = json.loads(out)
     assert len(pruned["removed"]) == 1 and pruned["kept_entries"] == 1
-    assert [p for p in EngineCache(cache).root.iterdir() if p.is_dir()] == [Path(newest["path"])]
-    assert run_cli("cache", "prune", "--cache-dir", str(cache)).returncode == 2  # nothing said what to prune
-    assert json.loads(run_cli("cache", "prune", "--all", "--cache-dir", str(cache), "--json").stdout)["kept_bytes"] == 0
+    assert [p for p in cache.iterdir() if p.is_dir()] == [Path(newest["path"])]
+    assert _cli(capsys, "cache", "prune", "--cache-dir", str(cache))[0] == 2  # nothing said what to prune
+    assert (
+        json.loads(_cli(capsys, "cache", "prune", "--all", "--cache-dir", str(cache), "--json")[1])["kept_bytes"] == 0
+    )

@@ -193,13 +193,13 @@ class EngineCache:
 
     def reject(self, key: CacheKey, staging: Path, build: dict[str, Any], verification: dict[str, Any]) -> Path:
         """Keep a rejected engine aside, with its build report and verification, under `rejected/`."""
-        where = self.root / REJECTED / f"{key.name}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%SZ}"
+        stamp = f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+        where = self.root / REJECTED / f"{key.name}-{stamp}"
         try:
             _write_json(staging / BUILD_FILE, build)
             _write_json(staging / VERIFICATION_FILE, verification)
             _write_json(staging / ENTRY_FILE, {"key": key.to_dict(), "created": _now(), "rejected": True})
             where.parent.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(where, ignore_errors=True)
             os.rename(staging, where)
         except OSError as exc:
             raise _cache_error(self.root, exc) from None
