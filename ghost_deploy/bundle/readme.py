@@ -51,8 +51,10 @@ in `manifest.json`; `ghost_deploy.bundle.runtime.Bundle.open` checks them.
 ## Python
 
     from ghost_deploy.runtime import Bundle
-    with Bundle.open("THIS_BUNDLE") as bundle:
+    with Bundle.open("THIS_BUNDLE") as bundle:  # or Bundle.open("THIS_BUNDLE", artifact="TARGET_OR_FILE")
         print(bundle.predict("image.png", top_k=5))
+
+{_which_text(manifest)}
 
 ## DeepStream
 
@@ -72,3 +74,25 @@ def _deepstream_text(manifest: dict[str, Any]) -> str:
         f"`{CONFIG_NAME}` is an nvinfer classifier configuration (net-scale-factor = 1/(255 std), offsets = "
         f"255 mean).\n{note}"
     )
+
+
+def _which_text(manifest: dict[str, Any]) -> str:
+    """Which artifact runs by default, and how a device gets an engine that fits it."""
+    default = manifest.get("default_artifact")
+    lines = [
+        f"By default `{default}` runs (packed with --default)."
+        if default
+        else "By default an engine runs where TensorRT is installed, else the first ONNX artifact on ONNX Runtime.",
+        "`ghost-deploy inspect THIS_BUNDLE` says what would run on a machine, and why.",
+    ]
+    if any(a.get("device_build") for a in manifest["artifacts"]):
+        lines += [
+            "",
+            "## On a device whose TensorRT or GPU differs",
+            "",
+            "The bundle holds the ONNX each TensorRT version builds from and a reference set. Where the packed engine",
+            "does not fit, the runtime builds one from the ONNX, verifies it against the reference set before any",
+            "result is returned, and caches it (`ghost-deploy cache list`). Do it ahead of time with",
+            "`ghost-deploy prepare THIS_BUNDLE`; `Bundle.open(..., engine=\"never\")` refuses to build at start.",
+        ]
+    return "\n".join(lines)
