@@ -93,6 +93,6 @@ def _which_text(manifest: dict[str, Any]) -> str:
             "The bundle holds the ONNX each TensorRT version builds from and a reference set. Where the packed engine",
             "does not fit, the runtime builds one from the ONNX, verifies it against the reference set before any",
             "result is returned, and caches it (`ghost-deploy cache list`). Do it ahead of time with",
-            "`ghost-deploy prepare THIS_BUNDLE`; `Bundle.open(..., engine=\"never\")` refuses to build at start.",
+            '`ghost-deploy prepare THIS_BUNDLE`; `Bundle.open(..., engine="never")` refuses to build at start.',
         ]
     return "\n".join(lines)
