@@ -31,6 +31,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.skip(reason=reason))
 
 
+@pytest.fixture(autouse=True)
+def _own_engine_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own engine cache (subprocesses too): none writes to the user's ~/.cache, and none
+    finds another test's engines."""
+    monkeypatch.setenv("GHOST_DEPLOY_ENGINE_CACHE", str(tmp_path_factory.mktemp("engine-cache")))
+
+
 @pytest.fixture(scope="session")
 def small_model():  # type: ignore[no-untyped-def]
     """A ghostnet_050 for 10 classes at 64x64 with BN statistics from real images."""

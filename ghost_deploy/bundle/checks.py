@@ -80,9 +80,17 @@ def validate_manifest(manifest: object) -> dict[str, Any]:
     if len(set(names)) != len(names):
         raise ManifestError(f"{MANIFEST} lists a file twice: {sorted(n for n in names if names.count(n) > 1)[0]}")
     referenced = [manifest["labels_file"]] + [a["file"] for a in manifest["artifacts"]]
+    referenced += [manifest["reference"][k] for k in ("inputs", "outputs") if "reference" in manifest]
+    for art in manifest["artifacts"]:
+        build = art.get("device_build") or {}
+        referenced += [g["file"] for g in (build.get("onnx") or {}).values()]
+        referenced += [build["calibration_cache"]] if build.get("calibration_cache") else []
     for name in referenced:
         if name not in names:
             raise ManifestError(f"{MANIFEST} refers to {name}, which its file list does not have")
+    default = manifest.get("default_artifact")
+    if default is not None and default not in {a["file"] for a in manifest["artifacts"]}:
+        raise ManifestError(f"{MANIFEST} names {default} as its default artifact, which is not one of its artifacts")
     return manifest
 
 
@@ -201,11 +209,18 @@ def check_model(root: Path, manifest: dict[str, Any]) -> None:
             f"{MANIFEST}: num_labels {manifest['num_labels']}, model num_classes {manifest['model']['num_classes']} "
             f"and the output shape {manifest['output']['shape']} disagree on the number of classes"
         )
+    checked = set()
     for art in manifest["artifacts"]:
         if art["kind"] == "onnx":
             check_onnx_artifact(root / art["file"], manifest)
+            checked.add(art["file"])
         elif _parses_as_onnx(root / art["file"]):
             raise ManifestError(f"{art['file']} is an ONNX model, but {MANIFEST} says it is a TensorRT engine")
+    for art in manifest["artifacts"]:  # what a device builds from is checked like an artifact, before any parser
+        for graph in ((art.get("device_build") or {}).get("onnx") or {}).values():
+            if graph["file"] not in checked:
+                check_onnx_artifact(root / graph["file"], manifest)
+                checked.add(graph["file"])
 
 
 def _parses_as_onnx(path: Path) -> bool:

@@ -93,14 +93,32 @@ def render_config(manifest: dict[str, Any], artifact: dict[str, Any], cache: str
         "maintain-aspect-ratio=0",
         f"scaling-filter={_SCALING_FILTER.get(pre['interpolation'], 1)}",
     ]
-    if artifact["kind"] == "engine":
-        lines.append(f"model-engine-file={artifact['file']}")
-    else:
-        lines.append(f"onnx-file={artifact['file']}")
-        lines.append(f"# nvinfer builds and caches an engine from the ONNX on first run: {artifact['file']}_b{batch}")
+    lines += _model_lines(artifact, batch)
     if cache is not None and artifact["precision"] == "int8":
         lines.append(f"int8-calib-file={cache}")
     return "\n".join(lines) + "\n", norm
+
+
+def _model_lines(artifact: dict[str, Any], batch: int) -> list[str]:
+    """model-engine-file and/or onnx-file: with both, nvinfer builds from the ONNX where the engine does not fit
+    this device (as DeepStream does), and that build is not verified; `ghost-deploy prepare` is."""
+    graphs = (artifact.get("device_build") or {}).get("onnx") or {}
+    # DeepStream 6/7 run TensorRT 8.5-10.x (weakly typed): the graph for flags first
+    onnx = (graphs.get("weak") or graphs.get("strong") or {}).get("file")
+    if artifact["kind"] == "onnx":
+        onnx = onnx or artifact["file"]
+    lines = []
+    if artifact["kind"] == "engine":
+        lines.append(f"model-engine-file={artifact['file']}")
+    if onnx is not None:
+        lines.append(f"onnx-file={onnx}")
+        lines.append(
+            "# nvinfer builds and caches an engine from onnx-file when no engine fits this device; that build is "
+            "NOT verified (ghost-deploy prepare builds and verifies one against the bundle's reference set)"
+        )
+        if artifact["kind"] == "onnx":
+            lines.append(f"# nvinfer writes the engine it builds beside the ONNX: {onnx}_b{batch}_gpu0_*.engine")
+    return lines
 
 
 def parse_config(text: str) -> dict[str, str]:

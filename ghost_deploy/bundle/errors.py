@@ -1,11 +1,12 @@
-"""The errors of opening a bundle: each defect its own class, all of them `BundleError` (bad input, exit 2).
+"""The errors of opening a bundle: each defect its own class, all of them `BundleError` (bad input, exit 2),
+except `EngineRejected` (a failed verification, exit 4).
 
 Re-exported by `ghost_deploy.bundle.runtime` and `ghost_deploy.runtime`, where applications import them.
 """
 
 from __future__ import annotations
 
-from ghost_deploy.errors import InputError
+from ghost_deploy.errors import InputError, VerificationFailed
 
 
 class BundleError(InputError):
@@ -46,6 +47,18 @@ class TamperedFileError(BundleError):
 
 class EngineMismatchError(BundleError):
     """The engine was built for another TensorRT version or GPU than this machine's."""
+
+
+class EngineNotPreparedError(BundleError):
+    """`engine="never"`: the engine this device needs is neither packed nor cached, and may not be built here."""
+
+
+class EngineRejected(VerificationFailed):
+    """An engine failed its verification against the bundle's reference set on this device: never used (exit 4).
+
+    `result` holds the verification record (`verification`) and where the engine and its report were kept
+    (`kept`), for the user to send back.
+    """
 
 
 class ExternalDataError(BundleError):

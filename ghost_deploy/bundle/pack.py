@@ -20,7 +20,10 @@ from typing import Any
 
 from ghost_deploy.bundle.checks import MANIFEST, SCHEMA_VERSION, check_onnx_artifact, validate_manifest
 from ghost_deploy.bundle.deepstream import CONFIG_NAME, render_config
+from ghost_deploy.bundle.pack_device import DevicePlan, plan_device, stage_device
+from ghost_deploy.bundle.readme import render_readme
 from ghost_deploy.bundle.runtime import Bundle
+from ghost_deploy.bundle.select import find_artifact
 from ghost_deploy.errors import InputError, VerificationFailed
 from ghost_deploy.fileio import check_regular_destination, read_bytes_limited, sha256_file, strict_json, write_error
 from ghost_deploy.report import ArtifactReport, report_of
@@ -210,73 +213,6 @@ def build_manifest(
     return manifest, [str(label) for label in labels]
 
 
-def render_readme(manifest: dict[str, Any]) -> str:
-    """A short README for the application developer, generated from the manifest."""
-    pre, inp, out = manifest["preprocessing"], manifest["input"], manifest["output"]
-    mean, std = pre["mean"], pre["std"]
-    arts = "\n".join(
-        f"- `{a['file']}`: {a['kind']}, target {a['target']}, precision {a['precision']}"
-        + (
-            f", TensorRT {a['tensorrt']['version']}, compute capability {a['tensorrt']['compute_capability']}"
-            if a.get("tensorrt")
-            else ""
-        )
-        for a in manifest["artifacts"]
-    )
-    return f"""# {manifest["model"].get("arch") or "model"} bundle
-
-Packed by ghost-deploy {manifest["tool"]["version"]} on {manifest["created"]}. Every file's size and sha256 are
-in `manifest.json`; `ghost_deploy.bundle.runtime.Bundle.open` checks them.
-
-{arts}
-
-## Input
-
-`{inp["name"]}`: shape {inp["shape"]} ({inp["layout"]}, {inp["dtype"]}, RGB), batch {inp["dynamic_batch"] or "fixed"}.
-
-1. Decode the image as 8-bit RGB (grayscale repeated to three channels, alpha dropped).
-2. Resize the shorter side to {pre["resize"]} pixels ({pre["interpolation"]}),
-   then centre-crop {pre["crop"]} x {pre["crop"]}.
-3. For each channel c (R, G, B) and pixel value p in 0..255:
-
-       y[c] = (p / 255 - mean[c]) / std[c]
-       mean = ({mean[0]}, {mean[1]}, {mean[2]})
-       std  = ({std[0]}, {std[1]}, {std[2]})
-
-   equivalently y[c] = (p - 255 mean[c]) * 1 / (255 std[c]).
-4. Lay out as {inp["layout"]}: channels first.
-
-## Output
-
-`{out["name"]}`: shape {out["shape"]}, logits (no softmax). Class i is line i+1 of `{manifest["labels_file"]}`
-({manifest["num_labels"]} classes); scores = softmax(logits).
-
-## Python
-
-    from ghost_deploy.runtime import Bundle
-    with Bundle.open("THIS_BUNDLE") as bundle:
-        print(bundle.predict("image.png", top_k=5))
-
-## DeepStream
-
-{_deepstream_text(manifest)}
-"""
-
-
-def _deepstream_text(manifest: dict[str, Any]) -> str:
-    """What the bundle's README says about DeepStream: the config and its normalisation, or why there is none."""
-    if "deepstream" not in manifest:
-        return (
-            "No nvinfer configuration: this bundle holds only ONNX Runtime's CPU layout (ort-int8), which TensorRT, "
-            "and so DeepStream, does not take."
-        )
-    note = manifest["deepstream"].get("note") or "Its normalisation equals the one above exactly."
-    return (
-        f"`{CONFIG_NAME}` is an nvinfer classifier configuration (net-scale-factor = 1/(255 std), offsets = "
-        f"255 mean).\n{note}"
-    )
-
-
 def check_destination(output: Path, force: bool = False) -> None:
     """Refuse, before any work, a bundle destination that cannot be written or must not be replaced."""
     if output.exists() or output.is_symlink():
@@ -299,11 +235,17 @@ def pack(
     profile: Path | None = None,
     force: bool = False,
     allow_failed: bool = False,
+    default: str | None = None,
+    tensorrt: bool = False,
+    reference: Path | None = None,
 ) -> dict[str, Any]:
     """Write a bundle of `artifacts` to `output` (a directory, or a .tar.gz when it ends so); return a report.
 
     An artifact whose report says a gate failed (exit 4), or whose bytes differ from its report (exit 2), is
-    refused unless `allow_failed`; then its manifest entry says so and `Bundle.open` warns.
+    refused unless `allow_failed`; then its manifest entry says so and `Bundle.open` warns. `default` (a file
+    name or target) is what `Bundle.open` and `run` use when not told otherwise. Every engine, and with
+    `tensorrt` every onnx/onnx-fp16/onnx-int8 artifact, gets what a device needs to build and verify its own
+    engine (`pack_device`); `reference` is the model's FP32 ONNX when it is not found among the artifacts.
     """
     if not artifacts:
         raise InputError("give at least one artifact to pack")
@@ -313,13 +255,18 @@ def pack(
     check_destination(output, force)
     manifest, labels = build_manifest(artifacts, profile, allow_failed)
     _portable(manifest)
+    if default is not None:
+        manifest["default_artifact"] = find_artifact(manifest["artifacts"], default, "pack --default")["file"]
+    if tensorrt and not any(a["target"] in ("onnx", "onnx-fp16", "onnx-int8") for a in manifest["artifacts"]):
+        raise InputError("--tensorrt applies to onnx, onnx-fp16 and onnx-int8 artifacts; none was given")
+    device = plan_device(artifacts, manifest, tensorrt, reference)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
     except OSError as exc:
         raise write_error(output, exc) from None
     try:
-        warnings = _stage(staging, artifacts, manifest, labels, profile)
+        warnings = _stage(staging, artifacts, manifest, labels, profile, device)
         warnings += [w for entry in manifest["artifacts"] for w in latency_warnings(entry)]
         Bundle(staging, validate_manifest(json.loads((staging / MANIFEST).read_text())), warn=False)
         from ghost_deploy.bundle.runtime import verify_directory
@@ -341,7 +288,12 @@ def pack(
 
 
 def _stage(
-    staging: Path, artifacts: Sequence[Path], manifest: dict[str, Any], labels: list[str], profile: Path | None
+    staging: Path,
+    artifacts: Sequence[Path],
+    manifest: dict[str, Any],
+    labels: list[str],
+    profile: Path | None,
+    device: DevicePlan,
 ) -> list[str]:
     """Copy and write every file of the bundle into `staging`, ending with the validated manifest (strict JSON)."""
     roles: dict[str, str] = {}
@@ -359,11 +311,12 @@ def _stage(
                 roles[extra] = role
     (staging / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
     roles["labels.txt"] = "labels"
-    notes = []
+    notes = stage_device(staging, manifest, device, roles)
     runnable = [a for a in manifest["artifacts"] if TARGETS[a["target"]].qdq != "onnxruntime"]
     if runnable:  # DeepStream's nvinfer runs TensorRT: an engine, or an ONNX it builds one from
         first = runnable[0]
         cache = first["file"] + ".cache" if first["file"] + ".cache" in roles else None
+        cache = cache or (first.get("device_build") or {}).get("calibration_cache")
         config, norm = render_config(manifest, first, cache)
         manifest["deepstream"] = {"file": CONFIG_NAME, "exact": norm.exact, "note": norm.note}
         (staging / CONFIG_NAME).write_text(config, encoding="utf-8")

@@ -6,6 +6,10 @@ extra, linked, resized or changed file, extracts a `.tar.gz` with a bounded read
 its destination, cross-checks every ONNX artifact with the manifest (format, input/output names and shapes,
 classes; no external data) before any session exists, and checks an engine's TensorRT version and compute
 capability before anything deserializes it. Non-finite outputs are never returned as results.
+
+What runs is chosen by `select.choose` (the user's artifact, the bundle's default, or the rule); an engine is
+the packed one when it fits this TensorRT and GPU, else one built here from the bundled ONNX (`device`), and
+either way verified on the bundle's reference set the first time it is used on this device.
 """
 
 from __future__ import annotations
@@ -16,10 +20,10 @@ import tempfile
 import threading
 import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -42,6 +46,8 @@ from ghost_deploy.bundle.checks import (
 from ghost_deploy.bundle.errors import (
     BundleError,
     EngineMismatchError,
+    EngineNotPreparedError,
+    EngineRejected,
     ExternalDataError,
     ManifestError,
     MissingFileError,
@@ -52,8 +58,12 @@ from ghost_deploy.bundle.errors import (
     UnexpectedFileError,
     UnsafeMemberError,
 )
+from ghost_deploy.bundle.select import Choice
 from ghost_deploy.data.preprocess import Preprocessing, load_rgb, preprocess_image
 from ghost_deploy.errors import GhostDeployError, InputError, NonFiniteOutputError
+
+if TYPE_CHECKING:
+    from ghost_deploy.bundle.device import DeviceEngine
 
 MAX_BUNDLE_BYTES = 2 << 30  # a GhostNet bundle is tens of MB; raise `max_bytes` for a larger one
 
@@ -65,6 +75,8 @@ __all__ = [
     "Bundle",
     "BundleError",
     "EngineMismatchError",
+    "EngineNotPreparedError",
+    "EngineRejected",
     "ExternalDataError",
     "FailedGateWarning",
     "ManifestError",
@@ -82,7 +94,7 @@ __all__ = [
     "verify_directory",
 ]
 
-DOCUMENTED_ERRORS: tuple[type[GhostDeployError], ...] = (BundleError, NonFiniteOutputError)
+DOCUMENTED_ERRORS: tuple[type[GhostDeployError], ...] = (BundleError, NonFiniteOutputError, EngineRejected)
 
 
 class FailedGateWarning(UserWarning):
@@ -139,8 +151,9 @@ class Bundle:
         self._cleanup = cleanup
         self._finalizer = weakref.finalize(self, shutil.rmtree, cleanup, True) if cleanup is not None else None
         self._runner: Runner | None = None
-        self._runner_lock = threading.Lock()  # threads calling predict at once create one runner, not one each
-        self._artifact: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+        self.choice: Choice | None = None
+        self.engine: DeviceEngine | None = None
         try:
             self.preprocessing = Preprocessing.from_dict(manifest["preprocessing"])
         except InputError as exc:
@@ -154,7 +167,6 @@ class Bundle:
                 f"{manifest['labels_file']} has {len(labels)} lines, the manifest says {manifest['num_labels']} labels"
             )
         self.labels = labels
-        refuse_simulated_engines(root, manifest["artifacts"])
         check_model(root, manifest)
         self.warnings = gate_warnings(manifest)
         for text in self.warnings if warn else []:
@@ -167,6 +179,11 @@ class Bundle:
         extract_to: Path | str | None = None,
         max_bytes: int = MAX_BUNDLE_BYTES,
         warn: bool = True,
+        artifact: str | None = None,
+        engine: str = "auto",
+        cache_dir: Path | str | None = None,
+        say: Callable[[str], None] | None = None,
+        settle: bool = True,
     ) -> Bundle:
         """Open a bundle directory or .tar.gz, verifying it completely before returning.
 
@@ -174,10 +191,21 @@ class Bundle:
         directory that `close()` removes. A refused or interrupted extraction leaves nothing: what this call
         created (the files, `extract_to` and its parents when they were new) is removed. `warn=False`: the
         caller reads `bundle.warnings` itself instead of receiving FailedGateWarning.
+
+        `artifact` (a file name or a target of the bundle) chooses what runs; else `select.DEFAULT_RULE`. An
+        engine is settled before this returns (`bundle.engine`): the packed one when it fits this TensorRT
+        and GPU, else one built here from the bundle's ONNX and cached in `cache_dir` (default: the per-user
+        engine cache); verified on the bundle's reference set the first time it is used on this device.
+        `engine="rebuild"` builds even when the packed or cached engine would do; `engine="never"` refuses to
+        build (EngineNotPreparedError: run `ghost-deploy prepare` first). `say` receives progress lines.
+        `settle=False` defers the choice and the engine to the first inference (`inspect` looks without building).
         """
         path = Path(path)
         if path.is_dir():
-            return cls(path, verify_directory(path), warn=warn)
+            bundle = cls(path, verify_directory(path), warn=warn)
+            if settle:
+                bundle.select(artifact, engine, cache_dir, say)
+            return bundle
         if not path.is_file():
             raise NotABundleError(f"{path} does not exist or is not a file; give a bundle directory or .tar.gz")
         created: list[Path] = []
@@ -191,7 +219,7 @@ class Bundle:
             dest = Path(tempfile.mkdtemp(prefix="ghost-bundle-"))
             cleanup = dest
         try:
-            return cls(dest, extract_archive(path, dest, max_bytes), cleanup, warn)
+            bundle = cls(dest, extract_archive(path, dest, max_bytes), cleanup, warn)
         except BaseException:
             for item in dest.iterdir():  # only what this call extracted: dest was new or empty
                 item.unlink()
@@ -199,6 +227,37 @@ class Bundle:
                 if folder is not None:
                     shutil.rmtree(folder, ignore_errors=True)
             raise
+        try:
+            if settle:
+                bundle.select(artifact, engine, cache_dir, say)
+        except BaseException:
+            bundle.close()
+            raise
+        return bundle
+
+    def select(
+        self,
+        artifact: str | None = None,
+        engine: str = "auto",
+        cache_dir: Path | str | None = None,
+        say: Callable[[str], None] | None = None,
+    ) -> Choice:
+        """Choose what runs (see `open`) and settle its engine; done once, by `open` or at the first inference."""
+        from ghost_deploy.bundle.select import choose, simulated_files
+
+        with self._lock:
+            if self.choice is not None:
+                return self.choice
+            simulated = simulated_files(self.root, self.manifest)
+            choice = choose(self.manifest, artifact, _tensorrt_available(), simulated)
+            if choice.backend == "tensorrt":
+                from ghost_deploy.backends.trt.engine_cache import EngineCache
+                from ghost_deploy.bundle.device import resolve
+
+                cache = EngineCache(Path(cache_dir) if cache_dir is not None else None)
+                self.engine = resolve(self.root, self.manifest, choice.artifact, engine, cache, say or _quiet)
+            self.choice = choice
+            return choice
 
     def close(self) -> None:
         """Release the runner and remove a temporary extraction."""
@@ -219,34 +278,27 @@ class Bundle:
 
     @property
     def artifact(self) -> dict[str, Any]:
-        """The artifact the bundle runs: an engine when TensorRT is importable, else the first ONNX."""
-        if self._artifact is None:
-            self._artifact = choose_artifact(self.manifest["artifacts"], _tensorrt_available())
-        return self._artifact
+        """The manifest entry of the artifact the bundle runs (see `open` for how it is chosen)."""
+        return self.select().artifact
 
     def runner(self) -> Runner:
-        """The runner of the chosen artifact, created (and for an engine, compatibility-checked) once."""
-        with self._runner_lock:
-            return self._runner or self._make_runner()
+        """The runner of the chosen artifact (for an engine: the one `select` settled), created once."""
+        choice = self.select()
+        with self._lock:
+            if self._runner is None:
+                runner: Runner
+                if self.engine is not None:
+                    from ghost_deploy.backends.trt.runner import TensorRTRunner
 
-    def _make_runner(self) -> Runner:
-        """Create and activate the runner (under the lock)."""
-        if self._runner is None:
-            art = self.artifact
-            path = self.root / art["file"]
-            if art["kind"] == "engine":
-                entry = art.get("tensorrt") or {}
-                _check_engine_here(entry)
-                from ghost_deploy.backends.trt.runner import TensorRTRunner
+                    found = self.engine
+                    runner = TensorRTRunner(found.path, found.version_compatible, found.dla_core)
+                else:
+                    from ghost_deploy.backends.onnxruntime import OnnxRuntimeRunner
 
-                origin = _origin(entry)
-                self._runner = TensorRTRunner(path, origin.version_compatible, origin.dla_core)
-            else:
-                from ghost_deploy.backends.onnxruntime import OnnxRuntimeRunner
-
-                self._runner = OnnxRuntimeRunner(path)
-            self._runner.activate()
-        return self._runner
+                    runner = OnnxRuntimeRunner(self.root / choice.artifact["file"])
+                runner.activate()
+                self._runner = runner
+            return self._runner
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Raw outputs for a preprocessed NCHW batch of any size.
@@ -330,81 +382,22 @@ def _make_dirs(folder: Path) -> list[Path]:
     return missing[-1:]
 
 
-def choose_artifact(artifacts: Sequence[dict[str, Any]], tensorrt_here: bool) -> dict[str, Any]:
-    """An engine when TensorRT is available, else the first ONNX; an engine-only bundle needs TensorRT."""
-    engines = [a for a in artifacts if a["kind"] == "engine"]
-    onnx = [a for a in artifacts if a["kind"] == "onnx"]
-    if engines and (tensorrt_here or not onnx):
-        return engines[0]
-    return onnx[0]
-
-
 def _tensorrt_available() -> bool:
     from ghost_deploy.machine.probe import tensorrt_installed
 
     return tensorrt_installed()  # a distribution (or the simulator), not the stubs' namespace package
 
 
-def _check_engine_here(origin: dict[str, Any]) -> None:
-    """Check the engine's TensorRT version and compute capability against this machine."""
-    from ghost_deploy.errors import MissingDependencyError
-    from ghost_deploy.machine.probe import gpus, jetson, tensorrt_version
-
-    trt_here = tensorrt_version()
-    if trt_here is None:
-        raise MissingDependencyError("tensorrt", "trt", "Running the TensorRT engine of this bundle")
-    found = gpus()
-    check_engine_origin(origin, trt_here, found[0].compute_capability if found else None, jetson() is not None)
+def _quiet(text: str) -> None:
+    """Progress nobody asked to see."""
 
 
 def check_engine_origin(origin: dict[str, Any], trt_here: str, cc_here: str | None, jetson_here: bool = False) -> None:
     """Raise EngineMismatchError when the manifest's engine cannot run on TensorRT `trt_here` / GPU `cc_here`."""
     from ghost_deploy.backends.trt.compat import check_compatible
+    from ghost_deploy.bundle.device import origin_of
 
     try:
-        check_compatible(_origin(origin), trt_here, cc_here, jetson_here)
+        check_compatible(origin_of(origin), trt_here, cc_here, jetson_here)
     except InputError as exc:
         raise EngineMismatchError(str(exc)) from None
-
-
-def _origin(entry: dict[str, Any]) -> Any:
-    """The EngineOrigin a manifest's `tensorrt` entry describes."""
-    from ghost_deploy.backends.trt.compat import EngineOrigin
-
-    core = entry.get("dla_core")
-    return EngineOrigin(
-        trt_version=str(entry.get("version", "")),
-        compute_capability=entry.get("compute_capability"),
-        version_compatible=bool(entry.get("version_compatible", False)),
-        hardware_compatibility=entry.get("hardware_compatibility"),
-        dla_core=core if isinstance(core, int) else None,
-    )
-
-
-def refuse_simulated_engines(root: Path, artifacts: Sequence[dict[str, Any]]) -> None:
-    """A bundle whose engine was built by the TensorRT simulator opens only under that simulation (exit 2).
-
-    Checked at open, before any dependency: a simulated engine must never be mistaken for a device's.
-    """
-    from ghost_deploy.machine import probe
-
-    for art in artifacts:
-        if art["kind"] != "engine":
-            continue
-        entry = art.get("tensorrt") or {}
-        if not entry.get("simulated") and not _simulated_plan(root / art["file"]):
-            continue
-        sim = probe.simulation()
-        if sim is None:
-            raise EngineMismatchError(
-                f"{art['file']} was built by a SIMULATED TensorRT {entry.get('version', '?')} (ghost-deploy's test "
-                "simulator, GHOST_DEPLOY_SIMULATE_TRT): it is no engine for a GPU; rebuild it on the device "
-                f"(bash {art['file']}.build.sh, or ghost-deploy build)"
-            )
-        check_engine_origin(entry, str(sim.version), None)
-
-
-def _simulated_plan(path: Path) -> bool:
-    from ghost_deploy.testing.trtsim.plan import is_simulated_plan
-
-    return is_simulated_plan(path)

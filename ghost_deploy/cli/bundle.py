@@ -9,6 +9,8 @@ from typing import Any
 
 from ghost_deploy.cli.flags import common as _common
 
+FOR = {"weak": "TensorRT 8.5-10.x", "strong": "TensorRT 11"}
+
 
 def fill_pack_parser(p: argparse.ArgumentParser) -> None:
     """Options of `ghost-deploy pack`."""
@@ -22,6 +24,24 @@ def fill_pack_parser(p: argparse.ArgumentParser) -> None:
         help="pack an artifact whose report says a gate failed, or whose bytes differ from its report (refused "
         "otherwise); the manifest records it and inspect / Bundle.open warn",
     )
+    p.add_argument(
+        "--default",
+        metavar="NAME|TARGET",
+        help="the artifact `run` and Bundle.open use when not told otherwise (a file name or a target)",
+    )
+    p.add_argument(
+        "--tensorrt",
+        action="store_true",
+        help="onnx, onnx-fp16 and onnx-int8 artifacts also run as TensorRT engines built and verified on the device "
+        "(ONNX Runtime without TensorRT)",
+    )
+    p.add_argument(
+        "--reference",
+        type=Path,
+        metavar="FP32.onnx",
+        help="the model's FP32 ONNX, whose outputs devices check their engines against (found automatically when "
+        "packed or beside an engine's build graph)",
+    )
     _common(p)
     p.set_defaults(handler=run_pack)
 
@@ -30,8 +50,18 @@ def run_pack(args: argparse.Namespace) -> dict[str, Any]:
     """Pack artifacts into a bundle."""
     from ghost_deploy.bundle.pack import pack
 
-    report = pack(list(args.artifacts), args.output, args.profile, args.force, args.allow_failed)
-    lines = [f"bundle: {report['bundle']} ({report['files']} files)"]
+    report = pack(
+        list(args.artifacts),
+        args.output,
+        args.profile,
+        args.force,
+        args.allow_failed,
+        default=args.default,
+        tensorrt=args.tensorrt,
+        reference=args.reference,
+    )
+    size = sum(f["bytes"] for f in report["manifest"]["files"])
+    lines = [f"bundle: {report['bundle']} ({report['files']} files, {size / 1e6:.2f} MB before compression)"]
     lines += [f"warning: {w}" for w in report["warnings"]]
     report["human_summary"] = "\n".join(lines)
     return report
@@ -60,13 +90,38 @@ def fill_run_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", type=Path, metavar="BUNDLE", help="a bundle directory or .tar.gz")
     p.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
     p.add_argument("--top-k", type=int, default=5, metavar="K", help="labels per image (default 5)")
+    artifact_flags(p)
+    p.add_argument(
+        "--engine",
+        choices=("auto", "rebuild", "never"),
+        default="auto",
+        help="auto (default): the packed engine when it fits this TensorRT and GPU, else one built here (once, "
+        "cached, verified); rebuild: build here anyway; never: refuse to build (run ghost-deploy prepare first)",
+    )
     _common(p)
     p.set_defaults(handler=run_bundle)
+
+
+def artifact_flags(p: argparse.ArgumentParser) -> None:
+    """--artifact and --cache-dir, for run, inspect and prepare."""
+    p.add_argument(
+        "--artifact",
+        metavar="NAME|TARGET",
+        help="the artifact to run: a file name or a target of the bundle (default: the bundle's default, else an "
+        "engine where TensorRT is installed, else the first ONNX; see inspect)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="the engine cache (default: $GHOST_DEPLOY_ENGINE_CACHE, else $XDG_CACHE_HOME/ghost-deploy/engines)",
+    )
 
 
 def fill_inspect_parser(p: argparse.ArgumentParser) -> None:
     """Options of `ghost-deploy inspect`."""
     p.add_argument("bundle", type=Path, metavar="BUNDLE", help="a bundle directory or .tar.gz")
+    artifact_flags(p)
     _common(p)
     p.set_defaults(handler=inspect_bundle)
 
@@ -75,25 +130,68 @@ def run_bundle(args: argparse.Namespace) -> dict[str, Any]:
     """Open, verify and run a bundle on images; the report lists the top-k labels per image."""
     from ghost_deploy.bundle.runtime import Bundle
 
-    with Bundle.open(args.bundle, warn=False) as bundle:
+    say = None if args.quiet else _stderr
+    with Bundle.open(
+        args.bundle, warn=False, artifact=args.artifact, engine=args.engine, cache_dir=args.cache_dir, say=say
+    ) as bundle:
         _warn(bundle.warnings)
+        choice = bundle.select()
+        if say is not None:
+            for line in choice.not_here:
+                say(f"note: {line}")
+            say(f"runs: {choice.why}" + (f"; engine: {bundle.engine.why}" if bundle.engine else ""))
         results: list[dict[str, Any]] = []
         for image in args.images:
             preds = bundle.predict(image, top_k=args.top_k)
             results.append({"image": str(image), "top": [{"label": p.label, "score": p.score} for p in preds]})
-        artifact = bundle.artifact["file"]
+        artifact = choice.artifact["file"]
+        engine = bundle.engine.to_dict() if bundle.engine else None
     lines = [f"{r['image']}: " + ", ".join(f"{t['label']} {t['score']:.3f}" for t in r["top"]) for r in results]
-    return {"bundle": str(args.bundle), "artifact": artifact, "results": results, "human_summary": "\n".join(lines)}
+    return {
+        "bundle": str(args.bundle),
+        "artifact": artifact,
+        "backend": choice.backend,
+        "engine": engine,
+        "results": results,
+        "human_summary": "\n".join(lines),
+    }
 
 
 def inspect_bundle(args: argparse.Namespace) -> dict[str, Any]:
-    """Verify a bundle and summarise its manifest."""
+    """Verify a bundle, summarise its manifest, and say what would run here and why (building nothing)."""
     from ghost_deploy.bundle.runtime import Bundle
+    from ghost_deploy.bundle.select import describe_here
 
-    with Bundle.open(args.bundle, warn=False) as bundle:
+    with Bundle.open(args.bundle, warn=False, settle=False) as bundle:
         manifest, warnings = bundle.manifest, bundle.warnings
-    summary = "\n".join([summarise(manifest), *(f"warning: {w}" for w in warnings)])
-    return {"bundle": str(args.bundle), "manifest": manifest, "warnings": warnings, "human_summary": summary}
+        here = describe_here(bundle.root, manifest, args.artifact, args.cache_dir)
+    summary = "\n".join([summarise(manifest), *_here_lines(here), *(f"warning: {w}" for w in warnings)])
+    return {
+        "bundle": str(args.bundle),
+        "manifest": manifest,
+        "here": here,
+        "warnings": warnings,
+        "human_summary": summary,
+    }
+
+
+def _here_lines(here: dict[str, Any]) -> list[str]:
+    """What inspect says about this machine: what runs, its engine, what is passed over, and the rule."""
+    if here["artifact"] is None:
+        lines = [f"runs here: nothing: {here['why']}"]
+    else:
+        lines = [f"runs here: {here['why']} (on {'TensorRT' if here['backend'] == 'tensorrt' else 'ONNX Runtime'})"]
+    engine = here.get("engine")
+    if engine:
+        word = {"packed": "the packed engine", "verify-packed": "the packed engine", "cached": "a cached engine"}
+        lines.append(f"engine here: {word.get(engine['action'], engine['action'])}: {engine['why']}")
+    lines += [f"not used here: {line}" for line in here["not_here"]]
+    lines.append(f"default rule: {here['default_rule']}")
+    return lines
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr)
 
 
 def _warn(warnings: list[str]) -> None:
@@ -120,8 +218,24 @@ def summarise(m: dict[str, Any]) -> str:
         metrics = (a.get("precision_verification") or a.get("verification") or {}).get("metrics") or {}
         if "top1_agreement" in metrics:
             line += f", top-1 agreement {metrics['top1_agreement']:.2%}"
+        if a["file"] == m.get("default_artifact"):
+            line += ", the bundle's default"
         lines.append(line)
-    lines.append(f"files: {len(m['files'])} + manifest.json, sizes and sha256 verified")
+        build = a.get("device_build")
+        if build:
+            graphs = ", ".join(f"{g['file']} for {FOR[t]}" for t, g in build["onnx"].items())
+            missing = "; ".join(f"not for {FOR[t]}: {why}" for t, why in (build.get("unavailable") or {}).items())
+            lines.append(
+                f"  builds {build['target']} on a device from {graphs or 'nothing'}"
+                + (f"; {missing}" if missing else "")
+            )
+    if m.get("reference"):
+        ref = m["reference"]
+        lines.append(
+            f"reference set: {ref['samples']} inputs and the FP32 ONNX's outputs, to verify engines on devices"
+        )
+    size = sum(f["bytes"] for f in m["files"])
+    lines.append(f"files: {len(m['files'])} + manifest.json ({size / 1e6:.2f} MB), sizes and sha256 verified")
     return "\n".join(lines)
 
 

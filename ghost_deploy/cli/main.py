@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
-from ghost_deploy.cli import bundle, doctor, export, profile, report
+from ghost_deploy.cli import bundle, device, doctor, export, profile, report
 from ghost_deploy.cli.summary import summary
 from ghost_deploy.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, GhostDeployError, VerificationFailed
 from ghost_deploy.fileio import strict_json
@@ -51,7 +51,14 @@ COMMANDS: tuple[tuple[str, Callable[[argparse.ArgumentParser], None], str, tuple
     ("bench", profile.fill_bench_parser, "every target this machine can run, in one table", ALL[:4]),
     ("pack", bundle.fill_pack_parser, "a deployment bundle: artifacts, manifest, labels, build.sh", ALL),
     ("run", bundle.fill_run_parser, "run a bundle on images (exit 4: the model gave NaN or Inf)", ALL),
-    ("inspect", bundle.fill_inspect_parser, "check a bundle and print its manifest", (0, 1, 2)),
+    ("inspect", bundle.fill_inspect_parser, "check a bundle, print its manifest and what would run here", (0, 1, 2)),
+    (
+        "prepare",
+        device.fill_prepare_parser,
+        "build and verify a bundle's engine on this device ahead of time (exit 4: rejected)",
+        ALL,
+    ),
+    ("cache", device.fill_cache_parser, "list or prune the per-user engine cache", (0, 1, 2)),
     (
         "report",
         report.fill_report_parser,

@@ -172,10 +172,18 @@ def _int8(
     )
     preview = model
     if cfg.high_precision == "fp16":
-        from ghost_deploy.precision.fp16 import fp16_from_fp32, fp16_preview
+        from ghost_deploy.precision.fp16 import fp16_preview
 
-        typed = onnx.version_converter.convert_version(model, 19)  # Q/DQ with FP16 scales needs opset 19
-        model, fp16_summary = fp16_from_fp32(typed, {})
+        model, report["high_precision"] = qdq_with_fp16_high_precision(model)
         preview = fp16_preview(preview)
-        report["high_precision"] = {"dtype": "fp16", "opset": 19, **fp16_summary.to_dict()}
     return PrecisionResult(model, preview, cfg.high_precision != "fp16", report, cache)
+
+
+def qdq_with_fp16_high_precision(qdq: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """A TensorRT Q/DQ graph with its unquantized layers in FP16 (what TensorRT 11, strongly typed, needs for
+    the `--high-precision fp16` build); the same scales, so the same quantization. Returns it and its summary."""
+    from ghost_deploy.precision.fp16 import fp16_from_fp32
+
+    typed = onnx.version_converter.convert_version(qdq, 19)  # Q/DQ with FP16 scales needs opset 19
+    model, summary = fp16_from_fp32(typed, {})
+    return model, {"dtype": "fp16", "opset": 19, **summary.to_dict()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ghost_deploy.testing.trtsim.build import build_plan
+from ghost_deploy.testing.trtsim.faults import apply_build_faults
 from ghost_deploy.testing.trtsim.sim import Sim, State
 from ghost_deploy.testing.trtsim.trt_basic import host_memory
 from ghost_deploy.testing.trtsim.trt_config import ConfigState, ProfileState
@@ -64,7 +65,7 @@ class BuilderState(State):
         net = self._sim.expect(network, "INetworkDefinition")._trtsim
         cfg = self._sim.expect(config, "IBuilderConfig")._trtsim
         plan = build_plan(self._sim, self.logger, net, cfg)
-        return None if plan is None else host_memory(self._sim, plan)
+        return None if plan is None else host_memory(self._sim, apply_build_faults(plan))
 
     def build_engine(self, network: Any, config: Any) -> Any:
         """8.x (deprecated): build and deserialize in one step."""
