@@ -121,8 +121,22 @@ def summarise(m: dict[str, Any]) -> str:
         if "top1_agreement" in metrics:
             line += f", top-1 agreement {metrics['top1_agreement']:.2%}"
         lines.append(line)
+        lines += _quantized(a)
     lines.append(f"files: {len(m['files'])} + manifest.json, sizes and sha256 verified")
     return "\n".join(lines)
+
+
+def _quantized(artifact: dict[str, Any]) -> list[str]:
+    """How much of an INT8 artifact is quantized, with the warning when it computes mostly in float."""
+    share = artifact.get("quantized")
+    if not isinstance(share, dict):
+        return []
+    from ghost_deploy.precision.share import describe_share, mostly_float_warning
+
+    lines = [f"  quantized: {describe_share(share)}"]
+    if share.get("mostly_float"):
+        lines.append(f"  warning: {artifact['file']}: {mostly_float_warning(share)}")
+    return lines
 
 
 def _batch(inp: dict[str, Any]) -> str:

@@ -89,6 +89,9 @@ def engine_from_source(source: Source, cfg: ExportConfig, steps: Steps) -> Expor
         build_script=str(script_path),
         engine={"path": str(engine), "built": False},
     )
+    share = (onnx_result.report.get("precision") or {}).get("quantized")
+    if share is not None and plan.onnx_kind.startswith("qdq"):  # explicit INT8: TensorRT runs what the Q/DQ says
+        report["precision"] = {"quantized": share}
     _stop_without_tensorrt(engine, report, [plan.onnx_path, report_path(plan.onnx_path), script_path], script_path)
     return _build_and_verify(source, cfg, plan, engine, report, steps)
 
