@@ -99,7 +99,10 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
 
 
 def add_verify_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("verification against ONNX Runtime CPU")
+    g = p.add_argument_group(
+        "verification against ONNX Runtime CPU (the FP32 gate: the FP32 ONNX against PyTorch; in `verify`, the "
+        "artifact, whatever its precision)"
+    )
     g.add_argument(
         "--eval",
         type=Path,
@@ -114,7 +117,7 @@ def add_verify_flags(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="use a seeded subset of at most N images (default 500)",
     )
-    fp32 = "FP32 gate (the FP32 ONNX against PyTorch; in `verify`: the artifact, whatever its precision)"
+    fp32 = "FP32 gate"
     g.add_argument("--atol", type=float, metavar="X", help=f"{fp32}: max absolute logit error (default 1e-4)")
     g.add_argument(
         "--rtol",
@@ -220,7 +223,7 @@ def add_precision_flags(p: argparse.ArgumentParser, export: bool = True) -> None
         type=float,
         metavar="POINTS",
         help="FP16 and INT8 gates: largest top-1 accuracy drop against FP32 on labelled inputs, in points "
-        "(default 1.0); --auto-exclude also holds the calibration data's agreement to 100 - POINTS %",
+        "(default 1.0); --auto-exclude also holds the calibration data's agreement to 100 - POINTS %%",
     )
     g.add_argument(
         "--auto-exclude",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ghost_deploy.config import GATE_FLAGS
+from ghost_deploy.config import GATE_FLAGS, Tolerances
 from ghost_deploy.targets import CALIBRATION_METHODS
 from ghost_deploy.targets import target as target_of
 
@@ -21,7 +21,7 @@ def precision_advice(report: dict[str, Any]) -> list[str]:
     """Sentences for a failed FP16 or INT8 preview, each true to this run."""
     target = target_of(report["target"])
     record = report.get("precision_verification") or {}
-    advice = _limit_advice(record, target.precision)
+    advice = _fp32_flags_given(report, record, target.precision) + _limit_advice(record, target.precision)
     if target.precision != "int8":
         if target.precision == "fp16":
             advice.append("keep the failing nodes in FP32 with --exclude-nodes or --exclude-op-types")
@@ -37,6 +37,22 @@ def precision_advice(report: dict[str, Any]) -> list[str]:
         advice.append(_auto_exclude_advice(auto))
     advice.append(_range_advice(calibration))
     return advice
+
+
+def _fp32_flags_given(report: dict[str, Any], record: dict[str, Any], precision: str) -> list[str]:
+    """A changed FP32 limit (--min-cosine, --min-agreement) where the reduced precision's own limit failed: say
+    which flag governs which gate, since the user evidently meant this one."""
+    fp32 = ((report.get("verification") or {}).get("tolerances")) or {}
+    defaults, flags = Tolerances().to_dict(), GATE_FLAGS.get(precision, {})
+    said = []
+    for key in record.get("failed_limits", []):
+        if key in ("min_cosine", "min_agreement") and key in flags and fp32.get(key, defaults[key]) != defaults[key]:
+            fp32_flag = GATE_FLAGS["fp32"][key]
+            said.append(
+                f"{fp32_flag} {fp32[key]:g} set the FP32 check (the FP32 ONNX against PyTorch) only; the "
+                f"{precision.upper()} preview's limit is {flags[key]}"
+            )
+    return said
 
 
 def _limit_advice(record: dict[str, Any], precision: str) -> list[str]:
