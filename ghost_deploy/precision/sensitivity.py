@@ -185,9 +185,7 @@ def auto_exclude(
     goal = Goal(min_agreement, min_cosine, cosine_of)
     search = _Search(fp32, ranges, builder_for(target), scorer, goal, (*already,), (*exclude_op_types,))
     found: dict[str, Any] = {
-        "min_agreement": min_agreement,
-        "min_cosine": min_cosine,
-        "cosine_of": cosine_of,
+        **goal.to_dict(),
         "goal": goal.describe(),
         "measured_on": f"{len(samples)} calibration inputs",
     }

@@ -236,3 +236,23 @@ def test_ort_flavour_exclusion_after_a_relu_reads_the_relu(fp32: onnx.ModelProto
     cosines = [float(((ref * o).sum(1) / (norms * np.linalg.norm(o, axis=1))).mean()) for o in (quantized, excluded)]
     # keeping one layer in float must not make the model worse than quantizing it
     assert cosines[1] >= cosines[0] - 0.01
+
+
+@pytest.mark.parametrize("version", ["8.5", "8.6", "10.3", "10.13", "11.1"])
+def test_the_tensorrt_flavour_parses_and_builds_on_every_simulated_version(trt_qdq, version: str) -> None:  # type: ignore[no-untyped-def]
+    # the simulated parser enforces onnx-tensorrt's Q/DQ rules (tensorrt.md s5): INT8 weights read by a
+    # DequantizeLinear, zero points 0, per-channel scales on the output-channel axis, 3 inputs for 8.x
+    from ghost_deploy.testing import trtsim
+    from tests.testing.simkit import build, deserialize, infer, ort_run, start
+
+    model, _ = trt_qdq
+    x = np.stack([s.array for s in ImageFolder(DIGITS / "test", Preprocessing(64, 64), limit=4)])
+    trtsim.uninstall()
+    try:
+        env = start(version)
+        flags = ("INT8",) if not version.startswith("11") else ()  # 11 is strongly typed: no precision flags
+        plan = build(env, model, flags, profile=((1, 3, 64, 64), (4, 3, 64, 64), (8, 3, 64, 64)))
+        assert plan is not None, env.errors()
+        np.testing.assert_array_equal(infer(env, deserialize(env, plan), x), ort_run(model, x))
+    finally:
+        trtsim.uninstall()
