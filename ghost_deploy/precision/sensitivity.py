@@ -95,7 +95,7 @@ class Goal:
 
     def limits(self) -> dict[str, float]:
         """The limit of each metric judged."""
-        found = {"agreement": self.min_agreement}
+        found = {"agreement": self.min_agreement} if self.min_agreement > 0 else {}  # 0: not aimed at
         if self.min_cosine is not None:
             found["cosine"] = self.min_cosine
         return found
@@ -124,6 +124,14 @@ class Goal:
             got = f" (got {values['agreement']:.2%})" if values else ""
             parts.append(f"top-1 agreement >= {self.min_agreement:.2%}{got}")
         return " and ".join(parts)
+
+    def without(self, metrics: Collection[str]) -> Goal | None:
+        """The goal less `metrics` ('cosine', 'agreement'); None when nothing is left to aim at."""
+        cosine = None if "cosine" in metrics else self.min_cosine
+        agreement = 0.0 if "agreement" in metrics else self.min_agreement
+        if cosine is None and "agreement" in metrics:
+            return None
+        return Goal(agreement, cosine, self.cosine_of)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -205,6 +213,7 @@ def auto_exclude(
         else:
             excluded, fast = _fast(search, threads)
             found.update(ranking_method="probe (one run) + greedy confirmation", **fast)
+            found["aimed_at"] = [m for m in found["aimed_at"] if m not in fast.get("out_of_reach", [])]
     found.update(
         met=not goal.failing(search.last()),
         full_graph=search.tried[0],
@@ -249,15 +258,11 @@ def _fast(search: _Search, threads: int | None) -> tuple[list[str], dict[str, An
     chosen: list[str] = []
     steps: list[dict[str, Any]] = []
     info: dict[str, Any] = {"ranking": [{"node": n, "error": errors[n]} for n in order[:20]], "greedy": steps}
-    goal = search.goal
     bound = search.scorer.measure(without_quantization(full, search.fp32, order))
     info["all_layers_out_estimate"] = bound.agreement
     info["all_layers_out"] = bound.to_dict()
-    if goal.failing(bound):  # no choice of layers can help: the loss is in the other Q/DQ's ranges
-        info["note"] = (
-            f"no layer kept in higher precision: even with every layer out of the quantized graph the estimate "
-            f"misses {goal.describe(bound, failing_only=True)}, so the quantized activations' ranges themselves lose it"
-        )
+    goal = _reachable(search, bound, info)
+    if goal is None:
         return [], info
     current = search.last()
     while len(steps) < MAX_GREEDY and len(chosen) < len(order):
@@ -273,3 +278,28 @@ def _fast(search: _Search, threads: int | None) -> tuple[list[str], dict[str, An
             return chosen, info
     rest = [n for n in order if n not in chosen]
     return _doubling(search, rest, chosen) if rest else chosen, info
+
+
+def _reachable(search: _Search, bound: Score, info: dict[str, Any]) -> Goal | None:
+    """The part of the goal that keeping layers can reach (`bound`: every layer out of the quantized graph),
+    set as the search's goal; None (with a note) when that part is already met or nothing is left."""
+    goal = search.goal
+    out_of_reach = goal.failing(bound)
+    if not out_of_reach:
+        return goal
+    # no choice of layers reaches these: the loss is in the other Q/DQ's (activations') ranges
+    missed = goal.describe(bound, failing_only=True)
+    reachable = goal.without(out_of_reach)
+    if reachable is None or not reachable.failing(search.last()):
+        info["note"] = (
+            f"no layer kept in higher precision: even with every layer out of the quantized graph the estimate "
+            f"misses {missed}, so the quantized activations' ranges themselves lose it"
+        )
+        return None
+    info["out_of_reach"] = out_of_reach
+    info["note"] = (
+        f"{missed} is out of reach even with every layer out of the quantized graph (the activations' ranges lose "
+        f"it): layers were kept for {reachable.describe()} alone"
+    )
+    search.goal = reachable
+    return reachable
