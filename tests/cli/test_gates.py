@@ -186,3 +186,19 @@ def test_an_int8_file_says_how_much_of_it_is_int8(
     assert "  warning: floaty.onnx: only 1.8% of the MACs are quantized" in inspected
     assert "  quantized: 95/95 Conv, 1/1 Gemm; 100.0% of the MACs" in inspected
     assert onnx.load(str(floaty))  # the artifact itself is untouched by any of this
+
+
+def test_a_search_that_kept_no_layer_says_why_instead_of_0_layers_kept() -> None:
+    from ghost_deploy.cli.summary import auto_exclude_lines
+
+    why = (
+        "no layer kept in higher precision: the whole INT8 graph already meets mean cosine >= 0.99 (got 0.99290) "
+        "and top-1 agreement >= 99.00% (got 100.00%) on the 52 calibration inputs"
+    )
+    none = {"excluded": [], "met": True, "min_agreement": 0.99, "seconds": 0.4, "note": why}
+    assert auto_exclude_lines(none) == [f"auto-exclude in 0.4 s: {why}"]
+    # a report written before the goal existed still reads
+    old = {"excluded": ["a"], "met": False, "min_agreement": 0.99}
+    assert auto_exclude_lines(old)[0] == (
+        "auto-exclude: 1 layers kept in higher precision (NOT met on calibration data: top-1 agreement >= 99.00%)"
+    )
