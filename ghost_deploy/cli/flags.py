@@ -332,6 +332,8 @@ def precision_config(args: argparse.Namespace) -> PrecisionConfig:
 def precision_tolerances(args: argparse.Namespace) -> Tolerances | None:
     """The reduced-precision gate of the target (None for FP32 targets), with --max-accuracy-drop applied."""
     precision = precision_of(args.target)
+    for other in ("fp16", "int8"):  # a bad value is refused even where the target's precision does not read it
+        _gate_flags_applied(args, other, Tolerances.for_precision(other))
     if precision == "fp32":
         return None
     tol = Tolerances.for_precision(precision)

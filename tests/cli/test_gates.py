@@ -130,14 +130,15 @@ def test_the_fp16_gate_has_its_own_flags(fp32: Path, tmp_path: Path, capsys: pyt
         ("--int8-min-cosine", "1.5", "--int8-min-cosine must be a finite number > 0 and <= 1"),
         ("--int8-min-agreement", "nan", "--int8-min-agreement must be a finite number"),
         ("--fp16-min-cosine", "0", "--fp16-min-cosine must be a finite number > 0"),
+        ("--fp16-min-agreement", "2", "--fp16-min-agreement must be a finite number >= 0 and <= 1"),
     ],
 )
 def test_bad_gate_values_exit_2_before_any_work(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, message: str
 ) -> None:
-    target = "onnx-fp16" if flag.startswith("--fp16") else "onnx-int8"
-    code, _, err = _run(capsys, [str(tmp_path / "absent.onnx"), "--target", target, flag, value])
-    assert code == 2 and message in err, err
+    for target in ("onnx-fp16", "onnx-int8", "onnx"):  # refused whichever gate the target has
+        code, _, err = _run(capsys, [str(tmp_path / "absent.onnx"), "--target", target, flag, value])
+        assert code == 2 and message in err, err
 
 
 def test_help_lists_each_gate_flag_with_its_default_and_precision(capsys: pytest.CaptureFixture[str]) -> None:
