@@ -8,7 +8,7 @@ ONNX against PyTorch once and reuses what the FP32 ONNX gave for every reduced-p
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -213,12 +213,17 @@ def verification_record(
     metrics: dict[str, Any],
     tol: Tolerances,
     localise: Callable[[], dict[str, Any] | None] | None = None,
+    flags: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The verification entry of every report: who was compared on what, the metrics, the limits, the verdict.
 
-    `localise` finds the first diverging node; it runs only when the verdict is a failure.
+    `localise` finds the first diverging node; it runs only when the verdict is a failure. `flags` names the
+    option that sets each limit (Tolerances field -> flag, e.g. `GATE_FLAGS["int8"]`): a failure says which.
+    When a cosine or agreement limit fails while the labelled inputs show no accuracy drop beyond the limit,
+    `accuracy_note` says so, so that the user can judge the failure.
     """
-    failures = judge(metrics, tol)
+    judged = _judged(metrics, tol, flags or {})
+    failures = [text for _, text in judged]
     record: dict[str, Any] = {
         "reference": reference,
         "candidate": candidate,
@@ -227,32 +232,69 @@ def verification_record(
         "tolerances": tol.to_dict(),
         "passed": not failures,
         "failures": failures,
+        "failed_limits": [key for key, _ in judged],  # Tolerances fields, 'nonfinite' or 'samples'
     }
+    if any(key in ("min_cosine", "min_agreement") for key, _ in judged):
+        note = accuracy_note(metrics, tol)
+        if note is not None:
+            record["accuracy_note"] = note
     if failures and localise is not None:
         record["first_divergence"] = localise()
     return record
 
 
-def judge(metrics: dict[str, Any], tol: Tolerances) -> list[str]:
-    """Every tolerance the metrics miss, as a sentence saying by how much; empty when all pass.
+def accuracy_note(metrics: dict[str, Any], tol: Tolerances) -> str | None:
+    """What the labelled inputs say about accuracy when it did not drop beyond the limit; None without labels."""
+    labelled = metrics.get("labelled_samples") or 0
+    if not labelled or "accuracy_drop" not in metrics:
+        return None
+    drop, ref, cand = metrics["accuracy_drop"], metrics["reference_top1"], metrics["candidate_top1"]
+    where = f"top-1 accuracy on the {labelled} labelled inputs"
+    if drop <= 0:
+        change = "unchanged" if drop == 0 else "higher"
+        return f"{where} is {change}: {ref:.2%} (reference) -> {cand:.2%} (this model)"
+    if tol.max_accuracy_drop is not None and drop <= tol.max_accuracy_drop + 1e-9:
+        return (
+            f"{where} dropped {drop * 100:.2f} points ({ref:.2%} -> {cand:.2%}), within the "
+            f"{tol.max_accuracy_drop * 100:.2f}-point limit"
+        )
+    return None
+
+
+def judge(metrics: dict[str, Any], tol: Tolerances, flags: Mapping[str, str] | None = None) -> list[str]:
+    """Every tolerance the metrics miss, as a sentence saying by how much (and, given `flags`, which option sets
+    the limit); empty when all pass.
 
     Any non-finite output, of the candidate or of the reference, fails whatever the tolerances.
     """
-    failures = _nonfinite_failures(metrics)
+    return [text for _, text in _judged(metrics, tol, flags or {})]
+
+
+def _judged(metrics: dict[str, Any], tol: Tolerances, flags: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(Tolerances field or 'nonfinite'/'samples', sentence) for every limit missed."""
+
+    def named(key: str, text: str) -> tuple[str, str]:
+        return key, f"{text} ({flags[key]})" if key in flags else text
+
+    failures = [("nonfinite", text) for text in _nonfinite_failures(metrics)]
     if metrics.get("samples") == 0:
-        failures.append("no sample was compared: the verification data was empty")
+        failures.append(("samples", "no sample was compared: the verification data was empty"))
     if tol.max_abs is not None:
-        failures += _judge_max_abs(metrics, tol)
+        failures += [named("max_abs", text) for text in _judge_max_abs(metrics, tol)]
     cosine: float | None = metrics.get(f"cosine_{tol.cosine_of}")
     if tol.min_cosine is not None:
         if cosine is None:
-            failures.append(f"{tol.cosine_of} cosine similarity could not be computed (no finite sample)")
+            text = f"{tol.cosine_of} cosine similarity could not be computed (no finite sample)"
+            failures.append(("nonfinite", text))
         elif cosine < tol.min_cosine:
-            failures.append(f"{tol.cosine_of} cosine similarity {cosine:.6f} < {tol.min_cosine}")
+            failures.append(named("min_cosine", f"{tol.cosine_of} cosine similarity {cosine:.6f} < {tol.min_cosine}"))
     if tol.min_agreement is not None and metrics["top1_agreement"] < tol.min_agreement:
-        failures.append(f"top-1 agreement {metrics['top1_agreement']:.2%} < {tol.min_agreement:.2%}")
-    if tol.max_accuracy_drop is not None and metrics.get("accuracy_drop", 0.0) > tol.max_accuracy_drop:
-        failures.append(f"top-1 accuracy drop {metrics['accuracy_drop']:.2%} > {tol.max_accuracy_drop:.2%}")
+        text = f"top-1 agreement {metrics['top1_agreement']:.2%} < {tol.min_agreement:.2%}"
+        failures.append(named("min_agreement", text))
+    # a drop of exactly the limit passes: 1 of 100 is 0.010000000000000009 in floating point
+    if tol.max_accuracy_drop is not None and metrics.get("accuracy_drop", 0.0) > tol.max_accuracy_drop + 1e-9:
+        text = f"top-1 accuracy drop {metrics['accuracy_drop']:.2%} > {tol.max_accuracy_drop:.2%}"
+        failures.append(named("max_accuracy_drop", text))
     return failures
 
 

@@ -154,3 +154,43 @@ def test_verify_cli_exits_4_on_an_onnx_with_nan_in_one_column_and_writes_strict_
         metrics = report["verification"]["metrics"]
         assert metrics["max_abs_error"] is None and metrics["max_abs_error_null_reason"]
         assert report["verification"]["passed"] is False
+
+
+# --- issue 21: gates the user can steer, failures that say which flag and what the labelled inputs say ---
+
+
+def _int8_metrics(cosine: float, agreement: float, ref_top1: float, cand_top1: float, labelled: int) -> dict:  # type: ignore[type-arg]
+    metrics = {"samples": 60, "cosine_mean": cosine, "cosine_min": cosine - 0.1, "top1_agreement": agreement}
+    if labelled:
+        metrics.update(labelled_samples=labelled, reference_top1=ref_top1, candidate_top1=cand_top1)
+        metrics["accuracy_drop"] = ref_top1 - cand_top1
+    return metrics
+
+
+def test_a_failure_names_the_flag_and_the_labelled_accuracy_that_held() -> None:
+    from ghost_deploy.config import GATE_FLAGS
+    from ghost_deploy.verify import verification_record
+
+    tol = Tolerances.for_precision("int8")
+    record = verification_record("fp32", "int8", {}, _int8_metrics(0.979623, 1.0, 0.75, 0.75, 60), tol, None,
+                                 GATE_FLAGS["int8"])  # fmt: skip
+    assert record["failures"] == ["mean cosine similarity 0.979623 < 0.99 (--int8-min-cosine)"]
+    assert record["failed_limits"] == ["min_cosine"]
+    assert record["accuracy_note"] == (
+        "top-1 accuracy on the 60 labelled inputs is unchanged: 75.00% (reference) -> 75.00% (this model)"
+    )
+    # a drop within the limit is said with its size; a drop beyond it is itself a failure, never excused
+    within = verification_record("fp32", "int8", {}, _int8_metrics(0.98, 1.0, 0.75, 0.745, 200), tol)
+    assert "dropped 0.50 points (75.00% -> 74.50%), within the 1.00-point limit" in within["accuracy_note"]
+    beyond = verification_record("fp32", "int8", {}, _int8_metrics(0.98, 1.0, 0.75, 0.70, 60), tol)
+    assert "accuracy_note" not in beyond and beyond["failed_limits"] == ["min_cosine", "max_accuracy_drop"]
+    unlabelled = verification_record("fp32", "int8", {}, _int8_metrics(0.98, 1.0, 0, 0, 0), tol)
+    assert "accuracy_note" not in unlabelled and unlabelled["failures"] == ["mean cosine similarity 0.980000 < 0.99"]
+
+
+def test_an_accuracy_drop_of_exactly_the_limit_passes() -> None:
+    # 1 of 100 images lost is 0.010000000000000009 in floating point, not more than a 1-point limit
+    metrics = _int8_metrics(0.999, 1.0, 0.95, 0.94, 100)
+    assert metrics["accuracy_drop"] > 0.01
+    assert judge(metrics, Tolerances.for_precision("int8")) == []
+    assert judge(_int8_metrics(0.999, 1.0, 0.95, 0.93, 100), Tolerances.for_precision("int8"))

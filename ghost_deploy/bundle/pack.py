@@ -121,6 +121,9 @@ def _artifact_entry(
         entry.update(kind="onnx", build=build, verification=report.section("verification"))
         entry["precision_verification"] = report.section("precision_verification")
         onnx_report = report
+    share = (report.section("precision") or {}).get("quantized")
+    if isinstance(share, dict):  # how much of an INT8 artifact is quantized (layers, MACs, mostly float)
+        entry["quantized"] = share
     versions = report.section("versions") or {}
     entry["versions"] = {k: versions.get(k) for k in ("onnxruntime", "onnx", "torch", "tensorrt")}
     entry["latency"] = _latency(path, profile)

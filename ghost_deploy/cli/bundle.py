@@ -221,6 +221,7 @@ def summarise(m: dict[str, Any]) -> str:
         if a["file"] == m.get("default_artifact"):
             line += ", the bundle's default"
         lines.append(line)
+        lines += _quantized(a)
         build = a.get("device_build")
         if build:
             graphs = ", ".join(f"{g['file']} for {FOR[t]}" for t, g in build["onnx"].items())
@@ -237,6 +238,19 @@ def summarise(m: dict[str, Any]) -> str:
     size = sum(f["bytes"] for f in m["files"])
     lines.append(f"files: {len(m['files'])} + manifest.json ({size / 1e6:.2f} MB), sizes and sha256 verified")
     return "\n".join(lines)
+
+
+def _quantized(artifact: dict[str, Any]) -> list[str]:
+    """How much of an INT8 artifact is quantized, with the warning when it computes mostly in float."""
+    share = artifact.get("quantized")
+    if not isinstance(share, dict):
+        return []
+    from ghost_deploy.precision.share import describe_share, mostly_float_warning
+
+    lines = [f"  quantized: {describe_share(share)}"]
+    if share.get("mostly_float"):
+        lines.append(f"  warning: {artifact['file']}: {mostly_float_warning(share)}")
+    return lines
 
 
 def _batch(inp: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ghost_deploy.config import (
+    GATE_FLAGS,
     MAX_INPUT_SIZE,
     MAX_SAMPLES,
     BatchSpec,
@@ -98,7 +99,10 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
 
 
 def add_verify_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("verification against ONNX Runtime CPU")
+    g = p.add_argument_group(
+        "verification against ONNX Runtime CPU (the FP32 gate: the FP32 ONNX against PyTorch; in `verify`, the "
+        "artifact, whatever its precision)"
+    )
     g.add_argument(
         "--eval",
         type=Path,
@@ -113,15 +117,55 @@ def add_verify_flags(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="use a seeded subset of at most N images (default 500)",
     )
-    g.add_argument("--atol", type=float, metavar="X", help="max absolute logit error (FP32 default 1e-4)")
+    fp32 = "FP32 gate"
+    g.add_argument("--atol", type=float, metavar="X", help=f"{fp32}: max absolute logit error (default 1e-4)")
     g.add_argument(
         "--rtol",
         type=float,
         metavar="X",
-        help="added to --atol per unit of the largest reference logit (FP32 default 3e-5)",
+        help=f"{fp32}: added to --atol per unit of the largest reference logit (default 3e-5)",
     )
-    g.add_argument("--min-cosine", type=float, metavar="X", help="minimum cosine similarity (FP32 default 0.9999)")
-    g.add_argument("--min-agreement", type=float, metavar="X", help="minimum top-1 agreement (FP32 default 0.99)")
+    g.add_argument(
+        "--min-cosine", type=float, metavar="X", help=f"{fp32}: minimum per-sample cosine similarity (default 0.9999)"
+    )
+    g.add_argument("--min-agreement", type=float, metavar="X", help=f"{fp32}: minimum top-1 agreement (default 0.99)")
+    add_gate_flags(p)
+
+
+def add_gate_flags(p: argparse.ArgumentParser) -> None:
+    """The FP16 and INT8 gates' limits, one flag per precision and metric (defaults: Tolerances.for_precision)."""
+    g = p.add_argument_group(
+        "reduced-precision gates (the FP16 or INT8 model against the FP32 ONNX, on the verification inputs; "
+        "FP16: onnx-fp16, trt-fp16; INT8: onnx-int8, ort-int8, trt-int8; --max-accuracy-drop sets both's "
+        "accuracy limit)"
+    )
+    fp16, int8 = Tolerances.for_precision("fp16"), Tolerances.for_precision("int8")
+    g.add_argument(
+        "--fp16-min-cosine",
+        type=float,
+        metavar="X",
+        help=f"lowest per-sample cosine similarity of FP16 logits (default {fp16.min_cosine}: FP16 rounding "
+        "alone moves no logit far)",
+    )
+    g.add_argument(
+        "--fp16-min-agreement",
+        type=float,
+        metavar="X",
+        help=f"minimum FP16 top-1 agreement (default {fp16.min_agreement})",
+    )
+    g.add_argument(
+        "--int8-min-cosine",
+        type=float,
+        metavar="X",
+        help=f"minimum MEAN cosine similarity of INT8 logits (default {int8.min_cosine}: quantisation noise moves "
+        "single samples, so the mean is judged)",
+    )
+    g.add_argument(
+        "--int8-min-agreement",
+        type=float,
+        metavar="X",
+        help=f"minimum INT8 top-1 agreement (default {int8.min_agreement})",
+    )
 
 
 def add_precision_flags(p: argparse.ArgumentParser, export: bool = True) -> None:
@@ -178,13 +222,15 @@ def add_precision_flags(p: argparse.ArgumentParser, export: bool = True) -> None
         "--max-accuracy-drop",
         type=float,
         metavar="POINTS",
-        help="largest top-1 drop against FP32, in points (default 1.0)",
+        help="FP16 and INT8 gates: largest top-1 accuracy drop against FP32 on labelled inputs, in points "
+        "(default 1.0); --auto-exclude also holds the calibration data's agreement to 100 - POINTS %%",
     )
     g.add_argument(
         "--auto-exclude",
         action="store_true",
-        help="keep the INT8-sensitive layers in higher precision until the calibration data agrees with FP32 "
-        "within --max-accuracy-drop",
+        help="keep the INT8-sensitive layers in higher precision until the calibration data meets the INT8 "
+        "gate: mean cosine >= --int8-min-cosine and top-1 agreement >= the larger of --int8-min-agreement and "
+        "100 - --max-accuracy-drop %% (each layer is chosen for the metric that fails)",
     )
 
 
@@ -246,16 +292,31 @@ def overrides(args: argparse.Namespace) -> Overrides:
 
 
 def tolerances(args: argparse.Namespace, precision: str = "fp32") -> Tolerances:
-    """The precision's default tolerances with the verification flags applied."""
+    """The precision's default tolerances with the verification flags applied (`verify`: the FP32 flags set any
+    precision's limits, as they always did; the precision's own flags win)."""
     changes = {
         "max_abs": args.atol,
         "rtol": args.rtol,
         "min_cosine": args.min_cosine,
         "min_agreement": args.min_agreement,
     }
-    return dataclasses.replace(
+    tol = dataclasses.replace(
         Tolerances.for_precision(precision), **{k: v for k, v in changes.items() if v is not None}
     )
+    return _gate_flags_applied(args, precision, tol)
+
+
+def _gate_flags_applied(args: argparse.Namespace, precision: str, tol: Tolerances) -> Tolerances:
+    """`tol` with the --fp16-* or --int8-* limits given for `precision`, each checked under its own name."""
+    if precision not in ("fp16", "int8"):
+        return tol
+    changes = {}
+    for field, flag in GATE_FLAGS[precision].items():
+        value = getattr(args, flag[2:].replace("-", "_"), None) if flag.startswith(f"--{precision}-") else None
+        if value is not None:
+            check_number(value, flag, 0.0, 1.0, low_open=field == "min_cosine")
+            changes[field] = value
+    return dataclasses.replace(tol, **changes)
 
 
 def precision_config(args: argparse.Namespace) -> PrecisionConfig:
@@ -277,12 +338,14 @@ def precision_config(args: argparse.Namespace) -> PrecisionConfig:
 def precision_tolerances(args: argparse.Namespace) -> Tolerances | None:
     """The reduced-precision gate of the target (None for FP32 targets), with --max-accuracy-drop applied."""
     precision = precision_of(args.target)
+    for other in ("fp16", "int8"):  # a bad value is refused even where the target's precision does not read it
+        _gate_flags_applied(args, other, Tolerances.for_precision(other))
     if precision == "fp32":
         return None
     tol = Tolerances.for_precision(precision)
     if args.max_accuracy_drop is not None:
         tol = dataclasses.replace(tol, max_accuracy_drop=args.max_accuracy_drop / 100.0)
-    return tol
+    return _gate_flags_applied(args, precision, tol)
 
 
 def engine_options(args: argparse.Namespace) -> EngineOptions:

@@ -40,6 +40,8 @@ def summary(report: dict[str, Any]) -> str:
             f"{cosines(m, ver.get('tolerances', {}))}, top-1 agreement {m['top1_agreement']:.2%}{acc}"
         )
         lines += [f"  failed: {f}" for f in ver.get("failures", [])]
+        if ver.get("accuracy_note"):
+            lines.append(f"  while: {ver['accuracy_note']}")
         if ver["data"].get("note"):
             lines.append(f"note: {ver['data']['note']}")
     pver = report.get("precision_verification")
@@ -52,16 +54,10 @@ def summary(report: dict[str, Any]) -> str:
             f"{cosines(m, pver.get('tolerances', {}))}{acc}"
         )
         lines += [f"  failed: {f}" for f in pver.get("failures", [])]
-    auto = report.get("precision", {}).get("calibration", {}).get("auto_exclude")
-    if auto:
-        took = f" in {auto['seconds']:.1f} s" if "seconds" in auto else ""
-        lines.append(
-            f"auto-exclude: {len(auto['excluded'])} layers kept in higher precision{took} "
-            f"({'met' if auto['met'] else 'NOT met'}: agreement >= {auto['min_agreement']:.2%} on calibration data)"
-        )
-        lines += [f"  kept in higher precision: {name}" for name in auto["excluded"]]
-        if auto.get("note"):
-            lines.append(f"auto-exclude: {auto['note']}")
+        if pver.get("accuracy_note"):
+            lines.append(f"  while: {pver['accuracy_note']}")
+    lines += quantized_lines(report)
+    lines += auto_exclude_lines(report.get("precision", {}).get("calibration", {}).get("auto_exclude"))
     sens = report.get("sensitivity")
     if sens:
         lines.append(f"INT8 sensitivity ({sens['measured_on']}), most costly first:")
@@ -96,3 +92,36 @@ def cosines(metrics: dict[str, Any], tolerances: dict[str, Any]) -> str:
     elif judged in ("min", "mean"):
         text += " (cosine not gated)"
     return text
+
+
+def auto_exclude_lines(auto: dict[str, Any] | None) -> list[str]:
+    """What --auto-exclude aimed at, kept and met (or why it kept nothing)."""
+    if not auto:
+        return []
+    took = f" in {auto['seconds']:.1f} s" if "seconds" in auto else ""
+    goal = auto.get("goal") or f"top-1 agreement >= {auto['min_agreement']:.2%}"
+    where = auto.get("measured_on", "calibration data")
+    if not auto["excluded"] and auto.get("note"):
+        return [f"auto-exclude{took}: {auto['note']}"]
+    aimed = f", aimed at {' and '.join(auto['aimed_at'])}" if auto.get("aimed_at") else ""
+    lines = [
+        f"auto-exclude: {len(auto['excluded'])} layers kept in higher precision{took} "
+        f"({'met' if auto['met'] else 'NOT met'} on {where}: {goal}{aimed})"
+    ]
+    lines += [f"  kept in higher precision: {name}" for name in auto["excluded"]]
+    if auto.get("note"):
+        lines.append(f"auto-exclude: {auto['note']}")
+    return lines
+
+
+def quantized_lines(report: dict[str, Any]) -> list[str]:
+    """How much of an INT8 artifact is quantized, and a warning when most of its MACs are not."""
+    share = (report.get("precision") or {}).get("quantized")
+    if not isinstance(share, dict):
+        return []
+    from ghost_deploy.precision.share import describe_share, mostly_float_warning
+
+    lines = [f"quantized: {describe_share(share)}"]
+    if share.get("mostly_float"):
+        lines.append(f"warning: {mostly_float_warning(share, report.get('precision', {}).get('qdq'))}")
+    return lines

@@ -15,7 +15,7 @@ from typing import Any
 
 import onnx
 
-from ghost_deploy.config import PrecisionConfig
+from ghost_deploy.config import PrecisionConfig, Tolerances
 from ghost_deploy.data.inputs import Sample
 from ghost_deploy.errors import InputError
 from ghost_deploy.targets import target as target_of
@@ -39,10 +39,13 @@ def build_precision(
     samples: Iterable[Sample] | None,
     threads: int | None = None,
     progress: Callable[[int], None] | None = None,
+    gate: Tolerances | None = None,
 ) -> PrecisionResult:
     """Calibrate (or read a cache) and build the target's model and its CPU preview; ONNX Runtime runs with
-    `threads` (None: its default); `progress` is told how many calibration images are done."""
+    `threads` (None: its default); `progress` is told how many calibration images are done. `gate` is the
+    preview's gate (default: the precision's): `--auto-exclude` aims at its cosine and agreement limits."""
     from ghost_deploy.precision.calibrate import calibrate
+    from ghost_deploy.precision.share import quantized_share
 
     spec = target_of(target)
     _check_high_precision(target, cfg)
@@ -61,8 +64,11 @@ def build_precision(
     if spec.precision == "fp16":
         return _fp16(fp32, ranges, cfg, calib_report)
     if cfg.auto_exclude:
-        cfg, calib_report["auto_exclude"] = _auto_exclude(fp32, target, ranges, cfg, samples, threads)
-    return _int8(fp32, target, ranges, cfg, calib_report)
+        goal = gate or Tolerances.for_precision("int8")
+        cfg, calib_report["auto_exclude"] = _auto_exclude(fp32, target, ranges, cfg, samples, threads, goal)
+    result = _int8(fp32, target, ranges, cfg, calib_report)
+    result.report["quantized"] = quantized_share(result.model)  # how much of the artifact really is INT8
+    return result
 
 
 def _check_high_precision(target: str, cfg: PrecisionConfig) -> None:
@@ -81,8 +87,11 @@ def _auto_exclude(
     cfg: PrecisionConfig,
     samples: Any,
     threads: int | None,
+    gate: Tolerances,
 ) -> tuple[PrecisionConfig, dict[str, Any]]:
-    """Keep the most sensitive layers in higher precision until the calibration data agrees enough."""
+    """Keep the most sensitive layers in higher precision until the calibration data meets the gate's cosine
+    limit and agrees enough: the larger of the gate's agreement and 1 - the accuracy drop allowed (the
+    calibration data has no labels; agreement bounds the drop)."""
     import itertools
 
     from ghost_deploy.precision.sensitivity import auto_exclude
@@ -94,11 +103,13 @@ def _auto_exclude(
         fp32,
         ranges,
         subset,
-        cfg.auto_exclude_agreement,
+        max(cfg.auto_exclude_agreement, gate.min_agreement or 0.0),
         target,
         cfg.exclude_nodes,
         cfg.exclude_op_types,
         threads=threads,
+        min_cosine=gate.min_cosine,
+        cosine_of=gate.cosine_of,
     )
     excluded = tuple(cfg.exclude_nodes) + tuple(found["excluded"])
     return dataclasses.replace(cfg, exclude_nodes=excluded), found
@@ -160,7 +171,8 @@ def _int8(
     cache = format_cache(activations, version, ALGORITHM)
     calib["cache_header"] = ALGORITHM
     report.update(
-        flavour="TensorRT: symmetric int8, per-channel weights, per-tensor activations",
+        flavour="TensorRT: symmetric int8, per-channel weights stored as int8 (DequantizeLinear), per-tensor "
+        "activations",
         qdq=summary.to_dict(),
         cache={
             "trt_version": version,

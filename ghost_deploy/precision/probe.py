@@ -13,6 +13,7 @@ float inputs again, without building the Q/DQ graph anew.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Iterator, Sequence
 
 import numpy as np
@@ -74,10 +75,29 @@ class Scorer:
 
     def score(self, model: onnx.ModelProto) -> tuple[float, float]:
         """(top-1 agreement, mean cosine) of `model` against the FP32 logits."""
+        found = self.measure(model)
+        return found.agreement, found.cosine_mean
+
+    def measure(self, model: onnx.ModelProto) -> Score:
+        """Top-1 agreement, mean and minimum per-sample cosine of `model` against the FP32 logits."""
         ref, out = self.reference, self.logits(model)
         agreement = float((ref.argmax(1) == out.argmax(1)).mean())
         norms = np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1), 1e-30)
-        return agreement, float(((ref * out).sum(1) / norms).mean())
+        cosine = (ref * out).sum(1) / norms
+        return Score(agreement, float(cosine.mean()), float(cosine.min(initial=1.0)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Score:
+    """What a model gives against the FP32 logits: top-1 agreement, mean and minimum per-sample cosine."""
+
+    agreement: float
+    cosine_mean: float
+    cosine_min: float
+
+    def to_dict(self) -> dict[str, float]:
+        """JSON-ready form."""
+        return dataclasses.asdict(self)
 
 
 def probe_model(

@@ -3,9 +3,11 @@
 Two flavours, because TensorRT and ONNX Runtime's CPU provider want different ones:
 
 - `qdq_for_tensorrt`: signed INT8, symmetric (zero point 0, given explicitly: TensorRT 8.5's parser needs three
-  inputs), weights per output channel, activations per tensor, no quantized bias. Placement follows TensorRT's
-  fusion rules: the activation and weight inputs of Conv/ConvTranspose/Gemm/MatMul are quantized, their outputs
-  are not, and for an Add fed by a quantized Conv the *other* (shortcut) input is quantized, so Conv+Add fuses.
+  inputs), weights per output channel stored as INT8 initializers read by a DequantizeLinear (as ModelOpt's
+  `dq_only`; the file is about a quarter of the FP32 one), activations per tensor (Q -> DQ), no quantized bias.
+  Placement follows TensorRT's fusion rules: the activation and weight inputs of Conv/ConvTranspose/Gemm/MatMul
+  are quantized, their outputs are not, and for an Add fed by a quantized Conv the *other* (shortcut) input is
+  quantized, so Conv+Add fuses.
   The activation scales are exactly the calibration cache's scales (`trtcache.cache_scale`), bit for bit.
 - `qdq_for_onnxruntime`: ONNX Runtime's own QDQ layout (uint8 activations with zero points, int8 per-channel
   weights, outputs quantized so its QDQ fusions turn Conv into QLinearConv), driven by our streaming ranges.
@@ -152,7 +154,7 @@ def qdq_for_tensorrt(
         new_nodes += _activation_qdq(out, name, ranges[name].amax, summary)
     for node in out.graph.node:
         if node.name in weights:
-            new_nodes += _weight_qdq(out, node)
+            new_nodes += _weight_dq(out, node)
         for consumer, index in ((c, i) for t, cs in targets.items() for c, i in cs):
             if consumer == node.name:
                 node.input[index] = f"{node.input[index]}_dequantized"
@@ -162,6 +164,7 @@ def qdq_for_tensorrt(
                 new_nodes += _activation_qdq(out, produced, ranges[produced].amax, summary)
     del out.graph.node[:]
     out.graph.node.extend(new_nodes)
+    _drop_unused_weights(out)
     onnx.checker.check_model(out)
     return out, summary
 
@@ -188,23 +191,48 @@ def _activation_qdq(model: onnx.ModelProto, tensor: str, amax: float, summary: Q
     return _qdq_nodes(tensor, f"{tensor}_dequantized", f"{tensor}_scale", f"{tensor}_zero_point", None)
 
 
-def _weight_qdq(model: onnx.ModelProto, node: onnx.NodeProto) -> list[onnx.NodeProto]:
-    """FP32 weight -> Q -> DQ per output channel (TensorRT folds it into INT8 weights at build time)."""
+def _weight_dq(model: onnx.ModelProto, node: onnx.NodeProto) -> list[onnx.NodeProto]:
+    """The weight stored as INT8 per output channel and read through a DequantizeLinear: a quarter of the FP32
+    bytes, the layout of NVIDIA ModelOpt's `dq_only` (`qdq_utils.py::qdq_to_dq`). TensorRT's ONNX parser takes an
+    INT8 initializer as DequantizeLinear's input from 8.5 on (docs/reference/tensorrt.md section 5). The values
+    are those QuantizeLinear gives the FP32 weight: w / scale in float32, rounded half to even, saturated."""
     weight = node.input[1]
+    stored, scale, zero = f"{weight}_quantized", f"{weight}_scale", f"{weight}_zero_point"
+    axis = _weight_axis(node)
+    node.input[1] = f"{weight}_dequantized"
+    dq = helper.make_node("DequantizeLinear", [stored, scale, zero], [node.input[1]], name=f"{weight}_DequantizeLinear")
+    dq.attribute.append(helper.make_attribute("axis", axis))
+    if any(i.name == stored for i in model.graph.initializer):  # a weight shared by two layers: one DQ, earlier
+        return []
     init = next(i for i in model.graph.initializer if i.name == weight)
     w = numpy_helper.to_array(init).astype(np.float32)
-    axis = _weight_axis(node)
     reduce_axes = tuple(a for a in range(w.ndim) if a != axis)
     amax = np.abs(w).max(axis=reduce_axes)
     scales = np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0 / 127.0)).astype(np.float32)
+    per_channel = scales.reshape([-1 if a == axis else 1 for a in range(w.ndim)])
+    q = np.clip(np.rint(w / per_channel), -128, 127).astype(np.int8)
     model.graph.initializer.extend(
         [
-            numpy_helper.from_array(scales, f"{weight}_scale"),
-            numpy_helper.from_array(np.zeros(scales.shape, dtype=np.int8), f"{weight}_zero_point"),
+            numpy_helper.from_array(q, stored),
+            numpy_helper.from_array(scales, scale),
+            numpy_helper.from_array(np.zeros(scales.shape, dtype=np.int8), zero),
         ]
     )
-    node.input[1] = f"{weight}_dequantized"
-    return _qdq_nodes(weight, f"{weight}_dequantized", f"{weight}_scale", f"{weight}_zero_point", axis)
+    return [dq]
+
+
+def _drop_unused_weights(model: onnx.ModelProto) -> None:
+    """Remove the FP32 weights that only quantized layers read (now stored as INT8), from the graph's inputs too."""
+    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    unused = {i.name for i in model.graph.initializer if i.name not in used}
+    if not unused:
+        return
+    keep = [i for i in model.graph.initializer if i.name not in unused]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    inputs = [i for i in model.graph.input if i.name not in unused]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
 
 
 def _float_inputs(model: onnx.ModelProto, excluded: Collection[str], original: onnx.ModelProto) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from ghost_deploy.backends.base import INPUT_NAME
 from ghost_deploy.backends.onnx.files import input_dims, load_onnx
 from ghost_deploy.backends.trt.plan import BuildPlan, BuildRequest, plan_build
-from ghost_deploy.config import BatchSpec, EngineOptions, ExportConfig, Tolerances
+from ghost_deploy.config import GATE_FLAGS, BatchSpec, EngineOptions, ExportConfig, Tolerances
 from ghost_deploy.data.inputs import batches
 from ghost_deploy.errors import InputError, MissingDependencyError, VerificationFailed
 from ghost_deploy.fileio import check_writable, sha256_file, strict_json, write_bytes_atomic
@@ -90,6 +90,9 @@ def engine_from_source(source: Source, cfg: ExportConfig, steps: Steps) -> Expor
         build_script=str(script_path),
         engine={"path": str(engine), "built": False},
     )
+    share = (onnx_result.report.get("precision") or {}).get("quantized")
+    if share is not None and plan.onnx_kind.startswith("qdq"):  # explicit INT8: TensorRT runs what the Q/DQ says
+        report["precision"] = {"quantized": share}
     _stop_without_tensorrt(engine, report, [plan.onnx_path, report_path(plan.onnx_path), script_path], script_path)
     return _build_and_verify(source, cfg, plan, engine, report, steps)
 
@@ -216,7 +219,11 @@ def _verify_engine(source: Source, cfg: ExportConfig, plan: BuildPlan, engine: P
     ):
         feeds = batches(source.data, INPUT_NAME, batch)
         metrics = compare_runners(source.fp32_outputs, candidate, feeds, progress=tick)
-    return verification_record("onnxruntime CPU, FP32 ONNX", "tensorrt", source.data.description, metrics, tol)
+    precision = target_of(cfg.target).precision  # trt-fp32 is judged by the defaults: no flag names a limit
+    flags = GATE_FLAGS[precision] if precision != "fp32" else None
+    return verification_record(
+        "onnxruntime CPU, FP32 ONNX", "tensorrt", source.data.description, metrics, tol, flags=flags
+    )
 
 
 def _gpus() -> list[dict[str, Any]]:
@@ -304,7 +311,7 @@ def onnx_kind(model_path: Path) -> str:
     model = load_onnx(model_path, external_data=False)
     ops = {n.op_type for n in model.graph.node}
     half = any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
-    if "QuantizeLinear" in ops:
+    if ops & {"QuantizeLinear", "DequantizeLinear"}:  # INT8 weights are read by a DequantizeLinear alone
         return "qdq-fp16" if half else "qdq-fp32"
     return "fp16" if half else "fp32"
 

@@ -19,7 +19,7 @@ import onnx
 from ghost_deploy.backends.base import INPUT_NAME
 from ghost_deploy.backends.onnx.files import opset_of
 from ghost_deploy.backends.onnxruntime import OnnxRuntimeRunner
-from ghost_deploy.config import ExportConfig, Tolerances
+from ghost_deploy.config import GATE_FLAGS, ExportConfig, Tolerances
 from ghost_deploy.data.calibration import calibration_samples
 from ghost_deploy.data.inputs import Sample, batches
 from ghost_deploy.errors import InputError, VerificationFailed
@@ -27,6 +27,7 @@ from ghost_deploy.fileio import check_writable, strict_json
 from ghost_deploy.model.info import ModelInfo
 from ghost_deploy.precision.build import PrecisionResult, build_precision
 from ghost_deploy.report import Steps, file_entry, new_report, report_path
+from ghost_deploy.stages.advice import precision_advice
 from ghost_deploy.stages.outputs import StagedOutput, failed_path, output_lock, remove_files
 from ghost_deploy.stages.source import Source, open_source, verify_fp32
 from ghost_deploy.targets import target as target_of
@@ -113,7 +114,9 @@ def _export_locked(source: Source, cfg: ExportConfig, steps: Steps) -> ExportRes
             steps.step("precision", f"calibrating and building {target.name}"),
             steps.progress("calibrate", total, "images") as tick,
         ):
-            built = build_precision(source.fp32, target.name, cfg.precision, samples, source.threads, tick)
+            built = build_precision(
+                source.fp32, target.name, cfg.precision, samples, source.threads, tick, gate=_gate(cfg)
+            )
         final = built.model
         report["precision"] = built.report
     with StagedOutput() as staged:
@@ -125,11 +128,15 @@ def _export_locked(source: Source, cfg: ExportConfig, steps: Steps) -> ExportRes
         report["verification"] = verify_fp32(source, cfg.tolerances, steps)
         passed = bool(report["verification"]["passed"])
         if built is not None:
-            tol = cfg.precision_tolerances or Tolerances.for_precision(target.precision)
-            passed = _verify_preview(source, built, tol, steps, report) and passed
+            passed = _verify_preview(source, built, _gate(cfg), steps, report) and passed
         report["steps"] = steps.timings
         report["status"] = "ok" if passed else "verification_failed"
         return _commit(staged, report, artifact, built is not None and built.cache is not None, passed)
+
+
+def _gate(cfg: ExportConfig) -> Tolerances:
+    """The reduced-precision gate of the target: the user's limits, else the precision's defaults."""
+    return cfg.precision_tolerances or Tolerances.for_precision(target_of(cfg.target).precision)
 
 
 def _commit(staged: StagedOutput, report: dict[str, Any], artifact: Path, cache: bool, passed: bool) -> ExportResult:
@@ -235,29 +242,27 @@ def _verify_preview(
         metrics = compare_runners(source.fp32_outputs, preview, feeds, progress=tick)
         rec["note"] = f"top-1 agreement {metrics['top1_agreement']:.2%} on {metrics['samples']} inputs"
     candidate = built.report.get("preview", "the Q/DQ graph on onnxruntime CPU")
-    record = verification_record("onnxruntime CPU, FP32 ONNX", candidate, source.data.description, metrics, tol)
+    precision = target_of(str(report["target"])).precision
+    flags = GATE_FLAGS[precision]
+    record = verification_record(
+        "onnxruntime CPU, FP32 ONNX", candidate, source.data.description, metrics, tol, flags=flags
+    )
     report["precision_verification"] = record
     return bool(record["passed"])
 
 
 def _failure_message(report: dict[str, Any]) -> str:
+    """One line: every gate missed, what the labelled inputs say, advice this run has not followed yet."""
     ver = report["verification"]
     failures = list(ver["failures"])
     pver = report.get("precision_verification", {})
     failures += [f"{report['target']} preview: {f}" for f in pver.get("failures", [])]
     text = "verification failed: " + "; ".join(failures)
+    if pver.get("accuracy_note"):
+        text += f" (while {pver['accuracy_note']})"
     div = ver.get("first_divergence")
     if div:
         text += f"; first diverging node: {div['node']} ({div['op_type']}, max abs error {div['max_abs_error']:.3g})"
-    if pver.get("failures") and target_of(report["target"]).precision == "int8":
-        if report.get("precision", {}).get("calibration", {}).get("auto_exclude"):
-            text += (
-                "; --auto-exclude kept layers in higher precision and still missed the limit: the loss is in the "
-                "ranges themselves (entropy clips inputs); try --calib-method minmax (the default), mse or percentile"
-            )
-        else:
-            text += (
-                "; to find and keep the fragile layers in higher precision run `ghost-deploy sensitivity` or add "
-                "--auto-exclude, or try --calib-method minmax (the default), mse or percentile"
-            )
+    if pver.get("failures"):
+        text += "".join(f"; {advice}" for advice in precision_advice(report))
     return text + f"; report: {report_path(Path(report['artifact']['path']))}"

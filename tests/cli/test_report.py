@@ -52,6 +52,12 @@ def _json(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
+def _shown_size(path: Path) -> str:
+    """A file's size as the page writes it: decimal MB, kB under 1 MB (an INT8 file of the tiny model is 0.7 MB)."""
+    n = path.stat().st_size
+    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
 @pytest.mark.slow
 def test_the_page_shows_what_the_reports_say(made: dict[str, Path], tmp_path: Path) -> None:
     html, page = _report(made["fp32"], made["int8"], made["engine"], made["sens"], out=tmp_path / "r.html")
@@ -65,7 +71,7 @@ def test_the_page_shows_what_the_reports_say(made: dict[str, Path], tmp_path: Pa
         file = made[name].name
         assert page.cells[(file, "top1")] == f"{metrics['candidate_top1']:.2%}"
         assert page.cells[(file, "agreement")] == f"{metrics['top1_agreement']:.2%}"
-        assert page.cells[(file, "size")] == f"{made[name].stat().st_size / 1e6:.2f} MB"
+        assert page.cells[(file, "size")] == _shown_size(made[name])
         assert page.cells[(file, "verdict")] == "PASSED"
     engine_metrics = engine["verification"]["metrics"]
     assert page.cells[(made["engine"].name, "agreement")] == f"{engine_metrics['top1_agreement']:.2%}"
@@ -124,7 +130,7 @@ def test_every_bundle_carries_its_page_and_report_reads_bundles(made: dict[str, 
     assert files["report.html"] == "report"
     assert list(page.sections) == SECTIONS
     assert page.cells[(made["fp32"].name, "median")].endswith(" ms")  # the profile beside the packed file
-    assert page.cells[(made["int8"].name, "size")] == f"{made['int8'].stat().st_size / 1e6:.2f} MB"
+    assert page.cells[(made["int8"].name, "size")] == _shown_size(made["int8"])
     assert "0, 1, 2, 3, 4, 5, 6, 7, 8, 9" in page.sections["model"]  # the labels, from the packed reports
     _, again = _report(bundle, out=tmp_path / "again.html")
     assert again.cells[(made["int8"].name, "top1")] == page.cells[(made["int8"].name, "top1")]

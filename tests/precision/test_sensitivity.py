@@ -148,3 +148,18 @@ def test_unreadable_calibration_images_are_skipped_and_counted(tmp_path: Path) -
         str(tmp_path / "n.onnx"),
     )
     assert proc.returncode == 2 and "no readable image" in proc.stderr
+
+
+def test_the_goal_aims_at_the_metric_that_fails() -> None:
+    from ghost_deploy.precision.probe import Score
+    from ghost_deploy.precision.sensitivity import Goal
+
+    goal = Goal(min_agreement=0.95, min_cosine=0.99)
+    cosine_short = Score(agreement=1.0, cosine_mean=0.98, cosine_min=0.5)
+    assert goal.failing(cosine_short) == ["cosine"] and goal.shortfall(cosine_short) == pytest.approx(1.0)
+    assert goal.failing(Score(0.9, 0.995, 0.9)) == ["agreement"]
+    # a layer that closes the cosine gap beats one that only adds agreement already in hand
+    assert goal.shortfall(Score(1.0, 0.989, 0.5)) < goal.shortfall(Score(0.99, 0.98, 0.5))
+    assert goal.describe(cosine_short, failing_only=True) == "mean cosine >= 0.99 (got 0.98000)"
+    assert Goal(0.99).failing(cosine_short) == []  # without a cosine limit, as --auto-exclude was before
+    assert Goal(0.9, 0.99, "min").failing(Score(1.0, 0.995, 0.98)) == ["cosine"]  # the gate's own statistic

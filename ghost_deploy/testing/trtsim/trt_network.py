@@ -7,7 +7,7 @@ import operator
 import os
 from typing import Any
 
-from ghost_deploy.testing.trtsim import onnx_graph
+from ghost_deploy.testing.trtsim import onnx_graph, qdq_rules
 from ghost_deploy.testing.trtsim.enums import distinct
 from ghost_deploy.testing.trtsim.onnx_graph import LayerInfo, TensorInfo
 from ghost_deploy.testing.trtsim.sim import Sim, State, as_bytes
@@ -256,8 +256,10 @@ class ParserState(State):
             return self._fail(ParseProblem("INVALID_VALUE", _EXPLICIT_BATCH_MESSAGE, func="importModel"))
         if self._network.model is not None:
             raise self._sim.unsupported("parsing a second ONNX model into one network")
-        problem = onnx_graph.check(proto, base_dir) or onnx_graph.check_support(
-            proto, self._sim.spec.onnx, self._sim.version
+        problem = (
+            onnx_graph.check(proto, base_dir)
+            or onnx_graph.check_support(proto, self._sim.spec.onnx, self._sim.version)
+            or qdq_rules.check_qdq(proto, self._sim.major)
         )
         if problem is not None:
             return self._fail(ParseProblem(*problem))

@@ -1,0 +1,62 @@
+"""A failed precision gate's advice is true to the run: it never suggests what the run already did."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ghost_deploy.config import GATE_FLAGS, Tolerances
+from ghost_deploy.stages.advice import precision_advice
+from ghost_deploy.verify import verification_record
+
+
+def _report(method: str | None = "minmax", auto: dict[str, Any] | None = None, labelled: int = 60) -> dict[str, Any]:
+    """The report of an onnx-int8 run whose preview failed on the mean cosine (as the user's did)."""
+    metrics: dict[str, Any] = {"samples": 60, "cosine_mean": 0.979623, "cosine_min": 0.9, "top1_agreement": 0.97}
+    if labelled:
+        metrics.update(labelled_samples=labelled, reference_top1=0.75, candidate_top1=0.75, accuracy_drop=0.0)
+    tol = Tolerances.for_precision("int8")
+    calibration: dict[str, Any] = {"method": method} if method else {"source": "x.cache"}
+    if auto is not None:
+        calibration["auto_exclude"] = auto
+    return {
+        "target": "onnx-int8",
+        "verification": verification_record("torch", "ort", {}, {"samples": 60, "top1_agreement": 1.0}, Tolerances()),
+        "precision": {"calibration": calibration},
+        "precision_verification": verification_record("fp32", "int8", {}, metrics, tol, None, GATE_FLAGS["int8"]),
+    }
+
+
+def test_a_user_on_minmax_is_not_told_to_try_minmax() -> None:
+    advice = precision_advice(_report("minmax"))
+    ranges = next(a for a in advice if "--calib-method" in a)
+    assert ranges == "the ranges came from --calib-method minmax: try --calib-method mse, percentile or entropy"
+    assert any("add --auto-exclude" in a for a in advice)
+    entropy = next(a for a in precision_advice(_report("entropy")) if "--calib-method" in a)
+    assert entropy.endswith("try --calib-method minmax (the default), mse or percentile")
+
+
+def test_the_lower_limit_is_offered_only_when_the_labelled_accuracy_held() -> None:
+    advice = precision_advice(_report())
+    assert any("accept this model with a lower limit (--int8-min-cosine 0.97)" in a for a in advice)
+    unlabelled = precision_advice(_report(labelled=0))
+    assert not any("lower limit" in a for a in unlabelled)
+    assert any("pass --eval DIR with one sub-folder per class" in a for a in unlabelled)
+
+
+def test_after_auto_exclude_it_says_what_the_search_found_instead_of_suggesting_it() -> None:
+    met = {"met": True, "excluded": [], "goal": "mean cosine >= 0.99 and top-1 agreement >= 99.00%",
+           "measured_on": "52 calibration inputs"}  # fmt: skip
+    advice = precision_advice(_report(auto=met))
+    assert not any("add --auto-exclude" in a for a in advice)
+    assert any(a.startswith("--auto-exclude met mean cosine >= 0.99") and "calibrate on images like them" in a
+               for a in advice)  # fmt: skip
+    hopeless = {**met, "met": False, "all_layers_out": {"agreement": 0.9}}
+    said = " ".join(precision_advice(_report(auto=hopeless)))
+    assert "kept no layer: even with every layer out of the quantized graph" in said
+    assert "the loss is in the activation ranges, not in any one layer" in said
+
+
+def test_ranges_from_a_cache_are_not_blamed_on_a_method() -> None:
+    advice = precision_advice(_report(method=None))
+    assert any(a.startswith("the ranges came from --calib-cache: calibrate here instead") for a in advice)
+    assert not any("try --calib-method" in a for a in advice)
