@@ -52,6 +52,12 @@ def summary(report: dict[str, Any]) -> str:
             f"cosine {number(m['cosine_mean'], '.5f')}{acc}"
         )
         lines += [f"  failed: {f}" for f in pver.get("failures", [])]
+    boundary = report.get("precision", {}).get("boundary")
+    if boundary:
+        from ghost_deploy.precision.boundary import boundary_summary
+
+        first, *notes = boundary_summary(boundary)
+        lines += [f"boundary: {first}", *(f"note: {n}" for n in notes)]
     auto = report.get("precision", {}).get("calibration", {}).get("auto_exclude")
     if auto:
         took = f" in {auto['seconds']:.1f} s" if "seconds" in auto else ""

@@ -15,7 +15,7 @@ from typing import Any
 
 import onnx
 
-from ghost_deploy.config import PrecisionConfig
+from ghost_deploy.config import PrecisionConfig, Tolerances
 from ghost_deploy.data.inputs import Sample
 from ghost_deploy.errors import InputError
 from ghost_deploy.targets import target as target_of
@@ -39,13 +39,21 @@ def build_precision(
     samples: Iterable[Sample] | None,
     threads: int | None = None,
     progress: Callable[[int], None] | None = None,
+    gate: Tolerances | None = None,
 ) -> PrecisionResult:
     """Calibrate (or read a cache) and build the target's model and its CPU preview; ONNX Runtime runs with
-    `threads` (None: its default); `progress` is told how many calibration images are done."""
+    `threads` (None: its default); `progress` is told how many calibration images are done. `gate` is the
+    accuracy gate of the export (None: the precision's defaults): `ort-int8` keeps the fastest FP32/INT8
+    boundary that meets it on calibration inputs."""
     from ghost_deploy.precision.calibrate import calibrate
 
     spec = target_of(target)
     _check_high_precision(target, cfg)
+    if cfg.latency_batch is not None and spec.qdq != "onnxruntime":
+        raise InputError(
+            f"--latency-batch times the FP32/INT8 boundary of --target ort-int8; --target {target} has none: "
+            "drop --latency-batch"
+        )
     if cfg.calib_cache is not None:
         if spec.qdq != "tensorrt":
             raise InputError("--calib-cache applies to --target onnx-int8 only")
@@ -62,6 +70,11 @@ def build_precision(
         return _fp16(fp32, ranges, cfg, calib_report)
     if cfg.auto_exclude:
         cfg, calib_report["auto_exclude"] = _auto_exclude(fp32, target, ranges, cfg, samples, threads)
+    if spec.qdq == "onnxruntime":
+        from ghost_deploy.precision.boundary import ort_int8
+
+        model, report = ort_int8(fp32, ranges, cfg, samples, threads, gate or Tolerances.for_precision("int8"))
+        return PrecisionResult(model, model, True, {"precision": "int8", "calibration": calib_report, **report})
     return _int8(fp32, target, ranges, cfg, calib_report)
 
 
@@ -145,13 +158,9 @@ def _int8(
 ) -> PrecisionResult:
     from ghost_deploy.backends.trt.calib_cache import ALGORITHM, format_cache
     from ghost_deploy.machine.probe import trt_version_for_plan
-    from ghost_deploy.precision.quantize import qdq_for_onnxruntime, qdq_for_tensorrt
+    from ghost_deploy.precision.quantize import qdq_for_tensorrt
 
     report: dict[str, Any] = {"precision": "int8", "calibration": calib}
-    if target_of(target).qdq == "onnxruntime":
-        model, summary = qdq_for_onnxruntime(fp32, ranges, cfg.exclude_nodes, cfg.exclude_op_types)
-        report.update(flavour="ONNX Runtime CPU: uint8 activations, int8 per-channel weights", qdq=summary.to_dict())
-        return PrecisionResult(model, model, True, report)
     model, summary = qdq_for_tensorrt(fp32, ranges, cfg.exclude_nodes, cfg.exclude_op_types)
     version, origin = trt_version_for_plan(cfg.trt_version)
     activations = {name: r.amax for name, r in ranges.items() if r.amax > 0}

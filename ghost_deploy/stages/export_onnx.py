@@ -25,6 +25,7 @@ from ghost_deploy.data.inputs import Sample, batches
 from ghost_deploy.errors import InputError, VerificationFailed
 from ghost_deploy.fileio import check_writable, strict_json
 from ghost_deploy.model.info import ModelInfo
+from ghost_deploy.precision.boundary import boundary_summary
 from ghost_deploy.precision.build import PrecisionResult, build_precision
 from ghost_deploy.report import Steps, file_entry, new_report, report_path
 from ghost_deploy.stages.outputs import StagedOutput, failed_path, output_lock, remove_files
@@ -106,14 +107,17 @@ def _export_locked(source: Source, cfg: ExportConfig, steps: Steps) -> ExportRes
     report = new_report(list(cfg.command), target.name)
     report.update(source.facts)
     final, built = source.fp32, None
+    tol = cfg.precision_tolerances or Tolerances.for_precision(target.precision)
     if target.reduces_precision:
         samples = calibration_data(source, cfg, report)
         total = len(samples) if isinstance(samples, Sized) else None
         with (
-            steps.step("precision", f"calibrating and building {target.name}"),
+            steps.step("precision", f"calibrating and building {target.name}") as rec,
             steps.progress("calibrate", total, "images") as tick,
         ):
-            built = build_precision(source.fp32, target.name, cfg.precision, samples, source.threads, tick)
+            built = build_precision(source.fp32, target.name, cfg.precision, samples, source.threads, tick, tol)
+            if "boundary" in built.report:
+                rec["note"] = boundary_summary(built.report["boundary"])[0]
         final = built.model
         report["precision"] = built.report
     with StagedOutput() as staged:
@@ -125,7 +129,6 @@ def _export_locked(source: Source, cfg: ExportConfig, steps: Steps) -> ExportRes
         report["verification"] = verify_fp32(source, cfg.tolerances, steps)
         passed = bool(report["verification"]["passed"])
         if built is not None:
-            tol = cfg.precision_tolerances or Tolerances.for_precision(target.precision)
             passed = _verify_preview(source, built, tol, steps, report) and passed
         report["steps"] = steps.timings
         report["status"] = "ok" if passed else "verification_failed"
