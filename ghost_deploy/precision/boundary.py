@@ -279,6 +279,7 @@ def ort_int8(
     threads: int | None,
     gate: Tolerances,
     flags: Mapping[str, bool] | None = None,
+    timer: Timer = perf_timer,
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """The `ort-int8` graph: ONNX Runtime's U8S8 layout with 7-bit weights only where this CPU (`flags`, by
     default read from /proc/cpuinfo) needs them, at the boundary `choose_boundary` keeps; and its report."""
@@ -286,7 +287,7 @@ def ort_int8(
     reduce = reduce_range_for(found)
     quantized, summary = qdq_for_onnxruntime(fp32, ranges, cfg.exclude_nodes, cfg.exclude_op_types, reduce_range=reduce)
     subset = list(itertools.islice(iter(samples), SAMPLES)) if samples is not None else []
-    choice = choose_boundary(fp32, quantized, subset, gate, cfg.latency_batch, threads)
+    choice = choose_boundary(fp32, quantized, subset, gate, cfg.latency_batch, threads, timer)
     in_float = {n.name for n in fp32.graph.node[: choice.float_nodes]}
     summary.quantized_nodes = [n for n in summary.quantized_nodes if n not in in_float]
     have = [flag for flag, on in found.items() if on]

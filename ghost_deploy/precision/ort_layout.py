@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 # work to win anything: the candidates stop there (GhostNet-1.0x at 224: stages 0-5 hold 40% of them)
 MAX_FLOAT_MACS = 0.5
 # the candidate boundaries timed at most, besides "all INT8" and "FP32 only" (each costs a session and its runs)
-MAX_CUTS = 7
+MAX_CUTS = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,8 +136,9 @@ def _conv_macs(model: onnx.ModelProto) -> dict[str, float]:
         w = weights.get(node.input[1]) if len(node.input) > 1 else None
         out = shapes.get(node.output[0])
         if node.op_type in ("Conv", "Gemm", "MatMul") and w and out:
-            per_output = 1.0
-            for dim in w[1:] if node.op_type == "Conv" else w[:1]:
+            trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+            per_output = 1.0  # the products summed into one output: C/group x R x S, or K of the matrix
+            for dim in w[1:] if node.op_type == "Conv" else w[1:2] if trans_b else w[:1]:
                 per_output *= dim
             elements = 1.0
             for dim in out:
