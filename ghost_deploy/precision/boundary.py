@@ -115,7 +115,7 @@ def latency_batch(model: onnx.ModelProto, asked: int | None) -> int:
     return input_dims(model)[0] or 1
 
 
-def _at_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
+def at_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
     """The model, or a copy with a dynamic batch where its fixed batch is not `batch`."""
     fixed = input_dims(model)[0]
     if fixed is None or fixed == batch:
@@ -148,7 +148,7 @@ def choose_boundary(
     found = candidates(fp32, quantized)
     data = list(batches(samples[:SAMPLES], fp32.graph.input[0].name, size))
     labels = [label for b in data for label in b.labels]
-    runners = {c.name: OnnxRuntimeRunner(_at_batch(c.model, size).SerializeToString(), threads=threads) for c in found}
+    runners = {c.name: OnnxRuntimeRunner(at_batch(c.model, size).SerializeToString(), threads=threads) for c in found}
     recorded = {name: Recorded(name) for name in runners}
     with contextlib.ExitStack() as stack:
         for runner in runners.values():

@@ -21,7 +21,7 @@ from ghost_deploy.precision.boundary import (
     MIN_ROUNDS,
     SAMPLES,
     Measured,
-    _at_batch,
+    at_batch,
     candidates,
     choose_boundary,
     decide,
@@ -162,9 +162,9 @@ def test_a_fixed_batch_that_cannot_change_is_refused_for_another_latency_batch(t
     model.graph.initializer.append(shape)
     model.graph.node.append(helper.make_node("Reshape", ["logits", "fixed_shape"], ["reshaped"], name="reshape"))
     model.graph.output[0].name = "reshaped"
-    assert _at_batch(model, 1) is model
+    assert at_batch(model, 1) is model
     with pytest.raises(InputError, match="--latency-batch 8: the model's batch is fixed at 1"):
-        _at_batch(model, 8)
+        at_batch(model, 8)
 
 
 def test_latency_batch_is_refused_for_other_targets(tiny: dict[str, Any]) -> None:
