@@ -9,8 +9,11 @@ against each other: compare rows from one run, and read the CV column. Where Ten
 `trt-*` engines are built from the FP32 ONNX with `engine.export_engine` (and verified there), checked
 against the reference like the other rows, and timed like `ghost-deploy profile` times engines: trtexec's
 Latency (H2D + GPU compute + D2H from CUDA events), so their latency leaves out the host-side Python
-overhead that the host-timed rows include. Under the table: the CPU's INT8 flags, and on a CPU without VNNI
-(AVX2 only) the note that ONNX Runtime's INT8 kernels will not be faster than FP32 there.
+overhead that the host-timed rows include. Under the table: `ort-int8` against the FP32 ONNX at batch 1 and 8
+from interleaved runs (`profiling.int8`: the one comparison here not spoiled by a load that changes between
+rows), what its export chose (the FP32/INT8 boundary timed on this CPU, and its note when no boundary was
+faster than FP32), the CPU's INT8 flags, and on a CPU without VNNI (AVX2 only) the note that ONNX Runtime's
+INT8 kernels will not be faster than FP32 there.
 """
 
 from __future__ import annotations
