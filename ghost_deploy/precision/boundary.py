@@ -99,8 +99,9 @@ def candidates(fp32: onnx.ModelProto, quantized: onnx.ModelProto) -> list[Candid
     """FP32 only, all INT8, then one candidate per `candidate_cuts` boundary (the FP32 prefix grows)."""
     every = with_float_prefix(quantized, fp32, _NONE)  # sorted once: each cut below then reads it in one pass
     found = [Candidate(FP32_ONLY, None, fp32), Candidate(ALL_INT8, None, every)]
+    read = {name for node in every.graph.node for name in node.input}
     for cut in candidate_cuts(fp32):
-        if cut.position > 0:
+        if cut.position > 0 and cut.tensor in read:  # a tensor the quantizer renamed cannot be a boundary
             found.append(Candidate(cut.label, cut, with_float_prefix(every, fp32, cut)))
     return found
 

@@ -148,11 +148,13 @@ def _conv_macs(model: onnx.ModelProto) -> dict[str, float]:
 
 
 def shared_concat_ranges(model: onnx.ModelProto, ranges: Mapping[str, Range]) -> dict[str, Range]:
-    """`ranges` where every Concat's inputs and output share one range (the union of theirs), so that ONNX
-    Runtime's QLinearConcat copies bytes instead of requantizing each input through a lookup table.
+    """`ranges` where every Concat's inputs take its output's range, so that ONNX Runtime's QLinearConcat copies
+    bytes instead of requantizing each input through a lookup table.
 
-    Tensors linked through several Concats share one range too (a union-find over Concat inputs and outputs).
-    The union is taken of the ranges the quantizer uses ([max(min, -amax), min(max, amax)]).
+    With min/max ranges the output's range is the union of the inputs' anyway; a clipped output range (entropy,
+    percentile) clips its inputs alike. Tensors linked through several Concats (an output feeding another
+    Concat) share one range: the union of the linked Concat outputs' ranges, as the quantizer reads them
+    ([max(min, -amax), min(max, amax)]).
     """
     parent: dict[str, str] = {}
 
@@ -163,21 +165,23 @@ def shared_concat_ranges(model: onnx.ModelProto, ranges: Mapping[str, Range]) ->
         return name
 
     constant = {i.name for i in model.graph.initializer}
+    outputs = set()
     for node in model.graph.node:
-        if node.op_type != "Concat":
+        if node.op_type != "Concat" or node.output[0] not in ranges:
             continue
-        linked = [t for t in [*node.input, *node.output] if t in ranges and t not in constant]
-        for name in linked[1:]:
-            parent[root(name)] = root(linked[0])
+        outputs.add(node.output[0])
+        for name in node.input:
+            if name in ranges and name not in constant:
+                parent[root(name)] = root(node.output[0])
     groups: dict[str, list[str]] = {}
     for name in parent:
         groups.setdefault(root(name), []).append(name)
     shared: dict[str, Range] = dict(ranges)
     for members in groups.values():
-        low = min(max(ranges[t].min, -ranges[t].amax) for t in members)
-        high = max(min(ranges[t].max, ranges[t].amax) for t in members)
-        union = TensorRange(max(abs(low), abs(high)), low, high)
-        shared.update(dict.fromkeys(members, union))
+        outs = [t for t in members if t in outputs]
+        low = min(max(ranges[t].min, -ranges[t].amax) for t in outs)
+        high = max(min(ranges[t].max, ranges[t].amax) for t in outs)
+        shared.update(dict.fromkeys(members, TensorRange(max(abs(low), abs(high)), low, high)))
     return shared
 
 
