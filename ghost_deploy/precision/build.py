@@ -49,11 +49,7 @@ def build_precision(
 
     spec = target_of(target)
     _check_high_precision(target, cfg)
-    if cfg.latency_batch is not None and spec.qdq != "onnxruntime":
-        raise InputError(
-            f"--latency-batch times the FP32/INT8 boundary of --target ort-int8; --target {target} has none: "
-            "drop --latency-batch"
-        )
+    check_latency_batch(target, cfg.latency_batch)
     if cfg.calib_cache is not None:
         if spec.qdq != "tensorrt":
             raise InputError("--calib-cache applies to --target onnx-int8 only")
@@ -76,6 +72,15 @@ def build_precision(
         model, report = ort_int8(fp32, ranges, cfg, samples, threads, gate or Tolerances.for_precision("int8"))
         return PrecisionResult(model, model, True, {"precision": "int8", "calibration": calib_report, **report})
     return _int8(fp32, target, ranges, cfg, calib_report)
+
+
+def check_latency_batch(target: str, latency_batch: int | None) -> None:
+    """--latency-batch times ort-int8's FP32/INT8 boundary: refused for every other target."""
+    if latency_batch is not None and target_of(target).qdq != "onnxruntime":
+        raise InputError(
+            f"--latency-batch times the FP32/INT8 boundary of --target ort-int8; --target {target} has none: "
+            "drop --latency-batch"
+        )
 
 
 def _check_high_precision(target: str, cfg: PrecisionConfig) -> None:

@@ -26,7 +26,7 @@ from ghost_deploy.errors import InputError, VerificationFailed
 from ghost_deploy.fileio import check_writable, strict_json
 from ghost_deploy.model.info import ModelInfo
 from ghost_deploy.precision.boundary import boundary_summary
-from ghost_deploy.precision.build import PrecisionResult, build_precision
+from ghost_deploy.precision.build import PrecisionResult, build_precision, check_latency_batch
 from ghost_deploy.report import Steps, file_entry, new_report, report_path
 from ghost_deploy.stages.outputs import StagedOutput, failed_path, output_lock, remove_files
 from ghost_deploy.stages.source import Source, open_source, verify_fp32
@@ -166,7 +166,8 @@ def _failed_name(final: Path, artifact: Path, failed: Path) -> Path:
 
 
 def preflight(cfg: ExportConfig) -> None:
-    """What can be checked before any work: the paths the options name exist."""
+    """What can be checked before any work: the paths the options name exist, the options fit the target."""
+    check_latency_batch(cfg.target, cfg.precision.latency_batch)
     named = [("--calib", cfg.calib), ("--eval", cfg.eval_dir), ("--calib-cache", cfg.precision.calib_cache)]
     for flag, path in named:
         if path is not None and not path.exists():

@@ -174,6 +174,7 @@ def test_latency_batch_is_refused_for_other_targets(tiny: dict[str, Any]) -> Non
         PrecisionConfig(latency_batch=0)
 
 
+@pytest.mark.slow
 def test_export_records_the_choice_and_the_cpu(tmp_path: Path) -> None:
     from ghost_deploy.cli.summary import summary
     from ghost_deploy.report import Steps
@@ -194,3 +195,21 @@ def test_export_records_the_choice_and_the_cpu(tmp_path: Path) -> None:
     chosen = next(r for r in boundary["candidates"] if r["name"] == boundary["chosen"])
     qdq = [i for i, n in enumerate(written.graph.node) if n.op_type == "QuantizeLinear"]
     assert qdq and min(qdq) >= chosen["float_nodes"]  # nothing before the boundary is quantized
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--target", "onnx", "--latency-batch", "2"], "--latency-batch times the FP32/INT8 boundary"),
+        (["--target", "trt-int8", "--latency-batch", "2"], "--target trt-int8 has none"),
+        (["--target", "ort-int8", "--latency-batch", "0"], "must be at least 1, got 0"),
+        (["--target", "ort-int8", "--latency-batch", "65"], "must be at most 64, got 65"),
+    ],
+)
+def test_the_cli_refuses_a_latency_batch_it_cannot_use(tmp_path: Path, args: list[str], message: str) -> None:
+    from tests.helpers import TINY_MODEL, run_cli
+
+    proc = run_cli("ghost-export", str(TINY_MODEL), *args, "-o", str(tmp_path / "t.onnx"))
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ghost-export: error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and message in errors[0], proc.stderr
+    assert list(tmp_path.iterdir()) == []
