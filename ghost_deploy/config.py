@@ -21,6 +21,7 @@ MAX_BATCH = 1024
 MAX_INPUT_SIZE = 2048
 MAX_BATCH_PIXELS = 256 * 224 * 224
 MAX_SAMPLES = 100_000  # --calib-size, --eval-limit
+MAX_LATENCY_BATCH = 64  # --latency-batch: every ort-int8 candidate runs a few times at it during the export
 
 
 def check_batch_memory(batch: BatchSpec, input_size: int) -> None:
@@ -185,9 +186,11 @@ class PrecisionConfig:
     calib_cache: Path | None = None
     auto_exclude: bool = False
     auto_exclude_agreement: float = 0.99  # on the calibration data: 1 - the largest accuracy drop allowed
+    latency_batch: int | None = None  # ort-int8: the batch its FP32/INT8 boundary is timed at (None: the ONNX's)
 
     def __post_init__(self) -> None:
         check_number(self.percentile, "--percentile", 0.0, 100.0, low_open=True)
+        check_count(self.latency_batch, "--latency-batch", MAX_LATENCY_BATCH)
         check_number(self.auto_exclude_agreement, "1 - --max-accuracy-drop", 0.0, 1.0)
         if self.high_precision not in (None, *HIGH_PRECISIONS):
             raise InputError(f"--high-precision must be fp32 or fp16, got {self.high_precision!r}")

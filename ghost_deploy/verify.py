@@ -8,7 +8,7 @@ ONNX against PyTorch once and reuses what the FP32 ONNX gave for every reduced-p
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -203,6 +203,13 @@ def compare_runners(
         seen += batch.count
         if progress is not None:
             progress(seen)
+    return acc.metrics()
+
+
+def compare_recorded(reference: Recorded, candidate: Recorded, labels: Sequence[int | None]) -> dict[str, Any]:
+    """The metrics of outputs recorded on the same data in the same order as the reference's (one label a row)."""
+    acc = _Accumulator()
+    acc.add(reference.take(0, len(labels)), candidate.take(0, len(labels)), list(labels))
     return acc.metrics()
 
 

@@ -42,6 +42,7 @@ def fill_export_parser(p: argparse.ArgumentParser) -> None:
     flags.add_model_flags(p)
     flags.add_verify_flags(p)
     flags.add_precision_flags(p)
+    flags.add_latency_flags(p)
     flags.add_engine_flags(p)
     flags.common(p)
     p.set_defaults(handler=run_export)

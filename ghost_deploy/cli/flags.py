@@ -14,6 +14,7 @@ from pathlib import Path
 from ghost_deploy.config import (
     GATE_FLAGS,
     MAX_INPUT_SIZE,
+    MAX_LATENCY_BATCH,
     MAX_SAMPLES,
     BatchSpec,
     EngineOptions,
@@ -234,6 +235,19 @@ def add_precision_flags(p: argparse.ArgumentParser, export: bool = True) -> None
     )
 
 
+def add_latency_flags(p: argparse.ArgumentParser) -> None:
+    """--latency-batch: the batch at which ort-int8's FP32/INT8 boundary is timed on this CPU."""
+    g = p.add_argument_group("ort-int8 on this CPU")
+    g.add_argument(
+        "--latency-batch",
+        type=int_at_least(1, MAX_LATENCY_BATCH),
+        metavar="N",
+        help="ort-int8: time candidate FP32->INT8 boundaries (all INT8, FP32 only and a few between) on this CPU "
+        "at batch N and keep the fastest that passes the accuracy gate (default: the ONNX's batch, 1 unless "
+        "--batch says otherwise)",
+    )
+
+
 def add_engine_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("TensorRT engines (targets trt-fp32, trt-fp16, trt-int8)")
     g.add_argument(
@@ -332,6 +346,7 @@ def precision_config(args: argparse.Namespace) -> PrecisionConfig:
         calib_cache=args.calib_cache,
         auto_exclude=args.auto_exclude,
         auto_exclude_agreement=1.0 - (args.max_accuracy_drop if args.max_accuracy_drop is not None else 1.0) / 100,
+        latency_batch=getattr(args, "latency_batch", None),  # export only
     )
 
 

@@ -56,6 +56,12 @@ def summary(report: dict[str, Any]) -> str:
         lines += [f"  failed: {f}" for f in pver.get("failures", [])]
         if pver.get("accuracy_note"):
             lines.append(f"  while: {pver['accuracy_note']}")
+    boundary = report.get("precision", {}).get("boundary")
+    if boundary:
+        from ghost_deploy.precision.boundary import boundary_summary
+
+        first, *notes = boundary_summary(boundary)
+        lines += [f"boundary: {first}", *(f"note: {n}" for n in notes)]
     lines += quantized_lines(report)
     lines += auto_exclude_lines(report.get("precision", {}).get("calibration", {}).get("auto_exclude"))
     sens = report.get("sensitivity")

@@ -7,8 +7,13 @@ than its share of the CPU would say (measured on 2 busy cores: the PyTorch refer
 idle right now (from /proc/stat over a short window), and a job sizes every runtime it uses from that one
 number, once.
 
-INT8 instructions: ONNX Runtime's U8S8 kernels are faster than FP32 only where the CPU has VNNI (AVX512-VNNI or
-AVX-VNNI) or AMX; on an AVX2-only CPU they are not (measured on GhostNet-1.0x at 224: 0.93x-1.10x FP32).
+INT8 instructions: VNNI (AVX512-VNNI or AVX-VNNI) or AMX is needed for ONNX Runtime's U8S8 kernels to beat FP32,
+and is not enough. On an AVX2-only CPU they are not faster (measured on GhostNet-1.0x at 224: 0.93x-1.10x FP32).
+On an AVX512-VNNI CPU the 1x1 convolutions run 2.2-2.6x faster in INT8, but depthwise convolutions whose channel
+count is not a multiple of 16, and a 3-channel stem, run 1.5-3.4x slower (MLAS's fallback kernels): with every
+layer in INT8, GhostNet-1.0x at 224 ran at 0.86x FP32 at batch 1 (issue 20). Whether INT8 is faster is therefore
+measured, per model, batch and CPU, by the `ort-int8` export (`precision.boundary`); the flags here decide only
+what can be said without measuring (`int8_note`) and whether 7-bit weights are needed (`ort_layout`).
 """
 
 from __future__ import annotations
@@ -50,7 +55,8 @@ def int8_flags(flags: set[str] | None = None) -> dict[str, bool]:
 
 
 def int8_note(flags: dict[str, bool] | None = None) -> str | None:
-    """NO_VNNI_NOTE on an x86 CPU without VNNI or AMX; None where INT8 kernels can be faster (or not x86)."""
+    """NO_VNNI_NOTE on an x86 CPU without VNNI or AMX; None where INT8 kernels may be faster (or not x86): whether
+    they are is what the ort-int8 export measures."""
     found = int8_flags() if flags is None else flags
     if not found.get("avx2") or any(found.get(f) for f in VNNI_FLAGS):
         return None

@@ -43,12 +43,14 @@ def build_precision(
 ) -> PrecisionResult:
     """Calibrate (or read a cache) and build the target's model and its CPU preview; ONNX Runtime runs with
     `threads` (None: its default); `progress` is told how many calibration images are done. `gate` is the
-    preview's gate (default: the precision's): `--auto-exclude` aims at its cosine and agreement limits."""
+    preview's gate (default: the precision's): `--auto-exclude` aims at its cosine and agreement limits, and
+    `ort-int8` keeps the fastest FP32/INT8 boundary that meets it on calibration inputs."""
     from ghost_deploy.precision.calibrate import calibrate
     from ghost_deploy.precision.share import quantized_share
 
     spec = target_of(target)
     _check_high_precision(target, cfg)
+    check_latency_batch(target, cfg.latency_batch)
     if cfg.calib_cache is not None:
         if spec.qdq != "tensorrt":
             raise InputError("--calib-cache applies to --target onnx-int8 only")
@@ -63,12 +65,27 @@ def build_precision(
         ranges, calib_report = calibration.ranges, calibration.to_dict()
     if spec.precision == "fp16":
         return _fp16(fp32, ranges, cfg, calib_report)
+    goal = gate or Tolerances.for_precision("int8")
     if cfg.auto_exclude:
-        goal = gate or Tolerances.for_precision("int8")
         cfg, calib_report["auto_exclude"] = _auto_exclude(fp32, target, ranges, cfg, samples, threads, goal)
-    result = _int8(fp32, target, ranges, cfg, calib_report)
+    if spec.qdq == "onnxruntime":
+        from ghost_deploy.precision.boundary import ort_int8
+
+        model, report = ort_int8(fp32, ranges, cfg, samples, threads, goal)
+        result = PrecisionResult(model, model, True, {"precision": "int8", "calibration": calib_report, **report})
+    else:
+        result = _int8(fp32, target, ranges, cfg, calib_report)
     result.report["quantized"] = quantized_share(result.model)  # how much of the artifact really is INT8
     return result
+
+
+def check_latency_batch(target: str, latency_batch: int | None) -> None:
+    """--latency-batch times ort-int8's FP32/INT8 boundary: refused for every other target."""
+    if latency_batch is not None and target_of(target).qdq != "onnxruntime":
+        raise InputError(
+            f"--latency-batch times the FP32/INT8 boundary of --target ort-int8; --target {target} has none: "
+            "drop --latency-batch"
+        )
 
 
 def _check_high_precision(target: str, cfg: PrecisionConfig) -> None:
@@ -156,13 +173,9 @@ def _int8(
 ) -> PrecisionResult:
     from ghost_deploy.backends.trt.calib_cache import ALGORITHM, format_cache
     from ghost_deploy.machine.probe import trt_version_for_plan
-    from ghost_deploy.precision.quantize import qdq_for_onnxruntime, qdq_for_tensorrt
+    from ghost_deploy.precision.quantize import qdq_for_tensorrt
 
     report: dict[str, Any] = {"precision": "int8", "calibration": calib}
-    if target_of(target).qdq == "onnxruntime":
-        model, summary = qdq_for_onnxruntime(fp32, ranges, cfg.exclude_nodes, cfg.exclude_op_types)
-        report.update(flavour="ONNX Runtime CPU: uint8 activations, int8 per-channel weights", qdq=summary.to_dict())
-        return PrecisionResult(model, model, True, report)
     model, summary = qdq_for_tensorrt(fp32, ranges, cfg.exclude_nodes, cfg.exclude_op_types)
     version, origin = trt_version_for_plan(cfg.trt_version)
     activations = {name: r.amax for name, r in ranges.items() if r.amax > 0}

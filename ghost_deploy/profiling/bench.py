@@ -9,8 +9,11 @@ against each other: compare rows from one run, and read the CV column. Where Ten
 `trt-*` engines are built from the FP32 ONNX with `engine.export_engine` (and verified there), checked
 against the reference like the other rows, and timed like `ghost-deploy profile` times engines: trtexec's
 Latency (H2D + GPU compute + D2H from CUDA events), so their latency leaves out the host-side Python
-overhead that the host-timed rows include. Under the table: the CPU's INT8 flags, and on a CPU without VNNI
-(AVX2 only) the note that ONNX Runtime's INT8 kernels will not be faster than FP32 there.
+overhead that the host-timed rows include. Under the table: `ort-int8` against the FP32 ONNX at batch 1 and 8
+from interleaved runs (`profiling.int8`: the one comparison here not spoiled by a load that changes between
+rows), what its export chose (the FP32/INT8 boundary timed on this CPU, and its note when no boundary was
+faster than FP32), the CPU's INT8 flags, and on a CPU without VNNI (AVX2 only) the note that ONNX Runtime's
+INT8 kernels will not be faster than FP32 there.
 """
 
 from __future__ import annotations
@@ -97,6 +100,7 @@ def bench_model(
         built = {t: _build(source, model, t, cfg, work, say) for t in names}  # one load and export for every row
         built.update({t: _build_engine(source, model, t, cfg, work, say) for t in ENGINE_TARGETS})
         rows = _measure(model, source, cfg, built, say)
+        report["ort_int8_vs_fp32"] = _int8_ratios(built, cfg, say)
     after = load_average()
     env = report["environment"]
     env["load_average_1min_after"] = after
@@ -253,6 +257,23 @@ def _timing(runner: Runner, cfg: BenchConfig) -> dict[str, Any]:
     }
 
 
+def _int8_ratios(
+    built: dict[str, dict[str, Any]], cfg: BenchConfig, say: Callable[[str], None]
+) -> dict[str, Any] | None:
+    """ort-int8 / FP32 at batch 1 and 8 from interleaved runs, with the export's boundary choice (None when
+    either was not built)."""
+    import onnx
+
+    from ghost_deploy.profiling.int8 import int8_vs_fp32
+
+    fp32, int8 = built["onnx"].get("artifact"), built.get("ort-int8", {}).get("artifact")
+    if fp32 is None or int8 is None:
+        return None
+    say("[bench] timing ort-int8 against FP32 interleaved, batch 1 and 8 ...")
+    export = built["ort-int8"]["report"].get("precision", {}).get("boundary")
+    return int8_vs_fp32(onnx.load(str(fp32)), onnx.load(str(int8)), cfg.threads, export=export)
+
+
 def _warnings(rows: list[dict[str, Any]]) -> list[str]:
     """A reduced-precision target that is not faster than the measured row above it."""
     found, above = [], None
@@ -303,8 +324,12 @@ def render(report: dict[str, Any], markdown: bool = False) -> str:
         widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=True)]
         lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip() for row in [head, *body]]
     title = f"batch {report['batch']}, threads {report['threads'] or 'default'}, timed one target after another"
-    lines = [title, *lines, *(f"warning: {w}" for w in report["warnings"]), *_cpu_lines(report.get("cpu_int8"))]
-    return "\n".join(lines)
+    lines = [title, *lines, *(f"warning: {w}" for w in report["warnings"])]
+    if report.get("ort_int8_vs_fp32"):
+        from ghost_deploy.profiling.int8 import int8_lines
+
+        lines += int8_lines(report["ort_int8_vs_fp32"])
+    return "\n".join([*lines, *_cpu_lines(report.get("cpu_int8"))])
 
 
 def _cpu_lines(cpu: dict[str, Any] | None) -> list[str]:

@@ -25,7 +25,8 @@ from ghost_deploy.data.inputs import Sample, batches
 from ghost_deploy.errors import InputError, VerificationFailed
 from ghost_deploy.fileio import check_writable, strict_json
 from ghost_deploy.model.info import ModelInfo
-from ghost_deploy.precision.build import PrecisionResult, build_precision
+from ghost_deploy.precision.boundary import boundary_summary
+from ghost_deploy.precision.build import PrecisionResult, build_precision, check_latency_batch
 from ghost_deploy.report import Steps, file_entry, new_report, report_path
 from ghost_deploy.stages.advice import precision_advice
 from ghost_deploy.stages.outputs import StagedOutput, failed_path, output_lock, remove_files
@@ -107,16 +108,17 @@ def _export_locked(source: Source, cfg: ExportConfig, steps: Steps) -> ExportRes
     report = new_report(list(cfg.command), target.name)
     report.update(source.facts)
     final, built = source.fp32, None
+    tol = _gate(cfg)
     if target.reduces_precision:
         samples = calibration_data(source, cfg, report)
         total = len(samples) if isinstance(samples, Sized) else None
         with (
-            steps.step("precision", f"calibrating and building {target.name}"),
+            steps.step("precision", f"calibrating and building {target.name}") as rec,
             steps.progress("calibrate", total, "images") as tick,
         ):
-            built = build_precision(
-                source.fp32, target.name, cfg.precision, samples, source.threads, tick, gate=_gate(cfg)
-            )
+            built = build_precision(source.fp32, target.name, cfg.precision, samples, source.threads, tick, tol)
+            if "boundary" in built.report:
+                rec["note"] = boundary_summary(built.report["boundary"])[0]
         final = built.model
         report["precision"] = built.report
     with StagedOutput() as staged:
@@ -128,7 +130,7 @@ def _export_locked(source: Source, cfg: ExportConfig, steps: Steps) -> ExportRes
         report["verification"] = verify_fp32(source, cfg.tolerances, steps)
         passed = bool(report["verification"]["passed"])
         if built is not None:
-            passed = _verify_preview(source, built, _gate(cfg), steps, report) and passed
+            passed = _verify_preview(source, built, tol, steps, report) and passed
         report["steps"] = steps.timings
         report["status"] = "ok" if passed else "verification_failed"
         return _commit(staged, report, artifact, built is not None and built.cache is not None, passed)
@@ -170,7 +172,8 @@ def _failed_name(final: Path, artifact: Path, failed: Path) -> Path:
 
 
 def preflight(cfg: ExportConfig) -> None:
-    """What can be checked before any work: the paths the options name exist."""
+    """What can be checked before any work: the paths the options name exist, the options fit the target."""
+    check_latency_batch(cfg.target, cfg.precision.latency_batch)
     named = [("--calib", cfg.calib), ("--eval", cfg.eval_dir), ("--calib-cache", cfg.precision.calib_cache)]
     for flag, path in named:
         if path is not None and not path.exists():

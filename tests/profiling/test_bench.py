@@ -48,6 +48,31 @@ def test_the_table_says_when_int8_cannot_be_faster_on_this_cpu() -> None:
     assert render(report, markdown=True).splitlines()[-1] == "CPU INT8 flags: avx2, avx512_vnni, amx_int8"
 
 
+def test_the_table_shows_int8_ratios_and_an_export_that_is_not_faster() -> None:
+    rows = [_row("onnx", 2.0), _row("ort-int8", 2.1)]
+    for row in rows:
+        row.update(bytes=1e6, top1=0.98, agreement=1.0, cosine=1.0, p99_ms=3.0, images_per_s=400.0, cv=0.01)
+    note = "ort-int8 is NOT faster than FP32 on this CPU: the fastest INT8 candidate (after blocks.2) ran at 1.04x"
+    candidate = {"name": "after blocks.4", "ratio": 1.08, "cosine_mean": 0.9995}
+    export = {"candidates": [candidate], "chosen": "after blocks.4", "latency_batch": 1, "rounds": 40, "seconds": 3.2}
+    busy = {"ratio": 1.2, "ratio_interval": [0.9, 1.5], "too_busy": True}
+    batches = {"1": {"ratio": 1.05, "ratio_interval": [1.03, 1.07], "too_busy": False}, "8": busy}
+    report = {
+        "rows": rows,
+        "warnings": [],
+        "batch": 1,
+        "threads": 1,
+        "ort_int8_vs_fp32": {"batches": batches, "export": {**export, "notes": [note]}},
+    }
+    lines = render(report).splitlines()
+    assert lines[-3] == (
+        "ort-int8 / FP32 latency, interleaved: batch 1 1.05x [1.03-1.07]; batch 8 1.20x [0.90-1.50], machine too "
+        "busy to tell"
+    )
+    assert lines[-2].startswith("ort-int8 export: INT8 from the nodes after blocks.4 on: 1.08x the FP32 latency")
+    assert lines[-1] == f"note: {note}"
+
+
 def test_bad_bench_inputs(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="does not exist"):
         bench_model(tmp_path / "missing.pt", BenchConfig())
@@ -85,3 +110,10 @@ def test_bench_shipped_model_lists_every_target(tmp_path: Path) -> None:
     )
     assert render(report).splitlines()[1].split()[0] == "target"  # the aligned text form
     assert any(line.startswith("CPU INT8 flags:") for line in lines)  # beside the ort-int8 row's speed
+    int8 = report["ort_int8_vs_fp32"]
+    assert set(int8["batches"]) == {"1", "8"} and all(
+        b["ratio"] > 0 and b["rounds"] >= 10 for b in int8["batches"].values()
+    )
+    assert int8["export"]["chosen"] in [c["name"] for c in int8["export"]["candidates"]]
+    assert any(line.startswith("ort-int8 / FP32 latency, interleaved: batch 1 ") for line in lines)
+    assert any(line.startswith("ort-int8 export: INT8 from ") for line in lines)
