@@ -205,9 +205,17 @@ def _onnx_info(path: Path, cfg: ProfileConfig) -> ModelInfo | None:
 
 
 def _info_from_sidecar(path: Path) -> ModelInfo | None:
-    """Model info from `<engine>.json` when ghost-deploy wrote it."""
+    """Model info from `<engine>.json` when ghost-deploy wrote it, else from the report of the ONNX it was built
+    from (engines of `ghost-deploy build`, and of exports before engine reports carried it): engines are then
+    fed the same real images as their ONNX."""
     try:
-        meta = (report := report_of(path)) and report.model
+        report = report_of(path)
+        meta = report.model if report is not None else None
+        onnx = report.raw.get("onnx") if report is not None else None
+        if not meta and isinstance(onnx, dict) and isinstance(onnx.get("path"), str):
+            built_from = Path(onnx["path"])
+            for candidate in (built_from, path.with_name(built_from.name)):
+                meta = meta or ((other := report_of(candidate)) and other.model)
         return ModelInfo.from_dict(meta, source="report") if meta else None
     except InputError:
         return None
