@@ -22,6 +22,9 @@ def summary(report: dict[str, Any]) -> str:
             f"{rep['max_abs_error_float64']:.1e} in float64, {rep['max_abs_error_float32']:.1e} in float32 (the "
             f"unfused model's own float32 rounding: {rep['unfused_float32_rounding_error']:.1e})"
         )
+    if isinstance(report.get("assumed"), dict):  # defaults that stood in for what the model file does not say
+        said = "; ".join(f"{k.replace('_', ' ')} {v.split(' (')[0]}" for k, v in report["assumed"].items())
+        lines.append(f"assumed (the model file does not say): {said}")
     graph = report.get("graph")
     if graph:
         lines.append(_graph_line(graph))
@@ -31,6 +34,9 @@ def summary(report: dict[str, Any]) -> str:
         lines += [f"  failed: {f}" for f in ver.get("failures", [])]
         if ver["data"].get("note"):
             lines.append(f"note: {ver['data']['note']}")
+    calib_note = (report.get("calibration_data") or {}).get("note")
+    if calib_note:  # FP16 without --calib: where its overflow ranges came from
+        lines.append(f"note: {calib_note}")
     pver = report.get("precision_verification")
     if pver:
         m = pver["metrics"]

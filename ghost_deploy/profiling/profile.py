@@ -60,6 +60,7 @@ class ProfileConfig:
     trust: bool = False
     cuda_graph: bool = False  # engines only: the enqueue captured in a CUDA graph (trtexec --useCudaGraph)
     data_transfers: bool = True  # engines only: False times the GPU compute alone (trtexec --noDataTransfers)
+    input_size: int | None = None  # checkpoints only: as export's --input-size (an ONNX or engine fixes its own)
 
 
 @dataclasses.dataclass
@@ -168,7 +169,9 @@ def open_target(path: Path, cfg: ProfileConfig) -> _Target:
     if kind == "tensorrt" and not probe.tensorrt_installed():
         raise MissingDependencyError("tensorrt", "trt", "Profiling a TensorRT engine")
     info = _onnx_info(path, cfg) if kind == "onnx" else None
-    runner = runner_for(path, threads=cfg.threads, providers=cfg.providers, spin=True, trust=cfg.trust)
+    runner = runner_for(
+        path, threads=cfg.threads, providers=cfg.providers, spin=True, trust=cfg.trust, input_size=cfg.input_size
+    )
     if kind == "pytorch":
         return _Target(kind, runner, getattr(runner, "info", None), on_gpu=False)
     if kind == "tensorrt":
@@ -215,7 +218,8 @@ def _info_from_sidecar(path: Path) -> ModelInfo | None:
         if not meta and isinstance(onnx, dict) and isinstance(onnx.get("path"), str):
             built_from = Path(onnx["path"])
             for candidate in (built_from, path.with_name(built_from.name)):
-                meta = meta or ((other := report_of(candidate)) and other.model)
+                other = report_of(candidate) if not meta else None
+                meta = other.model if other is not None else meta
         return ModelInfo.from_dict(meta, source="report") if meta else None
     except InputError:
         return None

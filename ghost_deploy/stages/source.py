@@ -34,6 +34,7 @@ from ghost_deploy.data.inputs import Batch, Sample, batches
 from ghost_deploy.data.preprocess import Preprocessing
 from ghost_deploy.errors import InputError, VerificationFailed
 from ghost_deploy.machine.cpu import job_threads, usable_cpus
+from ghost_deploy.model.assumptions import assumed_defaults, describe_assumed
 from ghost_deploy.model.info import ModelInfo, apply_overrides
 from ghost_deploy.report import Steps, file_entry, report_of
 from ghost_deploy.stages.evaldata import EvalData, eval_data
@@ -96,6 +97,8 @@ def open_source(
         if not cfg.allow_nonfinite_weights:
             check_finite_initializers(model, path)
         info = info_from_onnx(model, path, cfg.overrides)
+        if info.source == "onnx":  # no report beside it: only the input shape is the file's own
+            _note_assumed(path, assumed_defaults(info, cfg.overrides, "its input shape"), steps, facts)
         dims = input_dims(model)
         batch = cfg.batch or (BatchSpec(fixed=dims[0]) if dims[0] else BatchSpec(None, (1, 1, 1)))
         if early is not None:
@@ -151,7 +154,15 @@ def load_reference(
         rec["note"] = f"{loaded.info.arch}, {loaded.info.num_classes} classes, {loaded.checkpoint_form}"
     if facts is not None:
         facts["checkpoint"] = {"form": loaded.checkpoint_form, "architecture_from": loaded.info.source}
+        _note_assumed(path, loaded.assumed, steps, facts)
     return Reference(loaded.info, _torch_runner(loaded.info, loaded.module, threads), module=loaded.module)
+
+
+def _note_assumed(path: Path, assumed: dict[str, str], steps: Steps, facts: dict[str, Any]) -> None:
+    """Say, before the slow work, which defaults stand in for what the file does not say; the report keeps it."""
+    if assumed:
+        steps.say(describe_assumed(path, assumed))
+        facts["assumed"] = assumed
 
 
 def _torch_runner(info: ModelInfo, module: Any, threads: int | None) -> Runner:
