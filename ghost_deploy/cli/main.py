@@ -83,6 +83,11 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+    def _print_message(self, message: str, file: Any = None) -> None:
+        """--help, --version and usage errors: into a closed pipe (`--help | head`), quietly."""
+        if message:
+            print_line(message.rstrip("\n"), file or sys.stderr)
+
 
 def build_export_parser(prog: str = "ghost-export") -> argparse.ArgumentParser:
     """The parser of `ghost-export` / `ghost-deploy export`."""
@@ -126,7 +131,7 @@ def _dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None, prog:
         args.command_line = [prog, *args.argv]  # what the reports record: ghost-deploy profile X, ghost-export Y
         with _sigterm_unwinds():
             return _run(args, prog)
-    except BrokenPipeError:  # a reader gone where no line expected it (--help into `| head`): stop, quietly
+    except BrokenPipeError:  # a reader gone mid-run (a warning into a closed standard error): stop, quietly
         silence(sys.stdout)
         silence(sys.stderr)
         return EXIT_FAILURE
