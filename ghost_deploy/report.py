@@ -6,13 +6,14 @@ import contextlib
 import dataclasses
 import datetime
 import json
+import os
 import platform
 import sys
 import time
 from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from ghost_deploy.errors import InputError
 from ghost_deploy.fileio import sha256_file, write_json_atomic
@@ -43,6 +44,25 @@ def file_entry(path: Path) -> dict[str, Any]:
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
+def silence(stream: TextIO) -> None:
+    """Point `stream`'s file descriptor at /dev/null: after EPIPE (the reader of a pipe is gone, as `| head`
+    does), nothing more written to it fails, not even the interpreter's flush at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(devnull, stream.fileno())
+    finally:
+        os.close(devnull)
+
+
+def print_line(text: str, stream: TextIO) -> None:
+    """Print `text` to `stream` and flush; when its reader is gone, the rest of the output is dropped quietly."""
+    try:
+        print(text, file=stream, flush=True)
+    except BrokenPipeError:
+        silence(stream)
+
+
 class Steps:
     """Times named pipeline steps and tells the user what is happening, on standard error only.
 
@@ -57,7 +77,7 @@ class Steps:
     ) -> None:
         self.timings: list[dict[str, Any]] = []
         self.quiet = quiet
-        self._echo = echo or (lambda text: print(text, file=sys.stderr, flush=True))
+        self._echo = echo or (lambda text: print_line(text, sys.stderr))
         self._terminal = sys.stderr.isatty() if terminal is None and echo is None else bool(terminal)
 
     def say(self, text: str) -> None:

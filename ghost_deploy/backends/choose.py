@@ -30,13 +30,19 @@ def runner_for(
     providers: Sequence[str] = ("CPUExecutionProvider",),
     spin: bool = False,
     trust: bool = False,
+    input_size: int | None = None,
 ) -> Runner:
     """The runner of an artifact, by its extension: ONNX Runtime, PyTorch eager (a checkpoint, loaded with its
     metadata; GhostNetV3 fused as it is deployed) or TensorRT. Nothing is loaded until the runner is used,
-    except a checkpoint, which is read here."""
+    except a checkpoint, which is read here. `input_size` is a checkpoint's, as `--input-size` gives it to
+    export; an ONNX file or an engine fixes its own (refused)."""
     if not path.is_file():
         raise InputError(f"{path} does not exist or is not a file; check the path")
     kind = kind_of(path)
+    if input_size is not None and kind != "pytorch":
+        raise InputError(
+            f"--input-size applies to a checkpoint (.pt/.pth); {path.name} fixes its own input size: drop it"
+        )
     if kind == "onnx":
         from ghost_deploy.backends.onnxruntime import OnnxRuntimeRunner
 
@@ -47,4 +53,4 @@ def runner_for(
         return TensorRTRunner(path)
     from ghost_deploy.backends.pytorch import TorchRunner
 
-    return TorchRunner.from_checkpoint(path, threads=threads, trust=trust)
+    return TorchRunner.from_checkpoint(path, threads=threads, trust=trust, input_size=input_size)

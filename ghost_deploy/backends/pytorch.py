@@ -61,12 +61,17 @@ class TorchRunner(Runner):
         self._threads: contextlib.ExitStack | None = None
 
     @classmethod
-    def from_checkpoint(cls, path: Path, threads: int | None = None, trust: bool = False) -> TorchRunner:
-        """A checkpoint's model with a dynamic batch, as deployed (GhostNetV3's branches fused)."""
+    def from_checkpoint(
+        cls, path: Path, threads: int | None = None, trust: bool = False, input_size: int | None = None
+    ) -> TorchRunner:
+        """A checkpoint's model with a dynamic batch, as deployed (GhostNetV3's branches fused); `input_size`
+        for a checkpoint that does not state its own (refused when it contradicts the metadata)."""
+        from ghost_deploy.config import Overrides
         from ghost_deploy.model.checkpoint import load_model
         from ghost_deploy.model.ghostnet_v3 import deployable
 
-        loaded = load_model(path, trust=trust, allow_nonfinite=True)  # timing does not depend on the values
+        ov = Overrides(input_size=input_size)
+        loaded = load_model(path, ov, trust=trust, allow_nonfinite=True)  # timing does not depend on the values
         size = loaded.info.input_size
         spec = TensorSpec(INPUT_NAME, (None, 3, size, size))
         return cls(deployable(loaded.module), spec, threads=threads, info=loaded.info)

@@ -30,6 +30,7 @@ from ghost_deploy.bundle.errors import (
     UnsafeMemberError,
     show,
 )
+from ghost_deploy.data.kinds import MODEL_SUFFIXES, describe
 
 BLOCK = 512
 MAX_EXTENSION_BYTES = 64 << 10
@@ -214,12 +215,21 @@ def _read(archive: Path, visit: Callable[[_Stream, str, int], None]) -> None:
         raise TruncatedArchiveError(f"{archive} is truncated ({exc}); get the bundle again") from None
     except (gzip.BadGzipFile, zlib.error) as exc:
         if str(exc).startswith("Not a gzipped file"):
-            raise NotABundleError(f"{archive} is not a .tar.gz bundle ({str(exc)[:100]})") from None
+            raise NotABundleError(not_a_bundle(archive)) from None
         raise TamperedFileError(
             f"{archive} was changed or is corrupt ({str(exc)[:200]}); get the bundle again"
         ) from None
     except OSError as exc:
         raise NotABundleError(f"cannot read {archive}: {exc.strerror or exc}") from None
+
+
+def not_a_bundle(path: Path) -> str:
+    """What `path` is instead of a bundle, and what to do (pack an ONNX or engine; else give a bundle)."""
+    what = describe(path)
+    hint = "give a bundle directory or the .tar.gz that `ghost-deploy pack` (or `ghost-export --pack`) wrote"
+    if what in MODEL_SUFFIXES.values():
+        hint = f"pack it into one first: ghost-deploy pack {path} -o {path.stem}.tar.gz; then run the bundle"
+    return f"{path} is not a bundle: it is {what}; {hint}"
 
 
 def scan(archive: Path, max_bytes: int, keep: str, keep_limit: int) -> dict[str, Member]:

@@ -88,7 +88,7 @@ def pack_and_warn(artifacts: list[Path], output: Path) -> str | None:
 def fill_run_parser(p: argparse.ArgumentParser) -> None:
     """Options of `ghost-deploy run`."""
     p.add_argument("bundle", type=Path, metavar="BUNDLE", help="a bundle directory or .tar.gz")
-    p.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
+    p.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, BMP) to classify")
     p.add_argument("--top-k", type=int, default=5, metavar="K", help="labels per image (default 5)")
     artifact_flags(p)
     p.add_argument(

@@ -19,6 +19,7 @@ from ghost_deploy.cli import bundle, device, doctor, export, profile, report
 from ghost_deploy.cli.summary import summary
 from ghost_deploy.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, GhostDeployError, VerificationFailed
 from ghost_deploy.fileio import strict_json
+from ghost_deploy.report import print_line, silence
 from ghost_deploy.version import __version__
 
 _MEANING = {
@@ -28,12 +29,23 @@ _MEANING = {
     3: "missing optional dependency (the message names the extra to install)",
     4: "a verification or accuracy gate failed (the artifact is not moved into place; its report is written)",
 }
-_SIGNALS = "130  interrupted (Ctrl-C); 143: terminated (SIGTERM); nothing half-written is left"
+# what an exit code means for the commands where it is not the export's meaning
+_OWN_MEANING = {
+    "run": {4: "the model gave NaN or Inf for an image (never printed as a result)"},
+    "verify": {4: "the artifact failed verification (the report is still written)"},
+    "doctor": {4: "--selftest: an engine failed its verification (the JSON says which)"},
+    "pack": {4: "an artifact's report says a gate failed (refused unless --allow-failed)"},
+}
+_SIGNALS = (
+    "130  interrupted (Ctrl-C); 143: terminated (SIGTERM); nothing half-written is left\n"
+    "a standard output closed early (| head) ends the output quietly; the exit code stays the command's"
+)
 
 
-def exit_codes(*codes: int) -> str:
-    """The epilog listing the exit codes a command can return."""
-    lines = [f"  {code}  {_MEANING[code]}" for code in codes]
+def exit_codes(*codes: int, command: str | None = None) -> str:
+    """The epilog listing the exit codes a command can return, with what each means for that command."""
+    own = _OWN_MEANING.get(command or "", {})
+    lines = [f"  {code}  {own.get(code, _MEANING[code])}" for code in codes]
     return "\n".join(["exit codes:", *lines, _SIGNALS])
 
 
@@ -78,6 +90,11 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+    def _print_message(self, message: str, file: Any = None) -> None:
+        """--help, --version and usage errors: into a closed pipe (`--help | head`), quietly."""
+        if message:
+            print_line(message.rstrip("\n"), file or sys.stderr)
+
 
 def build_export_parser(prog: str = "ghost-export") -> argparse.ArgumentParser:
     """The parser of `ghost-export` / `ghost-deploy export`."""
@@ -107,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
             name,
             help=text,
             description=text,
-            epilog=exit_codes(*codes),
+            epilog=exit_codes(*codes, command=name),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         fill(sp)
@@ -115,11 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None, prog: str) -> int:
-    args = parser.parse_args(argv)
-    args.argv = list(argv if argv is not None else sys.argv[1:])
-    args.command_line = [prog, *args.argv]  # what the reports record: ghost-deploy profile X, ghost-export Y
-    with _sigterm_unwinds():
-        return _run(args, prog)
+    try:
+        args = parser.parse_args(argv)
+        args.argv = list(argv if argv is not None else sys.argv[1:])
+        args.command_line = [prog, *args.argv]  # what the reports record: ghost-deploy profile X, ghost-export Y
+        with _sigterm_unwinds():
+            return _run(args, prog)
+    except BrokenPipeError:  # a reader gone mid-run (a warning into a closed standard error): stop, quietly
+        silence(sys.stdout)
+        silence(sys.stderr)
+        return EXIT_FAILURE
 
 
 def _run(args: argparse.Namespace, prog: str) -> int:
@@ -132,28 +154,30 @@ def _run(args: argparse.Namespace, prog: str) -> int:
         if isinstance(rep, dict) and written is not None:
             rep["report_file"] = str(written)
         if isinstance(rep, dict) and (args.json or not getattr(args, "quiet", False)):
-            print(_render(rep, args.json, args))
+            print_line(_render(rep, args.json, args), sys.stdout)  # `| head`: quietly
         return _fail(prog, exc, args.verbose)
     except GhostDeployError as exc:
         return _fail(prog, exc, args.verbose)
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; nothing half-written was left", file=sys.stderr)
+        print_line(f"{prog}: interrupted; nothing half-written was left", sys.stderr)
         return 130
     except (PermissionError, IsADirectoryError, NotADirectoryError) as exc:  # a path the user gave, unreadable
         if args.verbose:
             traceback.print_exc()
-        print(
+        print_line(
             f"{prog}: error: cannot access {exc.filename}: {exc.strerror}; check the path and its permissions",
-            file=sys.stderr,
+            sys.stderr,
         )
         return EXIT_USAGE
+    except BrokenPipeError:
+        raise  # a closed pipe is no error of the job's: _dispatch ends quietly
     except Exception as exc:  # the last resort: one line, traceback with -v
         if args.verbose:
             traceback.print_exc()
-        print(f"{prog}: unexpected error: {type(exc).__name__}: {exc} (run with -v for the traceback)", file=sys.stderr)
+        print_line(f"{prog}: unexpected error: {type(exc).__name__}: {exc} (run with -v for the traceback)", sys.stderr)
         return EXIT_FAILURE
     if args.json or not getattr(args, "quiet", False):
-        print(_render(report, args.json, args))
+        print_line(_render(report, args.json, args), sys.stdout)
     return EXIT_OK
 
 
@@ -163,7 +187,7 @@ def _simulation_notice(prog: str) -> None:
 
     notice = simulate_from_env()
     if notice is not None:
-        print(f"{prog}: {notice}", file=sys.stderr)
+        print_line(f"{prog}: {notice}", sys.stderr)
 
 
 def _render(report: dict[str, Any], as_json: bool, args: argparse.Namespace) -> str:
@@ -185,7 +209,7 @@ def _sigterm_unwinds() -> Iterator[None]:
     """While a command runs, SIGTERM unwinds the stack like Ctrl-C does (exit 143) instead of killing outright."""
 
     def terminate(signum: int, frame: object) -> None:
-        print("interrupted by SIGTERM; nothing half-written is left", file=sys.stderr)
+        print_line("interrupted by SIGTERM; nothing half-written is left", sys.stderr)
         raise Terminated(128 + signum)
 
     try:
@@ -202,7 +226,7 @@ def _sigterm_unwinds() -> Iterator[None]:
 def _fail(prog: str, exc: GhostDeployError, verbose: bool) -> int:
     if verbose:
         traceback.print_exception(exc)
-    print(f"{prog}: error: {exc}", file=sys.stderr)
+    print_line(f"{prog}: error: {exc}", sys.stderr)
     return exc.exit_code
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ghost_deploy import optional
-from ghost_deploy.cli.flags import common
+from ghost_deploy.cli.flags import common, int_at_least
 from ghost_deploy.cli.flags import steps as flags_steps
-from ghost_deploy.config import MAX_BATCH
+from ghost_deploy.config import MAX_BATCH, MAX_INPUT_SIZE
 from ghost_deploy.errors import InputError
 from ghost_deploy.fileio import check_writable, write_json_atomic
 from ghost_deploy.profiling.stats import CV_THRESHOLD_CPU, CV_THRESHOLD_GPU, LoopConfig
@@ -60,6 +60,12 @@ def fill_profile_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--trust-checkpoint", action="store_true", help="allow pickled modules / TorchScript")
     p.add_argument(
+        "--input-size",
+        type=int_at_least(1, MAX_INPUT_SIZE),
+        metavar="N",
+        help="a checkpoint's square input size, as ghost-export takes it (when its metadata does not say)",
+    )
+    p.add_argument(
         "-o",
         "--output",
         type=Path,
@@ -97,6 +103,7 @@ def config_from_args(args: argparse.Namespace) -> ProfileConfig:
         trust=args.trust_checkpoint,
         cuda_graph=args.cuda_graph,
         data_transfers=not args.no_data_transfers,
+        input_size=args.input_size,
     )
 
 
@@ -106,6 +113,9 @@ def run_profile(args: argparse.Namespace) -> dict[str, Any]:
     from ghost_deploy.profiling.report import human_summary, plot_report
 
     cfg = config_from_args(args)
+    from ghost_deploy.data.inputs import check_data_paths
+
+    check_data_paths(eval_dir=cfg.eval_dir)  # before the artifact (a checkpoint) loads
     output = None if args.no_output else args.output or args.artifact.with_name(args.artifact.name + ".profile.json")
     for out in (output, args.plot):
         if out is not None:
@@ -157,6 +167,9 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         raise InputError(f"--threads must be at least 1, got {args.threads}")
     if args.output is not None:
         check_writable(args.output)
+    from ghost_deploy.data.inputs import check_data_paths
+
+    check_data_paths(args.calib, args.eval_dir)  # before any target is built
     cfg = BenchConfig(
         loop=LoopConfig(args.warmup_ms, args.duration_s, args.iterations),
         batch=args.batch,

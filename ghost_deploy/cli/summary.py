@@ -22,28 +22,23 @@ def summary(report: dict[str, Any]) -> str:
             f"{rep['max_abs_error_float64']:.1e} in float64, {rep['max_abs_error_float32']:.1e} in float32 (the "
             f"unfused model's own float32 rounding: {rep['unfused_float32_rounding_error']:.1e})"
         )
+    if isinstance(report.get("assumed"), dict):  # defaults that stood in for what the model file does not say
+        said = "; ".join(f"{k.replace('_', ' ')} {v.split(' (')[0]}" for k, v in report["assumed"].items())
+        lines.append(f"assumed (the model file does not say): {said}")
     graph = report.get("graph")
     if graph:
-        lines.append(
-            f"graph: {graph['nodes_before']} -> {graph['nodes_after']} nodes "
-            f"({graph['identity_slices_removed']} identity Slices removed)"
-        )
+        lines.append(_graph_line(graph))
     ver = report.get("verification")
     if ver:
-        m = ver["metrics"]
-        acc = ""
-        if "candidate_top1" in m:
-            acc = f", top-1 {m['candidate_top1']:.2%} (reference {m['reference_top1']:.2%})"
-        lines.append(
-            f"verification {'PASSED' if ver['passed'] else 'FAILED'} on {m['samples']} inputs "
-            f"({ver['data'].get('what', ver['data']['kind'])}): max abs error {number(m['max_abs_error'], '.2e')}, "
-            f"{cosines(m, ver.get('tolerances', {}))}, top-1 agreement {m['top1_agreement']:.2%}{acc}"
-        )
+        lines.append(_verification_line(ver))
         lines += [f"  failed: {f}" for f in ver.get("failures", [])]
         if ver.get("accuracy_note"):
             lines.append(f"  while: {ver['accuracy_note']}")
         if ver["data"].get("note"):
             lines.append(f"note: {ver['data']['note']}")
+    calib_note = (report.get("calibration_data") or {}).get("note")
+    if calib_note:  # FP16 without --calib: where its overflow ranges came from
+        lines.append(f"note: {calib_note}")
     pver = report.get("precision_verification")
     if pver:
         m = pver["metrics"]
@@ -76,6 +71,11 @@ def summary(report: dict[str, Any]) -> str:
     engine = report.get("engine")
     if isinstance(engine, dict) and engine.get("built"):
         lines.append(f"engine: {engine['path']} ({engine.get('bytes', 0) / 1e6:.2f} MB, {engine.get('layers')} layers)")
+        if engine.get("simulated"):  # never let a simulated result read as a GPU's
+            version = (report.get("trt_version") or {}).get("version", "?")
+            lines[-1] = f"SIMULATED {lines[-1]}: built and run by the TensorRT {version} simulator on the CPU, no GPU"
+    if isinstance(report.get("bundle"), str):  # ghost-export --pack
+        lines.append(f"bundle written: {report['bundle']} (try: ghost-deploy run {report['bundle']} IMAGE)")
     if report.get("report_file"):  # only a report this command wrote
         lines.append(f"report: {report['report_file']}")
     if "failed_run" in report:
@@ -131,3 +131,29 @@ def quantized_lines(report: dict[str, Any]) -> list[str]:
     if share.get("mostly_float"):
         lines.append(f"warning: {mostly_float_warning(share, report.get('precision', {}).get('qdq'))}")
     return lines
+
+
+def _graph_line(graph: dict[str, Any]) -> str:
+    """What simplification did, and only that (no '0 identity Slices removed')."""
+    before, after, slices = graph["nodes_before"], graph["nodes_after"], graph["identity_slices_removed"]
+    text = f"graph: {before} -> {after} nodes"
+    if graph.get("unchanged"):
+        text = f"graph: {before} nodes, unchanged by simplification"
+    return text + (f" ({slices} identity Slices removed)" if slices else "")
+
+
+def _verification_line(ver: dict[str, Any]) -> str:
+    """The FP32 check; an input ONNX left unchanged was only run, never compared with itself."""
+    m, data = ver["metrics"], ver["data"].get("what", ver["data"]["kind"])
+    top1 = f", top-1 {m['candidate_top1']:.2%}" if "candidate_top1" in m else ""
+    if ver.get("self_comparison") and ver["passed"]:
+        return (
+            f"FP32 ONNX: the input ONNX, unchanged, so not compared with itself; ran on {m['samples']} inputs "
+            f"({data}), every output finite{top1}"
+        )
+    acc = f"{top1} (reference {m['reference_top1']:.2%})" if top1 else ""
+    return (
+        f"verification {'PASSED' if ver['passed'] else 'FAILED'} on {m['samples']} inputs ({data}): max abs error "
+        f"{number(m['max_abs_error'], '.2e')}, {cosines(m, ver.get('tolerances', {}))}, top-1 agreement "
+        f"{m['top1_agreement']:.2%}{acc}"
+    )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ghost_deploy.data.kinds import describe
 from ghost_deploy.data.preprocess import IMAGE_SUFFIXES, Preprocessing, load_rgb, preprocess_file
 from ghost_deploy.errors import InputError
 
@@ -108,6 +109,40 @@ class ImageFolder:
             cls = self._class_name(path)
             label = index.get(cls) if cls is not None else None
             yield Sample(preprocess_file(path, self.preprocessing), label, str(path.relative_to(self.root)))
+
+
+def check_data_paths(calib: Path | None = None, eval_dir: Path | None = None) -> None:
+    """What --calib and --eval name, checked before any slow step (a checkpoint's load included): --calib a
+    folder holding at least one image or an .npy/.npz file, --eval a folder holding at least one image."""
+    if calib is not None:
+        if not calib.exists():
+            raise InputError(f"--calib {calib} does not exist; check the path")
+        if calib.is_dir():
+            _check_has_images(calib, "--calib")
+        elif calib.suffix.lower() not in (".npy", ".npz"):
+            raise InputError(
+                f"--calib {calib} is {describe(calib)}; expected a folder of images or an .npy/.npz file of "
+                "preprocessed batches"
+            )
+    if eval_dir is not None:
+        if not eval_dir.exists():
+            raise InputError(f"--eval {eval_dir} does not exist; check the path")
+        if not eval_dir.is_dir():
+            raise InputError(f"--eval {eval_dir} is {describe(eval_dir)}, not a folder; give a folder of images")
+        _check_has_images(eval_dir, "--eval")
+
+
+def _check_has_images(folder: Path, flag: str) -> None:
+    """InputError unless `folder` holds an image file somewhere below it (stops at the first one)."""
+    try:
+        found = any(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in folder.rglob("*"))
+    except OSError as exc:
+        raise InputError(f"{flag} {folder} cannot be read: {exc.strerror or exc}") from None
+    if not found:
+        raise InputError(
+            f"{flag} {folder}: no image in it (searched recursively for {', '.join(IMAGE_SUFFIXES)}); give a "
+            "folder of images, optionally in one sub-folder per class"
+        )
 
 
 @dataclasses.dataclass

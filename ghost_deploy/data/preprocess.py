@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
+from ghost_deploy.data.kinds import describe
 from ghost_deploy.errors import InputError
 from ghost_deploy.fileio import open_regular
 
@@ -129,8 +130,17 @@ def load_rgb(path: Path) -> Image.Image:
             return _to_rgb(img)
     except InputError:
         raise
+    except UnidentifiedImageError:  # PIL's own text names a file handle, not the file: say what the file is
+        raise InputError(f"cannot read image {path}: {_not_an_image(path)}; give a JPEG, PNG or BMP file") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise InputError(f"cannot read image {path}: {str(exc)[:200]}; give a JPEG, PNG or BMP file") from None
+
+
+def _not_an_image(path: Path) -> str:
+    what = describe(path)
+    if what.endswith("image"):
+        return f"it starts like {what}, but cannot be decoded (damaged, or a variant PIL does not read)"
+    return f"it is {what}, not an image"
 
 
 def check_image_size(size: tuple[int, int], where: object = "(in memory)") -> None:

@@ -66,6 +66,12 @@ def _notes(f: dict[str, Any]) -> list[str]:
         )
     if f.get("tensorrt_simulated"):
         notes.append("TensorRT and the GPU are SIMULATED (GHOST_DEPLOY_SIMULATE_TRT): for tests, not for a device")
+    elif not f["tensorrt"] and not f.get("gpus") and not f.get("jetson"):  # on a device: install the trt extra
+        notes.append(
+            "no TensorRT here: to run every trt-* path anyway, set GHOST_DEPLOY_SIMULATE_TRT=10.3 (or 8.6, 10.13, "
+            "11.1; GHOST_DEPLOY_SIMULATE_GPU=orin for a Jetson): a simulated TensorRT builds and runs engines on "
+            "ONNX Runtime CPU, every result labelled SIMULATED; speed and memory need the device"
+        )
     return notes
 
 

@@ -18,6 +18,7 @@ from ghost_deploy.config import Overrides
 from ghost_deploy.data.preprocess import Preprocessing
 from ghost_deploy.errors import CheckpointError, InputError
 from ghost_deploy.fileio import atomic_path, open_regular
+from ghost_deploy.model.assumptions import Hints, assumed_defaults, check_hints, foreign_hints
 from ghost_deploy.model.info import METADATA_KEY, ModelInfo, apply_overrides
 from ghost_deploy.model.variants import FAMILY_PREFIX, VARIANTS, check_input_size, variant_for_width
 
@@ -52,6 +53,7 @@ class LoadedModel:
     module: torch.nn.Module
     info: ModelInfo
     checkpoint_form: str  # e.g. "state_dict", "state_dict under 'model', module. prefix", "pickled module"
+    assumed: dict[str, str] = dataclasses.field(default_factory=dict)  # defaults taken: the file does not say
 
 
 def load_model(
@@ -93,22 +95,25 @@ def _load_model(path: Path, overrides: Overrides, trust: bool) -> LoadedModel:
     _check_file(path)
     obj = _torch_load(torch, path, trust)
     if isinstance(obj, torch.nn.Module):
-        return _trusted_module(torch, obj, overrides, "TorchScript" if _is_torchscript(path) else "pickled module")
+        form = "TorchScript" if _is_torchscript(path) else "pickled module"
+        return _trusted_module(torch, obj, overrides, form, {}, path)
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state_dict; save model.state_dict()")
     meta = obj.get(METADATA_KEY)
+    hints = {} if isinstance(meta, Mapping) else foreign_hints(obj)  # only where our metadata is absent
     state, form = _find_state_dict(torch, obj, path)
     if isinstance(state, torch.nn.Module):
         if not trust:
             raise CheckpointError(f"{path} holds a pickled module, not a state_dict; {_TRUST_HINT}")
-        return _trusted_module(torch, state, overrides, "pickled module")
+        return _trusted_module(torch, state, overrides, "pickled module", hints, path)
     state, prefix_note = _clean_keys(state)
     family, fused = infer_layout(state)
-    info = _resolve_info(state, meta if isinstance(meta, Mapping) else None, overrides, path, family)
+    info, assumed = _resolve_info(state, meta if isinstance(meta, Mapping) else None, overrides, path, family, hints)
+    check_hints(hints, info, overrides, path)
     module = build_ghostnet(info, fused=fused)
     _load_strict(torch, module, state, info, path)
     module.eval()
-    return LoadedModel(module, info, form + prefix_note)
+    return LoadedModel(module, info, form + prefix_note, assumed)
 
 
 def build_ghostnet(info: ModelInfo, fused: bool = False) -> torch.nn.Module:
@@ -283,10 +288,13 @@ def infer_width(state: Mapping[str, Any]) -> float:
 
 
 def _resolve_info(
-    state: Mapping[str, Any], meta: Mapping[str, Any] | None, ov: Overrides, path: Path, family: str
-) -> ModelInfo:
+    state: Mapping[str, Any], meta: Mapping[str, Any] | None, ov: Overrides, path: Path, family: str, hints: Hints
+) -> tuple[ModelInfo, dict[str, str]]:
+    """The model's info (metadata, else flags and defaults) and the defaults it took."""
+    assumed: dict[str, str] = {}
     if meta is not None:
         info = ModelInfo.from_dict(dict(meta))
+        _check_metadata(info, state, path)
     else:
         if ov.arch is not None:
             from ghost_deploy.model.variants import get_variant
@@ -303,6 +311,7 @@ def _resolve_info(
         info = ModelInfo(
             variant.name, variant.width, num_classes, variant.input_size, variant.preprocessing, source=source
         )
+        assumed = assumed_defaults(apply_overrides(info, ov), ov, f"{variant.name}'s ImageNet default", hints)
     info = apply_overrides(info, ov)
     if info.family != family:
         where = "--arch" if info.source == "flags" else "its metadata"
@@ -310,7 +319,24 @@ def _resolve_info(
             f"{path} has the keys of a {_FAMILY_NAMES[family]}, but {where} says {info.arch}; "
             f"pass the right --arch (a {FAMILY_PREFIX[family]}* name)"
         )
-    return info
+    return info, assumed
+
+
+def _check_metadata(info: ModelInfo, state: Mapping[str, Any], path: Path) -> None:
+    """Our metadata must agree with itself and with the weights: the crop is the input size, and the
+    classifier has one row per class (exit 2, naming both, instead of a shape mismatch later)."""
+    if info.preprocessing.crop != info.input_size:
+        raise CheckpointError(
+            f"{path}: its metadata contradicts itself: input size {info.input_size} but preprocessing crop "
+            f"{info.preprocessing.crop} (the crop is the input); fix the metadata"
+        )
+    classifier = state.get("classifier.weight")
+    rows = int(classifier.shape[0]) if classifier is not None and len(classifier.shape) == 2 else None
+    if rows is not None and rows != info.num_classes:
+        raise CheckpointError(
+            f"{path}: its metadata says {info.num_classes} classes, but its classifier has {rows} rows; "
+            "fix the metadata (or the weights)"
+        )
 
 
 def _load_strict(torch: Any, module: Any, state: Mapping[str, Any], info: ModelInfo, path: Path) -> None:
@@ -340,7 +366,7 @@ def _load_strict(torch: Any, module: Any, state: Mapping[str, Any], info: ModelI
     module.load_state_dict(state, strict=True)
 
 
-def _trusted_module(torch: Any, module: Any, ov: Overrides, form: str) -> LoadedModel:
+def _trusted_module(torch: Any, module: Any, ov: Overrides, form: str, hints: Hints, path: Path) -> LoadedModel:
     module.eval()
     size = ov.input_size or ov.crop or 224
     check_input_size(size)
@@ -353,5 +379,6 @@ def _trusted_module(torch: Any, module: Any, ov: Overrides, form: str) -> Loaded
             raise CheckpointError(f"the {form} does not run on a 1x3x{size}x{size} input: {_first_line(exc)}") from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         raise CheckpointError(f"the {form} must return one (batch, classes) tensor, got {type(out).__name__}")
-    info = info.replace(num_classes=int(out.shape[1]))
-    return LoadedModel(module, apply_overrides(info, dataclasses.replace(ov, arch=None)), form)
+    info = apply_overrides(info.replace(num_classes=int(out.shape[1])), dataclasses.replace(ov, arch=None))
+    check_hints(hints, info, ov, path)
+    return LoadedModel(module, info, form, assumed_defaults(info, ov, f"the default for a {form}", hints))

@@ -79,8 +79,20 @@ class ModelInfo:
         return dataclasses.replace(self, **changes)
 
 
+# where a model's facts come from when the file states them: a flag may not contradict these (exit 2)
+STATED_BY = {
+    "metadata": "the checkpoint's metadata",
+    "report": "the ONNX's ghost-deploy report",
+    "onnx": "the ONNX's input shape",
+}
+
+
 def apply_overrides(info: ModelInfo, ov: Overrides) -> ModelInfo:
-    """Apply command-line overrides of classes, input size, preprocessing and labels, and validate them."""
+    """Apply command-line overrides of classes, input size, preprocessing and labels, and validate them.
+
+    Where the file states the input size and classes (our metadata, a report, an ONNX's shape), a flag that
+    contradicts them is refused (InputError) rather than obeyed: the model was trained for what its file says."""
+    _check_not_contradicted(info, ov)
     if ov.arch is not None and info.source == "metadata":
         variant = get_variant(ov.arch)
         info = info.replace(arch=variant.name, width=variant.width, source="flags")
@@ -104,5 +116,28 @@ def apply_overrides(info: ModelInfo, ov: Overrides) -> ModelInfo:
     info = info.replace(preprocessing=pre)
     labels = ov.labels if ov.labels is not None else info.labels
     if labels is not None and len(labels) != info.num_classes:
-        raise InputError(f"{len(labels)} labels for a model with {info.num_classes} classes; give one per class")
+        given = "--labels" if ov.labels is not None else STATED_BY.get(info.source, "the model's description")
+        raise InputError(
+            f"{len(labels)} labels for a model with {info.num_classes} classes (labels from {given}); "
+            "give one per class"
+        )
     return info.replace(labels=labels)
+
+
+def _check_not_contradicted(info: ModelInfo, ov: Overrides) -> None:
+    """InputError when --input-size/--crop or --num-classes contradict what the file states."""
+    stated = STATED_BY.get(info.source)
+    if stated is None:  # defaults or flags: nothing to contradict
+        return
+    flag, size = ("--input-size", ov.input_size) if ov.input_size is not None else ("--crop", ov.crop)
+    if size is not None and size != info.input_size:
+        raise InputError(
+            f"{flag} {size} contradicts {stated}, which says {info.input_size} x {info.input_size} inputs: "
+            f"drop {flag} (a model runs at the input size its file states)"
+        )
+    known_classes = info.source != "onnx" or info.num_classes > 1  # an ONNX with a dynamic output says nothing
+    if ov.num_classes is not None and ov.num_classes != info.num_classes and known_classes:
+        raise InputError(
+            f"--num-classes {ov.num_classes} contradicts {stated}, which says {info.num_classes} classes: "
+            "drop --num-classes"
+        )

@@ -60,6 +60,7 @@ class ProfileConfig:
     trust: bool = False
     cuda_graph: bool = False  # engines only: the enqueue captured in a CUDA graph (trtexec --useCudaGraph)
     data_transfers: bool = True  # engines only: False times the GPU compute alone (trtexec --noDataTransfers)
+    input_size: int | None = None  # checkpoints only: as export's --input-size (an ONNX or engine fixes its own)
 
 
 @dataclasses.dataclass
@@ -168,7 +169,9 @@ def open_target(path: Path, cfg: ProfileConfig) -> _Target:
     if kind == "tensorrt" and not probe.tensorrt_installed():
         raise MissingDependencyError("tensorrt", "trt", "Profiling a TensorRT engine")
     info = _onnx_info(path, cfg) if kind == "onnx" else None
-    runner = runner_for(path, threads=cfg.threads, providers=cfg.providers, spin=True, trust=cfg.trust)
+    runner = runner_for(
+        path, threads=cfg.threads, providers=cfg.providers, spin=True, trust=cfg.trust, input_size=cfg.input_size
+    )
     if kind == "pytorch":
         return _Target(kind, runner, getattr(runner, "info", None), on_gpu=False)
     if kind == "tensorrt":
@@ -205,9 +208,18 @@ def _onnx_info(path: Path, cfg: ProfileConfig) -> ModelInfo | None:
 
 
 def _info_from_sidecar(path: Path) -> ModelInfo | None:
-    """Model info from `<engine>.json` when ghost-deploy wrote it."""
+    """Model info from `<engine>.json` when ghost-deploy wrote it, else from the report of the ONNX it was built
+    from (engines of `ghost-deploy build`, and of exports before engine reports carried it): engines are then
+    fed the same real images as their ONNX."""
     try:
-        meta = (report := report_of(path)) and report.model
+        report = report_of(path)
+        meta = report.model if report is not None else None
+        onnx = report.raw.get("onnx") if report is not None else None
+        if not meta and isinstance(onnx, dict) and isinstance(onnx.get("path"), str):
+            built_from = Path(onnx["path"])
+            for candidate in (built_from, path.with_name(built_from.name)):
+                other = report_of(candidate) if not meta else None
+                meta = other.model if other is not None else meta
         return ModelInfo.from_dict(meta, source="report") if meta else None
     except InputError:
         return None

@@ -85,6 +85,7 @@ def engine_from_source(source: Source, cfg: ExportConfig, steps: Steps) -> Expor
         simulated=probe.simulation() is not None,
         onnx=onnx_result.report["artifact"],
         onnx_report=str(onnx_result.report_file),
+        model=onnx_result.report.get("model"),  # what profile and run feed it: the model's own preprocessing
         trt_version={"version": version, "from": origin},
         build_plan=plan.to_dict(),
         build_script=str(script_path),
@@ -213,8 +214,8 @@ def _verify_engine(source: Source, cfg: ExportConfig, plan: BuildPlan, engine: P
     tol = engine_gate(cfg.precision_tolerances or Tolerances.for_precision(precision), precision, plan.tf32)
     batch = plan.profile.opt[0] if plan.profile is not None else plan.input_shape[0]
     with (
-        steps.step("verify", "comparing the engine with ONNX Runtime CPU on the FP32 ONNX"),
-        steps.progress("verify", len(source.data)) as tick,
+        steps.step("verify-engine", "comparing the engine with what the FP32 ONNX gave on ONNX Runtime CPU"),
+        steps.progress("verify-engine", len(source.data)) as tick,
         TensorRTRunner(engine, plan.version_compatible, plan.dla_core) as candidate,  # its report is not written yet
     ):
         feeds = batches(source.data, INPUT_NAME, batch)
@@ -258,8 +259,9 @@ def _stop_without_tensorrt(engine: Path, report: dict[str, Any], written: list[P
         "tensorrt",
         "trt",
         "Building a TensorRT engine",
-        f"no engine was built: TensorRT is not installed here. Written: {files}. To build {engine.name}, copy "
-        f"these to the device and run there: bash {script}.{stale}",
+        f"no engine was built: TensorRT is not installed here (on a device with a GPU: pip install "
+        f"'ghost-deploy[trt]'). Written: {files}. To build {engine.name}, copy these to the device and run "
+        f"there: bash {script}.{stale}",
     )
 
 

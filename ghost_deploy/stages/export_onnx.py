@@ -21,7 +21,7 @@ from ghost_deploy.backends.onnx.files import opset_of
 from ghost_deploy.backends.onnxruntime import OnnxRuntimeRunner
 from ghost_deploy.config import GATE_FLAGS, ExportConfig, Tolerances
 from ghost_deploy.data.calibration import calibration_samples
-from ghost_deploy.data.inputs import Sample, batches
+from ghost_deploy.data.inputs import Sample, batches, check_data_paths
 from ghost_deploy.errors import InputError, VerificationFailed
 from ghost_deploy.fileio import check_writable, strict_json
 from ghost_deploy.model.info import ModelInfo
@@ -31,6 +31,7 @@ from ghost_deploy.report import Steps, file_entry, new_report, report_path
 from ghost_deploy.stages.advice import precision_advice
 from ghost_deploy.stages.outputs import StagedOutput, failed_path, output_lock, remove_files
 from ghost_deploy.stages.source import Source, open_source, verify_fp32
+from ghost_deploy.targets import precision_of
 from ghost_deploy.targets import target as target_of
 from ghost_deploy.verify import compare_runners, verification_record
 
@@ -172,23 +173,25 @@ def _failed_name(final: Path, artifact: Path, failed: Path) -> Path:
 
 
 def preflight(cfg: ExportConfig) -> None:
-    """What can be checked before any work: the paths the options name exist, the options fit the target."""
+    """What can be checked before any work (the checkpoint's load included): every path the options name, and
+    that the options fit the target."""
     check_latency_batch(cfg.target, cfg.precision.latency_batch)
-    named = [("--calib", cfg.calib), ("--eval", cfg.eval_dir), ("--calib-cache", cfg.precision.calib_cache)]
-    for flag, path in named:
-        if path is not None and not path.exists():
-            raise InputError(f"{flag} {path} does not exist; check the path")
-    if cfg.eval_dir is not None and not cfg.eval_dir.is_dir():
-        raise InputError(f"--eval {cfg.eval_dir} is not a folder; give a folder of images")
+    check_data_paths(cfg.calib, cfg.eval_dir)
+    cache = cfg.precision.calib_cache
+    if cache is not None and not cache.is_file():
+        raise InputError(f"--calib-cache {cache} does not exist or is not a file; check the path")
 
 
 def calibration_path(cfg: ExportConfig, info: ModelInfo, base: Path) -> Path | None:
     """Where calibration images come from: --calib, else the model's own calibration split; None with
-    --calib-cache. InputError when there is none, or when --calib does not exist."""
+    --calib-cache, and for FP16 without either (its overflow check then runs on the verification inputs, as
+    trt-fp16 builds without any). InputError when INT8 has none, or when --calib does not exist."""
     if cfg.precision.calib_cache is not None:
         return None
     split = info.data.get("calibration")
     path = cfg.calib or ((base / split).resolve() if split and (base / split).is_dir() else None)
+    if path is None and precision_of(cfg.target) == "fp16":
+        return None
     if path is None:
         raise InputError(
             f"--target {cfg.target} needs calibration data: pass --calib DIR of images (or an .npy/.npz "
@@ -202,6 +205,15 @@ def calibration_path(cfg: ExportConfig, info: ModelInfo, base: Path) -> Path | N
 def calibration_data(source: Source, cfg: ExportConfig, report: dict[str, Any]) -> Iterable[Sample] | None:
     """Calibration samples: --calib, else the model's own calibration split; None with --calib-cache."""
     path = calibration_path(cfg, source.info, source.path.parent)
+    if path is None and cfg.precision.calib_cache is None:  # FP16 without calibration data
+        report["calibration_data"] = {
+            "kind": "verification inputs",
+            "used": len(source.data),
+            "note": "no --calib: FP16 overflow ranges were measured on the verification inputs "
+            f"({source.data.description.get('what', source.data.description['kind'])}); pass --calib DIR with "
+            "images like those the model will see",
+        }
+        return source.data
     if path is None:
         return None
     samples, desc = calibration_samples(path, source.info, cfg.calib_size, cfg.seed)

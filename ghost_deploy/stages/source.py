@@ -34,6 +34,7 @@ from ghost_deploy.data.inputs import Batch, Sample, batches
 from ghost_deploy.data.preprocess import Preprocessing
 from ghost_deploy.errors import InputError, VerificationFailed
 from ghost_deploy.machine.cpu import job_threads, usable_cpus
+from ghost_deploy.model.assumptions import assumed_defaults, describe_assumed
 from ghost_deploy.model.info import ModelInfo, apply_overrides
 from ghost_deploy.report import Steps, file_entry, report_of
 from ghost_deploy.stages.evaldata import EvalData, eval_data
@@ -96,6 +97,8 @@ def open_source(
         if not cfg.allow_nonfinite_weights:
             check_finite_initializers(model, path)
         info = info_from_onnx(model, path, cfg.overrides)
+        if info.source == "onnx":  # no report beside it: only the input shape is the file's own
+            _note_assumed(path, assumed_defaults(info, cfg.overrides, "its input shape"), steps, facts)
         dims = input_dims(model)
         batch = cfg.batch or (BatchSpec(fixed=dims[0]) if dims[0] else BatchSpec(None, (1, 1, 1)))
         if early is not None:
@@ -151,7 +154,15 @@ def load_reference(
         rec["note"] = f"{loaded.info.arch}, {loaded.info.num_classes} classes, {loaded.checkpoint_form}"
     if facts is not None:
         facts["checkpoint"] = {"form": loaded.checkpoint_form, "architecture_from": loaded.info.source}
+        _note_assumed(path, loaded.assumed, steps, facts)
     return Reference(loaded.info, _torch_runner(loaded.info, loaded.module, threads), module=loaded.module)
+
+
+def _note_assumed(path: Path, assumed: dict[str, str], steps: Steps, facts: dict[str, Any]) -> None:
+    """Say, before the slow work, which defaults stand in for what the file does not say; the report keeps it."""
+    if assumed:
+        steps.say(describe_assumed(path, assumed))
+        facts["assumed"] = assumed
 
 
 def _torch_runner(info: ModelInfo, module: Any, threads: int | None) -> Runner:
@@ -262,39 +273,63 @@ def _simplify(model: onnx.ModelProto, steps: Steps, facts: dict[str, Any]) -> on
     before = op_counts(model)
     with steps.step("simplify", "simplifying with onnxsim") as rec:
         simplified, removed = simplify_onnx(model)
-        rec["note"] = (
-            f"{len(model.graph.node)} -> {len(simplified.graph.node)} nodes, {removed} identity Slices removed"
-        )
+        unchanged = _same_computation(model, simplified)
+        nodes = f"{len(model.graph.node)} -> {len(simplified.graph.node)} nodes"
+        rec["note"] = f"{len(model.graph.node)} nodes, unchanged" if unchanged else nodes
+        rec["note"] += f", {removed} identity Slices removed" if removed else ""
     facts["graph"] = {
         "ops_before": before,
         "ops_after": op_counts(simplified),
         "identity_slices_removed": removed,
         "nodes_before": len(model.graph.node),
         "nodes_after": len(simplified.graph.node),
+        "unchanged": unchanged,
     }
     return simplified
 
 
+def _same_computation(a: onnx.ModelProto, b: onnx.ModelProto) -> bool:
+    """True when two graphs hold the same nodes and weights: their outputs are the same bits."""
+
+    def parts(m: onnx.ModelProto) -> tuple[list[bytes], list[bytes]]:
+        inits = sorted(m.graph.initializer, key=lambda t: t.name)
+        return [n.SerializeToString() for n in m.graph.node], [t.SerializeToString() for t in inits]
+
+    return parts(a) == parts(b)
+
+
+def _threads(threads: int | None) -> str:
+    return "each runtime's default threads" if threads is None else f"{threads} thread{'s' * (threads != 1)}"
+
+
 def verify_fp32(source: Source, tol: Tolerances, steps: Steps) -> dict[str, Any]:
-    """Compare the simplified FP32 ONNX with the reference, once per source; records the FP32 ONNX's outputs."""
+    """Compare the simplified FP32 ONNX with the reference, once per source; records the FP32 ONNX's outputs.
+
+    An input ONNX that simplification left unchanged is the FP32 ONNX itself: it is run (its outputs recorded,
+    NaN and Inf still fail), and the record says `self_comparison` instead of claiming a comparison."""
     if source.fp32_verification is not None:
         return source.fp32_verification
     reference = source.reference.runner
     candidate = OnnxRuntimeRunner(source.fp32.SerializeToString(), threads=source.threads)
     recorded = Recorded("FP32 ONNX on onnxruntime CPU")
     size = source.batch.example
+    itself = source.reference.module is None and bool(source.facts.get("graph", {}).get("unchanged"))
+    if itself:
+        what = "running the FP32 ONNX on ONNX Runtime CPU (the input ONNX unchanged: nothing to compare it with)"
+    elif source.reference.module is None:
+        what = f"comparing the simplified ONNX with the input {source.path.name}, both on ONNX Runtime CPU"
+    else:
+        what = "comparing the ONNX on ONNX Runtime CPU with the checkpoint on PyTorch CPU"
     with (
-        steps.step("verify", f"comparing ONNX Runtime CPU with {reference.name}") as rec,
+        steps.step("verify", what) as rec,
         steps.progress("verify", len(source.data)) as tick,
         reference,
         candidate,
     ):
         metrics = compare_with_reference(reference, candidate, source.data, size, record=recorded, progress=tick)
         err = metrics["max_abs_error"]
-        rec["note"] = (
-            f"max abs error {err if err is None else format(err, '.2e')} on {metrics['samples']} inputs, "
-            f"{source.threads or 'default'} threads"
-        )
+        error = "" if itself else f"max abs error {err if err is None else format(err, '.2e')} "
+        rec["note"] = f"{error}on {metrics['samples']} inputs, {_threads(source.threads)}"
     source.fp32_verification = verification_record(
         reference.name,
         candidate.name,
@@ -303,6 +338,8 @@ def verify_fp32(source: Source, tol: Tolerances, steps: Steps) -> dict[str, Any]
         tol,
         lambda: localise(source.reference, source.fp32, source.data, size),
     )
+    if itself:
+        source.fp32_verification["self_comparison"] = True
     source.fp32_outputs = recorded
     return source.fp32_verification
 

@@ -12,6 +12,7 @@ from ghost_deploy.backends.base import Runner
 from ghost_deploy.backends.choose import kind_of, runner_for
 from ghost_deploy.backends.onnx.files import input_dims, load_onnx
 from ghost_deploy.config import BatchSpec, Overrides, Tolerances
+from ghost_deploy.data.inputs import check_data_paths
 from ghost_deploy.errors import InputError, VerificationFailed
 from ghost_deploy.fileio import check_writable, write_json_atomic
 from ghost_deploy.machine import probe
@@ -49,6 +50,7 @@ def verify_artifact(
     for path in (artifact, reference):
         if not path.is_file():
             raise InputError(f"{path} does not exist or is not a file; check the path")
+    check_data_paths(eval_dir=eval_dir)  # before the slow loads
     kind = kind_of(artifact)
     if kind == "pytorch":
         raise InputError(f"{artifact} is a checkpoint; verify takes an ONNX artifact or a TensorRT engine")

@@ -104,6 +104,7 @@ def test_build_with_a_dynamic_batch_then_verify_profile_and_refuse_outside_the_p
     profiled = profile_artifact(engine, ProfileConfig(loop=loop, layer_runs=2, batches=(2, 8)))
     assert [r["batch"] for r in profiled["results"]] == [2, 8] and profiled["environment"]["tensorrt_simulated"]
     assert profiled["results"][0]["layers"]["layers"]  # IProfiler's layer times, mapped to the ONNX
+    assert profiled["results"][0]["inputs"]["kind"] == "images"  # the ONNX's images, found through its report
     with pytest.raises(InputError, match=r"batch 9 is outside the engine's optimization profile .* batch 1\.\.8"):
         profile_artifact(engine, ProfileConfig(loop=loop, layer_runs=0, batches=(9,)))
 
