@@ -28,7 +28,7 @@ from ghost_deploy.model.info import ModelInfo
 from ghost_deploy.precision.build import PrecisionResult, build_precision
 from ghost_deploy.report import Steps, file_entry, new_report, report_path
 from ghost_deploy.stages.outputs import StagedOutput, failed_path, output_lock, remove_files
-from ghost_deploy.stages.source import Source, open_source, verify_fp32
+from ghost_deploy.stages.source import Source, localise_preview, open_source, verify_fp32
 from ghost_deploy.targets import target as target_of
 from ghost_deploy.verify import compare_runners, verification_record
 
@@ -235,7 +235,14 @@ def _verify_preview(
         metrics = compare_runners(source.fp32_outputs, preview, feeds, progress=tick)
         rec["note"] = f"top-1 agreement {metrics['top1_agreement']:.2%} on {metrics['samples']} inputs"
     candidate = built.report.get("preview", "the Q/DQ graph on onnxruntime CPU")
-    record = verification_record("onnxruntime CPU, FP32 ONNX", candidate, source.data.description, metrics, tol)
+    record = verification_record(
+        "onnxruntime CPU, FP32 ONNX",
+        candidate,
+        source.data.description,
+        metrics,
+        tol,
+        lambda: localise_preview(source.fp32, built.preview, source.data, batch, tol.min_cosine),
+    )
     report["precision_verification"] = record
     return bool(record["passed"])
 
