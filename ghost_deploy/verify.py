@@ -51,7 +51,9 @@ class _PerClass:
         self.lost: list[dict[str, Any]] = []  # the reference right, the candidate wrong
         self.wrong: list[dict[str, Any]] = []  # both wrong
 
-    def add(self, labels: list[int | None], ref: np.ndarray, cand: np.ndarray, names: Sequence[str], classes: int) -> None:
+    def add(
+        self, labels: list[int | None], ref: np.ndarray, cand: np.ndarray, names: Sequence[str], classes: int
+    ) -> None:
         """Account one batch's labels, top-1 classes of both sides and image names."""
         if self.counts is None:
             self.counts = np.zeros((3, classes), dtype=np.int64)

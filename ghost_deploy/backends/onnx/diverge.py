@@ -213,7 +213,7 @@ def _dequantized(model: onnx.ModelProto) -> dict[str, str]:
     for node in model.graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-    seen_as = {}
+    seen_as: dict[str, str] = {}
     for node in model.graph.node:
         if node.op_type != "QuantizeLinear" or not node.output:
             continue
