@@ -71,7 +71,7 @@ td.worse { color: #b3141b; font-weight: 600; }
 code.cmd { white-space: pre-wrap; word-break: break-all; }
 table.targets { font-size: 13px; }
 table.targets th { font-size: 12.5px; }
-table.targets td.file code { white-space: normal; overflow-wrap: anywhere; }
+table.targets td.file code { white-space: normal; overflow-wrap: break-word; }
 table.targets td.num { white-space: normal; }
 """
 
@@ -265,7 +265,9 @@ def _targets_section(targets: Sequence[Target]) -> str:
             continue
         if title:
             out.append(f'<h3>{title}</h3><p class="note">{note}</p>')
-        out.append(f'<table class="targets" data-role="{role}">{_HEAD}' + "".join(_row(t, base) for t in rows) + "</table>")
+        out.append(
+            f'<table class="targets" data-role="{role}">{_HEAD}' + "".join(_row(t, base) for t in rows) + "</table>"
+        )
     out.append(
         '<p class="note">Top-1 is the accuracy on the labelled verification inputs; agreement is the share of '
         "inputs whose top-1 class equals the FP32 reference's (a reduced-precision graph against the FP32 ONNX, "
@@ -287,7 +289,7 @@ def _row(t: Target, base: Target | None) -> str:
     built_for = f'<br><span class="note">build input of <code>{esc(t.built_for)}</code></span>' if t.built_for else ""
     precision = f'<br><span class="note">{esc(t.precision)}</span>' if t.precision else ""
     return (
-        f'<tr data-file="{esc(t.file)}" data-role="{esc(t.role)}"><td class="file"><code>{esc(t.file)}</code>'
+        f'<tr data-file="{esc(t.file)}" data-role="{esc(t.role)}"><td class="file"><code>{_breakable(t.file)}</code>'
         f"{sim_badge(t.simulated)}{built_for}</td>"
         f'<td class="nowrap">{value(t.target)}{precision}</td>'
         f'<td class="num" data-field="size">{_not_built(t) or size_text(t.bytes)}</td>'
@@ -302,6 +304,11 @@ def _row(t: Target, base: Target | None) -> str:
         f"{lat_sim if speed else ''}</td>"
         f'<td data-field="verdict">{_not_built(t) or _verdict(t)}</td></tr>'
     )
+
+
+def _breakable(name: str) -> str:
+    """A file name that may wrap after each dot (the table stays within the page)."""
+    return esc(name).replace(".", ".<wbr>")
 
 
 def _not_built(t: Target) -> str:

@@ -35,7 +35,9 @@ def latency_section(targets: Sequence[Target]) -> str:
         simulated = bool(t.profile and t.profile.simulated)
         out.append(_heading(t, simulated))
         if t.profile is None:
-            how = f" (<code>ghost-deploy profile {esc(shlex.quote(t.path))}</code>)" if t.path and not t.not_built else ""
+            how = (
+                f" (<code>ghost-deploy profile {esc(shlex.quote(t.path))}</code>)" if t.path and not t.not_built else ""
+            )
             out.append(f"<p>{MISSING}: no profile report{how}.</p>")
             continue
         out.append(_profile_note(t.profile))
@@ -120,8 +122,9 @@ def sensitivity_section(rankings: Sequence[Ranking]) -> str:
     out = ['<section id="sensitivity">', "<h2>INT8 sensitivity</h2>"]
     if not rankings:
         out.append(
-            f"<p>{MISSING}: no ranking given (<code>ghost-deploy sensitivity MODEL -o FILE</code>, or an INT8 "
-            "artifact made with <code>--auto-exclude</code>).</p>"
+            f"<p>{MISSING}: no ranking given (<code>ghost-deploy sensitivity</code> of the FP32 model writes one with "
+            "<code>-o</code>, as the list of commands above says where an INT8 target is on the page; so does an "
+            "INT8 export with <code>--auto-exclude</code>).</p>"
         )
     for r in rankings:
         out.append(f"<h3>{esc(r.title)}</h3>")

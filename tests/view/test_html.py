@@ -145,7 +145,7 @@ def test_every_string_from_a_report_is_escaped(tmp_path: Path, where: str) -> No
     seen = parse_page(html)
     assert seen.tags <= {"html", "head", "meta", "title", "style", "body", "main", "h1", "h2", "h3", "p", "code",
                          "span", "section", "table", "tr", "th", "td", "div", "svg", "rect", "line", "text", "circle",
-                         "g", "ul", "ol", "li", "b", "br"}  # fmt: skip
+                         "g", "ul", "ol", "li", "b", "br", "wbr"}  # fmt: skip
     assert not any(a.startswith(("onerror", "src", "href")) for a in seen.attributes)
 
 
