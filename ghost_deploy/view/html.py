@@ -24,7 +24,7 @@ from ghost_deploy.view.data import Page, Quantized, Target
 from ghost_deploy.view.read import num, obj, seq
 from ghost_deploy.view.svg import esc
 from ghost_deploy.view.todo import todo_section
-from ghost_deploy.view.verdict import baseline, size_ratio, speedup, verdict_section
+from ghost_deploy.view.verdict import baseline, engine_baseline, size_ratio, speedup, verdict_section
 
 MISSING = '<span class="missing">not measured</span>'
 SIMULATED_BANNER = (
@@ -258,7 +258,7 @@ def _targets_section(targets: Sequence[Target]) -> str:
     out = ['<section id="targets">', "<h2>Targets</h2>"]
     if not targets:
         return "\n".join([*out, f"<p>{MISSING}: no artifact given.</p>", "</section>"])
-    base = baseline(targets)
+    base, fp32_engine = baseline(targets), engine_baseline(targets)
     for role, title, note in _GROUPS:
         rows = [t for t in targets if t.role == role]
         if not rows:
@@ -266,26 +266,27 @@ def _targets_section(targets: Sequence[Target]) -> str:
         if title:
             out.append(f'<h3>{title}</h3><p class="note">{note}</p>')
         out.append(
-            f'<table class="targets" data-role="{role}">{_HEAD}' + "".join(_row(t, base) for t in rows) + "</table>"
+            f'<table class="targets" data-role="{role}">{_HEAD}' + "".join(_row(t, base, fp32_engine) for t in rows) + "</table>"
         )
     out.append(
         '<p class="note">Top-1 is the accuracy on the labelled verification inputs; agreement is the share of '
         "inputs whose top-1 class equals the FP32 reference's (a reduced-precision graph against the FP32 ONNX, "
         "the FP32 ONNX against PyTorch, an engine against the FP32 ONNX on ONNX Runtime). Speed-up and size are "
-        "against the FP32 ONNX (median latency against median latency, same batch). Latency and throughput: "
+        "against the FP32 ONNX (median latency against median latency, same batch; an engine's speed-up against "
+        "the trt-fp32 engine when one was profiled). Latency and throughput: "
         f"{_batch_note(targets)}, from each target's profile report.</p>"
     )
     out.append("</section>")
     return "\n".join(out)
 
 
-def _row(t: Target, base: Target | None) -> str:
-    """One target's row."""
+def _row(t: Target, base: Target | None, fp32_engine: Target | None) -> str:
+    """One target's row; an engine's speed-up is against the FP32 engine when one was profiled."""
     run = t.profile.runs[0] if t.profile and t.profile.runs else None
     lat_sim = sim_badge(bool(t.profile and t.profile.simulated))
     thr = f"{run.throughput:.1f} /s" if run and run.throughput is not None else None
-    ratio, speed = size_ratio(t, base), speedup(t, base)
-    itself = t is base
+    timed = fp32_engine if t.kind == "engine" and fp32_engine is not None else base
+    ratio, speed = size_ratio(t, base), speedup(t, timed)
     built_for = f'<br><span class="note">build input of <code>{esc(t.built_for)}</code></span>' if t.built_for else ""
     precision = f'<br><span class="note">{esc(t.precision)}</span>' if t.precision else ""
     return (
@@ -293,14 +294,14 @@ def _row(t: Target, base: Target | None) -> str:
         f"{sim_badge(t.simulated)}{built_for}</td>"
         f'<td class="nowrap">{value(t.target)}{precision}</td>'
         f'<td class="num" data-field="size">{_not_built(t) or size_text(t.bytes)}</td>'
-        f'<td class="num" data-field="size_ratio">{"1.00x (itself)" if itself else _times(ratio)}</td>'
+        f'<td class="num" data-field="size_ratio">{"1.00x (itself)" if t is base else _times(ratio)}</td>'
         f'<td data-field="quantized">{quantized_text(t.quantized, t.precision)}</td>'
         f'<td class="num" data-field="top1">{percent(t.top1)}</td>'
         f'<td class="num" data-field="agreement">{percent(t.agreement)}</td>'
         f'<td class="num" data-field="median">{ms(run.latency.get("median") if run else None)}{lat_sim}</td>'
         f'<td class="num" data-field="p99">{ms(run.latency.get("p99") if run else None)}{lat_sim}</td>'
         f'<td class="num" data-field="throughput">{value(thr)}{lat_sim if thr else ""}</td>'
-        f'<td class="num" data-field="speedup">{"1.00x (itself)" if itself and speed else _times(speed)}'
+        f'<td class="num" data-field="speedup">{"1.00x (itself)" if t is timed and speed else _times(speed)}'
         f"{lat_sim if speed else ''}</td>"
         f'<td data-field="verdict">{_not_built(t) or _verdict(t)}</td></tr>'
     )

@@ -28,6 +28,11 @@ def _batch(t: Target) -> int | None:
     return t.profile.runs[0].batch if t.profile and t.profile.runs else None
 
 
+def engine_baseline(targets: Sequence[Target]) -> Target | None:
+    """A profiled FP32 engine (`trt-fp32`): what another engine's speed is better compared with."""
+    return next((t for t in targets if t.role == "target" and t.target == "trt-fp32" and t.median is not None), None)
+
+
 def speedup(t: Target, base: Target | None) -> float | None:
     """How many times faster than the FP32 ONNX (median against median, same batch), when both were profiled."""
     if base is None or t.median is None or base.median is None or t.median <= 0 or _batch(t) != _batch(base):
@@ -83,12 +88,15 @@ def _fastest_line(targets: Sequence[Target], base: Target | None) -> str:
             f'<p class="answer" data-verdict="fastest">Fastest target that passed: the FP32 ONNX {_name(best)}, '
             f"median {best.median:.3f} ms; {rest}{_accuracy(best, base)}.</p>"
         )
-    speed, size = speedup(best, base), size_ratio(best, base)
+    fp32_engine = engine_baseline(targets) if best.kind == "engine" else None
+    timed_against = fp32_engine if fp32_engine is not None and fp32_engine is not best else base
+    speed, size = speedup(best, timed_against), size_ratio(best, base)
     parts = []
-    if speed is not None and base is not None and base.median is not None:
+    if speed is not None and timed_against is not None and timed_against.median is not None:
         parts.append(
-            f"<b>{speed:.2f}x</b> the speed of FP32 (median {best.median:.3f} ms against {base.median:.3f} ms, "
-            f"batch {esc(_batch(best))})"
+            f"<b>{speed:.2f}x</b> the speed of {'the FP32 engine' if timed_against is fp32_engine else 'FP32'} "
+            f"(median {best.median:.3f} ms against {timed_against.median:.3f} ms, batch {esc(_batch(best))}"
+            f"{_runtimes(best, timed_against)})"
         )
     else:
         why = "no FP32 ONNX given" if base is None else "the FP32 ONNX was not profiled at the same batch"
@@ -114,6 +122,12 @@ def _smallest_line(targets: Sequence[Target], base: Target | None) -> str:
         f'<p data-verdict="smallest">Smallest target that passed: {_name(small)}: <b>{ratio:.2f}x</b> the size of '
         f"FP32 ({_mb(small.bytes)}){fast}{_accuracy(small, base)}.</p>"
     )
+
+
+def _runtimes(t: Target, base: Target) -> str:
+    """'; tensorrt against onnxruntime (CPU)' when the two were timed on different runtimes."""
+    mine, theirs = (x.profile.backend if x.profile else None for x in (t, base))
+    return f"; {esc(mine)} against {esc(theirs)}" if mine and theirs and mine != theirs else ""
 
 
 def failed_check(t: Target) -> Check | None:

@@ -78,6 +78,34 @@ def test_a_simulated_engine_latency_is_never_the_fastest(tmp_path: Path) -> None
     assert 'Left out of "fastest": m.trt-fp16.engine (trt-fp16), whose latency is SIMULATED' in verdict
 
 
+def _real_engine(name: str, target: str, sha: str) -> dict[str, Any]:
+    report = engine_report(name, sha) | {"target": target, "simulated": False}
+    report["engine"]["simulated"] = False
+    return report
+
+
+def test_an_engine_is_timed_against_the_fp32_engine_else_says_the_runtimes_differ(tmp_path: Path) -> None:
+    def profile(name: str, sha: str, latencies: list[float]) -> dict[str, Any]:
+        return profile_report(name, sha, latencies) | {"backend": "tensorrt"}
+
+    collector = Collector()
+    write(tmp_path, "m.onnx.profile.json", profile_report("m.onnx", "1" * 64, [4.0] * 20))
+    collector.add_path(write(tmp_path, "m.onnx.json", artifact_report("m.onnx", sha256="1" * 64)))
+    collector.add_path(write(tmp_path, "f.engine.json", _real_engine("f.engine", "trt-fp16", "9" * 64)))
+    collector.add_path(write(tmp_path, "p.json", profile("f.engine", "9" * 64, FAST)))
+    alone = collector.page()
+    verdict = parse_page(render_page(alone)).sections["verdict"]
+    assert "f.engine (trt-fp16): 4.00x the speed of FP32 (median 1.000 ms against 4.000 ms, batch 1; tensorrt " in (
+        verdict
+    )
+    assert "against onnxruntime)" in verdict
+    collector.add_path(write(tmp_path, "e.engine.json", _real_engine("e.engine", "trt-fp32", "8" * 64)))
+    collector.add_path(write(tmp_path, "q.json", profile("e.engine", "8" * 64, SLOW)))
+    seen = parse_page(render_page(collector.page()))
+    assert "2.00x the speed of the FP32 engine (median 1.000 ms against 2.000 ms, batch 1)" in seen.sections["verdict"]
+    assert seen.cells[("f.engine", "speedup")] == "2.00x" and seen.cells[("e.engine", "speedup")] == "1.00x (itself)"
+
+
 def test_without_profiles_the_verdict_says_not_measured_and_what_passed(tmp_path: Path) -> None:
     seen = _seen(
         tmp_path, ("m.onnx", artifact_report("m.onnx")), ("m.onnx-int8.onnx", _int8("m.onnx-int8.onnx", "2" * 64))
