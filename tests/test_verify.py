@@ -208,6 +208,7 @@ def test_cosine_localisation_names_the_node_whose_output_turns(exported: onnx.Mo
     assert first_divergence_cosine(exported, exported, data, 0.99) is None
 
 
+@pytest.mark.slow
 def test_an_onnxruntime_qdq_graph_is_compared_as_its_next_layer_sees_it(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:

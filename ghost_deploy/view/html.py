@@ -265,9 +265,8 @@ def _targets_section(targets: Sequence[Target]) -> str:
             continue
         if title:
             out.append(f'<h3>{title}</h3><p class="note">{note}</p>')
-        out.append(
-            f'<table class="targets" data-role="{role}">{_HEAD}' + "".join(_row(t, base, fp32_engine) for t in rows) + "</table>"
-        )
+        body = "".join(_row(t, base, fp32_engine) for t in rows)
+        out.append(f'<table class="targets" data-role="{role}">{_HEAD}{body}</table>')
     out.append(
         '<p class="note">Top-1 is the accuracy on the labelled verification inputs; agreement is the share of '
         "inputs whose top-1 class equals the FP32 reference's (a reduced-precision graph against the FP32 ONNX, "

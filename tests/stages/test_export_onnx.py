@@ -146,6 +146,7 @@ def test_non_finite_weights_of_an_onnx_source_are_refused_unless_allowed(
     assert metrics["nonfinite"]["candidate"]["classes"] == [3] and metrics["cosine_min"] is None
 
 
+@pytest.mark.slow
 def test_a_failed_precision_preview_records_where_it_diverges(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
