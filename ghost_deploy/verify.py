@@ -18,6 +18,7 @@ from ghost_deploy.config import Tolerances
 from ghost_deploy.data.inputs import Batch
 
 MAX_CLASSES_LISTED = 32  # classes named in a report's non-finite entry
+MAX_MISCLASSIFIED = 8  # labelled images a report names that the candidate got wrong (the report page shows them)
 
 
 class _NonFinite:
@@ -39,6 +40,37 @@ class _NonFinite:
         """JSON-ready: outputs, rows, and the classes (at most MAX_CLASSES_LISTED) that were non-finite."""
         classes = [] if self.per_class is None else np.flatnonzero(self.per_class).tolist()
         return {"outputs": self.outputs, "rows": self.rows, "classes": classes[:MAX_CLASSES_LISTED]}
+
+
+class _PerClass:
+    """Per labelled class: how many samples, how many each side classified right; and the first few images the
+    candidate got wrong (those the reference got right first). Memory: three counters per class."""
+
+    def __init__(self) -> None:
+        self.counts: np.ndarray | None = None  # (3, classes): samples, reference right, candidate right
+        self.lost: list[dict[str, Any]] = []  # the reference right, the candidate wrong
+        self.wrong: list[dict[str, Any]] = []  # both wrong
+
+    def add(
+        self, labels: list[int | None], ref: np.ndarray, cand: np.ndarray, names: Sequence[str], classes: int
+    ) -> None:
+        """Account one batch's labels, top-1 classes of both sides and image names."""
+        if self.counts is None:
+            self.counts = np.zeros((3, classes), dtype=np.int64)
+        for i, label in enumerate(labels):
+            if label is None or not 0 <= label < self.counts.shape[1]:
+                continue
+            r, c = int(ref[i]), int(cand[i])
+            self.counts[:, label] += (1, r == label, c == label)
+            bucket = self.lost if r == label else self.wrong
+            if c != label and i < len(names) and len(bucket) < MAX_MISCLASSIFIED:
+                bucket.append({"name": names[i], "label": label, "candidate": c, "reference": r})
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: `per_class` (lists indexed by class) and `misclassified` (at most MAX_MISCLASSIFIED)."""
+        counts = self.counts if self.counts is not None else np.zeros((3, 0), dtype=np.int64)
+        per_class = dict(zip(("samples", "reference_correct", "candidate_correct"), counts.tolist(), strict=True))
+        return {"per_class": per_class, "misclassified": (self.lost + self.wrong)[:MAX_MISCLASSIFIED]}
 
 
 class _Accumulator:
@@ -63,10 +95,11 @@ class _Accumulator:
         self.labelled = 0
         self.ref_correct = 0
         self.cand_correct = 0
+        self.per_class = _PerClass()
         self.nonfinite = {"reference": _NonFinite(), "candidate": _NonFinite()}
 
-    def add(self, ref: np.ndarray, cand: np.ndarray, labels: list[int | None]) -> None:
-        """Account one batch of reference and candidate outputs (rows x classes) and their labels."""
+    def add(self, ref: np.ndarray, cand: np.ndarray, labels: list[int | None], names: Sequence[str] = ()) -> None:
+        """Account one batch of reference and candidate outputs (rows x classes), their labels and image names."""
         ref, cand = ref.astype(np.float64), cand.astype(np.float64)
         ref_bad, cand_bad = ~np.isfinite(ref), ~np.isfinite(cand)
         self.nonfinite["reference"].add(ref_bad)
@@ -84,6 +117,8 @@ class _Accumulator:
                 self.labelled += 1
                 self.ref_correct += int(r == label)
                 self.cand_correct += int(c == label)
+        if any(label is not None for label in labels):
+            self.per_class.add(labels, ref_top1, cand_top1, names, ref.shape[1])
 
     def _add_errors(self, ref: np.ndarray, cand: np.ndarray) -> None:
         """Error and cosine statistics of rows where both sides are finite."""
@@ -124,6 +159,7 @@ class _Accumulator:
             out["reference_top1"] = self.ref_correct / self.labelled
             out["candidate_top1"] = self.cand_correct / self.labelled
             out["accuracy_drop"] = out["reference_top1"] - out["candidate_top1"]
+            out.update(self.per_class.to_dict())
         return out
 
 
@@ -199,7 +235,7 @@ def compare_runners(
         cand = candidate.infer(batch.feeds)[cand_out][: batch.count]
         if record is not None:
             record.rows.append(np.array(cand, copy=True))
-        acc.add(ref, cand, batch.labels)
+        acc.add(ref, cand, batch.labels, batch.names)
         seen += batch.count
         if progress is not None:
             progress(seen)

@@ -11,15 +11,22 @@ import torch
 from onnx import numpy_helper
 
 from ghost_deploy.backends.base import TensorSpec
-from ghost_deploy.backends.onnx.diverge import first_divergence_onnx, first_divergence_torch, module_path
+from ghost_deploy.backends.onnx.diverge import (
+    first_divergence_cosine,
+    first_divergence_onnx,
+    first_divergence_torch,
+    module_path,
+)
 from ghost_deploy.backends.onnx.export import onnx_from_module
 from ghost_deploy.backends.onnx.simplify import simplify_onnx
 from ghost_deploy.backends.onnxruntime import OnnxRuntimeRunner
 from ghost_deploy.backends.pytorch import TorchRunner
 from ghost_deploy.config import BatchSpec, Tolerances
-from ghost_deploy.data.inputs import RandomInputs, batches
-from ghost_deploy.verify import compare_runners, judge
-from tests.helpers import digit_images, tiny_onnx
+from ghost_deploy.data.inputs import ImageFolder, RandomInputs, batches
+from ghost_deploy.data.preprocess import Preprocessing
+from ghost_deploy.verify import MAX_MISCLASSIFIED, compare_runners, judge
+from tests.helpers import DIGITS, digit_images, tiny_onnx
+from tests.helpers import exported as shipped_exports
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +201,64 @@ def test_an_accuracy_drop_of_exactly_the_limit_passes() -> None:
     assert metrics["accuracy_drop"] > 0.01
     assert judge(metrics, Tolerances.for_precision("int8")) == []
     assert judge(_int8_metrics(0.999, 1.0, 0.95, 0.93, 100), Tolerances.for_precision("int8"))
+
+
+def _flip_channels(model: onnx.ModelProto, node_name: str) -> onnx.ModelProto:
+    """A copy whose Conv `node_name` has the weights of half its output channels negated."""
+    bad = onnx.ModelProto()
+    bad.CopyFrom(model)
+    node = next(n for n in bad.graph.node if n.name == node_name)
+    init = next(i for i in bad.graph.initializer if i.name == node.input[1])
+    weights = numpy_helper.to_array(init).copy()
+    weights[: len(weights) // 2] *= -1
+    init.CopyFrom(numpy_helper.from_array(weights, init.name))
+    return bad
+
+
+def test_per_class_counts_add_up_and_name_the_images_the_candidate_got_wrong(
+    exported: onnx.ModelProto,
+) -> None:
+    bad = _flip_channels(exported, "/blocks/blocks.3/blocks.3.0/ghost1/primary_conv/primary_conv.0/Conv")
+    with OnnxRuntimeRunner(exported.SerializeToString()) as ref, OnnxRuntimeRunner(bad.SerializeToString()) as cand:
+        metrics = compare_runners(ref, cand, batches(_samples(), "input", 4))
+    per_class = metrics["per_class"]
+    assert sum(per_class["samples"]) == metrics["labelled_samples"] == 12 and len(per_class["samples"]) == 10
+    assert sum(per_class["candidate_correct"]) / 12 == metrics["candidate_top1"]
+    assert sum(per_class["reference_correct"]) / 12 == metrics["reference_top1"]
+    wrong = metrics["misclassified"]
+    assert 0 < len(wrong) <= MAX_MISCLASSIFIED
+    names = {s.name: s.label for s in _samples()}
+    assert all(w["name"] in names and w["label"] == names[w["name"]] != w["candidate"] for w in wrong)
+    lost = [w["reference"] == w["label"] for w in wrong]
+    assert lost == sorted(lost, reverse=True)  # those the reference got right come first
+
+
+def test_unlabelled_data_records_no_per_class_entry(exported: onnx.ModelProto) -> None:
+    with OnnxRuntimeRunner(exported.SerializeToString()) as ref, OnnxRuntimeRunner(exported.SerializeToString()) as c:
+        metrics = compare_runners(ref, c, batches(RandomInputs(4, (3, 64, 64)), "input", 2))
+    assert "per_class" not in metrics and "misclassified" not in metrics
+
+
+def test_cosine_localisation_names_the_node_whose_output_turns(exported: onnx.ModelProto) -> None:
+    target = "/blocks/blocks.6/blocks.6.1/ghost2/cheap_operation/cheap_operation.0/Conv"
+    data = list(batches(_samples()[:6], "input", 4))  # 4 + 2 real rows: the padding is not counted
+    found = first_divergence_cosine(exported, _flip_channels(exported, target), data, 0.99)
+    assert found is not None and found.node == target and found.samples == 6
+    assert found.cosine_mean is not None and found.cosine_mean < 0.99 and found.compared_nodes > 10
+    assert first_divergence_cosine(exported, exported, data, 0.99) is None
+
+
+@pytest.mark.slow
+def test_an_onnxruntime_qdq_graph_is_compared_as_its_next_layer_sees_it(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # the U8S8 graph folds each Relu into its Conv (the Conv takes the Relu's output name, the quantizer's clip at
+    # zero does its work): the Conv's raw output would read as cosine 0.64 against the FP32 Relu's
+    paths = shipped_exports(tmp_path_factory.getbasetemp())
+    fp32, int8 = onnx.load(str(paths["onnx"])), onnx.load(str(paths["ort-int8"]))
+    pre = Preprocessing(64, 64, (0.305,) * 3, (0.324,) * 3)  # the shipped model's own (its calibration's)
+    images = ImageFolder(DIGITS / "test", pre, limit=8)
+    data = list(batches(images, "input", 1))
+    assert first_divergence_cosine(fp32, int8, data, 0.99) is None
+    found = first_divergence_cosine(fp32, int8, data, 0.999999)
+    assert found is not None and found.op_type == "Conv" and found.min_cosine == 0.999999

@@ -72,7 +72,7 @@ def run_report(args: argparse.Namespace) -> dict[str, Any]:
     for path in args.inputs:
         if is_bundle(path):
             with opened_bundle(path) as (root, manifest):
-                collector.add_bundle(f"{path} (bundle, verified)", root, manifest)
+                collector.add_bundle(f"{path} (bundle, verified)", root, manifest, given=path)
         else:
             collector.add_path(path)
     page = collector.page()

@@ -31,11 +31,12 @@ class Sample:
 
 @dataclasses.dataclass(frozen=True)
 class Batch:
-    """A batch of feeds, padded to the runner's fixed batch size; `count` rows are real."""
+    """A batch of feeds, padded to the runner's fixed batch size; `count` rows are real, named by `names`."""
 
     feeds: dict[str, np.ndarray]
     labels: list[int | None]
     count: int
+    names: tuple[str, ...] = ()  # each real row's Sample.name (a report can point at the images it got wrong)
 
 
 @dataclasses.dataclass
@@ -176,4 +177,5 @@ def batches(samples: Iterable[Sample], input_name: str, batch_size: int, pad: bo
 
 def _stack(buf: list[Sample], input_name: str, size: int) -> Batch:
     arrays = [s.array for s in buf] + [buf[-1].array] * (size - len(buf))
-    return Batch({input_name: np.stack(arrays).astype(np.float32, copy=False)}, [s.label for s in buf], len(buf))
+    stacked = np.stack(arrays).astype(np.float32, copy=False)
+    return Batch({input_name: stacked}, [s.label for s in buf], len(buf), tuple(s.name for s in buf))

@@ -30,7 +30,7 @@ from ghost_deploy.precision.build import PrecisionResult, build_precision, check
 from ghost_deploy.report import Steps, file_entry, new_report, report_path
 from ghost_deploy.stages.advice import precision_advice
 from ghost_deploy.stages.outputs import StagedOutput, failed_path, output_lock, remove_files
-from ghost_deploy.stages.source import Source, open_source, verify_fp32
+from ghost_deploy.stages.source import Source, localise_preview, open_source, verify_fp32
 from ghost_deploy.targets import precision_of
 from ghost_deploy.targets import target as target_of
 from ghost_deploy.verify import compare_runners, verification_record
@@ -258,9 +258,14 @@ def _verify_preview(
         rec["note"] = f"top-1 agreement {metrics['top1_agreement']:.2%} on {metrics['samples']} inputs"
     candidate = built.report.get("preview", "the Q/DQ graph on onnxruntime CPU")
     precision = target_of(str(report["target"])).precision
-    flags = GATE_FLAGS[precision]
     record = verification_record(
-        "onnxruntime CPU, FP32 ONNX", candidate, source.data.description, metrics, tol, flags=flags
+        "onnxruntime CPU, FP32 ONNX",
+        candidate,
+        source.data.description,
+        metrics,
+        tol,
+        lambda: localise_preview(source.fp32, built.preview, source.data, batch, tol.min_cosine),
+        GATE_FLAGS[precision],
     )
     report["precision_verification"] = record
     return bool(record["passed"])
@@ -278,6 +283,11 @@ def _failure_message(report: dict[str, Any]) -> str:
     div = ver.get("first_divergence")
     if div:
         text += f"; first diverging node: {div['node']} ({div['op_type']}, max abs error {div['max_abs_error']:.3g})"
+    pdiv = pver.get("first_divergence") or {}
+    if pver.get("failures") and pdiv.get("node"):
+        cosine = pdiv.get("cosine_mean")
+        said = f", mean cosine {cosine:.4f}" if isinstance(cosine, float) else ""
+        text += f"; the {report['target']} preview first diverges at {pdiv['node']} ({pdiv.get('op_type', '?')}{said})"
     if pver.get("failures"):
         text += "".join(f"; {advice}" for advice in precision_advice(report))
     return text + f"; report: {report_path(Path(report['artifact']['path']))}"

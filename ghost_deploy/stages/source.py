@@ -380,6 +380,30 @@ def reference_batch(shape: tuple[int | None, ...]) -> int:
     return max(1, min(REFERENCE_BATCH, REFERENCE_PIXELS // max(pixels, 1)))
 
 
+PREVIEW_LOCALISE_SAMPLES = 8  # inputs the first diverging node of a failed precision preview is searched on
+PREVIEW_LOCALISE_COSINE = 0.99  # the cosine limit of that search when the gate sets none
+
+
+def localise_preview(
+    fp32: onnx.ModelProto, preview: onnx.ModelProto, data: EvalData, size: int, min_cosine: float | None
+) -> dict[str, Any]:
+    """Where a reduced-precision preview departs from its FP32 graph: the first node whose output's mean cosine
+    similarity with the FP32 graph's, on the first PREVIEW_LOCALISE_SAMPLES inputs, is below the gate's limit.
+
+    Every node of a Q/DQ or FP16 graph differs from FP32 a little, so an absolute tolerance would name the first
+    node every time; the gate's own cosine limit names the node where the loss the gate saw begins. When no
+    node falls below it, the entry says so (the loss is spread over the graph, or only in the top-1 ranking).
+    """
+    from ghost_deploy.backends.onnx import diverge
+
+    limit = min_cosine if min_cosine is not None else PREVIEW_LOCALISE_COSINE
+    first = itertools.islice(data, PREVIEW_LOCALISE_SAMPLES)
+    found = diverge.first_divergence_cosine(fp32, preview, batches(first, INPUT_NAME, size), limit)
+    if found is None:
+        return {"node": None, "min_cosine": limit, "note": f"no node's output fell below cosine {limit:g}"}
+    return found.to_dict()
+
+
 def localise(reference: Reference, model: onnx.ModelProto, data: EvalData, size: int) -> dict[str, Any] | None:
     """The first node of `model` whose output diverges from the reference's, on the first batch of `data`."""
     from ghost_deploy.backends.onnx import diverge

@@ -17,7 +17,9 @@ from typing import Any
 
 from ghost_deploy.errors import InputError
 from ghost_deploy.targets import TARGETS
-from ghost_deploy.view.data import Check, Page, Profile, Ranking, Target, num, obj, seq, text
+from ghost_deploy.view.data import Check, Page, Quantized, Ranking, Target
+from ghost_deploy.view.profiles import Profile
+from ghost_deploy.view.read import num, obj, seq, text
 
 ARTIFACT_SUFFIXES = (".onnx", ".engine", ".plan")
 MAX_JSON_BYTES = 64 << 20
@@ -70,6 +72,8 @@ class Collector:
         self._rankings: list[Ranking] = []
         self._models: list[tuple[str, Mapping[str, Any]]] = []
         self._notes: list[str] = []
+        self._given: list[str] = []  # the paths as given, for the commands the page suggests
+        self._engine_of: dict[str, str] = {}  # build ONNX file name -> the engine built from it
 
     def add_path(self, path: Path) -> None:
         """An artifact (with its report beside) or a report, profile or sensitivity JSON."""
@@ -79,12 +83,13 @@ class Collector:
                 raise InputError(f"{path} does not exist or is not a file; {WHAT_TO_GIVE}")
             if not report.is_file():
                 raise InputError(f"{path} has no report {report.name} beside it; give files written by ghost-export")
-            self._add_artifact(path.name, str(path), path.parent, read_json(report), path.stat().st_size)
+            self._add_artifact(path.name, str(path), path.parent, read_json(report), path.stat().st_size, path.parent)
         elif path.suffix.lower() == ".json":
             self._add_json(path, read_json(path))
         else:
             raise InputError(f"{path} is neither an artifact nor a JSON report; {WHAT_TO_GIVE}")
         self._sources.append(str(path))
+        self._given.append(str(path))
 
     def add_profile(self, path: Path) -> None:
         """A profile report to attach to the artifact it measured (by sha256, else file name)."""
@@ -92,6 +97,7 @@ class Collector:
         if kind_of(data) != "profile":
             raise InputError(f"{path} is not a profile report (ghost-deploy profile -o FILE writes one)")
         self._profiles.append(Profile.from_dict(path.name, data))
+        self._given.append(str(path))
 
     def _add_json(self, path: Path, data: dict[str, Any]) -> None:
         """Dispatch a report by what it holds."""
@@ -107,12 +113,16 @@ class Collector:
         elif kind == "artifact":
             artifact = path.with_name(path.name[: -len(".json")])
             size = artifact.stat().st_size if artifact.is_file() else None
-            self._add_artifact(artifact.name, str(path), path.parent, data, size)
+            self._add_artifact(artifact.name, str(path), path.parent, data, size, path.parent)
         else:
             raise InputError(f"{path} is not a ghost-deploy report; {WHAT_TO_GIVE}")
 
-    def add_bundle(self, label: str, root: Path, manifest: Mapping[str, Any]) -> None:
-        """The artifacts of a bundle already opened and verified (`root` holds the files its `manifest` lists)."""
+    def add_bundle(self, label: str, root: Path, manifest: Mapping[str, Any], given: Path | None = None) -> None:
+        """The artifacts of a bundle already opened and verified (`root` holds the files its `manifest` lists).
+
+        `given` is the bundle as the user named it: a directory's files can be named in suggested commands, an
+        archive's (extracted into a temporary `root`) cannot."""
+        where = given if given is not None and given.is_dir() else None
         sizes = {text(f.get("path")): num(f.get("bytes")) for f in (obj(x) for x in seq(manifest.get("files")))}
         for entry in (obj(a) for a in seq(manifest.get("artifacts"))):
             name = text(entry.get("file")) or "?"
@@ -129,7 +139,7 @@ class Collector:
             size = sizes.get(name)  # while pack writes the bundle, the manifest lists no file yet
             if size is None and (root / name).is_file():
                 size = (root / name).stat().st_size
-            self._add_artifact(name, label, root, data, int(size) if size is not None else None)
+            self._add_artifact(name, label, root, data, int(size) if size is not None else None, where)
             if self._targets[-1].profile is None and isinstance(entry.get("latency"), dict):
                 self._attach_manifest_latency(entry["latency"])
         self._add_model(
@@ -141,6 +151,8 @@ class Collector:
             },
         )
         self._sources.append(label)
+        if given is not None:
+            self._given.append(str(given))
 
     def _attach_manifest_latency(self, latency: Mapping[str, Any]) -> None:
         """The manifest's latency entry: a whole profile report, or a summary of one."""
@@ -151,8 +163,11 @@ class Collector:
             if profile.runs:
                 self._targets[-1] = dataclasses.replace(self._targets[-1], profile=profile)
 
-    def _add_artifact(self, name: str, origin: str, folder: Path, data: Mapping[str, Any], size: int | None) -> None:
-        """One artifact from its report; its profile `<name>.profile.json` when one lies beside it."""
+    def _add_artifact(
+        self, name: str, origin: str, folder: Path, data: Mapping[str, Any], size: int | None, where: Path | None
+    ) -> None:
+        """One artifact from its report; its profile `<name>.profile.json` when one lies beside it. `where` is the
+        folder as a command here would name it (None: inside an archive)."""
         target_name = text(data.get("target"))
         spec = TARGETS.get(target_name or "")
         art, engine = obj(data.get("artifact")), obj(data.get("engine"))
@@ -162,6 +177,10 @@ class Collector:
         simulated = bool(data.get("simulated") or engine.get("simulated"))
         profile_path = folder / (name + ".profile.json")
         profile = Profile.from_dict(profile_path.name, read_json(profile_path)) if profile_path.is_file() else None
+        built_from = _file_name(obj(data.get("onnx")).get("path"))
+        if engine and built_from:
+            self._engine_of[built_from] = name
+        script = _file_name(data.get("build_script"))
         self._targets.append(
             Target(
                 file=name,
@@ -175,6 +194,14 @@ class Collector:
                 tensorrt=(version + (" (simulated)" if simulated else "")) if version else None,
                 checks=tuple(checks),
                 profile=profile if profile is not None and profile.runs else None,
+                role=role_of(name, data),
+                path=str(where / name) if where is not None else None,
+                not_built=(text(engine.get("why_not")) or "not built") if engine.get("built") is False else None,
+                build_script=str(where / script) if where is not None and script else script,
+                quantized=Quantized.from_precision(obj(data.get("precision"))),
+                command=tuple(str(x) for x in seq(data.get("command"))),
+                source_model=text(obj(data.get("input")).get("path")),
+                calibration=text(obj(data.get("calibration_data")).get("path")),
             )
         )
         auto = obj(obj(obj(data.get("precision")).get("calibration")).get("auto_exclude"))
@@ -215,8 +242,15 @@ class Collector:
             model = {**obj(data.get("model")), **model}
             preprocessing = preprocessing or obj(data.get("preprocessing")) or obj(model.get("preprocessing"))
             io = io if seq(io.get("inputs")) else obj(data.get("io"))
+        targets = [
+            dataclasses.replace(t, built_for=self._engine_of.get(t.file) or _engine_name(t.file))
+            if t.role == "build"
+            else t
+            for t in targets
+        ]
         return Page(
             sources=tuple(self._sources),
+            given=tuple(self._given),
             model=model,
             preprocessing=preprocessing,
             io=io,
@@ -227,6 +261,19 @@ class Collector:
 
 
 _CHECKS = (("verification", "verification"), ("precision_verification", "precision preview"))
+BUILD_SUFFIX = ".build.onnx"
+
+
+def role_of(name: str, data: Mapping[str, Any]) -> str:
+    """'failed' for a run whose gate failed, 'build' for the ONNX an engine is built from, else 'target'."""
+    if ".failed." in name or data.get("status") == "verification_failed" or isinstance(data.get("failed_run"), dict):
+        return "failed"
+    return "build" if name.endswith(BUILD_SUFFIX) else "target"
+
+
+def _engine_name(build_onnx: str) -> str | None:
+    """`x.trt-fp16.build.onnx` -> `x.trt-fp16.engine` (what ghost-export names the engine beside it)."""
+    return build_onnx[: -len(BUILD_SUFFIX)] + ".engine" if build_onnx.endswith(BUILD_SUFFIX) else None
 
 
 def _match(targets: list[Target], profile: Profile) -> int | None:

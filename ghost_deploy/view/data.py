@@ -1,52 +1,26 @@
 """What the report page shows, as plain typed data, and how it is read out of report dictionaries.
 
-Reports are files a user can edit, so nothing here trusts a field's type: a number that is not a finite
-number, a list that is not a list, becomes None or empty, and the page then says "not measured". Strings are
-kept as they are; the renderer escapes every one of them.
+Nothing here trusts a field's type (`view.read`); profiles are read in `view.profiles`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from typing import Any
 
-Scalar = float | int | str | bool | None
-Pairs = tuple[tuple[str, Scalar], ...]
-LATENCY_KEYS = ("min", "mean", "median", "p90", "p95", "p99", "max")
+from ghost_deploy.view.profiles import Profile
+from ghost_deploy.view.read import Pairs, num, obj, scalars, seq, text
 
 
-def num(value: object) -> float | None:
-    """A finite number as float, else None (booleans are not numbers here)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
+@dataclasses.dataclass(frozen=True)
+class Miss:
+    """A labelled image the candidate got wrong: its name under the data's root, its class, both sides' top-1."""
 
-
-def text(value: object) -> str | None:
-    """A string, else None."""
-    return value if isinstance(value, str) else None
-
-
-def obj(value: object) -> dict[str, Any]:
-    """A JSON object, else an empty one."""
-    return value if isinstance(value, dict) else {}
-
-
-def seq(value: object) -> list[Any]:
-    """A JSON array, else an empty one."""
-    return value if isinstance(value, list) else []
-
-
-def numbers(value: object) -> tuple[float, ...]:
-    """The finite numbers of a JSON array (anything else in it is dropped)."""
-    return tuple(v for v in (num(x) for x in seq(value)) if v is not None)
-
-
-def scalars(data: Mapping[str, Any]) -> Pairs:
-    """The scalar entries of an object, in order (nested objects and arrays are left out)."""
-    return tuple((str(k), v) for k, v in data.items() if v is None or isinstance(v, (str, int, float, bool)))
+    name: str
+    label: int
+    candidate: int
+    reference: int | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,28 +36,77 @@ class Check:
     tolerances: Pairs
     failures: tuple[str, ...]
     divergence: Pairs | None  # the first diverging node, when one was located
+    per_class: tuple[tuple[int, int, int], ...] = ()  # per class: samples, reference right, candidate right
+    misclassified: tuple[Miss, ...] = ()
+    data_root: str | None = None  # the image folder the records' names are relative to
+    data_key: str | None = None  # which image set: its list digest, else its description
 
     @classmethod
     def from_dict(cls, title: str, record: Mapping[str, Any]) -> Check:
         """Read a `verification` / `precision_verification` entry."""
-        described = _data_text(record.get("data"))
         passed = record.get("passed")
         div = record.get("first_divergence")
+        metrics = obj(record.get("metrics"))
+        data = obj(record.get("data"))
+        described = _data_text(record.get("data"))
         return cls(
             title=title,
             reference=text(record.get("reference")),
             candidate=text(record.get("candidate")),
             data=described,
             passed=passed if isinstance(passed, bool) else None,
-            metrics=scalars(obj(record.get("metrics"))),
+            metrics=scalars(metrics),
             tolerances=scalars(obj(record.get("tolerances"))),
             failures=tuple(str(f) for f in seq(record.get("failures"))),
             divergence=scalars(div) if isinstance(div, dict) else None,
+            per_class=_per_class(obj(metrics.get("per_class"))),
+            misclassified=_misses(metrics.get("misclassified")),
+            data_root=text(data.get("root")),
+            data_key=text(data.get("list_sha256")) or described,
         )
 
     def metric(self, name: str) -> float | None:
         """One metric as a number, when recorded."""
         return num(dict(self.metrics).get(name))
+
+    @property
+    def compares_itself(self) -> bool:
+        """The same runtime on both sides and not the least difference: a file checked against itself (an FP32
+        ONNX given as the model, which simplification left as it was)."""
+        same = self.reference is not None and self.reference == self.candidate
+        return same and self.metric("max_abs_error") == 0.0
+
+
+MAX_CLASSES = 100_000  # per-class lists longer than this are no classifier's: ignored
+
+
+def _per_class(data: Mapping[str, Any]) -> tuple[tuple[int, int, int], ...]:
+    """Per class (samples, reference right, candidate right); empty when the lists are missing or inconsistent."""
+    lists = [seq(data.get(k)) for k in ("samples", "reference_correct", "candidate_correct")]
+    if not lists[0] or len(lists[0]) > MAX_CLASSES or any(len(x) != len(lists[0]) for x in lists):
+        return ()
+    rows = []
+    for n, r, c in zip(*lists, strict=True):
+        values = [num(v) for v in (n, r, c)]
+        if any(v is None or v < 0 or v != int(v) for v in values):
+            return ()
+        rows.append((int(values[0] or 0), int(values[1] or 0), int(values[2] or 0)))
+    return tuple(rows)
+
+
+def _misses(data: object, limit: int = 64) -> tuple[Miss, ...]:
+    """The recorded misclassified images (at most `limit` read; entries that are not well formed skipped)."""
+    out = []
+    for entry in (obj(x) for x in seq(data)[:limit]):
+        name, label, cand, ref = (
+            text(entry.get("name")),
+            num(entry.get("label")),
+            num(entry.get("candidate")),
+            num(entry.get("reference")),
+        )
+        if name is not None and label is not None and cand is not None:
+            out.append(Miss(name, int(label), int(cand), int(ref) if ref is not None else None))
+    return tuple(out)
 
 
 def _data_text(data: object) -> str | None:
@@ -98,126 +121,6 @@ def _data_text(data: object) -> str | None:
     facts = [f"{count:g} images" if count is not None else "", "labelled" if data.get("labelled") is True else ""]
     facts = [f for f in facts if f]
     return what + (f" ({', '.join(facts)})" if facts else "")
-
-
-@dataclasses.dataclass(frozen=True)
-class LayerRow:
-    """One row of a per-layer profile: time per run, share of the total, op type, the ONNX nodes it covers."""
-
-    ms_per_run: float | None
-    share: float | None
-    op: str | None
-    nodes: str
-
-
-@dataclasses.dataclass(frozen=True)
-class LayerTable:
-    """The slowest layers of one run, as the profiler reported them."""
-
-    profiler: str | None
-    runs: float | None
-    rows: tuple[LayerRow, ...]
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LayerTable:
-        """Read a profile result's `layers` entry."""
-        rows = []
-        for row in seq(data.get("layers")):
-            row = obj(row)
-            nodes = [str(n) for n in seq(row.get("onnx_nodes"))]
-            if len(nodes) > 3:
-                shown = f"{nodes[0]} ... {nodes[-1]} ({len(nodes)} nodes)"
-            else:
-                shown = " + ".join(nodes) or f"(inserted: {text(row.get('kernel')) or 'no ONNX node'})"
-            rows.append(LayerRow(num(row.get("ms_per_run")), num(row.get("share")), text(row.get("op")), shown))
-        return cls(text(data.get("profiler")), num(data.get("runs")), tuple(rows))
-
-
-@dataclasses.dataclass(frozen=True)
-class Run:
-    """One batch size of a profile: the latency statistics and, when recorded, every query's time."""
-
-    batch: int | None
-    latency: Mapping[str, float]
-    throughput: float | None
-    cv: float | None
-    cv_of: str
-    stable: bool | None
-    timed: tuple[tuple[float, ...], tuple[float, ...]]  # start (s), latency (ms)
-    warmup: tuple[tuple[float, ...], tuple[float, ...]]
-    layers: LayerTable | None
-    warnings: tuple[str, ...]
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Run:
-        """Read one `results[i]` of a profile report (or a bare latency summary)."""
-        stats = obj(data.get("latency_ms")) or dict(data)
-        latency = {k: v for k in LATENCY_KEYS if (v := num(stats.get(k))) is not None}
-        q = obj(data.get("queries"))
-        batch = num(data.get("batch"))
-        stable = data.get("stable")
-        return cls(
-            batch=int(batch) if batch is not None else None,
-            latency=latency,
-            throughput=num(obj(data.get("throughput")).get("inferences_per_s")),
-            cv=num(data.get("cv")),
-            cv_of="GPU compute" if data.get("cv_of") == "gpu_compute" else "latency",
-            stable=stable if isinstance(stable, bool) else None,
-            timed=(tuple(t / 1e3 for t in numbers(q.get("start_ms"))), numbers(q.get("latency_ms"))),
-            warmup=(tuple(t / 1e3 for t in numbers(q.get("warmup_start_ms"))), numbers(q.get("warmup_latency_ms"))),
-            layers=LayerTable.from_dict(data["layers"]) if isinstance(data.get("layers"), dict) else None,
-            warnings=tuple(str(w) for w in seq(data.get("warnings"))),
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class Profile:
-    """A profile of one artifact: where it came from, on what, whether simulated, and its runs."""
-
-    source: str
-    artifact: str | None
-    sha256: str | None
-    backend: str | None
-    simulated: bool
-    environment: str | None
-    runs: tuple[Run, ...]
-
-    @classmethod
-    def from_dict(cls, source: str, data: Mapping[str, Any]) -> Profile:
-        """Read a profile report (`ghost-deploy profile -o`), or a bundle manifest's latency summary."""
-        env = obj(data.get("environment"))
-        art = obj(data.get("artifact"))
-        path = text(art.get("path"))
-        results = seq(data.get("results"))
-        runs = tuple(Run.from_dict(obj(r)) for r in results) if results else (Run.from_dict(data),)
-        return cls(
-            source=source,
-            artifact=path.replace("\\", "/").rsplit("/", 1)[-1] if path else None,
-            sha256=text(art.get("sha256")),
-            backend=text(data.get("backend")),
-            # an ONNX Runtime or PyTorch timing is real even when the run had the TensorRT simulator switched on
-            simulated=bool(env.get("tensorrt_simulated")) and data.get("kind") not in ("onnx", "pytorch"),
-            environment=_environment(env),
-            runs=tuple(r for r in runs if r.latency),
-        )
-
-
-def _environment(env: Mapping[str, Any]) -> str | None:
-    """One line: CPU, GPUs, TensorRT, load."""
-    if not env:
-        return None
-    cpu = obj(env.get("cpu"))
-    usable = num(cpu.get("usable"))
-    cores = f" ({usable:g} usable cores)" if usable is not None else ""
-    parts = [f"CPU {text(cpu.get('model')) or 'unknown'}{cores}"]
-    gpus = [text(obj(g).get("name")) or "?" for g in seq(env.get("gpus"))]
-    parts.append("GPU " + (", ".join(gpus) or "none"))
-    if text(env.get("tensorrt")):
-        parts.append(f"TensorRT {env['tensorrt']}" + (" (SIMULATED)" if env.get("tensorrt_simulated") else ""))
-    load = num(env.get("load_average_1min"))
-    if load is not None:
-        parts.append(f"load average {load:.2f}")
-    return ", ".join(parts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,8 +164,39 @@ class Ranking:
 
 
 @dataclasses.dataclass(frozen=True)
+class Quantized:
+    """How much of an INT8 graph is quantized: per op type (quantized, total), and the share of the MACs.
+
+    Read from a report's `precision.quantized` entry; older reports have only a node count (`qdq`)."""
+
+    by_op_type: tuple[tuple[str, int, int], ...] = ()
+    fraction_macs: float | None = None
+    mostly_float: bool | None = None
+    nodes: int | None = None  # the older reports' count of quantized nodes
+
+    @classmethod
+    def from_precision(cls, precision: Mapping[str, Any]) -> Quantized | None:
+        """From a report's `precision` entry; None when it records no quantization."""
+        found = obj(precision.get("quantized"))
+        if found:
+            by_op = []
+            for op, pair in obj(found.get("by_op_type")).items():
+                q, t = (num(x) for x in [*seq(pair), None, None][:2])
+                if q is not None and t is not None:
+                    by_op.append((str(op), int(q), int(t)))
+            mostly = found.get("mostly_float")
+            fraction = num(found.get("fraction_macs"))
+            return cls(tuple(by_op), fraction, mostly if isinstance(mostly, bool) else None)
+        nodes = num(obj(precision.get("qdq")).get("quantized_nodes"))
+        return cls(nodes=int(nodes)) if nodes is not None else None
+
+
+@dataclasses.dataclass(frozen=True)
 class Target:
-    """One artifact: what it is, how big, how accurate against FP32, how fast, and how it was verified."""
+    """One artifact: what it is, how big, how accurate against FP32, how fast, and how it was verified.
+
+    `role` sets it apart on the page: 'target' (an artifact to use), 'build' (the ONNX an engine is built from,
+    `<stem>.<target>.build.onnx`) or 'failed' (a run whose gate failed: `x.failed.onnx` and its report)."""
 
     file: str
     origin: str
@@ -275,6 +209,28 @@ class Target:
     tensorrt: str | None
     checks: tuple[Check, ...]
     profile: Profile | None = None
+    role: str = "target"
+    path: str | None = None  # where the file is, as a command on this machine would name it; None in an archive
+    built_for: str | None = None  # a build intermediate: the engine it is built into
+    not_built: str | None = None  # an engine that was planned, not built: why
+    build_script: str | None = None
+    quantized: Quantized | None = None
+    command: tuple[str, ...] = ()  # the command line that made it
+    source_model: str | None = None  # the model it was made from, as that command named it
+    calibration: str | None = None  # the calibration data it was made with
+
+    @property
+    def shown_checks(self) -> tuple[Check, ...]:
+        """The checks worth reading: not a file compared with itself."""
+        return tuple(c for c in self.checks if not c.compares_itself)
+
+    @property
+    def passed(self) -> bool | None:
+        """Every check passed (True), one failed (False), or none was recorded (None)."""
+        verdicts = [c.passed for c in self.checks]
+        if False in verdicts:
+            return False
+        return None if not verdicts or None in verdicts else True
 
     @property
     def accuracy_check(self) -> Check | None:
@@ -290,9 +246,15 @@ class Target:
 
     @property
     def agreement(self) -> float | None:
-        """Top-1 agreement with the FP32 reference."""
+        """Top-1 agreement with the FP32 reference (None when the check compared a file with itself)."""
         check = self.accuracy_check
-        return check.metric("top1_agreement") if check else None
+        return check.metric("top1_agreement") if check and not check.compares_itself else None
+
+    @property
+    def median(self) -> float | None:
+        """The median latency of the first profiled batch size."""
+        run = self.profile.runs[0] if self.profile and self.profile.runs else None
+        return run.latency.get("median") if run else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,6 +262,7 @@ class Page:
     """Everything the report page shows."""
 
     sources: tuple[str, ...]
+    given: tuple[str, ...]  # the paths given to `ghost-deploy report`, as given
     model: Mapping[str, Any]
     preprocessing: Mapping[str, Any]
     io: Mapping[str, Any]

@@ -2,10 +2,13 @@
 
 `render_page(page)` takes the plain data of `view.data.Page` and returns the whole document. Every string
 that came from a report passes through `esc`, and every number is formatted here, so a hostile report can
-change what the page says but not what it is. The sections, in order: the model and its preprocessing
-(`#model`), every target in one table (`#targets`), the latency histogram and trace per target (`#latency`),
-the slowest layers (`#layers`), the INT8 sensitivity ranking (`#sensitivity`) and the verification details
-(`#verification`). What a report does not hold is shown as "not measured".
+change what the page says but not what it is; the only images are PNG thumbnails re-encoded here, inline.
+The sections, in order: the answer (`#verdict`: the fastest target that passed, its speed-up and size
+against FP32, what failed), every target in one table with build intermediates and failed runs set apart
+(`#targets`), the commands that would measure what is missing (`#todo`), the model and its preprocessing
+(`#model`), per-class accuracy and misclassified images (`#classes`), the latency histogram and trace per
+target (`#latency`), the slowest layers (`#layers`), the INT8 sensitivity ranking (`#sensitivity`) and the
+verification details (`#verification`). What a report does not hold is shown as "not measured".
 """
 
 from __future__ import annotations
@@ -16,8 +19,12 @@ from typing import Any
 
 from ghost_deploy.version import __version__
 from ghost_deploy.view import sections
-from ghost_deploy.view.data import Page, Target, num, obj, seq
+from ghost_deploy.view.classes import classes_section
+from ghost_deploy.view.data import Page, Quantized, Target
+from ghost_deploy.view.read import num, obj, seq
 from ghost_deploy.view.svg import esc
+from ghost_deploy.view.todo import todo_section
+from ghost_deploy.view.verdict import baseline, engine_baseline, size_ratio, speedup, verdict_section
 
 MISSING = '<span class="missing">not measured</span>'
 SIMULATED_BANNER = (
@@ -54,11 +61,23 @@ svg.chart .chart-title { font-size: 13px; font-weight: 600; }
 .note { color: #555; font-size: 13px; }
 code { font-size: 12.5px; background: #f1f3f5; padding: 0 3px; border-radius: 2px; }
 ul.failures li { color: #b3141b; }
+.answer { font-size: 16px; }
+tr.failed th, tr.failed td { background: #fde8e8; color: #b3141b; }
+td.worse { color: #b3141b; font-weight: 600; }
+.warn { color: #9a5b00; font-weight: 700; }
+.gallery { display: flex; flex-wrap: wrap; gap: 10px; }
+.miss { font-size: 12px; text-align: center; max-width: 150px; }
+.miss img { width: 64px; height: auto; image-rendering: pixelated; border: 1px solid #ccc; }
+code.cmd { white-space: pre-wrap; word-break: break-all; }
+table.targets { font-size: 13px; }
+table.targets th { font-size: 12.5px; }
+table.targets td.file code { white-space: normal; overflow-wrap: break-word; }
+table.targets td.num { white-space: normal; }
 """
 
 
-def render_page(page: Page, created: datetime.datetime | None = None) -> str:
-    """The whole HTML document for `page`."""
+def render_page(page: Page, created: datetime.datetime | None = None, output: str = "report.html") -> str:
+    """The whole HTML document for `page` (`output`: the file it is written to, named in the commands it lists)."""
     when = (created or datetime.datetime.now(datetime.timezone.utc)).isoformat(timespec="seconds")
     arch = page.model.get("arch")
     title = f"ghost-deploy report: {arch}" if isinstance(arch, str) else "ghost-deploy report"
@@ -80,9 +99,13 @@ def render_page(page: Page, created: datetime.datetime | None = None) -> str:
     if page.simulated:
         head.append(f'<p class="banner" id="simulated"><span class="sim">SIMULATED</span> {esc(SIMULATED_BANNER)}</p>')
     head += [f'<p class="banner">{esc(note)}</p>' for note in page.notes]
+    labels = [str(x) for x in seq(page.model.get("labels"))]
     body = [
-        _model_section(page),
+        verdict_section(page.targets),
         _targets_section(page.targets),
+        todo_section(page, output),
+        _model_section(page),
+        classes_section(page.targets, labels),
         sections.latency_section(page.targets),
         sections.layers_section(page.targets),
         sections.sensitivity_section(page.rankings),
@@ -209,42 +232,114 @@ def verdict(passed: bool | None) -> str:
     return '<span class="pass">PASSED</span>' if passed else '<span class="fail">FAILED</span>'
 
 
+_GROUPS = (
+    ("target", "", ""),
+    (
+        "build",
+        "Build intermediates",
+        "The ONNX each engine is built from (<code>.build.onnx</code>): the file a device takes with its "
+        "<code>.build.sh</code>, checked here against FP32; not a target to deploy.",
+    ),
+    (
+        "failed",
+        "Failed runs",
+        "Runs whose gate failed: their files carry <code>.failed</code> in the name and were not moved into place.",
+    ),
+)
+_HEAD = (
+    "<tr><th>artifact</th><th>target</th><th>size</th><th>size vs FP32</th><th>quantized layers</th><th>top-1</th>"
+    "<th>agreement with FP32</th><th>median latency</th><th>p99 latency</th><th>through&shy;put</th>"
+    "<th>speed-up vs FP32</th><th>verifi&shy;cation</th></tr>"
+)
+
+
 def _targets_section(targets: Sequence[Target]) -> str:
-    """One row per target: size, top-1, agreement with FP32, latency, verdict."""
+    """One table of the targets to use; build intermediates and failed runs in tables of their own."""
     out = ['<section id="targets">', "<h2>Targets</h2>"]
     if not targets:
         return "\n".join([*out, f"<p>{MISSING}: no artifact given.</p>", "</section>"])
-    out.append(
-        "<table><tr><th>artifact</th><th>target</th><th>precision</th><th>size</th><th>top-1</th>"
-        "<th>agreement with FP32</th><th>median latency</th><th>p99 latency</th><th>throughput</th>"
-        "<th>verification</th></tr>"
-    )
-    for t in targets:
-        run = t.profile.runs[0] if t.profile and t.profile.runs else None
-        checks = [c.passed for c in t.checks]
-        passed = None if not checks or None in checks else all(checks)
-        lat_sim = sim_badge(bool(t.profile and t.profile.simulated))
-        thr = f"{run.throughput:.1f} /s" if run and run.throughput is not None else None
-        out.append(
-            f'<tr data-file="{esc(t.file)}"><td class="file"><code>{esc(t.file)}</code>{sim_badge(t.simulated)}</td>'
-            f'<td class="nowrap">{value(t.target)}</td><td>{value(t.precision)}</td>'
-            f'<td class="num" data-field="size">{size_text(t.bytes)}</td>'
-            f'<td class="num" data-field="top1">{percent(t.top1)}</td>'
-            f'<td class="num" data-field="agreement">{percent(t.agreement)}</td>'
-            f'<td class="num" data-field="median">{ms(run.latency.get("median") if run else None)}{lat_sim}</td>'
-            f'<td class="num" data-field="p99">{ms(run.latency.get("p99") if run else None)}{lat_sim}</td>'
-            f'<td class="num" data-field="throughput">{value(thr)}{lat_sim if thr else ""}</td>'
-            f'<td data-field="verdict">{verdict(passed)}</td></tr>'
-        )
-    out.append("</table>")
+    base, fp32_engine = baseline(targets), engine_baseline(targets)
+    for role, title, note in _GROUPS:
+        rows = [t for t in targets if t.role == role]
+        if not rows:
+            continue
+        if title:
+            out.append(f'<h3>{title}</h3><p class="note">{note}</p>')
+        body = "".join(_row(t, base, fp32_engine) for t in rows)
+        out.append(f'<table class="targets" data-role="{role}">{_HEAD}{body}</table>')
     out.append(
         '<p class="note">Top-1 is the accuracy on the labelled verification inputs; agreement is the share of '
         "inputs whose top-1 class equals the FP32 reference's (a reduced-precision graph against the FP32 ONNX, "
-        "the FP32 ONNX against PyTorch, an engine against the FP32 ONNX on ONNX Runtime). Latency and throughput: "
+        "the FP32 ONNX against PyTorch, an engine against the FP32 ONNX on ONNX Runtime). Speed-up and size are "
+        "against the FP32 ONNX (median latency against median latency, same batch; an engine's speed-up against "
+        "the trt-fp32 engine when one was profiled). Latency and throughput: "
         f"{_batch_note(targets)}, from each target's profile report.</p>"
     )
     out.append("</section>")
     return "\n".join(out)
+
+
+def _row(t: Target, base: Target | None, fp32_engine: Target | None) -> str:
+    """One target's row; an engine's speed-up is against the FP32 engine when one was profiled."""
+    run = t.profile.runs[0] if t.profile and t.profile.runs else None
+    lat_sim = sim_badge(bool(t.profile and t.profile.simulated))
+    thr = f"{run.throughput:.1f} /s" if run and run.throughput is not None else None
+    timed = fp32_engine if t.kind == "engine" and fp32_engine is not None else base
+    ratio, speed = size_ratio(t, base), speedup(t, timed)
+    built_for = f'<br><span class="note">build input of <code>{esc(t.built_for)}</code></span>' if t.built_for else ""
+    precision = f'<br><span class="note">{esc(t.precision)}</span>' if t.precision else ""
+    return (
+        f'<tr data-file="{esc(t.file)}" data-role="{esc(t.role)}"><td class="file"><code>{_breakable(t.file)}</code>'
+        f"{sim_badge(t.simulated)}{built_for}</td>"
+        f'<td class="nowrap">{value(t.target)}{precision}</td>'
+        f'<td class="num" data-field="size">{_not_built(t) or size_text(t.bytes)}</td>'
+        f'<td class="num" data-field="size_ratio">{"1.00x (itself)" if t is base else _times(ratio)}</td>'
+        f'<td data-field="quantized">{quantized_text(t.quantized, t.precision)}</td>'
+        f'<td class="num" data-field="top1">{percent(t.top1)}</td>'
+        f'<td class="num" data-field="agreement">{percent(t.agreement)}</td>'
+        f'<td class="num" data-field="median">{ms(run.latency.get("median") if run else None)}{lat_sim}</td>'
+        f'<td class="num" data-field="p99">{ms(run.latency.get("p99") if run else None)}{lat_sim}</td>'
+        f'<td class="num" data-field="throughput">{value(thr)}{lat_sim if thr else ""}</td>'
+        f'<td class="num" data-field="speedup">{"1.00x (itself)" if t is timed and speed else _times(speed)}'
+        f"{lat_sim if speed else ''}</td>"
+        f'<td data-field="verdict">{_not_built(t) or _verdict(t)}</td></tr>'
+    )
+
+
+def _breakable(name: str) -> str:
+    """A file name that may wrap after each dot (the table stays within the page)."""
+    return esc(name).replace(".", ".<wbr>")
+
+
+def _not_built(t: Target) -> str:
+    """'not built', for an engine that was planned and not built."""
+    return '<span class="missing">not built</span>' if t.not_built else ""
+
+
+def _times(v: float | None) -> str:
+    """'1.80x', or 'not measured'."""
+    return MISSING if v is None else esc(f"{v:.2f}x")
+
+
+def _verdict(t: Target) -> str:
+    """PASSED / FAILED / not measured; a file only compared with itself says so."""
+    text = verdict(t.passed)
+    if t.passed and not t.shown_checks:
+        text += ' <span class="note">(same graph as its source)</span>'
+    return text
+
+
+def quantized_text(q: Quantized | None, precision: str | None) -> str:
+    """'94/95 Conv, 1/1 Gemm; 97% of MACs', flagged when mostly float; 'none' for a float target."""
+    if q is None:
+        return MISSING if precision == "int8" else '<span class="note">none</span>'
+    if not q.by_op_type:
+        return esc(f"{q.nodes} nodes") if q.nodes is not None else MISSING
+    shown = ", ".join(f"{quantized}/{total} {op}" for op, quantized, total in q.by_op_type)
+    if q.fraction_macs is not None:
+        shown += f"; {q.fraction_macs:.0%} of MACs"
+    mostly = q.mostly_float if q.mostly_float is not None else (q.fraction_macs is not None and q.fraction_macs < 0.5)
+    return esc(shown) + (' <span class="warn">MOSTLY FLOAT</span>' if mostly else "")
 
 
 def _batch_note(targets: Sequence[Target]) -> str:

@@ -16,7 +16,7 @@ BUNDLE_PAGE = "report.html"
 
 def write_page(page: Page, path: Path) -> None:
     """Render `page` and write it to `path` atomically, as UTF-8."""
-    write_bytes_atomic(path, render_page(page).encode("utf-8"))
+    write_bytes_atomic(path, render_page(page, output=str(path)).encode("utf-8"))
 
 
 def bundle_page(root: Path, manifest: Mapping[str, Any], artifacts: Sequence[Path] = ()) -> str:

@@ -6,18 +6,20 @@ reports are escaped with `esc`, charts come from `view.svg`.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 
+from ghost_deploy.view import metrics as names
 from ghost_deploy.view import svg
-from ghost_deploy.view.data import Check, Pairs, Profile, Ranking, Run, Scalar, Target
+from ghost_deploy.view.data import Check, Ranking, Target
+from ghost_deploy.view.profiles import Profile, Run
+from ghost_deploy.view.read import Pairs
 from ghost_deploy.view.svg import esc
 
 MISSING = '<span class="missing">not measured</span>'
 SIM = ' <span class="sim">SIMULATED</span>'
 TOP_LAYERS = 10
 TOP_RANKED = 20
-_PERCENT_KEYS = ("top1_agreement", "top5_overlap", "reference_top1", "candidate_top1", "accuracy_drop")
-_PERCENT_TOLERANCES = ("min_agreement", "max_accuracy_drop")
 
 
 def _heading(t: Target, simulated: bool) -> str:
@@ -33,10 +35,10 @@ def latency_section(targets: Sequence[Target]) -> str:
         simulated = bool(t.profile and t.profile.simulated)
         out.append(_heading(t, simulated))
         if t.profile is None:
-            out.append(
-                f"<p>{MISSING}: no profile report (<code>ghost-deploy profile ARTIFACT -o "
-                f"{esc(t.file)}.profile.json</code>).</p>"
+            how = (
+                f" (<code>ghost-deploy profile {esc(shlex.quote(t.path))}</code>)" if t.path and not t.not_built else ""
             )
+            out.append(f"<p>{MISSING}: no profile report{how}.</p>")
             continue
         out.append(_profile_note(t.profile))
         for run in t.profile.runs:
@@ -120,8 +122,9 @@ def sensitivity_section(rankings: Sequence[Ranking]) -> str:
     out = ['<section id="sensitivity">', "<h2>INT8 sensitivity</h2>"]
     if not rankings:
         out.append(
-            f"<p>{MISSING}: no ranking given (<code>ghost-deploy sensitivity MODEL -o FILE</code>, or an INT8 "
-            "artifact made with <code>--auto-exclude</code>).</p>"
+            f"<p>{MISSING}: no ranking given (<code>ghost-deploy sensitivity</code> of the FP32 model writes one with "
+            "<code>-o</code>, as the list of commands above says where an INT8 target is on the page; so does an "
+            "INT8 export with <code>--auto-exclude</code>).</p>"
         )
     for r in rankings:
         out.append(f"<h3>{esc(r.title)}</h3>")
@@ -158,19 +161,25 @@ def _ranking_chart(r: Ranking) -> str:
 
 
 def verification_section(targets: Sequence[Target]) -> str:
-    """Per target: its verification records side by side, their limits, failures and first diverging node."""
+    """Per target: its verification records side by side, each metric beside its limit (a missed one in red),
+    failures and first diverging node; a record that compared a file with itself is left out, and said so."""
     out = ['<section id="verification">', "<h2>Verification</h2>"]
     for t in targets:
         out.append(_heading(t, t.simulated))
-        if not t.checks:
-            out.append(f"<p>{MISSING}: no verification record.</p>")
+        shown = t.shown_checks
+        hidden = [c for c in t.checks if c.compares_itself]
+        if hidden:
+            titles = ", ".join(esc(c.title) for c in hidden)
+            out.append(
+                f'<p class="note" data-hidden="self">Not shown: {titles}, which compared the FP32 graph with the '
+                "ONNX it was read from and found no difference at all (the same graph, on the same runtime).</p>"
+            )
+        if not shown:
+            out.append(f"<p>{MISSING}: no verification record{' besides that' if hidden else ''}.</p>")
             continue
-        out += [_compared(c) for c in t.checks]
-        out.append('<div class="charts">')
-        out.append(_grid("metric", t.checks, [c.metrics for c in t.checks], _PERCENT_KEYS))
-        out.append(_grid("tolerance", t.checks, [c.tolerances for c in t.checks], _PERCENT_TOLERANCES))
-        out.append("</div>")
-        out += [_failures(c) for c in t.checks if c.failures or c.divergence is not None]
+        out += [_compared(c) for c in shown]
+        out.append(_grid(shown))
+        out += [_failures(c) for c in shown if c.failures or c.divergence is not None]
     if not targets:
         out.append(f"<p>{MISSING}</p>")
     out.append("</section>")
@@ -203,47 +212,53 @@ def _failures(c: Check) -> str:
 
 
 def _divergence(title: str, found: Pairs) -> str:
-    """The first diverging node in one line: its name and op, then every other recorded figure."""
+    """The first diverging node in one line: its name and op, then every other recorded figure, in words."""
     facts = dict(found)
-    node, op = facts.pop("node", None), facts.pop("op_type", None)
-    text = f"<code>{esc(node)}</code>" if node is not None else MISSING
-    text += f" ({esc(op)})" if op is not None else ""
-    rest = ", ".join(f"{esc(k.replace('_', ' '))} {_shown(k, v, ())}" for k, v in facts.items())
+    node, op, note = facts.pop("node", None), facts.pop("op_type", None), facts.pop("note", None)
+    if node is None:
+        why = f" ({esc(note)})" if note is not None else ""
+        return f'<p class="divergence"><b>First diverging node</b> ({esc(title)}): none found{why}.</p>'
+    text = f"<code>{esc(node)}</code>" + (f" ({esc(op)})" if op is not None else "")
+    rest = ", ".join(
+        f"{esc(names.DIVERGENCE_NAMES.get(k, k.replace('_', ' ')))} {esc(names.shown_value(k, v))}"
+        for k, v in facts.items()
+    )
     return f'<p class="divergence"><b>First diverging node</b> ({esc(title)}): {text}{"; " + rest if rest else ""}</p>'
 
 
-def _grid(head: str, checks: Sequence[Check], columns: Sequence[Pairs], percent_keys: Sequence[str]) -> str:
-    """Rows of every key any record has, one column per record; fractions in `percent_keys` as percentages."""
-    keys = list(dict.fromkeys(k for pairs in columns for k, _ in pairs))
+def _grid(checks: Sequence[Check]) -> str:
+    """One row per metric any record has, one column per record: the value and the limit it is judged by; the
+    row of a metric a failed record missed is red."""
+    columns = [{k: v for k, v in c.metrics if not k.endswith("_null_reason")} for c in checks]
+    reasons = [{k.removesuffix("_null_reason"): v for k, v in c.metrics if k.endswith("_null_reason")} for c in checks]
+    judged = [names.limits(c) for c in checks]
+    keys = list(dict.fromkeys(k for col in columns for k in col))
     if not keys:
-        return f"<p>{esc(head)}s: {MISSING}</p>"
-    values = [dict(pairs) for pairs in columns]
-    header = "".join(f"<th>{esc(c.title)}</th>" for c in checks)
-    rows = [f"<tr><th>{esc(head)}</th>{header}</tr>"]
+        return f"<p>metrics: {MISSING}</p>"
+    rows = ["<tr><th>metric</th>" + "".join(f"<th>{esc(c.title)}</th>" for c in checks) + "</tr>"]
     for key in keys:
-        cells = "".join(
-            f'<td{_align(col.get(key))} data-key="{esc(key)}">{_shown(key, col[key], percent_keys)}</td>'
-            if key in col
-            else "<td></td>"
-            for col in values
+        cells, missed = [], False
+        for check, col, why, limit in zip(checks, columns, reasons, judged, strict=True):
+            if key not in col:
+                cells.append("<td></td>")
+                continue
+            shown = esc(names.shown_value(key, col[key]))
+            if col[key] is None and key in why:
+                shown += f' <span class="note">({esc(why[key])})</span>'
+            found = limit.get(key)
+            if found is not None:
+                shown += f' <span class="note">(limit {esc(found.text)})</span>'
+                missed = missed or (found.missed and check.passed is False)
+            cls = "" if isinstance(col[key], str) else ' class="num"'
+            cells.append(f'<td{cls} data-key="{esc(key)}">{shown}</td>')
+        red = ' class="failed"' if missed else ""
+        rows.append(f'<tr{red} data-metric="{esc(key)}"><th>{esc(names.readable(key))}</th>{"".join(cells)}</tr>')
+    others = [(c.title, k, v) for c in checks for k, v in names.other_tolerances(c)]
+    tail = ""
+    if others:
+        tail = (
+            '<p class="note">Other limits: '
+            + "; ".join(f"{esc(t)}: {esc(k.replace('_', ' '))} {esc(v)}" for t, k, v in others)
+            + ".</p>"
         )
-        rows.append(f"<tr><th>{esc(key)}</th>{cells}</tr>")
-    return f'<table class="kv">{"".join(rows)}</table>'
-
-
-def _align(v: Scalar) -> str:
-    """Numbers right-aligned, text left."""
-    return "" if isinstance(v, str) else ' class="num"'
-
-
-def _shown(key: str, v: Scalar, percent_keys: Sequence[str]) -> str:
-    """One value of a record as escaped HTML."""
-    if key in percent_keys and isinstance(v, (int, float)) and not isinstance(v, bool):
-        return esc(f"{v:.2%}")
-    if key.startswith("cosine") and isinstance(v, float):
-        return esc(f"{v:.6f}")
-    if isinstance(v, float):
-        return esc(f"{v:.6g}")
-    if v is None:
-        return '<span class="missing">none</span>'
-    return esc(v)
+    return f'<table class="kv metrics">{"".join(rows)}</table>{tail}'

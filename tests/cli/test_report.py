@@ -4,6 +4,8 @@ hostile strings stay text, bad input exits 2 naming the file, and every bundle c
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -18,7 +20,7 @@ from tests.view.parsed import ParsedPage, parse_page
 
 SIM = {"GHOST_DEPLOY_SIMULATE_TRT": "10.3"}
 QUICK_PROFILE = ("--duration-s", "0.2", "--warmup-ms", "20", "--layer-runs", "3")
-SECTIONS = ["model", "targets", "latency", "layers", "sensitivity", "verification"]
+SECTIONS = ["verdict", "targets", "todo", "model", "classes", "latency", "layers", "sensitivity", "verification"]
 
 
 def _ok(*args: str, env: dict[str, str] | None = None) -> None:
@@ -114,10 +116,11 @@ def test_a_hostile_report_stays_text(made: dict[str, Path], tmp_path: Path) -> N
     report["model"] = {**report["model"], "arch": hostile, "labels": [hostile]}
     report["verification"]["failures"] = [hostile]
     report["verification"]["first_divergence"] = {"node": hostile, "op_type": "Conv"}
+    report["verification"]["metrics"]["misclassified"] = [{"name": hostile, "label": 0, "candidate": 1}]
     (tmp_path / "evil.onnx.json").write_text(json.dumps(report))
     html, page = _report(art, out=tmp_path / "r.html")
-    assert "<script" not in html and "<img" not in html
-    assert "&lt;script&gt;" in html and hostile in page.sections["verification"]
+    assert "<script" not in html and not re.search(r'<img(?! src="data:image/png;base64,[A-Za-z0-9+/=]+")', html)
+    assert "&lt;script&gt;" in html and hostile in page.sections["verification"] and hostile in page.sections["classes"]
 
 
 @pytest.mark.slow
@@ -134,12 +137,35 @@ def test_every_bundle_carries_its_page_and_report_reads_bundles(made: dict[str, 
     assert "0, 1, 2, 3, 4, 5, 6, 7, 8, 9" in page.sections["model"]  # the labels, from the packed reports
     _, again = _report(bundle, out=tmp_path / "again.html")
     assert again.cells[(made["int8"].name, "top1")] == page.cells[(made["int8"].name, "top1")]
+    assert not any("ghost-report-" in c for c in again.commands)  # no file of the temporary extraction is named
     folder = tmp_path / "dir"
     _ok("pack", str(made["fp32"]), "-o", str(folder))
     assert (folder / "report.html").is_file() and "report.html" in (folder / MANIFEST).read_text()
     (folder / "report.html").write_text("changed")
     proc = run_cli("report", str(folder), "-o", str(tmp_path / "x.html"))
     assert proc.returncode == 2 and "report.html" in proc.stderr and not (tmp_path / "x.html").exists()
+
+
+@pytest.mark.slow
+def test_the_listed_commands_run_and_fill_what_was_not_measured(made: dict[str, Path], tmp_path: Path) -> None:
+    folder = tmp_path / "work"
+    folder.mkdir()
+    for key in ("fp32", "int8"):  # the FP32 profile comes along; the INT8 one and a ranking are missing
+        for suffix in ("", ".json", ".profile.json"):
+            src = made[key].with_name(made[key].name + suffix)
+            if src.is_file():
+                shutil.copyfile(src, folder / src.name)
+    _, page = _report(folder / made["fp32"].name, folder / made["int8"].name, out=tmp_path / "r.html")
+    int8 = made["int8"].name
+    assert page.cells[(int8, "median")] == "not measured" and not page.charts.get("sensitivity")
+    assert page.commands[-1].startswith("ghost-deploy report ")
+    for command in page.commands:
+        program, *args = shlex.split(command)
+        proc = run_cli(*(["ghost-export"] if program == "ghost-export" else []), *args)
+        assert proc.returncode == 0, (command, proc.stderr)
+    filled = parse_page((tmp_path / "r.html").read_text(encoding="utf-8"))
+    assert filled.cells[(int8, "median")].endswith(" ms") and filled.charts["sensitivity"][0].bars > 0
+    assert filled.commands == [] and "Nothing" in filled.sections["todo"]
 
 
 def test_bad_input_exits_2_with_one_line_naming_the_file(tmp_path: Path) -> None:

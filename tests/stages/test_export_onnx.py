@@ -144,3 +144,24 @@ def test_non_finite_weights_of_an_onnx_source_are_refused_unless_allowed(
     assert "the reference gave" in capsys.readouterr().err and not out.exists()
     metrics = loads_strict((tmp_path / "m.failed.onnx.json").read_text())["verification"]["metrics"]
     assert metrics["nonfinite"]["candidate"]["classes"] == [3] and metrics["cosine_min"] is None
+
+
+@pytest.mark.slow
+def test_a_failed_precision_preview_records_where_it_diverges(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # entropy ranges clip the shipped model's input (DESIGN fact 7): the stem Conv is where the preview turns
+    digits = exported(tmp_path_factory.getbasetemp())["onnx"]
+    out = tmp_path / "m.onnx-int8.onnx"
+    args = ["--target", "onnx-int8", "--calib-method", "entropy", "--calib-size", "64", "--eval-limit", "64"]
+    assert export_main([str(digits), *args, "-o", str(out), "--eval", str(DIGITS / "test")]) == 4
+    capsys.readouterr()
+    report = loads_strict((tmp_path / "m.onnx-int8.failed.onnx.json").read_text())
+    preview = report["precision_verification"]
+    assert not preview["passed"] and preview["tolerances"]["min_cosine"] == 0.99
+    found = preview["first_divergence"]
+    assert found["node"] == "/conv_stem/Conv" and found["op_type"] == "Conv"
+    assert found["cosine_mean"] < found["min_cosine"] == 0.99 and found["samples"] == 8
+    per_class = preview["metrics"]["per_class"]
+    assert len(per_class["samples"]) == 10 and sum(per_class["samples"]) == 64
+    assert preview["metrics"]["misclassified"]  # the clipped model gets some of them wrong, named

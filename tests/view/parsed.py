@@ -21,6 +21,19 @@ class Chart:
 
 
 @dataclasses.dataclass
+class Row:
+    """One table row: its attributes, its cells' text and classes (header cells included), its whole text."""
+
+    attrs: dict[str, str]
+    cells: list[str] = dataclasses.field(default_factory=list)
+    classes: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return " | ".join(self.cells)
+
+
+@dataclasses.dataclass
 class ParsedPage:
     """What the page shows, by section id."""
 
@@ -29,6 +42,13 @@ class ParsedPage:
     charts: dict[str, list[Chart]] = dataclasses.field(default_factory=dict)
     attributes: list[str] = dataclasses.field(default_factory=list)
     tags: set[str] = dataclasses.field(default_factory=set)
+    rows: list[Row] = dataclasses.field(default_factory=list)
+    images: list[str] = dataclasses.field(default_factory=list)  # each <img>'s src
+    commands: list[str] = dataclasses.field(default_factory=list)  # the text of each <code class="cmd">
+
+    def rows_in(self, section: str) -> list[Row]:
+        """The rows of one section's tables."""
+        return [r for r in self.rows if r.attrs.get("section") == section]
 
 
 class _Parser(HTMLParser):
@@ -41,6 +61,8 @@ class _Parser(HTMLParser):
         self.chart: Chart | None = None
         self.in_svg_title = False
         self.in_series = False
+        self.tr: Row | None = None
+        self.in_cmd = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {k: v or "" for k, v in attrs}
@@ -49,7 +71,18 @@ class _Parser(HTMLParser):
         if tag == "section":
             self.section = a.get("id", "")
             self.page.sections.setdefault(self.section, "")
-        elif tag == "tr" and "data-file" in a:
+        elif tag == "img":
+            self.page.images.append(a.get("src", ""))
+        elif tag == "code" and "cmd" in a.get("class", "").split():
+            self.in_cmd = True
+            self.page.commands.append("")
+        if tag == "tr":
+            self.tr = Row({**a, "section": self.section or ""})
+            self.page.rows.append(self.tr)
+        elif tag in ("td", "th") and self.tr is not None:
+            self.tr.cells.append("")
+            self.tr.classes.append(a.get("class", ""))
+        if tag == "tr" and "data-file" in a:
             self.row = a["data-file"]
         elif tag == "td" and self.row is not None and "data-field" in a:
             self.field = a["data-field"]
@@ -70,6 +103,9 @@ class _Parser(HTMLParser):
             self.section = None
         elif tag == "tr":
             self.row = None
+            self.tr = None
+        elif tag == "code":
+            self.in_cmd = False
         elif tag == "td":
             self.field = None
         elif tag == "svg":
@@ -84,6 +120,10 @@ class _Parser(HTMLParser):
             self.page.sections[self.section] += data
         if self.row is not None and self.field is not None:
             self.page.cells[(self.row, self.field)] += data
+        if self.tr is not None and self.tr.cells:
+            self.tr.cells[-1] += data
+        if self.in_cmd:
+            self.page.commands[-1] += data
         if self.chart is not None:
             if self.in_svg_title:
                 self.chart.title += data

@@ -19,7 +19,7 @@ from tests.view.samples import (
     write,
 )
 
-SECTIONS = ["model", "targets", "latency", "layers", "sensitivity", "verification"]
+SECTIONS = ["verdict", "targets", "todo", "model", "classes", "latency", "layers", "sensitivity", "verification"]
 LATENCIES = [1.0, 1.1, 1.2, 1.2, 1.3, 1.3, 1.3, 1.4, 1.5, 4.0] * 4
 
 
@@ -71,7 +71,7 @@ def test_missing_pieces_say_not_measured(tmp_path: Path) -> None:
     assert list(seen.sections) == SECTIONS
     for field in ("top1", "agreement", "median", "p99", "throughput", "verdict"):
         assert seen.cells[("m.onnx", field)] == "not measured", field
-    for section in ("model", "latency", "layers", "sensitivity", "verification"):
+    for section in ("verdict", "model", "classes", "latency", "layers", "sensitivity", "verification"):
         assert "not measured" in seen.sections[section], section
     assert not seen.charts
 
@@ -145,7 +145,7 @@ def test_every_string_from_a_report_is_escaped(tmp_path: Path, where: str) -> No
     seen = parse_page(html)
     assert seen.tags <= {"html", "head", "meta", "title", "style", "body", "main", "h1", "h2", "h3", "p", "code",
                          "span", "section", "table", "tr", "th", "td", "div", "svg", "rect", "line", "text", "circle",
-                         "g", "ul", "li", "b", "br"}  # fmt: skip
+                         "g", "ul", "ol", "li", "b", "br", "wbr"}  # fmt: skip
     assert not any(a.startswith(("onerror", "src", "href")) for a in seen.attributes)
 
 

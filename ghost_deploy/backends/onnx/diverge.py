@@ -4,18 +4,22 @@ Against PyTorch: node names of the TorchScript exporter carry the module scope
 (`/blocks/blocks.0/blocks.0.0/ghost1/primary_conv/primary_conv.0/Conv`), which maps back to the module
 `blocks.0.0.ghost1.primary_conv.0`; forward hooks capture that module's output. A Conv whose output fed a
 BatchNorm in PyTorch was fused with it at export, so it is compared with the BatchNorm's output.
-Against another ONNX model: tensors with the same name are compared.
+Against another ONNX model: tensors with the same name are compared. A reduced-precision graph (Q/DQ, FP16)
+differs from FP32 at every node by design, so it is judged by cosine similarity instead (`first_divergence_cosine`):
+the first node whose output's mean cosine similarity with FP32 falls below the precision gate's limit.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 
 from ghost_deploy.backends.onnxruntime import OnnxRuntimeRunner
+from ghost_deploy.data.inputs import Batch
 
 if TYPE_CHECKING:
     import torch
@@ -37,17 +41,21 @@ _COMPARABLE = {
 
 @dataclasses.dataclass(frozen=True)
 class Divergence:
-    """The first node found to diverge, with its error and how many nodes were compared."""
+    """The first node found to diverge, with its error and how many nodes were compared; for a cosine search,
+    its mean cosine similarity with the reference and the limit it fell below."""
 
     node: str
     op_type: str
     max_abs_error: float
     reference_max_abs: float
     compared_nodes: int
+    cosine_mean: float | None = None
+    min_cosine: float | None = None
+    samples: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return dataclasses.asdict(self)
+        """JSON-ready form (the cosine fields only where a cosine search found the node)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 def module_path(node_name: str) -> str | None:
@@ -160,6 +168,72 @@ def first_divergence_onnx(
         if div is not None:
             return div
     return None
+
+
+def first_divergence_cosine(
+    reference: onnx.ModelProto, model: onnx.ModelProto, data: Iterable[Batch], min_cosine: float
+) -> Divergence | None:
+    """First node of `model` (graph order) whose output's cosine similarity with the same-named tensor of
+    `reference`, per sample (the real rows of each batch) and averaged over every batch, is below `min_cosine`.
+
+    Batches stream: one batch's intermediate outputs of both graphs are in memory at a time.
+    """
+    sums: dict[str, list[float]] = {}  # tensor -> [cosine sum, samples, max abs error, reference max abs]
+    seen_as = _dequantized(model)
+    with (
+        OnnxRuntimeRunner(with_all_outputs(reference).SerializeToString(), optimize=False) as ref_runner,
+        OnnxRuntimeRunner(with_all_outputs(model).SerializeToString(), optimize=False) as runner,
+    ):
+        for batch in data:
+            want_all, got_all = ref_runner.infer(batch.feeds), runner.infer(batch.feeds)
+            for name, want in want_all.items():
+                got = got_all.get(seen_as.get(name, name))
+                if got is not None and want.shape == got.shape and got.ndim >= 1:
+                    _add_cosines(sums.setdefault(name, [0.0, 0, 0.0, 0.0]), got[: batch.count], want[: batch.count])
+    compared = 0
+    for node in model.graph.node:
+        acc = sums.get(node.output[0]) if node.output else None
+        if acc is None or not acc[1]:
+            continue
+        compared += 1
+        cosine = acc[0] / acc[1]
+        if not cosine >= min_cosine:  # NaN diverges too
+            name = node.name or node.output[0]
+            return Divergence(name, node.op_type, acc[2], acc[3], compared, cosine, min_cosine, int(acc[1]))
+    return None
+
+
+def _dequantized(model: onnx.ModelProto) -> dict[str, str]:
+    """Tensor -> the output of the QuantizeLinear -> DequantizeLinear pair it feeds: the value its consumers see.
+
+    ONNX Runtime's Q/DQ flavour folds a Relu into its Conv (the Conv then carries the Relu's output name, and the
+    quantization's clip at zero does the Relu's work), so a node's raw output is not what the graph computes next.
+    """
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    seen_as: dict[str, str] = {}
+    for node in model.graph.node:
+        if node.op_type != "QuantizeLinear" or not node.output:
+            continue
+        dq = next((n for n in consumers.get(node.output[0], []) if n.op_type == "DequantizeLinear"), None)
+        if dq is not None and dq.output:
+            seen_as.setdefault(node.input[0], dq.output[0])
+    return seen_as
+
+
+def _add_cosines(acc: list[float], got: np.ndarray, want: np.ndarray) -> None:
+    """Add one batch's per-sample cosines, count, and largest errors to `acc`."""
+    g = got.reshape(got.shape[0], -1).astype(np.float64)
+    w = want.reshape(want.shape[0], -1).astype(np.float64)
+    norms = np.linalg.norm(g, axis=1) * np.linalg.norm(w, axis=1)
+    both_zero = ~g.any(1) & ~w.any(1)
+    cos = np.where(norms > 0, (g * w).sum(1) / np.where(norms > 0, norms, 1.0), np.where(both_zero, 1.0, 0.0))
+    acc[0] += float(cos.sum())
+    acc[1] += g.shape[0]
+    acc[2] = max(acc[2], float(np.abs(g - w).max(initial=0.0)))
+    acc[3] = max(acc[3], float(np.abs(w).max(initial=0.0)))
 
 
 def _run_all(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
