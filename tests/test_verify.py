@@ -261,4 +261,6 @@ def test_an_onnxruntime_qdq_graph_is_compared_as_its_next_layer_sees_it(
     data = list(batches(images, "input", 1))
     assert first_divergence_cosine(fp32, int8, data, 0.99) is None
     found = first_divergence_cosine(fp32, int8, data, 0.999999)
-    assert found is not None and found.op_type == "Conv" and found.min_cosine == 0.999999
+    assert found is not None and found.min_cosine == 0.999999
+    # the stem and first stages stay FP32 (issue 20: one FP32->INT8 boundary): nothing diverges before the boundary
+    assert not found.node.startswith(("/conv_stem", "/blocks/blocks.0/")), found.node

@@ -87,7 +87,7 @@ def _num(value: float | None, spec: str = ".6f") -> str:
 
 def fill_cache_parser(p: argparse.ArgumentParser) -> None:
     """`ghost-deploy cache list` and `cache prune`."""
-    sub = p.add_subparsers(dest="cache_command", required=True, metavar="list|prune")
+    sub = p.add_subparsers(dest="cache_command", required=True, metavar="list|prune", help="what to do with the cache")
     listing = sub.add_parser("list", help="every cached engine: size, TensorRT, GPU, last use")
     prune = sub.add_parser("prune", help="remove cached engines by age, by total size, or all")
     prune.add_argument("--older-than", type=float, metavar="DAYS", help="remove engines unused for DAYS days")
