@@ -50,6 +50,7 @@ def _samples():  # type: ignore[no-untyped-def]
     return [Sample(x, i % 10, str(i)) for i, x in enumerate(digit_images(12, 64))]
 
 
+@pytest.mark.slow
 def test_matching_models_pass(small_model: torch.nn.Module, exported: onnx.ModelProto) -> None:
     ref = TorchRunner(small_model, TensorSpec("input", (None, 3, 64, 64)))
     with OnnxRuntimeRunner(exported.SerializeToString()) as cand:

@@ -29,6 +29,7 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"pytorch": SHIPPED_MODEL, "onnx": onnx_path}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["pytorch", "onnx"])
 def test_every_runner_keeps_the_contract(kind: str, artifacts: dict[str, Path]) -> None:
     runner = runner_for(artifacts[kind])

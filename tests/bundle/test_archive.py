@@ -79,6 +79,7 @@ def _rebuilt(bundle: Path, readme: bytes | int, claim: tuple[int, str] | None = 
     return stream + gzip.compress(tail + bytes(1024))
 
 
+@pytest.mark.slow
 def test_a_gzip_bomb_is_hashed_before_anything_is_written(tmp_path: Path, tiny_bundle: Path) -> None:
     """README.md replaced by 256 MiB of zeros whose sha256 is not the manifest's: refused, and no file of more
     than 32 MiB may be written (RLIMIT_FSIZE): today's code wrote all of it before checking."""
@@ -106,6 +107,7 @@ def test_a_changed_header_byte_is_a_changed_archive_not_a_missing_manifest(tmp_p
         Bundle.open(archive)
 
 
+@pytest.mark.slow
 def test_an_interrupted_extraction_leaves_nothing(tmp_path: Path, tiny_bundle: Path) -> None:
     digest = hashlib.sha256()
     for _ in range(256):
@@ -127,6 +129,7 @@ def test_an_interrupted_extraction_leaves_nothing(tmp_path: Path, tiny_bundle: P
     assert not (tmp_path / "new").exists()  # neither the files nor the folders the call created
 
 
+@pytest.mark.slow
 def test_a_bundle_left_open_is_removed_when_collected_or_at_exit(tmp_path: Path, tiny_bundle: Path) -> None:
     import gc
 

@@ -61,6 +61,7 @@ def _labels(bundle: Bundle) -> list[str]:
     return [bundle.predict(image, top_k=1)[0].label for image in IMAGES]
 
 
+@pytest.mark.slow
 def test_the_bundle_carries_what_a_device_needs(packed_10_3: Path) -> None:
     manifest = json.loads((packed_10_3 / "manifest.json").read_text())
     build = manifest["artifacts"][0]["device_build"]
@@ -106,6 +107,7 @@ def test_one_bundle_opens_everywhere_verified_once_then_cached(
     assert labels == ["1", "4", "7"]
 
 
+@pytest.mark.slow
 def test_engine_never_refuses_with_the_command_then_uses_what_prepare_made(
     packed_10_3: Path, tmp_path: Path, no_simulation: None
 ) -> None:
@@ -148,6 +150,7 @@ def test_a_damaged_cache_entry_is_rebuilt_not_trusted(
     assert any("damaged" in line for line in said)
 
 
+@pytest.mark.slow
 def test_two_threads_opening_on_a_fresh_device_build_once(
     packed_10_3: Path, tmp_path: Path, no_simulation: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

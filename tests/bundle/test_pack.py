@@ -24,6 +24,7 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return exported(tmp_path_factory.getbasetemp())
 
 
+@pytest.mark.slow
 def test_pack_directory_holds_every_file_with_its_hash(artifacts: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "bundle"
     report = pack([artifacts["onnx"], artifacts["ort-int8"]], out)
@@ -104,6 +105,7 @@ def test_deepstream_per_channel_std_is_flagged_not_silent() -> None:
     assert norm.offsets == (255 * 0.485, 255 * 0.456, 255 * 0.406)
 
 
+@pytest.mark.slow
 def test_pack_cli_json(artifacts: dict[str, Path], tmp_path: Path) -> None:
     proc = run_cli("pack", str(artifacts["onnx"]), "-o", str(tmp_path / "b"), "--json")
     assert proc.returncode == 0, proc.stderr
@@ -172,6 +174,7 @@ def test_pack_onto_a_fifo_is_refused(tiny_exports: dict[str, Path], tmp_path: Pa
     assert (tmp_path / "b.tar.gz").is_fifo()
 
 
+@pytest.mark.slow
 def test_packed_int8_engine_records_how_its_ranges_were_made(tmp_path: Path) -> None:
     # no GPU here: the engine is built by the TensorRT simulator, which is what packs it; the calibration comes
     # from the report of the Q/DQ ONNX the engine was built from
@@ -205,6 +208,7 @@ def test_an_ort_int8_bundle_has_no_deepstream_config_and_says_why(artifacts: dic
     assert "onnx-file=digits.onnx" in config and "network-mode=0" in config
 
 
+@pytest.mark.slow
 def test_the_manifest_keeps_summaries_and_relative_paths(artifacts: dict[str, Path], tmp_path: Path) -> None:
     onnx_path = artifacts["onnx"]
     args = ["--duration-s", "0.05", "--warmup-ms", "5", "--layer-runs", "0", "--cv-threshold", "0.0001"]

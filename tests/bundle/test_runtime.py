@@ -61,6 +61,7 @@ def torch_labels() -> list[str]:
         return [str(i) for i in loaded.module(batch).argmax(1).tolist()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["dir", "tar"])
 def test_run_gives_pytorch_labels(bundles: dict[str, Path], torch_labels: list[str], kind: str) -> None:
     proc = run_cli("run", str(bundles[kind]), *map(str, IMAGES), "--json", "--top-k", "3")
@@ -70,6 +71,7 @@ def test_run_gives_pytorch_labels(bundles: dict[str, Path], torch_labels: list[s
     assert all(len(r["top"]) == 3 and r["top"][0]["score"] >= r["top"][1]["score"] for r in results)
 
 
+@pytest.mark.slow
 def test_runtime_without_torch(bundles: dict[str, Path], torch_labels: list[str]) -> None:
     code = NO_TORCH + (
         "import sys, json; from ghost_deploy.bundle.runtime import Bundle; "
@@ -184,6 +186,7 @@ def test_engine_guard_names_expected_and_found() -> None:
     check_engine_origin({**origin, "hardware_compatibility": "AMPERE_PLUS"}, "10.3.0", "8.6")
 
 
+@pytest.mark.slow
 def test_engine_bundle_gives_pytorchs_labels(bundles: dict[str, Path], tmp_path: Path, torch_labels: list[str]) -> None:
     """On the installed TensorRT, else the simulated 10.3 (whose bundle opens only under the same simulation)."""
     engine = tmp_path / "g.trt-fp16.engine"
@@ -240,6 +243,7 @@ def test_arbitrary_manifests_raise_only_bundle_errors(bundles: dict[str, Path], 
 @given(
     cut=st.integers(0, 10**7), flip=st.integers(0, 10**7), names=st.lists(st.text(min_size=1, max_size=8), max_size=2)
 )
+@pytest.mark.slow
 def test_arbitrary_archives_raise_only_bundle_errors(
     bundles: dict[str, Path], tmp_path: Path, cut: int, flip: int, names: list[str]
 ) -> None:

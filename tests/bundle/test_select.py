@@ -52,6 +52,7 @@ def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]
     return code, out, err
 
 
+@pytest.mark.slow
 def test_the_user_chooses_by_name_or_target_and_pack_sets_the_default(
     four: dict[str, Path], tmp_path: Path, no_simulation: None, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -31,6 +31,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory, small_checkpoint: Path) -
     return out
 
 
+@pytest.mark.slow
 def test_export_writes_a_checked_onnx_and_its_report(exported: Path) -> None:
     onnx.checker.check_model(onnx.load(str(exported)), full_check=True)
     report = json.loads(Path(str(exported) + ".json").read_text())
@@ -46,6 +47,7 @@ def test_export_writes_a_checked_onnx_and_its_report(exported: Path) -> None:
     assert report["io"]["inputs"][0] == {"name": "input", "shape": [-1, 3, 64, 64], "dtype": "float32"}
 
 
+@pytest.mark.slow
 def test_json_prints_only_the_report_on_stdout(tmp_path: Path, small_checkpoint: Path) -> None:
     proc = run_cli(
         "ghost-export",
@@ -63,6 +65,7 @@ def test_json_prints_only_the_report_on_stdout(tmp_path: Path, small_checkpoint:
     assert "[verify]" in proc.stderr  # progress goes to the terminal, not into the JSON
 
 
+@pytest.mark.slow
 def test_default_output_name_is_beside_the_model(tmp_path: Path, small_checkpoint: Path) -> None:
     model = tmp_path / "net.pt"
     model.write_bytes(small_checkpoint.read_bytes())
@@ -71,6 +74,7 @@ def test_default_output_name_is_beside_the_model(tmp_path: Path, small_checkpoin
     assert _files(tmp_path) == {"net.pt", "net.onnx", "net.onnx.json"}
 
 
+@pytest.mark.slow
 def test_onnx_input_never_imports_torch(tmp_path: Path, exported: Path) -> None:
     code = NO_TORCH + "from ghost_deploy.cli.main import export_main; sys.exit(export_main())"
     out = tmp_path / "again.onnx"
@@ -97,6 +101,7 @@ def test_help_works_without_torch() -> None:
         assert proc.returncode == 0 and "exit codes" in proc.stdout and "4  a verification" in proc.stdout
 
 
+@pytest.mark.slow
 def test_missing_torch_exits_3_naming_the_extra(tmp_path: Path, small_checkpoint: Path) -> None:
     import subprocess
 
@@ -142,6 +147,7 @@ def _bad_inputs(tmp: Path, small_checkpoint: Path) -> dict[str, tuple[list[str],
     }
 
 
+@pytest.mark.slow
 def test_every_bad_input_exits_2_with_one_line_and_no_file(tmp_path: Path, small_checkpoint: Path) -> None:
     cases = _bad_inputs(tmp_path, small_checkpoint)
     before = _files(tmp_path)
@@ -160,6 +166,7 @@ def test_verbose_shows_the_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "Traceback" in proc.stderr
 
 
+@pytest.mark.slow
 def test_failed_verification_exits_4_names_the_node_and_keeps_the_report(
     tmp_path: Path, small_checkpoint: Path, exported: Path
 ) -> None:
@@ -180,12 +187,14 @@ def test_failed_verification_exits_4_names_the_node_and_keeps_the_report(
     assert saved["verification"]["first_divergence"]["node"] == node.name
 
 
+@pytest.mark.slow
 def test_verify_passes_on_the_good_export(exported: Path, small_checkpoint: Path) -> None:
     proc = run_cli("verify", str(exported), "--reference", str(small_checkpoint), "--input-size", "64", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["verification"]["passed"] is True
 
 
+@pytest.mark.slow
 def test_eval_folder_with_class_folders_gives_accuracy(tmp_path: Path, small_checkpoint: Path) -> None:
     rng = np.random.default_rng(0)
     for cls in ("cat", "dog"):
@@ -216,6 +225,7 @@ def test_eval_folder_with_class_folders_gives_accuracy(tmp_path: Path, small_che
     assert ver["metrics"]["labelled_samples"] == 6 and "candidate_top1" in ver["metrics"]
 
 
+@pytest.mark.slow
 def test_export_with_pack_writes_a_bundle_that_opens(tmp_path: Path, small_checkpoint: Path) -> None:
     from ghost_deploy.bundle.runtime import Bundle
 

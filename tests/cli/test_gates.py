@@ -113,6 +113,7 @@ def test_auto_exclude_pursues_the_cosine_when_the_agreement_is_out_of_reach(
     assert "top-1 agreement >= 99.00% (got " in text and "%) is out of reach even with every layer out" in text
 
 
+@pytest.mark.slow
 def test_the_fp16_gate_has_its_own_flags(fp32: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = str(tmp_path / "m.onnx")
     argv = [str(fp32), "--target", "onnx-fp16", "-o", out, "--calib", CALIB, "--calib-size", "16", "--eval-limit", "32"]
@@ -155,6 +156,7 @@ def test_help_lists_each_gate_flag_with_its_default_and_precision(capsys: pytest
     assert "FP32 gate: minimum per-sample cosine similarity (default 0.9999)" in text.rsplit("--min-cosine X", 1)[1]
 
 
+@pytest.mark.slow
 def test_an_int8_file_says_how_much_of_it_is_int8(
     fp32: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

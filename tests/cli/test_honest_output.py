@@ -44,6 +44,7 @@ def _into_closed_pipe(*args: str) -> subprocess.CompletedProcess[str]:
     [["run", "{bundle}", *map(str, IMAGES), "--json"], ["inspect", "{bundle}"], ["run", "--help"], ["--version"]],
     ids=["run-json", "inspect", "help", "version"],
 )
+@pytest.mark.slow
 def test_a_closed_standard_output_ends_quietly(tiny_bundle: Path, argv: list[str]) -> None:
     proc = _into_closed_pipe(*(a.format(bundle=tiny_bundle) for a in argv))
     assert proc.returncode == 0, proc.stderr

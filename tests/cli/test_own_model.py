@@ -28,6 +28,7 @@ def foreign(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"bare": folder / "bare.pt", "hinted": folder / "hinted.pt"}
 
 
+@pytest.mark.slow
 def test_a_checkpoint_without_metadata_says_what_was_assumed(
     tmp_path: Path, foreign: dict[str, Path], cli: Cli
 ) -> None:

@@ -168,6 +168,7 @@ def test_the_listed_commands_run_and_fill_what_was_not_measured(made: dict[str, 
     assert filled.commands == [] and "Nothing" in filled.sections["todo"]
 
 
+@pytest.mark.slow
 def test_bad_input_exits_2_with_one_line_naming_the_file(tmp_path: Path) -> None:
     (tmp_path / "list.json").write_text("[1, 2]")
     (tmp_path / "lonely.onnx").write_bytes(b"no report beside")

@@ -36,6 +36,7 @@ def test_progress_counts_and_estimates_on_the_echo_only() -> None:
     assert quiet == []
 
 
+@pytest.mark.slow
 def test_json_output_is_only_json_and_progress_only_on_stderr(tmp_path: Path) -> None:
     proc = run_cli("ghost-export", str(TINY_MODEL), "-o", str(tmp_path / "m.onnx"), "--json", *FAST)
     assert proc.returncode == 0, proc.stderr
@@ -43,6 +44,7 @@ def test_json_output_is_only_json_and_progress_only_on_stderr(tmp_path: Path) ->
     assert report["status"] == "ok" and "[verify]" in proc.stderr and "[load]" in proc.stderr
 
 
+@pytest.mark.slow
 def test_quiet_drops_progress_and_summary_but_not_errors(tmp_path: Path) -> None:
     proc = run_cli("ghost-export", str(TINY_MODEL), "-o", str(tmp_path / "m.onnx"), "--quiet", *FAST)
     assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == ""
@@ -51,6 +53,7 @@ def test_quiet_drops_progress_and_summary_but_not_errors(tmp_path: Path) -> None
     assert failed.returncode == 2 and "does not exist" in failed.stderr
 
 
+@pytest.mark.slow
 def test_errors_come_before_the_export(tmp_path: Path) -> None:
     missing = run_cli("ghost-export", str(TINY_MODEL), "--target", "onnx-int8", "--calib", str(tmp_path / "no"))
     assert missing.returncode == 2 and "--calib" in missing.stderr and "[load]" not in missing.stderr
@@ -62,6 +65,7 @@ def test_errors_come_before_the_export(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere.pt"]
 
 
+@pytest.mark.slow
 def test_default_file_names_say_what_they_are(tmp_path: Path) -> None:
     model = tmp_path / "digits.pt"
     shutil.copyfile(TINY_MODEL, model)
@@ -104,6 +108,7 @@ def test_every_option_has_help_and_every_command_its_own_exit_codes() -> None:
     assert "--auto-exclude" not in sub.choices["sensitivity"].format_help()  # export-only options stay there
 
 
+@pytest.mark.slow
 def test_reports_record_the_command_once_and_verify_names_only_what_it_wrote(tmp_path: Path) -> None:
     onnx_path = tmp_path / "m.onnx"
     assert run_cli("ghost-export", str(TINY_MODEL), "-o", str(onnx_path), *FAST).returncode == 0

@@ -24,6 +24,7 @@ QUIET = Steps(echo=lambda text: None)
         ("onnx", "verification", "verification ", "min", "0.9999"),  # the FP32 gate
     ],
 )
+@pytest.mark.slow
 def test_the_summary_names_both_cosines_and_the_one_the_gate_judges(
     target: str, section: str, starts: str, judged: str, limit: str, tmp_path: Path
 ) -> None:

@@ -27,6 +27,7 @@ def _npy_header(shape: tuple[int, ...]) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.slow
 def test_npz_members_stream_row_by_row(tmp_path: Path) -> None:
     """A 0.5 MB .npz whose one member unpacks to 512 MiB of zeros, read under a 1 GiB address-space limit."""
     path = tmp_path / "calib.npz"
@@ -41,6 +42,7 @@ def test_npz_members_stream_row_by_row(tmp_path: Path) -> None:
     assert proc.stdout.split()[0] == str(ROWS_IN_512_MIB)
 
 
+@pytest.mark.slow
 def test_npy_is_memory_mapped(tmp_path: Path) -> None:
     """A 512 MiB .npy (a sparse file: no disk used) under a 1 GiB limit: loading it whole twice would not fit."""
     path = tmp_path / "calib.npy"

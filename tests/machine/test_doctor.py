@@ -37,6 +37,7 @@ def test_on_jetpack_5_doctor_points_to_build_sh_and_deepstream() -> None:
     assert _notes({"jetson": {"l4t": "# R36 (release), REVISION: 3.0"}, "tensorrt": "10.3.0"}) == []
 
 
+@pytest.mark.slow
 def test_selftest_builds_verifies_and_profiles_every_engine_and_writes_one_file(tmp_path: Path) -> None:
     """Under the simulated TensorRT here (on a device: the real one), on the tiny trained model for speed."""
     from tests.helpers import TINY_MODEL, trt_env

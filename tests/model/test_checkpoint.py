@@ -182,6 +182,7 @@ def test_pickled_module_needs_trust_then_any_classifier_works(tmp_path: Path) ->
     assert loaded.checkpoint_form == "pickled module"
 
 
+@pytest.mark.slow
 def test_torchscript_needs_trust(tmp_path: Path, net: GhostNet) -> None:
     torch.jit.save(torch.jit.trace(net, torch.zeros(1, 3, 64, 64)), tmp_path / "ts.pt")
     with pytest.raises(CheckpointError, match="TorchScript"):
@@ -214,6 +215,7 @@ def test_non_finite_weights_are_refused_unless_allowed(tmp_path: Path, net: Ghos
     assert not torch.isfinite(loaded.module.classifier.weight).all()
 
 
+@pytest.mark.slow
 def test_a_zip_bomb_checkpoint_is_refused_before_torch_allocates(tmp_path: Path, net: GhostNet) -> None:
     """The archive's central directory promises 4.3 GB for data.pkl; the load runs under a 2 GB address limit."""
     import struct
@@ -234,6 +236,7 @@ def test_a_zip_bomb_checkpoint_is_refused_before_torch_allocates(tmp_path: Path,
     assert proc.stdout.startswith("CheckpointError") and "zip bomb" in proc.stdout, proc.stdout + proc.stderr[-800:]
 
 
+@pytest.mark.slow
 def test_a_fifo_given_as_the_model_is_refused_not_waited_on(tmp_path: Path) -> None:
     from tests.helpers import run_limited
 

@@ -45,6 +45,7 @@ def test_any_classes_and_input_size(classes: int, size: int) -> None:
     assert out.shape == (2, classes)
 
 
+@pytest.mark.slow
 def test_hardsigmoid_exports_with_alpha_one_sixth(small_model: torch.nn.Module) -> None:
     model = onnx_from_module(small_model, 64, BatchSpec(1))
     nodes = [n for n in model.graph.node if n.op_type == "HardSigmoid"]

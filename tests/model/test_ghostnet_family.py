@@ -72,6 +72,7 @@ def test_keys_and_shapes_are_those_of_the_official_code_and_timm(
         assert ours == _layout(name), name
 
 
+@pytest.mark.slow
 def test_official_v3_branch_names_differ_from_timm_only_by_bn_and_load(tmp_path: Path, v3_model: GhostNet) -> None:
     def official_name(key: str) -> str:
         return key.replace(".bn1.", ".bn.") if "_rpr_" in key else key
@@ -102,6 +103,7 @@ def test_batch_1_keeps_its_batch_dimension(version: str, fused: bool) -> None:
     assert out.shape == (1, 7)  # the official V3 forward's squeeze() would give (7,)
 
 
+@pytest.mark.slow
 def test_reparameterize_returns_a_fused_copy_with_the_same_logits(v3_model: GhostNet, images: torch.Tensor) -> None:
     before = copy.deepcopy(v3_model.state_dict())
     fused = reparameterize(v3_model)
@@ -162,6 +164,7 @@ def _checkpoint(tmp_path: Path, model: GhostNet, arch: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", ["v2", "v3"])
 def test_ghost_export_matches_pytorch_with_a_dynamic_batch_and_constant_resize_sizes(
     tmp_path: Path, version: str, v2_model: GhostNet, v3_model: GhostNet
@@ -189,6 +192,7 @@ def test_ghost_export_matches_pytorch_with_a_dynamic_batch_and_constant_resize_s
         assert np.abs(logits - expected).max() <= 1e-4 + 1e-5 * np.abs(expected).max()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("version", "target"), [("v2", "onnx-int8"), ("v3", "ort-int8"), ("v3", "onnx-fp16")])
 def test_precision_targets_and_their_preview_work_on_v2_and_v3(
     tmp_path: Path, version: str, target: str, v2_model: GhostNet, v3_model: GhostNet
@@ -215,6 +219,7 @@ def test_precision_targets_and_their_preview_work_on_v2_and_v3(
         assert "Cast" in ops
 
 
+@pytest.mark.slow
 def test_a_v3_whose_fusion_changes_the_logits_exits_4_and_writes_nothing(tmp_path: Path, v3_model: GhostNet) -> None:
     broken = copy.deepcopy(v3_model)
     bn = broken.blocks[3][0].ghost1.cheap_rpr_skip

@@ -51,6 +51,7 @@ def tiny(tiny_ghostnet: dict[str, Any]) -> dict[str, Any]:
     return {**tiny_ghostnet, "quantized": quantized, "names": names}
 
 
+@pytest.mark.slow
 def test_the_fastest_candidate_is_kept_and_every_ratio_is_reported(tiny: dict[str, Any]) -> None:
     names = tiny["names"]
     assert names[:2] == [FP32_ONLY, ALL_INT8] and len(names) >= 5
@@ -123,6 +124,7 @@ def test_a_busy_machine_is_named_too_busy_to_tell() -> None:
     assert not decide(measured).too_busy
 
 
+@pytest.mark.slow
 def test_the_not_faster_path_writes_the_most_accurate_graph_with_7_bit_weights_on_avx2(tiny: dict[str, Any]) -> None:
     """An AVX2-only CPU (flags injected) where every INT8 candidate is slower than FP32 (timings injected)."""
     avx2 = int8_flags({"avx2", "fma"})

@@ -12,6 +12,7 @@ import pytest
 from tests.helpers import DIGITS, SHIPPED_MODEL, run_cli
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("target", "extra"), [("onnx-int8", ["--calib-method", "minmax"]), ("onnx-fp16", [])])
 def test_precision_targets_on_the_shipped_model(tmp_path: Path, target: str, extra: list[str]) -> None:
     out = tmp_path / f"m.{target}.onnx"
@@ -43,6 +44,7 @@ def test_precision_targets_on_the_shipped_model(tmp_path: Path, target: str, ext
         assert report["precision"]["fp16"]["converted_nodes"] > 100
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["onnx-int8", "ort-int8"])
 def test_default_int8_export_passes_on_the_test_split(tmp_path: Path, target: str) -> None:
     # the headline command, no other flag: max ranges, no layer excluded (entropy ranges gave 59% here)
@@ -61,6 +63,7 @@ def test_default_int8_export_passes_on_the_test_split(tmp_path: Path, target: st
         assert report["precision"]["cache"]["values_from"] == "minmax"
 
 
+@pytest.mark.slow
 def test_calib_cache_turns_into_the_same_qdq_graph(tmp_path: Path) -> None:
     first = tmp_path / "a.onnx"
     args = ["--target", "onnx-int8", "--calib-method", "minmax", "--calib-size", "32", "--eval-limit", "40"]
@@ -91,6 +94,7 @@ def test_calib_cache_turns_into_the_same_qdq_graph(tmp_path: Path) -> None:
     assert scales(a) == scales(b)
 
 
+@pytest.mark.slow
 def test_bad_calibration_inputs_exit_2_and_write_nothing(tmp_path: Path, small_checkpoint: Path) -> None:
     (tmp_path / "empty").mkdir()
     np.save(tmp_path / "wrong.npy", np.zeros((4, 3, 32, 32), np.float32))
@@ -114,6 +118,7 @@ def test_bad_calibration_inputs_exit_2_and_write_nothing(tmp_path: Path, small_c
     assert {p.name for p in tmp_path.iterdir()} == before
 
 
+@pytest.mark.slow
 def test_int8_from_an_onnx_file_never_imports_torch(tmp_path: Path) -> None:
     import os
     import subprocess
@@ -151,6 +156,7 @@ def test_int8_from_an_onnx_file_never_imports_torch(tmp_path: Path) -> None:
     assert json.loads(Path(str(out) + ".json").read_text())["calibration_data"]["used"] == 32
 
 
+@pytest.mark.slow
 def test_high_precision_fp16_makes_a_typed_qdq_graph(tmp_path: Path) -> None:
     out = tmp_path / "q16.onnx"
     proc = run_cli(

@@ -77,6 +77,7 @@ def gaussian_with_outliers(seed: int = 0) -> np.ndarray:
 # ---- thresholds ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_entropy_clips_rare_outliers_and_matches_reference() -> None:
     x = gaussian_with_outliers()
     collector = HistogramCollector(2048)
@@ -117,6 +118,7 @@ def test_entropy_keeps_the_whole_range_of_uniform_data() -> None:
     assert entropy_amax(hist, edges) == reference_entropy_amax(hist, edges) == 1.0
 
 
+@pytest.mark.slow
 def test_entropy_ignores_the_zero_spike_of_relu_outputs() -> None:
     # half the values are exact zeros; bins[0] = bins[1] keeps that spike from pulling the threshold down
     x = np.maximum(np.random.default_rng(7).standard_normal(400_000), 0.0).astype(np.float32)
@@ -269,6 +271,7 @@ def calibrations(digits_onnx: onnx.ModelProto) -> dict[str, object]:
     return {"entropy": entropy, "minmax": minmax, "progress": done}
 
 
+@pytest.mark.slow
 def test_every_conv_input_gets_a_positive_finite_amax(digits_onnx: onnx.ModelProto, calibrations) -> None:  # type: ignore[no-untyped-def]
     conv_inputs = {node.input[0] for node in digits_onnx.graph.node if node.op_type == "Conv"}
     assert len(conv_inputs) > 20
@@ -353,6 +356,7 @@ def test_nan_activation_names_the_tensor(digits_onnx: onnx.ModelProto) -> None:
         ({"tensors": []}, "empty"),
     ],
 )
+@pytest.mark.slow
 def test_bad_options_are_input_errors(digits_onnx: onnx.ModelProto, kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(InputError, match=message):
         calibrate(digits_onnx, _images(2), **kwargs)  # type: ignore[arg-type]

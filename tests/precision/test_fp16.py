@@ -53,6 +53,7 @@ def test_preview_reproduces_fp16_rounding_exactly() -> None:
     assert 1e-4 < diff < 8 * float(np.abs(fp32).max()) * 2.0**-11
 
 
+@pytest.mark.slow
 def test_fp16_graph_has_fp32_io_and_fp16_weights(small_model) -> None:  # type: ignore[no-untyped-def]
     fp32 = simplify_onnx(onnx_from_module(small_model, 64, BatchSpec(2)))[0]
     model, summary = fp16_from_fp32(fp32, {})
@@ -82,6 +83,7 @@ def test_overflowing_nodes_stay_fp32_with_a_reason() -> None:
     assert summary.kept_fp32 == keep
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("keep", [(), ("relu",)])
 def test_preview_runs_on_ghostnet(small_model, keep) -> None:  # type: ignore[no-untyped-def]
     fp32 = simplify_onnx(onnx_from_module(small_model, 64, BatchSpec(1)))[0]

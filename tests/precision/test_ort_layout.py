@@ -41,6 +41,7 @@ def _session_graph(model: onnx.ModelProto, folder: Path) -> onnx.ModelProto:
     return onnx.load(options.optimized_model_filepath)
 
 
+@pytest.mark.slow
 def test_candidate_cuts_follow_the_stem_and_the_stages(tiny_ghostnet: dict[str, Any]) -> None:
     fp32 = tiny_ghostnet["fp32"]
     found = candidate_cuts(fp32)
@@ -56,6 +57,7 @@ def test_candidate_cuts_follow_the_stem_and_the_stages(tiny_ghostnet: dict[str, 
         assert made_before & read_after == {cut.tensor}, cut.label
 
 
+@pytest.mark.slow
 def test_float_prefix_has_no_qdq_and_one_boundary(tiny_ghostnet: dict[str, Any], all_int8: onnx.ModelProto) -> None:
     fp32, samples = tiny_ghostnet["fp32"], tiny_ghostnet["samples"]
     x = np.stack([s.array for s in samples[:8]])

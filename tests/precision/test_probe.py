@@ -26,6 +26,7 @@ def setup(small_model):  # type: ignore[no-untyped-def]
     return fp32, samples, ranges, [n.name for n in select_nodes(fp32)[0]]
 
 
+@pytest.mark.slow
 def test_scorer_runs_a_batch_1_model_at_a_large_batch_with_the_same_logits(setup) -> None:  # type: ignore[no-untyped-def]
     fp32, samples, _ranges, _layers = setup
     assert dynamic_batch(fp32) is not None
@@ -62,6 +63,7 @@ def test_probe_copies_every_layer_and_leaves_the_fp32_graph_alone(setup) -> None
     assert 0 < np.abs(got_copy - got_float).max() < 0.2 * np.abs(got_float).max()  # quantized, not broken
 
 
+@pytest.mark.slow
 def test_a_clipped_input_makes_its_layer_the_worst(setup) -> None:  # type: ignore[no-untyped-def]
     fp32, samples, ranges, layers = setup
     # a layer whose input no Concat touches: ort-int8 gives a Concat's inputs its output's range, so clipping a
@@ -80,6 +82,7 @@ def test_a_clipped_input_makes_its_layer_the_worst(setup) -> None:  # type: igno
         assert errors[victim] > 10 * sorted(errors.values())[-2]
 
 
+@pytest.mark.slow
 def test_taking_a_layer_out_without_rebuilding_matches_the_rebuilt_graph(setup) -> None:  # type: ignore[no-untyped-def]
     fp32, samples, ranges, layers = setup
     scorer = Scorer(fp32, samples)

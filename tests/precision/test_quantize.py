@@ -43,6 +43,7 @@ def _consts(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
 
 
+@pytest.mark.slow
 def test_every_tensorrt_rule_holds_node_by_node(trt_qdq) -> None:  # type: ignore[no-untyped-def]
     model, summary = trt_qdq
     consts = _consts(model)
@@ -161,6 +162,7 @@ def test_exclusions_keep_nodes_in_fp32(fp32: onnx.ModelProto, ranges) -> None:  
         qdq_for_tensorrt(fp32, ranges, exclude_nodes=["no-such-node"])
 
 
+@pytest.mark.slow
 def test_int8_previews_of_the_shipped_model_agree_with_fp32() -> None:
     from ghost_deploy.model.checkpoint import load_model
     from tests.helpers import SHIPPED_MODEL
@@ -215,6 +217,7 @@ def test_ort_flavour_exclusions_hold_in_the_session(tmp_path: Path, fp32: onnx.M
     assert len(float_convs) == 2 and len(quantized) == len(convs) - 2
 
 
+@pytest.mark.slow
 def test_ort_flavour_exclusion_after_a_relu_reads_the_relu(fp32: onnx.ModelProto, ranges) -> None:  # type: ignore[no-untyped-def]
     # ONNX Runtime's quantizer removes the Relu after a quantized Conv and gives the Conv its output's name (the
     # uint8 zero point clamps instead); an excluded Conv reading that name in float would see negative values

@@ -27,6 +27,7 @@ def shipped():  # type: ignore[no-untyped-def]
     return fp32, samples, ranges, layer_sensitivity(fp32, ranges, samples)
 
 
+@pytest.mark.slow
 def test_ranking_puts_the_entropy_clipped_layers_first(shipped) -> None:  # type: ignore[no-untyped-def]
     fp32, _samples, _ranges, ranking = shipped
     assert len(ranking) == sum(n.op_type in ("Conv", "Gemm") for n in fp32.graph.node)
@@ -45,6 +46,7 @@ def test_auto_exclude_meets_the_limit_with_few_layers(shipped) -> None:  # type:
     assert found["tried"][-1]["agreement"] >= 0.99
 
 
+@pytest.mark.slow
 def test_fast_auto_exclude_keeps_no_more_layers_than_the_exhaustive_ranking(shipped) -> None:  # type: ignore[no-untyped-def]
     fp32, samples, ranges, ranking = shipped
     exhaustive = auto_exclude(fp32, ranges, samples, min_agreement=0.99, ranking=ranking)
@@ -65,6 +67,7 @@ def test_auto_exclude_with_max_ranges_keeps_everything_quantized(shipped) -> Non
     assert found["met"] and found["excluded"] == [] and found["models_run"] == 2  # FP32 reference + the Q/DQ graph
 
 
+@pytest.mark.slow
 def test_auto_exclude_says_when_no_layer_can_help(shipped) -> None:  # type: ignore[no-untyped-def]
     # ONNX Runtime's layout quantizes every activation (Concat, Add, ...), so entropy's clipped ranges stay
     # whatever convolutions are kept in float: the search stops after one estimate instead of excluding them all
@@ -75,6 +78,7 @@ def test_auto_exclude_says_when_no_layer_can_help(shipped) -> None:  # type: ign
     assert found["models_run"] <= 4
 
 
+@pytest.mark.slow
 def test_sensitivity_command_writes_its_report(tmp_path: Path) -> None:
     out = tmp_path / "sens.json"
     proc = run_cli("sensitivity", str(SHIPPED_MODEL), "--calib-size", "12", "--top", "3", "-o", str(out))
@@ -85,6 +89,7 @@ def test_sensitivity_command_writes_its_report(tmp_path: Path) -> None:
     assert len(report["sensitivity"]["layers"]) > 90
 
 
+@pytest.mark.slow
 def test_entropy_failure_points_to_the_remedies(tmp_path: Path) -> None:
     out = tmp_path / "m.onnx"
     proc = run_cli(
@@ -109,6 +114,7 @@ def test_entropy_failure_points_to_the_remedies(tmp_path: Path) -> None:
     assert onnx.load(str(failed)) and json.loads(Path(str(failed) + ".json").read_text())["status"] != "ok"
 
 
+@pytest.mark.slow
 def test_unreadable_calibration_images_are_skipped_and_counted(tmp_path: Path) -> None:
     calib = tmp_path / "calib"
     calib.mkdir()

@@ -44,6 +44,7 @@ def _by_hand(model: onnx.ModelProto) -> dict[str, int]:
     return macs
 
 
+@pytest.mark.slow
 def test_every_layer_and_mac_is_counted_for_both_flavours(fp32: onnx.ModelProto, ranges) -> None:  # type: ignore[no-untyped-def]
     by_hand = _by_hand(fp32)
     convs = sum(1 for n in fp32.graph.node if n.op_type == "Conv")

@@ -84,6 +84,7 @@ def test_bad_bench_inputs(tmp_path: Path) -> None:
         bench_model(other, BenchConfig())
 
 
+@pytest.mark.slow
 def test_bench_shipped_model_lists_every_target(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     args = ["--duration-s", "0.3", "--warmup-ms", "50", "--eval-limit", "40", "--calib-size", "16", "--threads", "1"]

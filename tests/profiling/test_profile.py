@@ -189,6 +189,7 @@ def test_profile_sweep_on_a_dynamic_onnx_reports_every_batch(tmp_path: Path) -> 
     assert report["environment"]["cpu"]["logical_cores"] >= 1
 
 
+@pytest.mark.slow
 def test_cli_writes_json_and_png(tmp_path: Path) -> None:
     model = tiny_onnx(tmp_path / "tiny.onnx")
     out, png = tmp_path / "out" / "p.json", tmp_path / "p.png"
@@ -203,6 +204,7 @@ def test_cli_writes_json_and_png(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.rglob("*") if p.name.startswith(".")) == []  # no temp file left
 
 
+@pytest.mark.slow
 def test_cli_json_prints_the_report(tmp_path: Path) -> None:
     proc = run_cli("profile", str(tiny_onnx(tmp_path / "t.onnx")), *FAST, "--random-input", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -222,6 +224,7 @@ def test_cli_json_prints_the_report(tmp_path: Path) -> None:
         (["--no-data-transfers"], "--no-data-transfers applies to TensorRT engines"),
     ],
 )
+@pytest.mark.slow
 def test_cli_bad_options_exit_2_with_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
     proc = run_cli("profile", str(tiny_onnx(tmp_path / "t.onnx")), *FAST, *args)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("ghost-deploy: error:")]
@@ -234,6 +237,7 @@ def test_cli_help_lists_the_engine_flags() -> None:
     assert "--cuda-graph" in proc.stdout and "--no-data-transfers" in proc.stdout and "2.5% GPU" in proc.stdout
 
 
+@pytest.mark.slow
 def test_cli_unknown_type_exits_2(tmp_path: Path) -> None:
     bogus = tmp_path / "model.bin"
     bogus.write_bytes(b"\x00" * 64)
@@ -241,6 +245,7 @@ def test_cli_unknown_type_exits_2(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "unknown artifact type" in proc.stderr
 
 
+@pytest.mark.slow
 def test_plot_without_matplotlib_exits_3_naming_the_extra(tmp_path: Path) -> None:
     import subprocess
     import sys
@@ -253,6 +258,7 @@ def test_plot_without_matplotlib_exits_3_naming_the_extra(tmp_path: Path) -> Non
     assert not (tmp_path / "p.png").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.no_tensorrt
 def test_engine_without_tensorrt_exits_3_naming_the_extra(tmp_path: Path) -> None:
     engine = tmp_path / "m.engine"
@@ -269,6 +275,7 @@ def test_profile_pytorch_checkpoint(small_checkpoint: Path) -> None:
     assert "layers" not in res  # the per-layer profile is ONNX Runtime's (and TensorRT's)
 
 
+@pytest.mark.slow
 def test_profile_engine_like_trtexec(tmp_path: Path) -> None:
     """On the installed TensorRT, else the simulated 10.3 (the report then says so)."""
     from tests.helpers import SHIPPED_MODEL, trt_env

@@ -226,6 +226,7 @@ def test_engine_layer_profile_maps_to_the_onnx_nodes(engine: Path) -> None:
     assert any("stem/Conv" in r["onnx_nodes"] for r in layers["layers"])
 
 
+@pytest.mark.slow
 def test_engine_cli_prints_the_trtexec_summary(engine: Path, tmp_path: Path, trt_here: dict[str, str]) -> None:
     out = tmp_path / "p.json"
     args = ["--warmup-ms", "20", "--duration-s", "0.2", "--layer-runs", "3", "--random-input", "-o", str(out)]
@@ -236,6 +237,7 @@ def test_engine_cli_prints_the_trtexec_summary(engine: Path, tmp_path: Path, trt
     assert ("SIMULATED" in proc.stdout) == bool(trt_here)
 
 
+@pytest.mark.slow
 def test_engine_cli_profiles_with_a_cuda_graph(engine: Path, tmp_path: Path, trt_here: dict[str, str]) -> None:
     out = tmp_path / "p.json"
     args = ["--warmup-ms", "20", "--duration-s", "0.2", "--layer-runs", "3", "--random-input", "-o", str(out)]

@@ -51,6 +51,7 @@ def config(target: str, output: Path, **changes: object) -> ExportConfig:
     return small_export_config(target, output, **changes)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["trt-fp32", "trt-fp16", "trt-int8"])
 def test_export_builds_verifies_and_marks_a_simulated_engine(
     simulated: trtsim.Simulation, checkpoint: Path, tmp_path: Path, target: str
@@ -65,6 +66,7 @@ def test_export_builds_verifies_and_marks_a_simulated_engine(
     assert (tmp_path / "m.engine.build.sh").is_file()
 
 
+@pytest.mark.slow
 def test_implicit_int8_where_the_version_has_calibrators(
     simulated: trtsim.Simulation, checkpoint: Path, tmp_path: Path
 ) -> None:
@@ -90,6 +92,7 @@ def dynamic_onnx(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return paths
 
 
+@pytest.mark.slow
 def test_build_with_a_dynamic_batch_then_verify_profile_and_refuse_outside_the_profile(
     simulated: trtsim.Simulation, dynamic_onnx: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -109,6 +112,7 @@ def test_build_with_a_dynamic_batch_then_verify_profile_and_refuse_outside_the_p
         profile_artifact(engine, ProfileConfig(loop=loop, layer_runs=0, batches=(9,)))
 
 
+@pytest.mark.slow
 def test_pack_opens_and_predicts_only_under_the_same_simulation(
     simulated: trtsim.Simulation, checkpoint: Path, tmp_path: Path
 ) -> None:
@@ -135,6 +139,7 @@ def test_pack_opens_and_predicts_only_under_the_same_simulation(
     trtsim.install(simulated.version)  # the fixture removes it
 
 
+@pytest.mark.slow
 def test_bench_runs_the_engine_rows_labelled_simulated(
     simulated: trtsim.Simulation, checkpoint: Path, tmp_path: Path
 ) -> None:
@@ -156,6 +161,7 @@ def test_bench_runs_the_engine_rows_labelled_simulated(
     assert not any("trt-" in w for w in report["warnings"])  # no speed verdict on simulated rows
 
 
+@pytest.mark.slow
 def test_outputs_do_not_depend_on_the_simulated_version(checkpoint: Path, tmp_path: Path) -> None:
     """The same FP32 engine on every version: the same logits as ONNX Runtime gives the FP32 ONNX."""
     logits = []
@@ -169,6 +175,7 @@ def test_outputs_do_not_depend_on_the_simulated_version(checkpoint: Path, tmp_pa
         np.testing.assert_allclose(other, logits[0], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_an_engine_that_fails_its_gate_leaves_the_previous_engine_in_place(tmp_path: Path) -> None:
     engine = tmp_path / "g.engine"
     with trtsim.simulate("10.3"):

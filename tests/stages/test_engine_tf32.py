@@ -51,6 +51,7 @@ def _engine(source: Source, path: Path, tf32: bool) -> dict[str, object]:
     return engine_from_source(source, cfg, QUIET).report
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tf32", [False, True], ids=["fp32", "tf32"])
 def test_trt_fp32_passes_its_gate_with_and_without_tf32(
     simulated: trtsim.Simulation, source: Source, tmp_path: Path, tf32: bool
@@ -73,6 +74,7 @@ def test_trt_fp32_passes_its_gate_with_and_without_tf32(
     assert ("--noTF32" in script) is not tf32
 
 
+@pytest.mark.slow
 def test_a_tf32_engine_fails_the_unwidened_fp32_gate_and_passes_verify_by_its_report(
     source: Source, tmp_path: Path
 ) -> None:
@@ -104,6 +106,7 @@ def test_the_bundle_manifest_records_tf32(source: Source, tmp_path: Path, tf32: 
     assert packed["manifest"]["artifacts"][0]["tensorrt"]["tf32"] is tf32
 
 
+@pytest.mark.slow
 def test_the_cli_flags_reach_the_build_and_a_foreign_timing_cache_is_said_in_plain_words(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

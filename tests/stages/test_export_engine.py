@@ -23,6 +23,7 @@ from tests.helpers import DIGITS, SHIPPED_MODEL, TINY_MODEL, run_cli, trt_env
         ("11.4.0", "qdq-fp16", ["--stronglyTyped"], ["--int8", "--fp16"]),
     ],
 )
+@pytest.mark.slow
 def test_trt_int8_without_tensorrt_writes_onnx_cache_script_and_exits_3(
     tmp_path: Path, version: str, onnx_kind: str, flags: list[str], absent: list[str]
 ) -> None:
@@ -79,6 +80,7 @@ def test_implicit_int8_is_refused_on_tensorrt_11(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.no_tensorrt
 def test_implicit_int8_makes_the_cache_and_the_fp32_onnx_from_one_export(tmp_path: Path) -> None:
     engine = tmp_path / "i.engine"
@@ -92,6 +94,7 @@ def test_implicit_int8_makes_the_cache_and_the_fp32_onnx_from_one_export(tmp_pat
     assert "--calib=i.calibration.onnx.cache" in (tmp_path / "i.engine.build.sh").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.no_tensorrt
 def test_high_precision_given_wins_on_a_strongly_typed_build(tmp_path: Path) -> None:
     engine = tmp_path / "h.engine"
@@ -116,6 +119,7 @@ def test_high_precision_fp16_on_a_weakly_typed_build_is_refused_before_any_work(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["trt-fp32", "trt-fp16", "trt-int8"])
 def test_engine_builds_runs_and_matches_onnxruntime(tmp_path: Path, target: str) -> None:
     """The shipped model end to end on the installed TensorRT, else the simulated 10.3, which says so."""
@@ -129,6 +133,7 @@ def test_engine_builds_runs_and_matches_onnxruntime(tmp_path: Path, target: str)
     assert report["simulated"] == bool(env) and ("is SIMULATED" in proc.stderr) == bool(env)
 
 
+@pytest.mark.slow
 @pytest.mark.no_tensorrt
 def test_build_command_plans_from_the_onnx_kind(tmp_path: Path) -> None:
     qdq = tmp_path / "g.onnx"
@@ -160,6 +165,7 @@ def test_build_command_plans_from_the_onnx_kind(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "--high-precision fp16" in proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.no_tensorrt
 def test_a_simulated_engine_packs_and_runs_only_under_its_simulation(tmp_path: Path) -> None:
     env = {"GHOST_DEPLOY_SIMULATE_TRT": "10.3"}

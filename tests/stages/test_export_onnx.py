@@ -71,6 +71,7 @@ def test_a_failed_gate_leaves_the_destination_as_it_was(tmp_path: Path, capsys: 
     assert sorted(_state(out.parent)) == ["m.onnx", "m.onnx.json"]  # a pass removes the failed copies
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_an_interrupt_during_verify_leaves_the_destination_as_it_was(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, signum: int, code: int
@@ -84,6 +85,7 @@ def test_an_interrupt_during_verify_leaves_the_destination_as_it_was(
     assert _state(tmp_path) == before  # no new artifact, no temporary, no lock file
 
 
+@pytest.mark.slow
 def test_sigkill_leaves_only_temporaries_which_the_next_run_removes(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -101,6 +103,7 @@ def test_sigkill_leaves_only_temporaries_which_the_next_run_removes(
     assert sorted(_state(tmp_path)) == ["good.onnx", "out.onnx", "out.onnx.json"]
 
 
+@pytest.mark.slow
 def test_concurrent_runs_to_one_output_one_wins_whole_the_other_is_busy(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -119,6 +122,7 @@ def test_concurrent_runs_to_one_output_one_wins_whole_the_other_is_busy(
     assert sorted(_state(tmp_path)) == ["good.onnx", "out.onnx", "out.onnx.json"]
 
 
+@pytest.mark.slow
 def test_a_full_disk_leaves_the_destination_as_it_was(tmp_path: Path) -> None:
     good = tiny_onnx(tmp_path / "good.onnx")
     out = tmp_path / "m.onnx"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from ghost_deploy.backends.base import TensorSpec
@@ -38,6 +39,7 @@ class _Counting(TorchRunner):
         return super().infer(feeds)
 
 
+@pytest.mark.slow
 def test_a_batch_1_onnx_is_checked_against_pytorch_at_a_large_batch(small_model: torch.nn.Module) -> None:
     samples = [Sample(x, i % 10, str(i)) for i, x in enumerate(digit_images(70, 64))]
     fixed = onnx_from_module(small_model, 64, BatchSpec(fixed=1))
@@ -58,6 +60,7 @@ def test_large_images_take_smaller_reference_batches() -> None:
     assert reference_batch((None, 3, 1024, 1024)) == 1
 
 
+@pytest.mark.slow
 def test_the_job_sizes_threads_once_and_gives_pytorch_its_count_back(small_checkpoint: Path, tmp_path: Path) -> None:
     before = torch.get_num_threads()
     cfg = ExportConfig(output=tmp_path / "s.onnx", eval_limit=20)

@@ -45,6 +45,7 @@ def _assert_disjoint_and_complete(found: dict[str, list[int]]) -> None:
     assert sorted(everything) == list(range(1797)), "the split folders do not hold each of the 1797 digits once"
 
 
+@pytest.mark.slow
 def test_smoke_training_writes_split_and_loadable_checkpoint(tmp_path: Path) -> None:
     import torch
 
@@ -107,6 +108,7 @@ def test_pixel_scaling_is_rounded_and_invents_nothing() -> None:
     assert scaled == [int(np.floor(v * 255 / 16 + 0.5)) for v in range(17)]
 
 
+@pytest.mark.slow
 def test_shipped_model_reaches_its_recorded_accuracy() -> None:
     import torch
 

@@ -25,6 +25,7 @@ def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
         return runner.infer({"input": x})["logits"]
 
 
+@pytest.mark.slow
 def test_dynamic_batch_runs_any_batch_size(small_model: torch.nn.Module) -> None:
     model, _ = simplify_onnx(onnx_from_module(small_model, 64, BatchSpec(None, (1, 4, 8))))
     dim0 = model.graph.input[0].type.tensor_type.shape.dim[0]
@@ -36,6 +37,7 @@ def test_dynamic_batch_runs_any_batch_size(small_model: torch.nn.Module) -> None
         assert np.abs(_run(model, x[:n]) - ref).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_fixed_batch_is_static(small_model: torch.nn.Module) -> None:
     model = onnx_from_module(small_model, 64, BatchSpec(4))
     dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
@@ -43,6 +45,7 @@ def test_fixed_batch_is_static(small_model: torch.nn.Module) -> None:
     assert [o.name for o in model.graph.output] == ["logits"]
 
 
+@pytest.mark.slow
 def test_simplified_graph_has_no_slice_and_same_outputs(small_model: torch.nn.Module) -> None:
     exported = onnx_from_module(small_model, 64, BatchSpec(2))
     assert op_counts(exported)["Slice"] == 32
@@ -90,6 +93,7 @@ print(hashlib.sha256(model.SerializeToString()).hexdigest())
 """
 
 
+@pytest.mark.slow
 def test_export_is_byte_identical_across_processes() -> None:
     digests = {
         subprocess.run([sys.executable, "-c", _EXPORT_SCRIPT], capture_output=True, text=True, check=True)
@@ -100,6 +104,7 @@ def test_export_is_byte_identical_across_processes() -> None:
     assert len(digests) == 1
 
 
+@pytest.mark.slow
 def test_export_is_byte_identical_in_process(small_model: torch.nn.Module) -> None:
     a = onnx_from_module(small_model, 64, BatchSpec(1)).SerializeToString()
     b = onnx_from_module(small_model, 64, BatchSpec(1)).SerializeToString()
@@ -112,6 +117,7 @@ def test_opset_out_of_range(small_model: torch.nn.Module, opset: int) -> None:
         onnx_from_module(small_model, 64, BatchSpec(1), opset=opset)
 
 
+@pytest.mark.slow
 def test_opset_13_works(small_model: torch.nn.Module) -> None:
     model = onnx_from_module(small_model, 64, BatchSpec(1), opset=13)
     assert model.opset_import[0].version == 13

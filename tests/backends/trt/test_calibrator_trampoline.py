@@ -52,6 +52,7 @@ def _plan(onnx_path: Path, cache: Path, version: str) -> BuildPlan:
     return plan_build(version, request)
 
 
+@pytest.mark.slow
 def test_a_cache_written_for_another_tensorrt_is_refused_before_building(
     made_for_8_5: tuple[Path, Path], tmp_path: Path
 ) -> None:

@@ -38,6 +38,7 @@ def _engine(tmp_path: Path) -> Path:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", ["8.5", "10.3"])
 def test_the_captured_enqueue_replays_on_new_inputs(version: str, tmp_path: Path) -> None:
     with trtsim.simulate(version):
@@ -67,6 +68,7 @@ def runner_free_result(engine: Path, batch: np.ndarray) -> np.ndarray:
         return runner.infer({"input": batch})[OUTPUT_NAME]
 
 
+@pytest.mark.slow
 def test_an_enqueue_that_cannot_be_captured_ends_the_capture_and_says_so(tmp_path: Path) -> None:
     with trtsim.simulate("10.3"):
         engine = _engine(tmp_path)
@@ -80,6 +82,7 @@ def test_an_enqueue_that_cannot_be_captured_ends_the_capture_and_says_so(tmp_pat
             runner.synchronize()
 
 
+@pytest.mark.slow
 def test_a_failed_driver_call_is_named_with_its_cuda_error(tmp_path: Path) -> None:
     with trtsim.simulate("10.3"):
         engine = _engine(tmp_path)

@@ -40,6 +40,7 @@ def _copied_without_report(tmp_path: Path, version: str, **engine: object) -> Pa
     return out
 
 
+@pytest.mark.slow
 def test_a_version_compatible_engine_without_its_report_says_how_to_allow_its_runtime(tmp_path: Path) -> None:
     engine = _copied_without_report(tmp_path, "10.3", version_compatible=True)
     with trtsim.simulate("10.3"):
@@ -53,6 +54,7 @@ def test_a_version_compatible_engine_without_its_report_says_how_to_allow_its_ru
             assert runner.infer({INPUT_NAME: digit_images(1, 32)})[OUTPUT_NAME].shape == (1, 10)
 
 
+@pytest.mark.slow
 def test_an_engine_of_another_tensorrt_without_its_report_is_an_input_error(tmp_path: Path) -> None:
     engine = _copied_without_report(tmp_path, "8.6")
     with trtsim.simulate("10.3"), pytest.raises(InputError) as refused:

@@ -48,6 +48,7 @@ def _feeds(count: int) -> dict[str, np.ndarray]:
 
 
 # 1. Runtime.engine_host_code_allowed was never set: a version-compatible engine could not be loaded back.
+@pytest.mark.slow
 @pytest.mark.parametrize("version", ["8.6", "10.3", "11.1"])
 def test_a_version_compatible_engine_loads_where_it_was_built(version: str, tmp_path: Path) -> None:
     with trtsim.simulate(version):
@@ -57,6 +58,7 @@ def test_a_version_compatible_engine_loads_where_it_was_built(version: str, tmp_
 
 
 # 2. Any <engine>.json was trusted: a report written elsewhere, or an older build's, rejected a good engine.
+@pytest.mark.slow
 def test_a_rebuild_under_another_tensorrt_is_not_rejected_by_the_previous_report(tmp_path: Path) -> None:
     with trtsim.simulate("10.3"):
         _engine(tmp_path)
@@ -66,6 +68,7 @@ def test_a_rebuild_under_another_tensorrt_is_not_rejected_by_the_previous_report
     assert report["trt_version"]["version"] == trtsim.VERSIONS["10.13"]
 
 
+@pytest.mark.slow
 def test_a_report_from_a_machine_without_tensorrt_says_nothing_of_the_engine(tmp_path: Path) -> None:
     with trtsim.simulate("10.13"):
         engine = _engine(tmp_path)
@@ -87,6 +90,7 @@ def test_a_plan_for_another_tensorrt_than_the_installed_one_is_refused(tmp_path:
 
 
 # 4. set_input_shape's answer was ignored and buffers were sized from the feed.
+@pytest.mark.slow
 def test_feeds_the_engine_cannot_take_are_refused_and_a_fixed_batch_bundle_pads(tmp_path: Path) -> None:
     with trtsim.simulate("10.3"):
         engine = _engine(tmp_path, batch=BatchSpec(4))
@@ -103,6 +107,7 @@ def test_feeds_the_engine_cannot_take_are_refused_and_a_fixed_batch_bundle_pads(
     assert six.shape == (6, 10)
 
 
+@pytest.mark.slow
 def test_a_shape_outside_the_profile_is_refused_with_the_range(tmp_path: Path) -> None:
     with trtsim.simulate("10.13"):
         engine = _engine(tmp_path, batch=BatchSpec(None, (1, 2, 4)))
@@ -114,6 +119,7 @@ def test_a_shape_outside_the_profile_is_refused_with_the_range(tmp_path: Path) -
 
 
 # 5. pycuda.autoinit made a second, non-primary context, current only on the importing thread.
+@pytest.mark.slow
 def test_a_bundle_runs_from_an_application_thread_in_one_context(tmp_path: Path) -> None:
     with trtsim.simulate("10.3"):
         bundle = ghost_deploy.pack([_engine(tmp_path, "trt-fp16")], tmp_path / "b")["bundle"]
@@ -128,6 +134,7 @@ def test_a_bundle_runs_from_an_application_thread_in_one_context(tmp_path: Path)
 
 
 # 6. Version compatibility across majors that TensorRT supports was refused.
+@pytest.mark.slow
 def test_a_version_compatible_10_engine_runs_on_11(tmp_path: Path) -> None:
     with trtsim.simulate("10.13"):
         engine = _engine(tmp_path, "trt-fp16", engine=EngineOptions(version_compatible=True))
@@ -154,6 +161,7 @@ def test_ampere_plus_on_a_jetson_is_refused_before_any_work(tmp_path: Path) -> N
 
 
 # 8. --no-data-transfers never copied the inputs, not even once.
+@pytest.mark.slow
 def test_timing_without_transfers_computes_on_the_real_inputs(tmp_path: Path) -> None:
     with trtsim.simulate("10.3"):
         engine = _engine(tmp_path, batch=BatchSpec(2))
@@ -168,6 +176,7 @@ def test_timing_without_transfers_computes_on_the_real_inputs(tmp_path: Path) ->
 
 
 # 9. runtime.DLA_core was never set: an engine built for DLA core 1 ran on core 0.
+@pytest.mark.slow
 def test_an_engine_for_dla_core_1_runs_on_core_1(tmp_path: Path) -> None:
     with trtsim.simulate("10.3", gpu=trtsim.ORIN):
         engine = _engine(tmp_path, "trt-fp16", engine=EngineOptions(dla_core=1))
@@ -198,6 +207,7 @@ def test_implicit_int8_with_a_dynamic_batch_sets_the_calibration_profile(tmp_pat
 
 
 # 11. Nothing checked num_DLA_cores, and every failed build was reported as "usually memory".
+@pytest.mark.slow
 def test_a_dla_core_the_device_lacks_is_refused_with_the_count(tmp_path: Path) -> None:
     with trtsim.simulate("10.3", gpu=trtsim.ORIN):
         cfg = small_export_config("trt-fp16", tmp_path / "m.engine", engine=EngineOptions(dla_core=2))
@@ -205,6 +215,7 @@ def test_a_dla_core_the_device_lacks_is_refused_with_the_count(tmp_path: Path) -
             ghost_deploy.export(TINY_MODEL, cfg, QUIET)
 
 
+@pytest.mark.slow
 def test_a_failed_build_reports_tensorrts_own_error(tmp_path: Path) -> None:
     from ghost_deploy.backends.trt.build import engine_from_onnx
     from ghost_deploy.backends.trt.plan import BuildRequest, plan_build

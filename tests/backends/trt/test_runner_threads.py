@@ -57,6 +57,7 @@ def _hammer(call: object, jobs: list[int]) -> list[object]:
         return list(pool.map(call, jobs))  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_bundle_predict_and_infer_from_8_threads_equal_the_single_threaded_results(
     engine: Path, tmp_path: Path
 ) -> None:
