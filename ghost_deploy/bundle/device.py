@@ -88,10 +88,13 @@ class DeviceEngine:
     verification: dict[str, Any] | None
     seconds: dict[str, float]
     cache_entry: Path | None = None
+    # a cached engine's bytes, read while its cache entry was locked: what runs is what was checked, even if
+    # `cache prune` or another process's rebuild removes or replaces the file afterwards
+    plan: bytes | None = dataclasses.field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (for `prepare --json` and `run --json`)."""
-        out = dataclasses.asdict(self)
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "plan"}
         out["path"], out["cache_entry"] = str(self.path), str(self.cache_entry) if self.cache_entry else None
         return out
 
@@ -276,6 +279,9 @@ def _packed(
             return DeviceEngine(packed, "packed", decision.why, origin.version_compatible, origin.dla_core,
                                 found.entry.verification, {}, found.entry.folder)  # fmt: skip
         _forget_damage(cache, key, found.damaged, say)
+        earlier = cache.rejected(key)
+        if earlier is not None:  # failed here before: not verified (and copied aside) again at every open
+            raise earlier_rejection(entry, earlier, packed=True)
         staging = cache.staging(key)
         start = time.perf_counter()
         record = verify_engine(packed, origin.version_compatible, origin.dla_core, root, manifest, entry, say)
@@ -326,12 +332,13 @@ def _built(
         if not record["passed"]:
             reject(cache, key, staging, report, record, entry, "built on this device")
         published = cache.publish(key, staging, report, record)
-    return dataclasses.replace(_from_entry(published, plan, "built", decision.why), seconds=seconds)
+        return dataclasses.replace(_from_entry(published, plan, "built", decision.why), seconds=seconds)
 
 
 def _from_entry(found: Any, plan: Any, source: str, why: str) -> DeviceEngine:
+    """A cache entry as the engine to run, its bytes read now (the caller holds the entry's lock)."""
     return DeviceEngine(found.engine, source, why, plan.version_compatible, plan.dla_core, found.verification,
-                        {}, found.folder)  # fmt: skip
+                        {}, found.folder, found.engine.read_bytes())  # fmt: skip
 
 
 def _forget_damage(cache: EngineCache, key: CacheKey, damaged: str | None, say: Say) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ghost_deploy.backends.trt.engine_cache import CacheKey, EngineCache
-from ghost_deploy.bundle.errors import EngineRejected
+from ghost_deploy.bundle.errors import EngineRejected, ManifestError
 from ghost_deploy.bundle.reference import load_reference
 from ghost_deploy.config import Tolerances
 
@@ -25,6 +25,27 @@ def tolerances_of(entry: dict[str, Any]) -> dict[str, Any]:
 
     found = (entry.get("device_build") or {}).get("tolerances") or (entry.get("verification") or {}).get("tolerances")
     return found or Tolerances.for_precision(TARGETS[entry["target"]].precision).to_dict()
+
+
+def _tolerances(entry: dict[str, Any]) -> Tolerances:
+    """The manifest's tolerances as Tolerances; a field this ghost-deploy does not know (a newer packer's gate)
+    or a bad value is a ManifestError (exit 2), never a TypeError."""
+    import dataclasses
+
+    from ghost_deploy.errors import InputError
+
+    given = tolerances_of(entry)
+    known = {f.name for f in dataclasses.fields(Tolerances)}
+    unknown = sorted(set(given) - known) if isinstance(given, dict) else ["(not an object)"]
+    if unknown:
+        raise ManifestError(
+            f"{entry['file']}: the manifest's tolerances name {', '.join(unknown)}, which this ghost-deploy does not "
+            "know: open the bundle with the ghost-deploy that packed it, or newer"
+        )
+    try:
+        return Tolerances(**given)
+    except (InputError, TypeError, ValueError) as exc:
+        raise ManifestError(f"{entry['file']}: the manifest's tolerances are not valid: {exc}") from None
 
 
 def verify_engine(
@@ -42,7 +63,7 @@ def verify_engine(
     from ghost_deploy.verify import Recorded, compare_runners, verification_record
 
     inputs, outputs = load_reference(root, manifest)
-    tol = Tolerances(**tolerances_of(entry))
+    tol = _tolerances(entry)
     say(f"verifying the engine of {entry['file']} on the bundle's {len(inputs)} reference inputs")
     samples = [Sample(row, None, f"reference-{i}") for i, row in enumerate(inputs)]
     runner = TensorRTRunner(engine, version_compatible, dla_core)
@@ -76,8 +97,9 @@ def reject(
     )
 
 
-def earlier_rejection(entry: dict[str, Any], kept: Path) -> EngineRejected:
-    """The same engine failed its verification on this device before: not built again unless asked."""
+def earlier_rejection(entry: dict[str, Any], kept: Path, packed: bool = False) -> EngineRejected:
+    """The same engine failed its verification on this device before: not built (or, packed, not verified)
+    again unless asked."""
     from ghost_deploy.fileio import loads_strict
 
     try:
@@ -86,8 +108,9 @@ def earlier_rejection(entry: dict[str, Any], kept: Path) -> EngineRejected:
     except (OSError, ValueError, UnicodeDecodeError, AttributeError):
         record, failures = None, "its record is unreadable"
     return EngineRejected(
-        f"the engine of {entry['file']} was built on this device earlier and failed its verification ({failures}); "
-        f"it is kept in {kept} and is not built again unless asked: engine='rebuild' (ghost-deploy prepare "
-        "--rebuild)",
+        f"the engine of {entry['file']} {'packed in the bundle' if packed else 'built on this device'} failed its "
+        f"verification here earlier ({failures}); it is kept in {kept} and is not "
+        f"{'verified' if packed else 'built'} again unless asked: engine='rebuild' (ghost-deploy prepare --rebuild) "
+        "builds one from the bundle's ONNX",
         {"verification": record, "kept": str(kept)},
     )

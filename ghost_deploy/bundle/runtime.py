@@ -291,7 +291,7 @@ class Bundle:
                     from ghost_deploy.backends.trt.runner import TensorRTRunner
 
                     found = self.engine
-                    runner = TensorRTRunner(found.path, found.version_compatible, found.dla_core)
+                    runner = TensorRTRunner(found.path, found.version_compatible, found.dla_core, plan=found.plan)
                 else:
                     from ghost_deploy.backends.onnxruntime import OnnxRuntimeRunner
 

@@ -307,3 +307,54 @@ def test_cache_list_and_prune(
     assert (
         json.loads(_cli(capsys, "cache", "prune", "--all", "--cache-dir", str(cache), "--json")[1])["kept_bytes"] == 0
     )
+
+
+def test_a_prune_after_open_changes_nothing_that_runs(packed_10_3: Path, tmp_path: Path, no_simulation: None) -> None:
+    """The engine's bytes are read while its cache entry is locked: `cache prune` between open and the first
+    prediction removes the entry, not what the opened bundle runs (before: FileNotFoundError, exit 1)."""
+    from ghost_deploy.backends.trt.cache_admin import prune_cache
+    from ghost_deploy.backends.trt.engine_cache import EngineCache
+
+    cache = tmp_path / "cache"
+    with trtsim.simulate("10.13"):
+        Bundle.open(packed_10_3, cache_dir=cache).close()  # built, verified, cached
+        with Bundle.open(packed_10_3, cache_dir=cache) as bundle:
+            assert bundle.engine is not None and bundle.engine.source == "cached"
+            assert len(prune_cache(EngineCache(cache), everything=True)["removed"]) == 1
+            assert not bundle.engine.path.exists()
+            assert _labels(bundle) == ["1", "4", "7"]
+
+
+def _with_tolerances(bundle: Path, dst: Path, **tolerances: object) -> Path:
+    import shutil
+
+    shutil.copytree(bundle, dst)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    manifest["artifacts"][0]["device_build"]["tolerances"].update(tolerances)
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    return dst
+
+
+def test_a_packed_engine_that_failed_here_is_not_verified_again(
+    packed_10_3: Path, tmp_path: Path, no_simulation: None
+) -> None:
+    """A packed engine that fits but fails the reference set is refused at every open without verifying (and
+    copying it aside) again; before, each open re-ran the verification and kept another copy."""
+    strict = _with_tolerances(packed_10_3, tmp_path / "strict", max_abs=1e-12, rtol=0.0)  # FP16 never meets it
+    cache = tmp_path / "cache"
+    with trtsim.simulate("10.3"):
+        for attempt in range(3):
+            with pytest.raises(EngineRejected) as rejected:
+                Bundle.open(strict, cache_dir=cache, say=lambda text: None)
+            assert ("earlier" in str(rejected.value)) == (attempt > 0)
+    assert len(list((cache / "rejected").iterdir())) == 1
+
+
+def test_tolerances_this_version_does_not_know_are_a_manifest_error(
+    packed_10_3: Path, tmp_path: Path, no_simulation: None
+) -> None:
+    from ghost_deploy.bundle.errors import ManifestError
+
+    newer = _with_tolerances(packed_10_3, tmp_path / "newer", max_rel_error=0.1)  # a newer packer's gate
+    with trtsim.simulate("10.13"), pytest.raises(ManifestError, match="max_rel_error"):
+        Bundle.open(newer, cache_dir=tmp_path / "cache")

@@ -60,13 +60,17 @@ class TensorRTRunner(Runner):
         version_compatible: bool | None = None,
         dla_core: int | None = None,
         max_contexts: int = MAX_CONTEXTS,
+        plan: bytes | None = None,
     ) -> None:
+        """`plan`: the engine's bytes, read earlier (e.g. under the engine cache's lock, so that a prune or a
+        rebuild in another process cannot change what runs); `engine_path` then only names it."""
         if max_contexts < 1:
             raise InputError(f"max_contexts must be at least 1, got {max_contexts}")
         self.engine_path = engine_path
         self.version_compatible = version_compatible
         self.dla_core = dla_core
         self.max_contexts = max_contexts
+        self._plan = plan
         self._live: Live | None = None
         self._activation = threading.Lock()
 
@@ -109,7 +113,9 @@ class TensorRTRunner(Runner):
         core = self.dla_core if self.dla_core is not None else origin.dla_core
         if core is not None:
             runtime.DLA_core = core
-        engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
+        engine = runtime.deserialize_cuda_engine(
+            self._plan if self._plan is not None else self.engine_path.read_bytes()
+        )
         if engine is None:
             described = self.version_compatible is not None or bool(origin.trt_version)
             raise deserialize_failure(self.engine_path, described, logger.errors, str(trt_mod.__version__))
