@@ -243,18 +243,20 @@ class Bundle:
         say: Callable[[str], None] | None = None,
     ) -> Choice:
         """Choose what runs (see `open`) and settle its engine; done once, by `open` or at the first inference."""
-        from ghost_deploy.bundle.select import choose, simulated_files
+        from ghost_deploy.bundle.select import choose, simulated_files, unfit_here
 
         with self._lock:
             if self.choice is not None:
                 return self.choice
+            from ghost_deploy.backends.trt.engine_cache import EngineCache
+
+            cache = EngineCache(Path(cache_dir) if cache_dir is not None else None)
             simulated = simulated_files(self.root, self.manifest)
-            choice = choose(self.manifest, artifact, _tensorrt_available(), simulated)
+            unfit = unfit_here(self.root, self.manifest, engine, cache)
+            choice = choose(self.manifest, artifact, _tensorrt_available(), simulated, unfit)
             if choice.backend == "tensorrt":
-                from ghost_deploy.backends.trt.engine_cache import EngineCache
                 from ghost_deploy.bundle.device import resolve
 
-                cache = EngineCache(Path(cache_dir) if cache_dir is not None else None)
                 self.engine = resolve(self.root, self.manifest, choice.artifact, engine, cache, say or _quiet)
             self.choice = choice
             return choice

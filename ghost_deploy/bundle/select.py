@@ -9,7 +9,7 @@ When the rule passes over such an artifact, the choice says which and why (`Choi
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,10 +72,17 @@ def refusal(entry: dict[str, Any], simulated: bool = False) -> GhostDeployError:
 
 
 def choose(
-    manifest: dict[str, Any], wanted: str | None, tensorrt_here: bool, simulated: frozenset[str] = frozenset()
+    manifest: dict[str, Any],
+    wanted: str | None,
+    tensorrt_here: bool,
+    simulated: frozenset[str] = frozenset(),
+    unfit: Callable[[dict[str, Any]], str | None] | None = None,
 ) -> Choice:
     """The artifact to run here by DEFAULT_RULE; refuses (with the reason) when the one asked for cannot run.
-    `simulated`: the files that are simulated plans whatever the manifest says."""
+    `simulated`: the files that are simulated plans whatever the manifest says. `unfit`: why this TensorRT can
+    neither use nor build an artifact's engine (None: it can); the rule then passes over it to the next
+    candidate (an ONNX packed for TensorRT still runs on ONNX Runtime), while one asked for by name is refused
+    later, with that reason, by whoever settles its engine."""
     artifacts = manifest["artifacts"]
     if wanted is not None:
         matches = [a for a in artifacts if a["file"] == wanted] or [a for a in artifacts if a["target"] == wanted]
@@ -86,25 +93,56 @@ def choose(
             raise refusal(matches[0], matches[0]["file"] in simulated)
         chosen = runnable[0]
         return Choice(chosen, str(backend_for(chosen, tensorrt_here)), f"{chosen['file']}: asked for ({wanted})")
-    passed = tuple(_not_here(a, a["file"] in simulated) for a in artifacts if backend_for(a, tensorrt_here) is None)
+    passed = [_not_here(a, a["file"] in simulated) for a in artifacts if backend_for(a, tensorrt_here) is None]
+    reasons: dict[str, str | None] = {}
+
+    def backend(entry: dict[str, Any]) -> str | None:
+        found = backend_for(entry, tensorrt_here)
+        if found != "tensorrt" or unfit is None:
+            return found
+        if entry["file"] not in reasons:
+            reasons[entry["file"]] = unfit(entry)
+            if reasons[entry["file"]]:
+                passed.append(f"{entry['file']} ({entry['target']}) is not used here: {reasons[entry['file']]}")
+        return found if not reasons[entry["file"]] else ("onnxruntime" if entry["kind"] == "onnx" else None)
+
     note = ""
     default = manifest.get("default_artifact")
     if default is not None:
         entry = find_artifact(artifacts, default)
-        backend = backend_for(entry, tensorrt_here)
-        if backend is not None:
-            return Choice(entry, backend, f"{entry['file']}: the bundle's default (pack --default)", passed)
+        chosen = backend(entry)
+        if chosen is not None:
+            why = f"{entry['file']}: the bundle's default (pack --default)"
+            return Choice(entry, chosen, why, tuple(passed))
         note = f"the bundle's default {default} cannot run here; "
     if tensorrt_here:
         for entry in artifacts:
-            if backend_for(entry, True) == "tensorrt":
+            if backend(entry) == "tensorrt":
                 why = "TensorRT is installed: the first engine, or ONNX packed for TensorRT"
-                return Choice(entry, "tensorrt", f"{entry['file']}: {note}{why}", passed)
+                return Choice(entry, "tensorrt", f"{entry['file']}: {note}{why}", tuple(passed))
     for entry in artifacts:
         if entry["kind"] == "onnx":
             why = "the first ONNX artifact" + ("" if tensorrt_here else " (TensorRT is not installed here)")
-            return Choice(entry, "onnxruntime", f"{entry['file']}: {note}{why}", passed)
+            return Choice(entry, "onnxruntime", f"{entry['file']}: {note}{why}", tuple(passed))
+    for entry in artifacts:  # nothing else runs here: the first engine, whose settling says why it cannot
+        if backend_for(entry, tensorrt_here) == "tensorrt":
+            return Choice(entry, "tensorrt", f"{entry['file']}: {note}the only candidate", tuple(passed))
     raise refusal(artifacts[0], artifacts[0]["file"] in simulated)
+
+
+def unfit_here(root: Path, manifest: dict[str, Any], policy: str, cache: Any) -> Callable[[dict[str, Any]], str | None]:
+    """`choose`'s `unfit` for this machine: why an engine can neither be used nor built here (`device.decide`'s
+    EngineMismatchError), else None. Builds and verifies nothing."""
+    from ghost_deploy.bundle.device import decide
+
+    def why(entry: dict[str, Any]) -> str | None:
+        try:
+            decide(root, manifest, entry, policy, cache)
+        except EngineMismatchError as exc:
+            return str(exc)
+        return None
+
+    return why
 
 
 def _not_here(entry: dict[str, Any], simulated: bool) -> str:
@@ -122,7 +160,10 @@ def describe_here(
 
     out: dict[str, Any] = {"default_rule": DEFAULT_RULE, "default_artifact": manifest.get("default_artifact")}
     try:
-        choice = choose(manifest, wanted, tensorrt_installed(), simulated_files(root, manifest))
+        from ghost_deploy.backends.trt.engine_cache import EngineCache
+
+        unfit = unfit_here(root, manifest, "auto", EngineCache(cache_dir))
+        choice = choose(manifest, wanted, tensorrt_installed(), simulated_files(root, manifest), unfit)
     except GhostDeployError as exc:
         return {**out, "artifact": None, "backend": None, "why": str(exc), "engine": None, "not_here": []}
     out.update(artifact=choice.artifact["file"], backend=choice.backend, why=choice.why, not_here=list(choice.not_here))

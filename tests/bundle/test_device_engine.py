@@ -358,3 +358,25 @@ def test_tolerances_this_version_does_not_know_are_a_manifest_error(
     newer = _with_tolerances(packed_10_3, tmp_path / "newer", max_rel_error=0.1)  # a newer packer's gate
     with trtsim.simulate("10.13"), pytest.raises(ManifestError, match="max_rel_error"):
         Bundle.open(newer, cache_dir=tmp_path / "cache")
+
+
+def test_an_engine_this_tensorrt_can_neither_use_nor_build_gives_way_to_the_onnx(
+    packed_10_3: Path, tmp_path: Path, no_simulation: None
+) -> None:
+    """By the default rule (nothing asked for), an engine that does not fit here and cannot be built here is passed
+    over, with the reason, for the bundle's ONNX; asked for by name, it is refused with that reason."""
+    from ghost_deploy.bundle.errors import EngineMismatchError
+
+    mixed = tmp_path / "mixed"
+    ghost_deploy.pack([packed_10_3.parent / "tiny.engine", packed_10_3.parent / "tiny.build.onnx"], mixed)
+    manifest = json.loads((mixed / "manifest.json").read_text())
+    manifest["artifacts"][0].pop("device_build")  # an engine packed without what a device needs to rebuild it
+    (mixed / "manifest.json").write_text(json.dumps(manifest))
+    with trtsim.simulate("10.13"):
+        with Bundle.open(mixed, cache_dir=tmp_path / "cache") as bundle:
+            assert bundle.choice is not None and bundle.choice.artifact["file"] == "tiny.build.onnx"
+            assert bundle.choice.backend == "onnxruntime"
+            assert any(line.startswith("tiny.engine (trt-fp16) is not used here") for line in bundle.choice.not_here)
+            assert _labels(bundle) == ["1", "4", "7"]
+        with pytest.raises(EngineMismatchError):
+            Bundle.open(mixed, cache_dir=tmp_path / "cache", artifact="trt-fp16")
