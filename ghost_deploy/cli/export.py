@@ -99,16 +99,17 @@ def fill_verify_parser(p: argparse.ArgumentParser) -> None:
 
 def run_verify(args: argparse.Namespace) -> dict[str, Any]:
     """Compare an artifact with its reference."""
-    from ghost_deploy.stages.verify_artifact import artifact_precision, verify_artifact
+    from ghost_deploy.stages.verify_artifact import artifact_precision, default_gate, verify_artifact
 
     precision = args.precision or artifact_precision(args.artifact)
+    gate = default_gate(args.artifact, precision)  # e.g. widened for an engine built with --tf32; flags win
     report = verify_artifact(
         args.artifact,
         args.reference,
         overrides=flags.overrides(args),
         eval_dir=args.eval_dir,
         eval_limit=args.eval_limit,
-        tolerances=flags.tolerances(args, precision),
+        tolerances=flags.tolerances(args, precision, gate),
         trust=args.trust_checkpoint,
         allow_nonfinite_weights=args.allow_nonfinite_weights,
         output=args.output,

@@ -305,9 +305,9 @@ def overrides(args: argparse.Namespace) -> Overrides:
     )
 
 
-def tolerances(args: argparse.Namespace, precision: str = "fp32") -> Tolerances:
-    """The precision's default tolerances with the verification flags applied (`verify`: the FP32 flags set any
-    precision's limits, as they always did; the precision's own flags win)."""
+def tolerances(args: argparse.Namespace, precision: str = "fp32", base: Tolerances | None = None) -> Tolerances:
+    """`base` (default: the precision's default tolerances) with the verification flags applied (`verify`: the
+    FP32 flags set any precision's limits, as they always did; the precision's own flags win)."""
     changes = {
         "max_abs": args.atol,
         "rtol": args.rtol,
@@ -315,7 +315,7 @@ def tolerances(args: argparse.Namespace, precision: str = "fp32") -> Tolerances:
         "min_agreement": args.min_agreement,
     }
     tol = dataclasses.replace(
-        Tolerances.for_precision(precision), **{k: v for k, v in changes.items() if v is not None}
+        base or Tolerances.for_precision(precision), **{k: v for k, v in changes.items() if v is not None}
     )
     return _gate_flags_applied(args, precision, tol)
 

@@ -109,9 +109,10 @@ def _batch_of(runner: Runner, model: onnx.ModelProto | None) -> BatchSpec:
     return BatchSpec(None, (low, opt, high))
 
 
-def default_gate(artifact: Path) -> Tolerances:
-    """The gate of the precision the artifact's report names, widened for TF32 when its build allowed TF32."""
-    precision = artifact_precision(artifact)
+def default_gate(artifact: Path, precision: str | None = None) -> Tolerances:
+    """The gate of `precision` (default: the one the artifact's report names), widened for TF32 when its build
+    allowed TF32."""
+    precision = precision or artifact_precision(artifact)
     try:
         report = report_of(artifact)
     except InputError:

@@ -85,6 +85,12 @@ def test_a_tf32_engine_fails_the_unwidened_fp32_gate_and_passes_verify_by_its_re
         with pytest.raises(VerificationFailed, match=r"max abs error .*x the limit"):
             verify_artifact(tmp_path / "t.engine", onnx, tolerances=FP32_GATE, eval_limit=16, steps=QUIET)
         checked = verify_artifact(tmp_path / "t.engine", onnx, eval_limit=16, steps=QUIET)  # the report's tf32
+        from ghost_deploy.cli.main import main
+
+        # the command too (before: it always passed the unwidened FP32 tolerances, exit 4)
+        command = ["verify", str(tmp_path / "t.engine"), "--reference", str(onnx), "--eval-limit", "16", "-q"]
+        assert main(command) == 0
+        assert main([*command, "--atol", "1e-6", "--rtol", "0"]) == 4  # a flag given still wins
     assert checked["verification"]["passed"]
     assert checked["verification"]["tolerances"] == widen_for_tf32(FP32_GATE).to_dict()
 
