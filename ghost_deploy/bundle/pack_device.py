@@ -149,7 +149,11 @@ def plan_device(
             own = _engine_onnx(path, report)
             tol = (report.section("verification") or {}).get("tolerances")
         else:
-            options, own, tol = options_for_onnx(manifest), path, None
+            options, own = options_for_onnx(manifest), path
+            # the limits the user's export judged this artifact by (e.g. --int8-min-cosine): the device's engine
+            # is judged by the same; an FP32 artifact's by its FP32 check
+            judged = "precision_verification" if precision != "fp32" else "verification"
+            tol = (report.section(judged) or {}).get("tolerances")
         kinds, unavailable = kinds_for(precision, options)
         sources = {"fp32": fp32, **shared}
         if own is not None:

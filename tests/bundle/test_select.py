@@ -103,3 +103,19 @@ def test_onnx_packed_for_tensorrt_is_built_on_the_device_and_runs_on_onnx_runtim
             assert opened.predict(IMAGE, top_k=1)[0].label == on_cpu == "4"
     with pytest.raises(InputError, match="--tensorrt applies to onnx, onnx-fp16 and onnx-int8"):
         ghost_deploy.pack([four["ort-int8"]], tmp_path / "c", tensorrt=True)
+
+
+def test_onnx_packed_for_tensorrt_keeps_the_limits_its_export_was_judged_by(
+    four: dict[str, Path], tmp_path: Path, no_simulation: None
+) -> None:
+    """A user who accepted an INT8 model with lower limits (--int8-min-cosine 0.5) gets a device engine judged by
+    the same limits, not the defaults that would reject it (before: the precision's defaults)."""
+    import dataclasses
+
+    from ghost_deploy.config import Tolerances
+
+    lenient = dataclasses.replace(Tolerances.for_precision("int8"), min_cosine=0.5, min_agreement=0.5)
+    cfg = small_export_config("onnx-int8", tmp_path / "lenient.onnx", precision_tolerances=lenient)
+    artifact = ghost_deploy.export(four["onnx"], cfg, QUIET).artifact
+    build = ghost_deploy.pack([artifact], tmp_path / "b", tensorrt=True)["manifest"]["artifacts"][0]["device_build"]
+    assert build["tolerances"]["min_cosine"] == 0.5 and build["tolerances"]["min_agreement"] == 0.5
