@@ -83,10 +83,28 @@ def _accuracy(targets: Sequence[Target]) -> tuple[list[tuple[str, str]], list[st
         ]
     out = []
     for t in unmeasured:
-        if t.source_model and t.target:
+        if t.command:  # the export's own command line (its size, labels, calibration, gates), with --eval
+            cmd = shlex.join(_with_option(t.command, "--eval", root))
+        elif t.source_model and t.target:
             cmd = f"ghost-export {shlex.quote(t.source_model)} --target {t.target} --eval {shlex.quote(root)}"
-            out.append((cmd, f"top-1 and per-class accuracy of {t.file} (run where it was exported)"))
+        else:
+            continue
+        out.append((cmd, f"top-1 and per-class accuracy of {t.file} (run where it was exported)"))
     return out, []
+
+
+def _with_option(command: Sequence[str], option: str, value: str) -> list[str]:
+    """`command` with `option` set to `value` (an earlier `option X` or `option=X` dropped)."""
+    out: list[str] = []
+    skip = False
+    for word in command:
+        if skip:
+            skip = False
+        elif word == option:
+            skip = True
+        elif not word.startswith(option + "="):
+            out.append(word)
+    return [*out, option, value]
 
 
 def _divergence(targets: Sequence[Target]) -> list[tuple[str, str]]:

@@ -218,3 +218,22 @@ def test_top1_without_labels_is_asked_for_in_words_not_with_a_placeholder(tmp_pa
     seen = _seen(tmp_path, ("m.onnx", report), profiles={"m.onnx": SLOW})
     assert seen.commands == []
     assert "give ghost-export --eval a folder with one sub-folder per class" in seen.sections["todo"]
+
+
+def test_an_accuracy_command_repeats_the_export_with_its_own_flags(tmp_path: Path) -> None:
+    """The command that would measure a target's top-1 is that target's own export (its input size, labels,
+    calibration and limits) with --eval added; a rebuilt command would assume 224 px and no labels."""
+    fp32 = check()
+    fp32["data"] = {"kind": "user", "what": "the user's --eval folder", "root": "/data/eval", "images": 60}
+    fp32["metrics"] |= {
+        "per_class": {"samples": [15] * 4, "reference_correct": [15] * 4, "candidate_correct": [15] * 4}
+    }
+    int8 = check()
+    for key in ("reference_top1", "candidate_top1"):
+        del int8["metrics"][key]
+    command = ["ghost-export", "own.pt", "--input-size", "128", "--labels", "labels.txt", "--target", "onnx-int8",
+               "--calib", "calib", "--int8-min-cosine", "0.97", "--eval", "other", "-o", "own.i8.onnx"]  # fmt: skip
+    report = artifact_report("own.i8.onnx", "onnx-int8", "2" * 64, precision_verification=int8, command=command)
+    seen = _seen(tmp_path, ("own.onnx", artifact_report("own.onnx", verification=fp32)), ("own.i8.onnx", report))
+    wanted = [*command[:-4], "-o", "own.i8.onnx", "--eval", "/data/eval"]
+    assert shlex.join(wanted) in seen.commands
