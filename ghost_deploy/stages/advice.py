@@ -62,10 +62,7 @@ def _limit_advice(record: dict[str, Any], precision: str) -> list[str]:
         return []
     metrics, flags = record.get("metrics") or {}, GATE_FLAGS.get(precision, {})
     if not metrics.get("labelled_samples"):
-        return [
-            "whether top-1 accuracy suffers is unknown (no labelled input): pass --eval DIR with one sub-folder "
-            "per class to measure it"
-        ]
+        return [_no_labels(record.get("data") or {})]
     if not record.get("accuracy_note"):
         return []  # accuracy dropped beyond its limit too: a lower cosine or agreement limit would not help
     tol = record.get("tolerances") or {}
@@ -107,3 +104,18 @@ def _range_advice(calibration: dict[str, Any]) -> str:
     named = [f"{m} (the default)" if m == DEFAULT_METHOD else m for m in others]
     listed = named[0] if len(named) == 1 else ", ".join(named[:-1]) + f" or {named[-1]}"
     return f"the ranges came from --calib-method {used}: try --calib-method {listed}"
+
+
+def _no_labels(data: dict[str, Any]) -> str:
+    """What would make top-1 measurable, given what the evaluation data already was."""
+    unknown = "whether top-1 accuracy suffers is unknown (no labelled input): "
+    folders = data.get("class_folders_without_labels")
+    if folders:
+        shown = ", ".join(str(f) for f in folders[:4]) + (", ..." if len(folders) > 4 else "")
+        return (
+            unknown + f"the --eval folder's class sub-folders ({shown}) count only with the model's labels: pass "
+            "--labels FILE (one class name per line, in the model's class order)"
+        )
+    if data.get("unmatched_class_folders"):
+        return unknown + "name the --eval folder's sub-folders after the model's labels"
+    return unknown + "pass --eval DIR with one sub-folder per class to measure it"

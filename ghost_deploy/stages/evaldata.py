@@ -74,6 +74,7 @@ def _describe(folder: ImageFolder, kind: str, what: str) -> dict[str, Any]:
         "list_sha256": folder.digest(),
         "labelled": folder.labelled,
     }
-    if folder.unmatched_classes and folder.labels is not None:
-        desc["unmatched_class_folders"] = folder.unmatched_classes[:20]
+    if folder.unmatched_classes:  # without labels, no class folder can be matched: said so, for the advice
+        key = "unmatched_class_folders" if folder.labels is not None else "class_folders_without_labels"
+        desc[key] = folder.unmatched_classes[:20]
     return desc

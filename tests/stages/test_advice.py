@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 from ghost_deploy.config import GATE_FLAGS, Tolerances
 from ghost_deploy.stages.advice import precision_advice
@@ -60,3 +63,25 @@ def test_ranges_from_a_cache_are_not_blamed_on_a_method() -> None:
     advice = precision_advice(_report(method=None))
     assert any(a.startswith("the ranges came from --calib-cache: calibrate here instead") for a in advice)
     assert not any("try --calib-method" in a for a in advice)
+
+
+def test_a_user_who_gave_eval_class_folders_without_labels_is_asked_for_labels_not_eval() -> None:
+    report = _report(labelled=0)
+    data = {"kind": "user", "class_folders_without_labels": ["one", "three", "two", "zero"]}
+    report["precision_verification"]["data"] = data
+    advice = precision_advice(report)
+    assert any("class sub-folders (one, three, two, zero) count only with the model's labels" in a for a in advice)
+    assert any("pass --labels FILE" in a for a in advice) and not any("pass --eval" in a for a in advice)
+
+
+def test_an_eval_folder_without_labels_records_its_class_folders(tmp_path: Path) -> None:
+    from ghost_deploy.data.inputs import ImageFolder
+    from ghost_deploy.data.preprocess import Preprocessing
+    from ghost_deploy.stages.evaldata import _describe
+
+    for name in ("cat", "dog"):
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / name / "a.png")
+    pre = Preprocessing(8, 8, (0.5,) * 3, (0.5,) * 3)
+    desc = _describe(ImageFolder(tmp_path, pre), "user", "the user's --eval folder")
+    assert desc["class_folders_without_labels"] == ["cat", "dog"] and not desc["labelled"]
