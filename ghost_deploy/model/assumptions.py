@@ -38,7 +38,7 @@ def assumed_defaults(info: ModelInfo, ov: Overrides, why: str, hints: Hints | No
     (with the class names another tool stored, in `hints`, offered for --labels)."""
     pre = info.preprocessing
     found: dict[str, str] = {}
-    if ov.input_size is None and ov.crop is None:
+    if ov.input_size is None and ov.crop is None and info.source != "onnx":  # an ONNX states its input shape
         found["input_size"] = f"{info.input_size} x {info.input_size} ({why}; set with --input-size)"
     if None in (ov.resize, ov.mean, ov.std, ov.interpolation):
         whose = "ImageNet's; " if (pre.mean, pre.std) == (IMAGENET_MEAN, IMAGENET_STD) else ""

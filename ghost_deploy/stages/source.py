@@ -98,7 +98,7 @@ def open_source(
             check_finite_initializers(model, path)
         info = info_from_onnx(model, path, cfg.overrides)
         if info.source == "onnx":  # no report beside it: only the input shape is the file's own
-            _note_assumed(path, assumed_defaults(info, cfg.overrides, "its input shape"), steps, facts)
+            _note_assumed(path, assumed_defaults(info, cfg.overrides, "the default"), steps, facts)
         dims = input_dims(model)
         batch = cfg.batch or (BatchSpec(fixed=dims[0]) if dims[0] else BatchSpec(None, (1, 1, 1)))
         if early is not None:

@@ -33,6 +33,8 @@ def test_every_default_taken_is_listed_and_only_those() -> None:
     note = describe_assumed(OWN, everything)
     assert note.splitlines()[0] == "note: own.pt does not state these, so defaults stand in (check them):"
     assert len(note.splitlines()) == 4
+    # an ONNX states its input shape (a contradicting --input-size is refused): never listed as assumed
+    assert list(assumed_defaults(DEFAULT.replace(source="onnx"), Overrides(), "x")) == ["preprocessing", "labels"]
 
 
 def test_other_tools_settings_are_read_as_plain_values_only() -> None:
