@@ -129,7 +129,8 @@ def quantized_lines(report: dict[str, Any]) -> list[str]:
 
     lines = [f"quantized: {describe_share(share)}"]
     if share.get("mostly_float"):
-        lines.append(f"warning: {mostly_float_warning(share, report.get('precision', {}).get('qdq'))}")
+        precision = report.get("precision", {})
+        lines.append(f"warning: {mostly_float_warning(share, precision.get('qdq'), precision.get('boundary'))}")
     return lines
 
 

@@ -104,17 +104,22 @@ def describe_share(share: Mapping[str, Any]) -> str:
     return f"{layers or 'no layer'}; {fraction:.1%} of the MACs ({total} per sample) in INT8"
 
 
-def mostly_float_warning(share: Mapping[str, Any], qdq: Mapping[str, Any] | None = None) -> str:
-    """The warning for an INT8 artifact with under half its MACs quantized, naming what kept the rest float."""
-    text = (
-        f"only {share.get('fraction_macs', 0.0):.1%} of the MACs are quantized: this INT8 artifact computes "
-        "mostly in float, at about float speed"
-    )
+def mostly_float_warning(
+    share: Mapping[str, Any], qdq: Mapping[str, Any] | None = None, boundary: Mapping[str, Any] | None = None
+) -> str:
+    """The warning for an INT8 artifact with under half its MACs quantized, naming what kept the rest float
+    (excluded layers; for ort-int8 the FP32 prefix its timed boundary chose, whose speed was measured)."""
+    speed = "" if boundary else ", at about float speed"
+    fraction = share.get("fraction_macs", 0.0)
+    text = f"only {fraction:.1%} of the MACs are quantized: this INT8 artifact computes mostly in float{speed}"
     reasons: dict[str, int] = {}
     for reason in ((qdq or {}).get("excluded") or {}).values():
         reasons[str(reason)] = reasons.get(str(reason), 0) + 1
-    if reasons:
-        text += " (kept in higher precision: " + ", ".join(f"{n} by {r}" for r, n in sorted(reasons.items())) + ")"
+    said = [f"{n} by {r}" for r, n in sorted(reasons.items())]
+    if boundary and boundary.get("chosen"):
+        said.append(f"the FP32 prefix before '{boundary['chosen']}', chosen by timing on this CPU (the boundary line)")
+    if said:
+        text += " (kept in higher precision: " + ", ".join(said) + ")"
     return text
 
 

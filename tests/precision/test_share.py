@@ -69,6 +69,9 @@ def test_excluded_layers_count_as_float_by_their_macs(fp32: onnx.ModelProto, ran
     assert text.startswith(f"0/{share['by_op_type']['Conv'][1]} Conv, 1/1 Gemm; ") and "of the MACs" in text
     warning = mostly_float_warning(share, summary.to_dict())
     assert "computes mostly in float" in warning and "by --exclude-op-types Conv" in warning
+    # ort-int8: the FP32 prefix its timed boundary kept is named, and no speed is claimed (it was measured)
+    timed = mostly_float_warning(share, None, {"chosen": "after blocks.4"})
+    assert "the FP32 prefix before 'after blocks.4', chosen by timing" in timed and "float speed" not in timed
 
 
 def test_a_graph_without_shapes_still_counts_every_layer(fp32: onnx.ModelProto, ranges) -> None:  # type: ignore[no-untyped-def]
