@@ -74,11 +74,19 @@ def check_pack_destination(output: Path) -> None:
     check_destination(output)
 
 
-def pack_and_warn(artifacts: list[Path], output: Path) -> str | None:
-    """`ghost-export --pack`: pack what the export wrote, printing pack's warnings on standard error."""
+def pack_and_warn(artifacts: list[Path], output: Path, fp32: Any = None) -> str | None:
+    """`ghost-export --pack`: pack what the export wrote, printing pack's warnings on standard error. `fp32`: the
+    export's FP32 ONNX (an onnx.ModelProto) when no file of it was written, packed as the bundle's reference."""
+    import tempfile
+
     from ghost_deploy.bundle.pack import pack
 
-    packed = pack(artifacts, output)
+    with tempfile.TemporaryDirectory(prefix="ghost-deploy-fp32-") as temp:
+        reference = None
+        if fp32 is not None:
+            reference = Path(temp) / f"{artifacts[0].name}.fp32.onnx"
+            reference.write_bytes(fp32.SerializeToString())
+        packed = pack(artifacts, output, reference=reference)
     for warning in packed.get("warnings", []):
         print(f"warning: {warning}", file=sys.stderr)
     bundle = packed.get("bundle")

@@ -68,7 +68,7 @@ def run_export(args: argparse.Namespace) -> dict[str, Any]:
     if args.pack is not None:
         from ghost_deploy.cli.bundle import pack_and_warn
 
-        result.report["bundle"] = pack_and_warn(packed, args.pack)
+        result.report["bundle"] = pack_and_warn(packed, args.pack, result.fp32)
     result.report["report_file"] = str(result.report_file)
     return result.report
 

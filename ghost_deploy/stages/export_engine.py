@@ -196,7 +196,8 @@ def _build_and_verify(
             f"engine and report are {where.name} and {report_path(where).name}",
             report,
         )
-    return ExportResult(engine, report_path(engine), report, True)
+    unwritten = plan.onnx_kind != "fp32" and source.path.suffix.lower() != ".onnx"  # no FP32 ONNX file exists
+    return ExportResult(engine, report_path(engine), report, True, source.fp32 if unwritten else None)
 
 
 def _failed_name(final: Path, engine: Path, failed: Path) -> Path:

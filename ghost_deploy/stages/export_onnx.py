@@ -44,6 +44,9 @@ class ExportResult:
     report_file: Path
     report: dict[str, Any]
     passed: bool
+    # an engine export's FP32 ONNX, in memory when the build parsed another graph (FP16 or Q/DQ) and the source
+    # was a checkpoint: `--pack` gives it to the bundle as the reference a device verifies its own engine against
+    fp32: onnx.ModelProto | None = dataclasses.field(default=None, repr=False)
 
 
 def default_output(model: Path, target: str) -> Path:

@@ -380,3 +380,24 @@ def test_an_engine_this_tensorrt_can_neither_use_nor_build_gives_way_to_the_onnx
             assert _labels(bundle) == ["1", "4", "7"]
         with pytest.raises(EngineMismatchError):
             Bundle.open(mixed, cache_dir=tmp_path / "cache", artifact="trt-fp16")
+
+
+@pytest.mark.slow
+def test_an_int8_engine_exported_from_a_checkpoint_with_pack_can_be_rebuilt_on_another_device(
+    tmp_path: Path, no_simulation: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """trt-int8 builds from the Q/DQ graph and writes no FP32 ONNX, so `ghost-export --pack` hands the export's
+    FP32 ONNX to the bundle as its reference (before: no device material, a warning naming a flag export lacks)."""
+    from ghost_deploy.cli.main import export_main
+
+    bundle = tmp_path / "b.tar.gz"
+    argv = [str(TINY_MODEL), "--target", "trt-int8", "-o", str(tmp_path / "t.engine"), "--eval-limit", "32",
+            "--calib-size", "16", "--pack", str(bundle), "-q"]  # fmt: skip
+    with trtsim.simulate("10.3"):
+        assert export_main(argv) == 0, capsys.readouterr().err
+    assert "warning" not in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.fp32.onnx"))  # the reference went into the bundle only
+    with trtsim.simulate("11.1"), Bundle.open(bundle, cache_dir=tmp_path / "cache") as opened:
+        assert opened.engine is not None and opened.engine.source == "built"
+        assert opened.engine.verification is not None and opened.engine.verification["passed"]
+        assert _labels(opened) == ["1", "4", "7"]
