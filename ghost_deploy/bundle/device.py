@@ -52,11 +52,10 @@ class Machine:
         version = probe.tensorrt_version()
         if version is None:
             raise MissingDependencyError("tensorrt", "trt", "Running or building a TensorRT engine")
-        gpus = probe.gpus()
-        gpu = gpus[0] if gpus else None
-        simulated = probe.simulation() is not None
-        return cls(version, gpu.name if gpu else "?", gpu.compute_capability if gpu else None,
-                   probe.jetson() is not None, simulated)  # fmt: skip
+        from ghost_deploy.backends.trt.compat import gpu_here
+
+        name, cc = gpu_here()  # one identity for every key (the engine cache and the timing cache)
+        return cls(version, name, cc, probe.jetson() is not None, probe.simulation() is not None)
 
     def describe(self) -> str:
         """'TensorRT 10.3.0.26 (simulated) on Orin (trtsim), compute capability 8.7'."""

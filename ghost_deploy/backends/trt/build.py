@@ -181,18 +181,18 @@ def _build_failure(plan: BuildPlan, errors: list[str]) -> str:
 def _check_device(plan: BuildPlan, trt_version: str) -> None:
     """What the plan asks of the device that only the device can say: hardware compatibility exists off Jetson,
     and implicit INT8 needs a CPU-made cache this TensorRT takes (this build takes no calibration images)."""
-    from ghost_deploy.machine.probe import gpus, jetson
+    from ghost_deploy.backends.trt.compat import cc_tuple, gpu_here
+    from ghost_deploy.machine.probe import jetson
 
     if plan.hardware_compatibility == "AMPERE_PLUS" and jetson() is not None:
         # tensorrt.md s7: "AMPERE_PLUS is documented (8.6 guide) as unsupported on JetPack/DriveOS"
         raise InputError("--hardware-compatibility ampere+ is not supported on Jetson; build without it here")
-    found = gpus()
-    cc = found[0].compute_capability if found else None
-    if plan.hardware_compatibility == "AMPERE_PLUS" and cc is not None and _cc(cc) < (8, 0):
+    name, cc = gpu_here()
+    if plan.hardware_compatibility == "AMPERE_PLUS" and cc is not None and cc_tuple(cc) < (8, 0):
         # tensorrt.md s10: the level is "compatible with Ampere and newer GPUs"; TensorRT fails such a build
         raise InputError(
             f"--hardware-compatibility ampere+ builds on an Ampere or newer GPU (compute capability 8.0+); this "
-            f"{found[0].name} has {cc}: build without it, or on such a GPU"
+            f"{name} has {cc}: build without it, or on such a GPU"
         )
     if plan.calibrator == "device":
         raise InputError(
@@ -202,12 +202,6 @@ def _check_device(plan: BuildPlan, trt_version: str) -> None:
         )
     if plan.calibrator == "cache" and plan.calibration_cache is not None:
         check_cache_for(read_calibration_cache(plan.calibration_cache), trt_version, str(plan.calibration_cache))
-
-
-def _cc(text: str) -> tuple[int, int]:
-    """'8.7' -> (8, 7)."""
-    major, _, minor = text.partition(".")
-    return int(major), int(minor or 0)
 
 
 def _check_dla_cores(plan: BuildPlan, builder: trt.Builder) -> None:

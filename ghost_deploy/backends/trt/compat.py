@@ -77,7 +77,7 @@ def _runs_version_compatible(built: tuple[int, ...], here: tuple[int, ...]) -> b
     return (built[0], here[0]) in ((8, 10), (10, 11))
 
 
-def _cc(text: str) -> tuple[int, int]:
+def cc_tuple(text: str) -> tuple[int, int]:
     major, _, minor = text.partition(".")
     return int(major), int(minor or 0)
 
@@ -106,7 +106,11 @@ def check_compatible(origin: EngineOrigin, trt_here: str, cc_here: str | None, j
     if cc_here is None or origin.compute_capability is None:
         return
     # SAME_COMPUTE_CAPABILITY, or no hardware compatibility: the same capability is the least required
-    ok = _cc(cc_here) >= (8, 0) if level == "AMPERE_PLUS" else _cc(cc_here) == _cc(origin.compute_capability)
+    ok = (
+        cc_tuple(cc_here) >= (8, 0)
+        if level == "AMPERE_PLUS"
+        else cc_tuple(cc_here) == cc_tuple(origin.compute_capability)
+    )
     if not ok:
         raise InputError(
             f"this engine was {where}; this GPU has compute capability {cc_here}: rebuild it here "
@@ -171,3 +175,36 @@ def deserialize_failure(engine: Path, described: bool, errors: list[str], trt_he
         "another GPU, or built version-compatible (then keep its report beside it or pack it in a bundle so its "
         f"runtime may run), or the file is damaged. TensorRT said: {said}; rebuild it here (ghost-deploy build)"
     )
+
+
+def gpu_here() -> tuple[str, str | None]:
+    """This machine's GPU as an engine's compatibility sees it: (name, compute capability 'M.m' or None).
+
+    nvidia-smi's first GPU (or the simulator's); where nvidia-smi is absent or reports no compute capability
+    (Jetson boards: '[N/A]'), CUDA's own device query through pycuda (the `trt` extra); else a Jetson's board
+    model, else 'an unknown GPU'. The engine cache and the timing cache key by this one identity."""
+    from ghost_deploy.machine import probe
+
+    found = probe.gpus()
+    name, cc = (found[0].name, found[0].compute_capability) if found else (None, None)
+    if cc is None:
+        queried = _cuda_device()
+        if queried is not None:
+            name, cc = name or queried[0], queried[1]
+    if name is None:
+        board = probe.jetson()
+        name = board.get("model", "a Jetson") if board else "an unknown GPU"
+    return name, cc
+
+
+def _cuda_device() -> tuple[str, str] | None:
+    """(name, 'M.m') of CUDA device 0 by pycuda, None where pycuda or a device is missing."""
+    try:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        device = cuda.Device(0)
+        major, minor = device.compute_capability()
+        return str(device.name()), f"{major}.{minor}"
+    except Exception:  # no pycuda, no driver, no device: the identity stays unknown
+        return None

@@ -20,7 +20,6 @@ from typing import Any
 
 from ghost_deploy.errors import InputError
 from ghost_deploy.fileio import read_bytes_limited, strict_json, write_bytes_atomic
-from ghost_deploy.machine import probe
 
 MAX_CACHE_BYTES = 256 << 20  # one entry per layer configuration timed: megabytes; refuse what cannot be one
 HEADER_FORMAT = "ghost-deploy-timing-cache/1"
@@ -41,13 +40,12 @@ class CacheKey:
 
 
 def key_here(trt_version: str) -> CacheKey:
-    """The key of a build on this machine: its TensorRT and the first GPU nvidia-smi (or the simulator, or a
-    Jetson's board model) names; 'an unknown GPU' when none does (then only TensorRT can check a cache)."""
-    found = probe.gpus()
-    if found:
-        return CacheKey(trt_version, found[0].name, found[0].compute_capability)
-    board = probe.jetson()
-    return CacheKey(trt_version, board.get("model", "a Jetson") if board else "an unknown GPU", None)
+    """The key of a build on this machine: its TensorRT and its GPU (`compat.gpu_here`: 'an unknown GPU' when
+    nothing names one; then only TensorRT can check a cache)."""
+    from ghost_deploy.backends.trt.compat import gpu_here
+
+    name, cc = gpu_here()
+    return CacheKey(trt_version, name, cc)
 
 
 def header_path(cache: Path) -> Path:

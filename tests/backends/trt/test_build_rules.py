@@ -185,3 +185,21 @@ def test_a_hostile_or_broken_header_is_not_believed(tmp_path: Path, header: byte
     header_path(cache).write_bytes(header)
     assert _build(tmp_path, "10.3", None, cache) == ()  # unknown origin: TensorRT checks the cache and takes it
     assert _header(cache)["trt_version"] == "10.3.0"  # and the build writes a header again
+
+
+def test_a_gpu_whose_nvidia_smi_names_no_compute_capability_is_asked_through_cuda(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Jetson boards' nvidia-smi reports compute_cap as [N/A] (or is absent): the compute capability in the engine
+    cache's and the timing cache's key then comes from CUDA's device query (pycuda), never a '?'."""
+    from ghost_deploy.backends.trt.compat import gpu_here
+    from ghost_deploy.backends.trt.timing_cache import key_here
+    from ghost_deploy.machine import probe
+
+    with trtsim.simulate("10.3", trtsim.ORIN):
+        assert gpu_here() == (trtsim.ORIN.name, "8.7")
+        monkeypatch.setattr(probe, "gpus", lambda: [probe.GPU("Orin (nvgpu)", None, "540.3", "N/A")])
+        assert gpu_here() == ("Orin (nvgpu)", "8.7")  # the name nvidia-smi gave, CUDA's compute capability
+        monkeypatch.setattr(probe, "gpus", lambda: [])  # no nvidia-smi at all
+        assert gpu_here() == (trtsim.ORIN.name, "8.7")
+        assert key_here("10.3.0.26") == CacheKey("10.3.0.26", trtsim.ORIN.name, "8.7")
