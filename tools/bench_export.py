@@ -4,7 +4,7 @@ against PyTorch eager latency, and `ort-int8` against the FP32 ONNX, each as a r
 
     python tools/bench_export.py [--whole-runs 3] [--skip-whole] [--skip-latency] [--int8-only]
                                  [--width 1.0] [--size 224] [--runs 50] [--threads 2] [--calib-images 64]
-                                 [--int8-threads 1,2] [--int8-budget-s 10]
+                                 [--int8-threads 1,2] [--int8-budget-s 10] [--int8-images digits|photos]
 
 Whole process: `ghost-export models/ghostnet_digits.pt` (its default target, verification on the test split)
 in a fresh interpreter, `--whole-runs` times with the machine as it is ("idle": the load is printed before and
@@ -18,9 +18,12 @@ a random-weight 1000-class model's top-1 is a near tie on digit images), printin
 timed; then the FP32 ONNX and both exports run interleaved at batch 1 and at batch 8 (`profiling.int8`, rounds
 until every ratio's 95% interval is within +-0.05 or `--int8-budget-s`), with the held-out cosine (64 test
 images) and the CPU's INT8 flags; last, the shipped model's `ghost-export --target ort-int8` agreement.
+`--int8-images photos` measures BatchNorm statistics, calibration and the held-out cosine on crops of real
+photos instead (`bench_int8_images`), and either way the FP32 model's own cosine under input noise of a third
+of a gray level is printed: a model that moves below the gate under that noise cannot judge INT8 with it.
 
-The 1.0x model has random weights with BatchNorm statistics measured on the shipped digit images (resized), and a
-classifier scaled so the logits span several units, so the parity check means something.
+The 1.0x model has random weights with BatchNorm statistics measured on the shipped digit images (resized; or
+on photo crops), and a classifier scaled so the logits span several units, so the parity check means something.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ import torch
 
 from ghost_deploy.backends.onnxruntime import OnnxRuntimeRunner
 from ghost_deploy.config import BatchSpec, ExportConfig, PrecisionConfig, Tolerances
-from ghost_deploy.data.inputs import ImageFolder
+from ghost_deploy.data.inputs import Sample
 from ghost_deploy.data.preprocess import Preprocessing, preprocess_file
 from ghost_deploy.machine.cpu import busy_cpus, int8_flags, int8_note
 from ghost_deploy.model.checkpoint import save_checkpoint
@@ -54,6 +57,9 @@ from ghost_deploy.precision.build import build_precision
 from ghost_deploy.profiling.int8 import interleaved_ratios
 from ghost_deploy.report import Steps
 from ghost_deploy.stages.export_onnx import export_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported: its sibling module
+from bench_int8_images import KINDS, Int8Images, int8_images, with_noise
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "models" / "ghostnet_digits.pt"
@@ -186,11 +192,10 @@ TARGET_SHIPPED_AGREEMENT = 0.997
 HELD_OUT = 64
 
 
-def _ort_int8(fp32: onnx.ModelProto, size: int, count: int, latency_batch: int, threads: int) -> tuple[Any, ...]:
-    """ort-int8 as `ghost-export --target ort-int8 --latency-batch N` builds it: min/max ranges over `count`
-    shipped calibration images, the boundary timed on this CPU with `threads` threads. The random-weight
-    1000-class model's top-1 is a near tie on digit images, so the candidates' gate is the mean cosine alone."""
-    samples = ImageFolder(CALIBRATION, Preprocessing(round(size * 256 / 224), size), limit=count)
+def _ort_int8(fp32: onnx.ModelProto, samples: list[Sample], latency_batch: int, threads: int) -> tuple[Any, ...]:
+    """ort-int8 as `ghost-export --target ort-int8 --latency-batch N` builds it: min/max ranges over the
+    calibration `samples`, the boundary timed on this CPU with `threads` threads. The random-weight
+    1000-class model's top-1 is a near tie on these images, so the candidates' gate is the mean cosine alone."""
     gate = dataclasses.replace(Tolerances.for_precision("int8"), min_agreement=None, max_accuracy_drop=None)
     cfg = PrecisionConfig(calib_method="minmax", latency_batch=latency_batch)
     start = time.perf_counter()
@@ -198,15 +203,16 @@ def _ort_int8(fp32: onnx.ModelProto, size: int, count: int, latency_batch: int, 
     return built.model, built.report, time.perf_counter() - start
 
 
-def _cosines(fp32: onnx.ModelProto, model: onnx.ModelProto, images: np.ndarray) -> tuple[float, float]:
-    """Mean and min cosine of `model`'s logits to the FP32 model's on `images`, 8 at a time."""
+def _cosines(
+    fp32: onnx.ModelProto, model: onnx.ModelProto, images: np.ndarray, model_images: np.ndarray | None = None
+) -> tuple[float, float]:
+    """Mean and min cosine of `model`'s logits (on `model_images`, default `images`) to the FP32 model's on
+    `images`, 8 at a time."""
     outputs = []
-    for m in (fp32, model):
+    for m, x in ((fp32, images), (model, images if model_images is None else model_images)):
         with OnnxRuntimeRunner(m.SerializeToString(), threads=1) as runner:
             name = runner.output_specs()[0].name
-            outputs.append(
-                np.concatenate([runner.infer({"input": images[i : i + 8]})[name] for i in range(0, len(images), 8)])
-            )
+            outputs.append(np.concatenate([runner.infer({"input": x[i : i + 8]})[name] for i in range(0, len(x), 8)]))
     ref, out = outputs
     cos = (ref * out).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1))
     return float(cos.mean()), float(cos.min())
@@ -230,19 +236,26 @@ def _verdict(value: float, target: float, below: bool = True) -> str:
     return "meets" if (value <= target if below else value >= target) else "misses"
 
 
-def _print_int8(fp32_path: Path, args: argparse.Namespace) -> None:
+def _print_int8(fp32_path: Path, images: Int8Images, args: argparse.Namespace) -> None:
     """ort-int8 exported with --latency-batch 1 and 8 at each thread count, timed against FP32 interleaved."""
     fp32 = onnx.load(str(fp32_path))
-    held_out = _images(HELD_OUT, args.size, "test")
+    held_out = images.held_out
     print(f"ort-int8 on GhostNet {args.width}x at {args.size}x{args.size} ({_cpu_line()})")
+    print(f"  images: {images.what}")
+    noisy, _low = _cosines(fp32, fp32, held_out, with_noise(held_out))
+    below = "; BELOW the INT8 gate before any quantization: these images judge the model's sensitivity"
+    print(
+        f"  FP32 against itself with N(0, 0.005) input noise (a third of a gray level): mean cosine {noisy:.4f}"
+        + (below if noisy < TARGET_COSINE else "")
+    )
     for threads in args.int8_threads:
         models: dict[str, onnx.ModelProto] = {"onnx": fp32}
         for lb in (1, 8):
-            model, report, seconds = _ort_int8(fp32, args.size, args.calib_images, lb, threads)
+            model, report, seconds = _ort_int8(fp32, images.calibration, lb, threads)
             _print_choice(f"--latency-batch {lb}, {threads} thread(s)", report, seconds)
             mean, low = _cosines(fp32, model, held_out)
             print(
-                f"    held-out cosine to FP32 ({HELD_OUT} test images): mean {mean:.4f} (min {low:.4f}); "
+                f"    held-out cosine to FP32 ({len(held_out)} held-out images): mean {mean:.4f} (min {low:.4f}); "
                 f"target mean >= {TARGET_COSINE}: {_verdict(mean, TARGET_COSINE, below=False)}"
             )
             models[f"lb{lb}"] = model
@@ -318,6 +331,13 @@ def main() -> None:
     parser.add_argument(
         "--int8-budget-s", type=float, default=10.0, help="most seconds of each interleaved ort-int8 run (default 10)"
     )
+    parser.add_argument(
+        "--int8-images",
+        choices=KINDS,
+        default="digits",
+        help="the 1.0x model's BatchNorm statistics, calibration and held-out images: the shipped digits (default) "
+        "or crops of real photos (scikit-learn's china/flower, matplotlib's grace_hopper held out)",
+    )
     args = parser.parse_args()
     if not args.skip_whole and not args.int8_only:
         _print_whole(args.whole_runs)
@@ -325,7 +345,8 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     images = _images(40, args.size)
-    model = realistic_ghostnet(images[:32], width=args.width, num_classes=1000)
+    int8_set = int8_images(args.int8_images, args.size, args.calib_images, HELD_OUT, str(CALIBRATION.parent))
+    model = realistic_ghostnet(int8_set.statistics, width=args.width, num_classes=1000)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "ghostnet.pt"
         info = ModelInfo(
@@ -336,7 +357,7 @@ def main() -> None:
         result = export_model(ckpt, cfg, Steps(echo=lambda text: None))
         if not args.int8_only:
             _print_torch_vs_ort(model, result, images, args)
-        _print_int8(result.artifact, args)
+        _print_int8(result.artifact, int8_set, args)
     _print_shipped()
 
 
