@@ -21,7 +21,8 @@ def precision_advice(report: dict[str, Any]) -> list[str]:
     """Sentences for a failed FP16 or INT8 preview, each true to this run."""
     target = target_of(report["target"])
     record = report.get("precision_verification") or {}
-    advice = _fp32_flags_given(report, record, target.precision) + _limit_advice(record, target.precision)
+    advice = sample_size_advice(record) + _fp32_flags_given(report, record, target.precision)
+    advice += _limit_advice(record, target.precision)
     if target.precision != "int8":
         if target.precision == "fp16":
             advice.append("keep the failing nodes in FP32 with --exclude-nodes or --exclude-op-types")
@@ -119,3 +120,25 @@ def _no_labels(data: dict[str, Any]) -> str:
     if data.get("unmatched_class_folders"):
         return unknown + "name the --eval folder's sub-folders after the model's labels"
     return unknown + "pass --eval DIR with one sub-folder per class to measure it"
+
+
+def sample_size_advice(record: dict[str, Any]) -> list[str]:
+    """A failed accuracy-drop limit that one or two images decide: say how coarse the measurement is (on 60
+    labelled images one image is 1.67 points, more than the default 1-point limit), and what would settle it."""
+    if "max_accuracy_drop" not in record.get("failed_limits", []):
+        return []
+    metrics, tol = record.get("metrics") or {}, record.get("tolerances") or {}
+    n, drop, limit = metrics.get("labelled_samples"), metrics.get("accuracy_drop"), tol.get("max_accuracy_drop")
+    if not isinstance(n, int) or n <= 0 or not isinstance(drop, (int, float)) or not isinstance(limit, (int, float)):
+        return []
+    images = round(drop * n)
+    if images > 2:
+        return []
+    one = 100.0 / n
+    allowed = math.floor(limit * n + 1e-9)
+    points = math.ceil(images * one * 100) / 100
+    return [
+        f"the drop is {images} of {n} labelled images (one image is {one:.2f} points; the {limit * 100:.2f}-point "
+        f"limit allows {allowed}): measure on more labelled images to tell, or accept {images} with "
+        f"--max-accuracy-drop {points:.2f}"
+    ]

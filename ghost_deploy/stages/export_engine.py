@@ -191,9 +191,13 @@ def _build_and_verify(
         staged.write_bytes(report_path(engine), (strict_json(report) + "\n").encode())
         staged.commit(lambda final: final if record["passed"] else _failed_name(final, engine, where))
     if not record["passed"]:
+        from ghost_deploy.stages.advice import sample_size_advice
+
+        said = [f"while {record['accuracy_note']}"] if record.get("accuracy_note") else []
+        said += sample_size_advice(record)
         raise VerificationFailed(
-            f"engine verification failed: {'; '.join(record['failures'])}; {engine} was left as it was, this run's "
-            f"engine and report are {where.name} and {report_path(where).name}",
+            f"engine verification failed: {'; '.join(record['failures'] + said)}; {engine} was left as it was, "
+            f"this run's engine and report are {where.name} and {report_path(where).name}",
             report,
         )
     unwritten = plan.onnx_kind != "fp32" and source.path.suffix.lower() != ".onnx"  # no FP32 ONNX file exists

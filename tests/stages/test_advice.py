@@ -85,3 +85,24 @@ def test_an_eval_folder_without_labels_records_its_class_folders(tmp_path: Path)
     pre = Preprocessing(8, 8, (0.5,) * 3, (0.5,) * 3)
     desc = _describe(ImageFolder(tmp_path, pre), "user", "the user's --eval folder")
     assert desc["class_folders_without_labels"] == ["cat", "dog"] and not desc["labelled"]
+
+
+def test_an_accuracy_drop_of_one_image_says_how_coarse_the_measurement_is() -> None:
+    """On 60 labelled images one image is 1.67 points, more than the default 1-point limit: the message says so
+    and gives the limit that accepts it, instead of blaming layers."""
+    from ghost_deploy.stages.advice import sample_size_advice
+
+    metrics = {"samples": 60, "cosine_mean": 0.99999, "cosine_min": 0.9999, "top1_agreement": 59 / 60,
+               "labelled_samples": 60, "reference_top1": 49 / 60, "candidate_top1": 48 / 60}  # fmt: skip
+    metrics["accuracy_drop"] = metrics["reference_top1"] - metrics["candidate_top1"]
+    record = verification_record(
+        "fp32", "fp16", {}, metrics, Tolerances.for_precision("fp16"), None, GATE_FLAGS["fp16"]
+    )
+    assert record["failed_limits"] == ["max_accuracy_drop"]
+    (said,) = sample_size_advice(record)
+    assert said.startswith("the drop is 1 of 60 labelled images (one image is 1.67 points; the 1.00-point limit")
+    assert said.endswith("accept 1 with --max-accuracy-drop 1.67")
+    accepted = Tolerances.for_precision("fp16").to_dict() | {"max_accuracy_drop": 0.0167}
+    assert verification_record("fp32", "fp16", {}, metrics, Tolerances(**accepted))["passed"]  # type: ignore[arg-type]
+    many = metrics | {"candidate_top1": 40 / 60, "accuracy_drop": 9 / 60}
+    assert sample_size_advice(verification_record("a", "b", {}, many, Tolerances.for_precision("fp16"))) == []
