@@ -355,12 +355,26 @@ def precision_tolerances(args: argparse.Namespace) -> Tolerances | None:
     precision = precision_of(args.target)
     for other in ("fp16", "int8"):  # a bad value is refused even where the target's precision does not read it
         _gate_flags_applied(args, other, Tolerances.for_precision(other))
+        given = [f for f in GATE_FLAGS[other].values() if f.startswith(f"--{other}-") and _given(args, f)]
+        if other != precision and given:  # never ignored silently: the user meant some gate
+            own = [f for f in GATE_FLAGS.get(precision, {}).values() if f.startswith(f"--{precision}-")]
+            instead = f"use {' / '.join(own)}" if own else "an FP32 target is judged by --atol, --rtol, --min-cosine"
+            name = other.upper()
+            raise InputError(
+                f"{given[0]} sets the {name} preview's limit, and --target {args.target} has no {name} preview "
+                f"({precision.upper()}): drop it, or {instead}"
+            )
     if precision == "fp32":
         return None
     tol = Tolerances.for_precision(precision)
     if args.max_accuracy_drop is not None:
         tol = dataclasses.replace(tol, max_accuracy_drop=args.max_accuracy_drop / 100.0)
     return _gate_flags_applied(args, precision, tol)
+
+
+def _given(args: argparse.Namespace, flag: str) -> bool:
+    """Whether the option `flag` was given on the command line (its value is not None)."""
+    return getattr(args, flag[2:].replace("-", "_"), None) is not None
 
 
 def engine_options(args: argparse.Namespace) -> EngineOptions:

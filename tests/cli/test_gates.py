@@ -142,6 +142,21 @@ def test_bad_gate_values_exit_2_before_any_work(
         assert code == 2 and message in err, err
 
 
+@pytest.mark.parametrize(
+    ("target", "flag", "hint"),
+    [
+        ("onnx-fp16", "--int8-min-cosine", "use --fp16-min-cosine / --fp16-min-agreement"),
+        ("onnx-int8", "--fp16-min-agreement", "use --int8-min-cosine / --int8-min-agreement"),
+        ("onnx", "--int8-min-cosine", "an FP32 target is judged by --atol, --rtol, --min-cosine"),
+    ],
+)
+def test_a_gate_flag_the_target_has_no_gate_for_is_refused_not_ignored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], target: str, flag: str, hint: str
+) -> None:
+    code, _, err = _run(capsys, [str(tmp_path / "absent.onnx"), "--target", target, flag, "0.9"])
+    assert code == 2 and f"{flag} sets the" in err and f"--target {target} has no" in err and hint in err, err
+
+
 def test_help_lists_each_gate_flag_with_its_default_and_precision(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         export_main(["--help"])
