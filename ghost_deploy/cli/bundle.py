@@ -9,8 +9,6 @@ from typing import Any
 
 from ghost_deploy.cli.flags import common as _common
 
-FOR = {"weak": "TensorRT 8.5-10.x", "strong": "TensorRT 11"}
-
 
 def fill_pack_parser(p: argparse.ArgumentParser) -> None:
     """Options of `ghost-deploy pack`."""
@@ -232,6 +230,8 @@ def summarise(m: dict[str, Any]) -> str:
         lines += _quantized(a)
         build = a.get("device_build")
         if build:
+            from ghost_deploy.bundle.pack_device import FOR
+
             graphs = ", ".join(f"{g['file']} for {FOR[t]}" for t, g in build["onnx"].items())
             missing = "; ".join(f"not for {FOR[t]}: {why}" for t, why in (build.get("unavailable") or {}).items())
             lines.append(
