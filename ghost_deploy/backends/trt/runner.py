@@ -223,7 +223,8 @@ class TensorRTRunner(Runner):
     def _stage(self) -> Iterator[tuple[Live, Slot]]:
         with self._current() as live, live.stage_lock:
             if live.staged is None:
-                live.staged = self._new_slot(live)
+                with live.pool:  # contexts are made one at a time, as the pool makes them (see _pooled)
+                    live.staged = self._new_slot(live)
             yield live, live.staged
 
     def bind(self, feeds: dict[str, np.ndarray]) -> None:
