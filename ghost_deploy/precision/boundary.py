@@ -27,10 +27,11 @@ from ghost_deploy.config import PrecisionConfig, Tolerances
 from ghost_deploy.data.inputs import Batch, Sample, batches
 from ghost_deploy.errors import InputError
 from ghost_deploy.machine.cpu import int8_flags
+from ghost_deploy.precision.collectors import Range
 from ghost_deploy.precision.interleave import Interleaved, Timer, interleave, perf_timer
 from ghost_deploy.precision.ort_layout import Cut, candidate_cuts, reduce_range_for, with_float_prefix
 from ghost_deploy.precision.probe import dynamic_batch
-from ghost_deploy.precision.quantize import Range, qdq_for_onnxruntime
+from ghost_deploy.precision.quantize import qdq_for_onnxruntime
 from ghost_deploy.verify import Recorded, compare_recorded, judge
 
 FP32_ONLY = "FP32 only"

@@ -25,6 +25,18 @@ from ghost_deploy.precision.thresholds import (
     percentile_amax,
 )
 
+
+class Range(Protocol):
+    """What quantization needs of a calibrated tensor range (read-only); TensorRange is one."""
+
+    @property
+    def amax(self) -> float: ...
+    @property
+    def min(self) -> float: ...
+    @property
+    def max(self) -> float: ...
+
+
 __all__ = ["METHODS", "check_method", "check_percentile", "entropy_amax", "mse_amax", "percentile_amax"]
 # elements binned per pass: the temporaries (float and index) stay in the CPU's cache
 _CHUNK = 1 << 16

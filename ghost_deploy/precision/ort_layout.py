@@ -32,7 +32,7 @@ from ghost_deploy.machine.cpu import VNNI_FLAGS
 from ghost_deploy.precision.collectors import TensorRange
 
 if TYPE_CHECKING:
-    from ghost_deploy.precision.quantize import Range
+    from ghost_deploy.precision.collectors import Range
 
 # a boundary whose FP32 prefix holds more of the convolutions' multiply-adds than this leaves too little INT8
 # work to win anything: the candidates stop there (GhostNet-1.0x at 224: stages 0-5 hold 40% of them)

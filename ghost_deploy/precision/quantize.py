@@ -18,7 +18,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 from collections.abc import Collection, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import onnx
@@ -26,20 +26,10 @@ from onnx import helper, numpy_helper
 
 from ghost_deploy.backends.trt.calib_cache import cache_scale
 from ghost_deploy.errors import InputError
+from ghost_deploy.precision.collectors import Range
 
 QUANTIZABLE = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 MIN_QDQ_OPSET = 13
-
-
-class Range(Protocol):
-    """What quantization needs of a calibrated tensor range (read-only)."""
-
-    @property
-    def amax(self) -> float: ...
-    @property
-    def min(self) -> float: ...
-    @property
-    def max(self) -> float: ...
 
 
 @dataclasses.dataclass

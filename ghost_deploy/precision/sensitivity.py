@@ -25,8 +25,9 @@ from typing import Any
 import onnx
 
 from ghost_deploy.data.inputs import Sample
+from ghost_deploy.precision.collectors import Range
 from ghost_deploy.precision.probe import Score, Scorer, layer_errors, without_quantization
-from ghost_deploy.precision.quantize import Range, qdq_for_onnxruntime, qdq_for_tensorrt, select_nodes
+from ghost_deploy.precision.quantize import qdq_for_onnxruntime, qdq_for_tensorrt, select_nodes
 from ghost_deploy.targets import target as target_of
 
 Builder = Callable[..., tuple[onnx.ModelProto, Any]]

@@ -249,7 +249,8 @@ class Driver:
 
     def stream_context(self, handle: int) -> Context | None:
         """The context a stream handle belongs to (None for an unknown handle)."""
-        return self.streams.context_of(handle)
+        found = self.streams.context_of(handle)
+        return found if isinstance(found, Context) else None
 
     def destroy_stream(self, handle: int) -> None:
         """Forget a stream."""

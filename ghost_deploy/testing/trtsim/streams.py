@@ -26,12 +26,16 @@ import itertools
 import threading
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from ghost_deploy.testing.trtsim.device import Context
+
+class Context(Protocol):
+    """What the stream table needs of a CUDA context (`device.Context` is one): its identity."""
+
+    ident: int
+
 
 # CUresult name -> (value, cuGetErrorString's text), the subset the simulation reports (cuda.h of CUDA 12.x).
 CUDA_ERRORS: dict[str, tuple[int, str]] = {
