@@ -121,8 +121,8 @@ def test_the_fp16_gate_has_its_own_flags(fp32: Path, tmp_path: Path, capsys: pyt
     assert code == 4 and "min cosine similarity" in err and "< 1.0 (--fp16-min-cosine)" in err
     assert "keep the failing nodes in FP32 with --exclude-nodes or --exclude-op-types" in err
     assert "--auto-exclude" not in err  # an INT8 remedy
-    code, _, err = _run(capsys, [*argv, "--int8-min-cosine", "1.0"])  # another precision's limit: not this gate
-    assert code == 0, err
+    code, _, err = _run(capsys, [*argv, "--int8-min-cosine", "1.0"])  # another precision's limit: refused, not ignored
+    assert code == 2 and "use --fp16-min-cosine" in err, err
 
 
 @pytest.mark.parametrize(
