@@ -6,6 +6,7 @@ from here, and keep working.
 
 from ghost_deploy.bundle.runtime import (
     Bundle,
+    BundleClosedError,
     BundleError,
     EngineMismatchError,
     EngineNotPreparedError,
@@ -26,6 +27,7 @@ from ghost_deploy.errors import NonFiniteOutputError
 
 __all__ = [
     "Bundle",
+    "BundleClosedError",
     "BundleError",
     "EngineMismatchError",
     "EngineNotPreparedError",

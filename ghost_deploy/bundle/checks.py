@@ -4,7 +4,12 @@ The manifest is strict JSON validated against its JSON Schema (metrics typed, si
 holds plain, unlinked files matching the manifest's sizes and sha256; every ONNX artifact is parsed (never
 run) to check that it is ONNX, that no tensor points at external data (a bundle may not read outside itself,
 whatever ONNX Runtime version is installed), and that its input and output names, shapes and classes are
-the manifest's.
+the manifest's. The manifest's batch is bounded as `--batch` is (it sizes what `Bundle.infer` allocates).
+
+Every file name, number and cross-reference is checked: names match the schema's pattern in full (no trailing
+newline), no JSON object names a key twice, every file the manifest refers to is in its file list. What is
+checked is what runs: `read_verified` reads a file once, checking its size and sha256, and the ONNX artifacts
+are parsed (and later given to ONNX Runtime) from those bytes, never read again from the directory.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from ghost_deploy.bundle.errors import (
     UnsafeMemberError,
     show,
 )
+from ghost_deploy.config import MAX_BATCH, MAX_BATCH_PIXELS
 from ghost_deploy.fileio import loads_strict
 
 SCHEMA_VERSION = 1
@@ -81,6 +87,8 @@ def validate_manifest(manifest: object) -> dict[str, Any]:
         raise ManifestError(f"{MANIFEST} lists a file twice: {sorted(n for n in names if names.count(n) > 1)[0]}")
     referenced = [manifest["labels_file"]] + [a["file"] for a in manifest["artifacts"]]
     referenced += [manifest["reference"][k] for k in ("inputs", "outputs") if "reference" in manifest]
+    referenced += [manifest["deepstream"]["file"]] if "deepstream" in manifest else []
+    referenced += [a["report"] for a in manifest["artifacts"] if "report" in a]
     for art in manifest["artifacts"]:
         build = art.get("device_build") or {}
         referenced += [g["file"] for g in (build.get("onnx") or {}).values()]
@@ -91,7 +99,28 @@ def validate_manifest(manifest: object) -> dict[str, Any]:
     default = manifest.get("default_artifact")
     if default is not None and default not in {a["file"] for a in manifest["artifacts"]}:
         raise ManifestError(f"{MANIFEST} names {default} as its default artifact, which is not one of its artifacts")
+    _check_batch(manifest)
     return manifest
+
+
+def _check_batch(manifest: dict[str, Any]) -> None:
+    """The manifest's batch within `--batch`'s bounds: at most MAX_BATCH, and batch x crop^2 at most
+    MAX_BATCH_PIXELS (`Bundle.infer` pads a short batch to the fixed one); a dynamic range with MIN <= OPT <= MAX."""
+    inp, crop = manifest["input"], manifest["preprocessing"]["crop"]
+    dyn = inp.get("dynamic_batch")
+    if isinstance(dyn, dict) and not 1 <= dyn["min"] <= dyn["opt"] <= dyn["max"] <= MAX_BATCH:
+        raise ManifestError(
+            f"{MANIFEST}: input dynamic_batch min {dyn['min']}, opt {dyn['opt']}, max {dyn['max']}: need "
+            f"1 <= min <= opt <= max <= {MAX_BATCH}; the manifest was changed, get the bundle again"
+        )
+    batches = {"fixed batch": inp["shape"][0], "dynamic_batch max": dyn["max"] if isinstance(dyn, dict) else 0}
+    for what, batch in batches.items():
+        if batch > MAX_BATCH or batch * crop * crop > MAX_BATCH_PIXELS:
+            fits = max(1, min(MAX_BATCH, MAX_BATCH_PIXELS // (crop * crop)))
+            raise ManifestError(
+                f"{MANIFEST}: input {what} {batch} at {crop} x {crop} is more than a bundle may ask for (at most "
+                f"{fits} at this size, as --batch); the manifest was changed, get the bundle again"
+            )
 
 
 def parse_manifest(data: bytes) -> dict[str, Any]:
@@ -99,10 +128,22 @@ def parse_manifest(data: bytes) -> dict[str, Any]:
     if len(data) > MAX_MANIFEST_BYTES:
         raise ManifestError(f"{MANIFEST} is larger than {MAX_MANIFEST_BYTES} bytes; refusing it")
     try:
-        manifest = loads_strict(data.decode("utf-8"))
+        text = data.decode("utf-8")
+        manifest = loads_strict(text)
+        json.loads(text, object_pairs_hook=_unique_keys)  # a key named twice: which one would a reader take?
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ManifestError(f"{MANIFEST} is not valid strict JSON: {str(exc)[:200]}") from None
     return validate_manifest(manifest)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json's object_pairs_hook: ValueError when an object names a key twice (json.loads keeps the last)."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"the key {show(key)} appears twice in one object")
+        seen[key] = value
+    return seen
 
 
 def check_entry(entry: dict[str, Any], size: int, digest: str) -> None:
@@ -168,14 +209,14 @@ def _plain_files(root: Path) -> list[str]:
     return names
 
 
-def _read_limited(path: Path, limit: int) -> bytes:
+def _read_limited(path: Path, limit: int, too_large: type[ManifestError | TamperedFileError] = ManifestError) -> bytes:
     try:
         with path.open("rb") as fh:
             data = fh.read(limit + 1)
     except OSError as exc:
         raise NotABundleError(f"cannot read {path}: {exc.strerror}; check its permissions") from None
     if len(data) > limit:
-        raise ManifestError(f"{path.name} is larger than {limit} bytes; refusing it")
+        raise too_large(f"{path.name} is larger than {limit} bytes; refusing it")
     return data
 
 
@@ -194,8 +235,12 @@ def _hash_file(path: Path, limit: int) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def check_model(root: Path, manifest: dict[str, Any]) -> None:
-    """Cross-check every artifact with the manifest before any session exists: format, external data, I/O."""
+def check_model(root: Path, manifest: dict[str, Any]) -> dict[str, bytes]:
+    """Cross-check every artifact with the manifest before any session exists: format, external data, I/O.
+
+    Returns the bytes of each ONNX artifact as read and checked here (size and sha256 too): what ONNX Runtime
+    runs, so that a file replaced in the directory after this check is never run.
+    """
     pre, inp = manifest["preprocessing"], manifest["input"]
     shape = inp["shape"]
     if len(shape) != 4 or shape[1:] != [3, pre["crop"], pre["crop"]]:
@@ -209,18 +254,29 @@ def check_model(root: Path, manifest: dict[str, Any]) -> None:
             f"{MANIFEST}: num_labels {manifest['num_labels']}, model num_classes {manifest['model']['num_classes']} "
             f"and the output shape {manifest['output']['shape']} disagree on the number of classes"
         )
-    checked = set()
+    checked: dict[str, bytes] = {}
     for art in manifest["artifacts"]:
         if art["kind"] == "onnx":
-            check_onnx_artifact(root / art["file"], manifest)
-            checked.add(art["file"])
+            checked[art["file"]] = read_verified(root, manifest, art["file"])
+            check_onnx_artifact(root / art["file"], manifest, checked[art["file"]])
         elif _parses_as_onnx(root / art["file"]):
             raise ManifestError(f"{art['file']} is an ONNX model, but {MANIFEST} says it is a TensorRT engine")
+    models = dict(checked)
     for art in manifest["artifacts"]:  # what a device builds from is checked like an artifact, before any parser
         for graph in ((art.get("device_build") or {}).get("onnx") or {}).values():
             if graph["file"] not in checked:
-                check_onnx_artifact(root / graph["file"], manifest)
-                checked.add(graph["file"])
+                checked[graph["file"]] = read_verified(root, manifest, graph["file"])
+                check_onnx_artifact(root / graph["file"], manifest, checked[graph["file"]])
+    return models
+
+
+def read_verified(root: Path, manifest: dict[str, Any], name: str) -> bytes:
+    """The bytes of a listed file, read once (at most its declared size + 1) and checked against the manifest's
+    size and sha256 (TamperedFileError): what the caller uses is exactly what was verified."""
+    entry = next(f for f in manifest["files"] if f["path"] == name)
+    data = _read_limited(root / name, entry["bytes"], TamperedFileError)
+    check_entry(entry, len(data), hashlib.sha256(data).hexdigest())
+    return data
 
 
 def _parses_as_onnx(path: Path) -> bool:
@@ -231,10 +287,11 @@ def _parses_as_onnx(path: Path) -> bool:
     return bool(model.graph.node) and bool(model.graph.output)
 
 
-def check_onnx_artifact(path: Path, manifest: dict[str, Any] | None = None) -> onnx.ModelProto:
-    """Parse an ONNX artifact without running it; refuse external data and I/O that differ from the manifest."""
+def check_onnx_artifact(path: Path, manifest: dict[str, Any] | None = None, data: bytes | None = None) -> onnx.ModelProto:
+    """Parse an ONNX artifact without running it; refuse external data and I/O that differ from the manifest.
+    `data`: the file's bytes as already read and verified (then `path` only names it)."""
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = onnx.load_from_string(data) if data is not None else onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf errors of many kinds: all mean 'not ONNX'
         raise ManifestError(f"{path.name} is not an ONNX model ({type(exc).__name__}), as its manifest says") from None
     if not model.graph.node:
@@ -283,6 +340,10 @@ def _check_io(name: str, model: onnx.ModelProto, manifest: dict[str, Any]) -> No
         want = [int(d) for d in entry["shape"]]
         if len(dims) != len(want) or any(w != d and -1 not in (w, d) for w, d in zip(want, dims, strict=False)):
             raise ManifestError(f"{name}: {role} {show(entry['name'])} has shape {dims}, {MANIFEST} says {want}")
+        if role == "input" and dims[0] > 0 and want[0] != dims[0]:  # infer's batching follows the manifest
+            raise ManifestError(
+                f"{name}: input {show(entry['name'])} has a fixed batch of {dims[0]}, {MANIFEST} says {want[0]}"
+            )
     if len(inputs) != 1:
         raise ManifestError(f"{name} has {len(inputs)} inputs; a bundle's model has one image input")
 

@@ -65,6 +65,10 @@ class ExternalDataError(BundleError):
     """An ONNX artifact whose tensors point at external files: a bundle may not read outside itself."""
 
 
+class BundleClosedError(BundleError):
+    """The bundle was closed (`close()`, or the end of its `with` block): open it again to run it (exit 2)."""
+
+
 def show(name: str, limit: int = 80) -> str:
     """A name for an error message: repr'd, cut to `limit` characters (a hostile name may be huge)."""
     return repr(name) if len(name) <= limit else repr(name[:limit]) + f"... ({len(name)} characters)"

@@ -7,6 +7,11 @@ its destination, cross-checks every ONNX artifact with the manifest (format, inp
 classes; no external data) before any session exists, and checks an engine's TensorRT version and compute
 capability before anything deserializes it. Non-finite outputs are never returned as results.
 
+What runs is what was checked: the labels and every ONNX artifact are read once at open, their size and sha256
+checked, and ONNX Runtime loads the model from those bytes (a directory bundle's file replaced after `open` is
+never run). Images take one path whatever their form (a file, a PIL image: `preprocess.to_rgb`). A closed
+bundle raises BundleClosedError; `close` waits for the inferences under way, so none of them sees its files go.
+
 What runs is chosen by `select.choose` (the user's artifact, the bundle's default, or the rule); an engine is
 the packed one when it fits this TensorRT and GPU, else one built here from the bundled ONNX (`device`), and
 either way verified on the bundle's reference set the first time it is used on this device.
@@ -14,13 +19,14 @@ either way verified on the bundle's reference set the first time it is used on t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import tempfile
 import threading
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -40,10 +46,12 @@ from ghost_deploy.bundle.checks import (
     gate_warnings,
     manifest_schema,
     parse_manifest,
+    read_verified,
     validate_manifest,
     verify_directory,
 )
 from ghost_deploy.bundle.errors import (
+    BundleClosedError,
     BundleError,
     EngineMismatchError,
     EngineNotPreparedError,
@@ -59,13 +67,14 @@ from ghost_deploy.bundle.errors import (
     UnsafeMemberError,
 )
 from ghost_deploy.bundle.select import Choice
-from ghost_deploy.data.preprocess import Preprocessing, load_rgb, preprocess_image
+from ghost_deploy.data.preprocess import Preprocessing, load_rgb, preprocess_image, to_rgb
 from ghost_deploy.errors import GhostDeployError, InputError, NonFiniteOutputError
 
 if TYPE_CHECKING:
     from ghost_deploy.bundle.device import DeviceEngine
 
 MAX_BUNDLE_BYTES = 2 << 30  # a GhostNet bundle is tens of MB; raise `max_bytes` for a larger one
+DEFAULT_TOP_K = 5  # predict's labels per image when not told (all of them for a model of fewer classes)
 
 __all__ = [
     "MANIFEST",
@@ -73,6 +82,7 @@ __all__ = [
     "MAX_MEMBERS",
     "SCHEMA_VERSION",
     "Bundle",
+    "BundleClosedError",
     "BundleError",
     "EngineMismatchError",
     "EngineNotPreparedError",
@@ -152,6 +162,9 @@ class Bundle:
         self._finalizer = weakref.finalize(self, shutil.rmtree, cleanup, True) if cleanup is not None else None
         self._runner: Runner | None = None
         self._lock = threading.Lock()
+        self._state = threading.Condition()  # guards _closed and _busy (calls under way), for close()
+        self._closed = False
+        self._busy = 0
         self.choice: Choice | None = None
         self.engine: DeviceEngine | None = None
         try:
@@ -159,7 +172,7 @@ class Bundle:
         except InputError as exc:
             raise ManifestError(f"{MANIFEST} has impossible preprocessing: {exc}") from None
         try:
-            labels = (root / manifest["labels_file"]).read_bytes().decode("utf-8").splitlines()
+            labels = read_verified(root, manifest, manifest["labels_file"]).decode("utf-8").splitlines()
         except UnicodeDecodeError:
             raise ManifestError(f"{manifest['labels_file']} is not UTF-8 text") from None
         if len(labels) != manifest["num_labels"]:
@@ -167,7 +180,7 @@ class Bundle:
                 f"{manifest['labels_file']} has {len(labels)} lines, the manifest says {manifest['num_labels']} labels"
             )
         self.labels = labels
-        check_model(root, manifest)
+        self._models = check_model(root, manifest)  # the ONNX artifacts' verified bytes: what ONNX Runtime loads
         self.warnings = gate_warnings(manifest)
         for text in self.warnings if warn else []:
             warnings.warn(text, FailedGateWarning, stacklevel=3)
@@ -245,7 +258,7 @@ class Bundle:
         """Choose what runs (see `open`) and settle its engine; done once, by `open` or at the first inference."""
         from ghost_deploy.bundle.select import choose, simulated_files, unfit_here
 
-        with self._lock:
+        with self._using(), self._lock:
             if self.choice is not None:
                 return self.choice
             from ghost_deploy.backends.trt.engine_cache import EngineCache
@@ -262,13 +275,40 @@ class Bundle:
             return choice
 
     def close(self) -> None:
-        """Release the runner and remove a temporary extraction."""
-        if self._runner is not None:
-            self._runner.deactivate()
-            self._runner = None
+        """Release the runner and remove a temporary extraction; later calls raise BundleClosedError.
+
+        Thread-safe: it waits for the calls under way (an inference started before `close` finishes with its
+        result); calling it again does nothing.
+        """
+        with self._state:
+            self._closed = True
+            while self._busy:
+                self._state.wait()
+        with self._lock:
+            if self._runner is not None:
+                self._runner.deactivate()
+                self._runner = None
+            self._models = {}
         if self._finalizer is not None:
             self._finalizer()
             self._cleanup = None
+
+    @contextlib.contextmanager
+    def _using(self) -> Iterator[None]:
+        """A call that needs the bundle open: BundleClosedError once closed; `close` waits for it to end."""
+        with self._state:
+            if self._closed:
+                raise BundleClosedError(
+                    f"the bundle {self.root} is closed (close() or the end of its with block); open it again with "
+                    "Bundle.open to run it"
+                )
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._state:
+                self._busy -= 1
+                self._state.notify_all()
 
     def __enter__(self) -> Bundle:
         return self
@@ -286,7 +326,7 @@ class Bundle:
     def runner(self) -> Runner:
         """The runner of the chosen artifact (for an engine: the one `select` settled), created once."""
         choice = self.select()
-        with self._lock:
+        with self._using(), self._lock:
             if self._runner is None:
                 runner: Runner
                 if self.engine is not None:
@@ -297,7 +337,7 @@ class Bundle:
                 else:
                     from ghost_deploy.backends.onnxruntime import OnnxRuntimeRunner
 
-                    runner = OnnxRuntimeRunner(self.root / choice.artifact["file"])
+                    runner = OnnxRuntimeRunner(self._models[choice.artifact["file"]])  # the bytes checked at open
                 runner.activate()
                 self._runner = runner
             return self._runner
@@ -307,11 +347,16 @@ class Bundle:
 
         A model with a fixed batch N runs N rows at a time, the last group padded with copies of its last row
         (the padding's outputs are dropped); a dynamic batch runs at most its profile's MAX rows at a time.
-        NonFiniteOutputError when the model's output holds NaN or Inf: they are not results.
+        NonFiniteOutputError when the model's output holds NaN or Inf: they are not results. InputError for a
+        batch that is not numbers (strings, objects), of another shape, or not finite.
         """
+        with self._using():
+            return self._infer(batch)
+
+    def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         inp = self.manifest["input"]
         shape = list(inp["shape"])
-        batch = np.asarray(batch, dtype=np.float32)
+        batch = _numbers(batch, "the input batch").astype(np.float32)
         if batch.ndim != len(shape) or list(batch.shape[1:]) != shape[1:] or batch.shape[0] < 1:
             raise InputError(f"expected a batch of shape {['N', *shape[1:]]} with N >= 1, got {list(batch.shape)}")
         if not np.isfinite(batch).all():
@@ -335,9 +380,9 @@ class Bundle:
         """A CHW float32 array from an image file, a PIL image, an HxWx3 uint8 array, or a preprocessed CHW array."""
         if isinstance(image, (str, Path)):
             return preprocess_image(load_rgb(Path(image)), self.preprocessing)
-        if isinstance(image, Image.Image):
-            return preprocess_image(image.convert("RGB"), self.preprocessing)
-        arr = np.asarray(image)
+        if isinstance(image, Image.Image):  # the same conversion as a file's: EXIF orientation, 16-bit and float modes
+            return preprocess_image(to_rgb(image), self.preprocessing)
+        arr = _numbers(image, "predict's image")
         if arr.ndim == 3 and arr.shape[2] == 3 and arr.dtype == np.uint8:
             return preprocess_image(Image.fromarray(arr, mode="RGB"), self.preprocessing)
         if arr.ndim == 3 and list(arr.shape) == self.manifest["input"]["shape"][1:]:
@@ -347,19 +392,45 @@ class Bundle:
             f"{self.manifest['input']['shape'][1:]}; got an array of shape {list(arr.shape)} ({arr.dtype})"
         )
 
-    def predict(self, image: Image.Image | np.ndarray | Path | str, top_k: int = 5) -> list[Prediction]:
+    def predict(self, image: Image.Image | np.ndarray | Path | str, top_k: int | None = None) -> list[Prediction]:
         """The top-k labels with softmax scores for one image, best first.
 
-        NonFiniteOutputError (exit 4 from the CLI) when the model gives NaN or Inf: never scores from them.
+        `top_k`: a whole number from 1 to the model's classes (InputError otherwise); None: DEFAULT_TOP_K, or
+        every class of a model with fewer. NonFiniteOutputError (exit 4 from the CLI) when the model gives NaN or
+        Inf: never scores from them. BundleClosedError after `close()`.
         """
+        count = self._top_k(top_k)
         logits = self.infer(self.preprocess(image)[None])[self.manifest["output"]["name"]][0].astype(np.float64)
         scores = np.exp(logits - logits.max())
         scores /= scores.sum()
-        order = np.argsort(-scores, kind="stable")[: max(1, top_k)]
+        order = np.argsort(-scores, kind="stable")[:count]
         return [Prediction(int(i), self._label(int(i)), float(scores[i])) for i in order]
+
+    def _top_k(self, top_k: object) -> int:
+        """`top_k` checked: an integer (not a bool) from 1 to the number of classes; None: the default."""
+        classes = int(self.manifest["output"]["shape"][-1])
+        if top_k is None:
+            return min(DEFAULT_TOP_K, classes)
+        if isinstance(top_k, (bool, np.bool_)) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= classes:
+            raise InputError(f"top_k (--top-k) must be a whole number from 1 to {classes} (the model's classes), got {top_k!r}")
+        return int(top_k)
 
     def _label(self, index: int) -> str:
         return self.labels[index] if index < len(self.labels) else str(index)
+
+
+def _numbers(value: object, what: str) -> np.ndarray:
+    """`value` as a numpy array of integers or floats; InputError for strings, objects, booleans, complex, ragged."""
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:  # a ragged or otherwise unconvertible sequence
+        raise InputError(f"{what} is not an array of numbers ({str(exc)[:120]})") from None
+    if arr.dtype.kind not in "iuf":
+        raise InputError(
+            f"{what} holds {arr.dtype} values ({arr.dtype.kind!r}), not numbers; give an image, or an array of "
+            "integers or floats"
+        )
+    return arr
 
 
 def _check_finite(logits: np.ndarray, artifact: str) -> None:

@@ -1,13 +1,27 @@
-"""`ghost-deploy pack`, `run BUNDLE IMAGE...` and `inspect BUNDLE`: thin wrappers of the bundle package."""
+"""`ghost-deploy pack`, `run BUNDLE IMAGE...` and `inspect BUNDLE`: thin wrappers of the bundle package.
+
+What `run` and `inspect` print comes from files a stranger may have written (manifest, labels): every line
+passes `printable`, so an escape sequence or a newline in them is shown, never obeyed by the terminal. `--json`
+is escaped by JSON itself.
+"""
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from ghost_deploy.cli.flags import common as _common
+
+
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0 (newline, tab, ESC included), DEL and C1 (CSI: 0x9b)
+
+
+def printable(text: str) -> str:
+    """`text` with every control character written as an escape (`\\x1b`, `\\n`): one line, inert on a terminal."""
+    return _CONTROLS.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def fill_pack_parser(p: argparse.ArgumentParser) -> None:
@@ -95,7 +109,9 @@ def fill_run_parser(p: argparse.ArgumentParser) -> None:
     """Options of `ghost-deploy run`."""
     p.add_argument("bundle", type=Path, metavar="BUNDLE", help="a bundle directory or .tar.gz")
     p.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, BMP) to classify")
-    p.add_argument("--top-k", type=int, default=5, metavar="K", help="labels per image (default 5)")
+    p.add_argument(
+        "--top-k", type=int, metavar="K", help="labels per image, 1 to the model's classes (default 5, or all of fewer)"
+    )
     artifact_flags(p)
     p.add_argument(
         "--engine",
@@ -153,6 +169,7 @@ def run_bundle(args: argparse.Namespace) -> dict[str, Any]:
         artifact = choice.artifact["file"]
         engine = bundle.engine.to_dict() if bundle.engine else None
     lines = [f"{r['image']}: " + ", ".join(f"{t['label']} {t['score']:.3f}" for t in r["top"]) for r in results]
+    lines = [printable(line) for line in lines]
     return {
         "bundle": str(args.bundle),
         "artifact": artifact,
@@ -171,7 +188,8 @@ def inspect_bundle(args: argparse.Namespace) -> dict[str, Any]:
     with Bundle.open(args.bundle, warn=False, settle=False) as bundle:
         manifest, warnings = bundle.manifest, bundle.warnings
         here = describe_here(bundle.root, manifest, args.artifact, args.cache_dir)
-    summary = "\n".join([summarise(manifest), *_here_lines(here), *(f"warning: {w}" for w in warnings)])
+    lines = [*_here_lines(here), *(f"warning: {w}" for w in warnings)]
+    summary = "\n".join([summarise(manifest), *map(printable, lines)])
     return {
         "bundle": str(args.bundle),
         "manifest": manifest,
@@ -197,16 +215,16 @@ def _here_lines(here: dict[str, Any]) -> list[str]:
 
 
 def _stderr(text: str) -> None:
-    print(text, file=sys.stderr)
+    print(printable(text), file=sys.stderr)
 
 
 def _warn(warnings: list[str]) -> None:
     for text in warnings:
-        print(f"warning: {text}", file=sys.stderr)
+        _stderr(f"warning: {text}")
 
 
 def summarise(m: dict[str, Any]) -> str:
-    """A readable summary of a manifest."""
+    """A readable summary of a manifest, each line `printable`."""
     pre, inp, out = m["preprocessing"], m["input"], m["output"]
     lines = [
         f"bundle schema {m['schema_version']}, packed {m['created']} by ghost-deploy {m['tool']['version']}",
@@ -245,7 +263,7 @@ def summarise(m: dict[str, Any]) -> str:
         )
     size = sum(f["bytes"] for f in m["files"])
     lines.append(f"files: {len(m['files'])} + manifest.json ({size / 1e6:.2f} MB), sizes and sha256 verified")
-    return "\n".join(lines)
+    return "\n".join(map(printable, lines))
 
 
 def _quantized(artifact: dict[str, Any]) -> list[str]:

@@ -1,6 +1,10 @@
 """Image preprocessing: one implementation used by training, verification, profiling and calibration.
 
 Pure numpy + PIL (no torch), so a device runs exactly the preprocessing the model was trained with.
+
+Every image, read from a file (`load_rgb`) or handed over as a PIL image (`to_rgb`: `Bundle.predict`), takes
+one conversion to 8-bit RGB: the EXIF orientation applied (the image as viewers show it, and as a photo was
+labelled), 16-bit images scaled by 65535, 32-bit integer and float images by their value range (see `to_rgb`).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ghost_deploy.data.kinds import describe
 from ghost_deploy.errors import InputError
@@ -118,16 +122,15 @@ def parse_triple(text: str) -> tuple[float, float, float]:
 
 
 def load_rgb(path: Path) -> Image.Image:
-    """Open an image as 8-bit RGB: grayscale repeated, alpha dropped, 16-bit scaled down.
+    """Open an image as 8-bit RGB by `to_rgb`: grayscale repeated, alpha dropped, 16-bit scaled down, EXIF
+    orientation applied.
 
     Refused as unreadable (InputError), before any pixel is decoded: anything but a regular file (a FIFO would
     block), an empty (0-pixel) image, and one of more than MAX_IMAGE_PIXELS (a decompression bomb).
     """
     try:
         with open_regular(path, "image") as fh, Image.open(fh) as img:
-            check_image_size(img.size, path)  # on the header: nothing is decoded yet
-            img.load()
-            return _to_rgb(img)
+            return to_rgb(img, path)
     except InputError:
         raise
     except UnidentifiedImageError:  # PIL's own text names a file handle, not the file: say what the file is
@@ -155,13 +158,52 @@ def check_image_size(size: tuple[int, int], where: object = "(in memory)") -> No
         )
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float32)
-        peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        img8 = Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
-        return img8.convert("RGB")
-    return img.convert("RGB")
+def to_rgb(img: Image.Image, where: object = "(in memory)") -> Image.Image:
+    """The one conversion of an image (opened from a file, or a caller's PIL image, left unchanged) to 8-bit RGB.
+
+    The pixel count is checked on the header before anything is decoded. The EXIF orientation is applied
+    (a phone's portrait photo is stored sideways). 16-bit modes are scaled by 65535; 32-bit integer ("I") and
+    float ("F") images, which carry no range, by their values: a float image within 0..1 as 0..1, else any
+    within 0..255 as 8-bit, within 0..65535 as 16-bit; negative, larger or non-finite values are refused
+    (InputError: convert the image to 8 or 16 bits first). Grayscale is repeated, alpha dropped.
+    """
+    check_image_size(img.size, where)
+    try:
+        img.load()
+        img = _upright(img)
+        if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+            arr = np.asarray(img, dtype=np.float32)
+            scaled = np.clip(arr / _peak(arr, img.mode, where) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            return Image.fromarray(scaled, mode="L").convert("RGB")
+        return img.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"cannot read image {where}: {str(exc)[:200]}; give a JPEG, PNG or BMP file") from None
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation (2..8) says; a damaged EXIF block is read as none, as viewers do."""
+    try:
+        orientation = img.getexif().get(0x0112, 1)
+    except Exception:  # PIL's EXIF parser raises many kinds on damaged data
+        return img
+    return ImageOps.exif_transpose(img) if orientation in range(2, 9) else img
+
+
+def _peak(arr: np.ndarray, mode: str, where: object) -> float:
+    """The value that becomes 255: 65535 for 16-bit modes; by the value range for "I" and "F" (see `to_rgb`)."""
+    if mode.startswith("I;16"):
+        return 65535.0
+    low, high = (float(arr.min()), float(arr.max())) if np.isfinite(arr).all() else (math.nan, math.nan)
+    if not (low >= 0 and high <= 65535):
+        raise InputError(
+            f"cannot read image {where}: a {'float' if mode == 'F' else '32-bit'} image with values from {low:g} to "
+            f"{high:g}, outside 0..65535 (or not finite); convert it to 8 or 16 bits first"
+        )
+    if mode == "F" and high <= 1.0:
+        return 1.0
+    return 255.0 if high <= 255 else 65535.0
 
 
 def preprocess_image(img: Image.Image, pre: Preprocessing) -> np.ndarray:
