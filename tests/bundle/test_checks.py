@@ -175,3 +175,103 @@ def test_fuzzed_manifest_leaves_raise_only_the_projects_errors(tmp_path: Path, t
         opened.predict(IMAGE, top_k=3)
     for command in (["inspect", str(bundle)], ["run", str(bundle), str(IMAGE)]):
         assert main(command) in (0, 2, 3, 4), command
+
+
+# --- reliability (issue 22): the manifest bounds what runs; what is checked is what runs; what is shown is inert ---
+
+
+def test_the_manifests_batch_is_bounded_and_a_fixed_models_own(tmp_path: Path, tiny_bundle: Path) -> None:
+    """[1048576, 3, 32, 32] over a symbolic batch made `run` on one image allocate 12 GiB (np.repeat padding)."""
+    from tests.helpers import tiny_onnx
+
+    bundle = _copy(tiny_bundle, tmp_path / "b")
+    _replace_file(bundle, "tiny.onnx", tiny_onnx(tmp_path / "dyn.onnx", batch="N").read_bytes())
+    for batch, refused in ((1048576, True), (1025, True), (1024, False), (8, False)):
+        _edit(bundle, lambda m, n=batch: m["input"].update(shape=[n, 3, 32, 32]))
+        if refused:
+            with pytest.raises(ManifestError, match=rf"input fixed batch {batch} at 32 x 32 .*at most 1024"):
+                Bundle.open(bundle)
+        else:
+            with Bundle.open(bundle) as opened:  # a short batch is padded to the fixed one
+                assert len(opened.predict(IMAGE, top_k=2)) == 2
+    assert main(["run", str(bundle), str(IMAGE)]) == 0
+    _edit(bundle, lambda m: m["input"].update(shape=[1048576, 3, 32, 32]))
+    assert main(["run", str(bundle), str(IMAGE)]) == 2
+    fixed = _copy(tiny_bundle, tmp_path / "f")  # its model's batch is 1
+    _edit(fixed, lambda m: m["input"].update(shape=[-1, 3, 32, 32]))
+    with pytest.raises(ManifestError, match="has a fixed batch of 1, manifest.json says -1"):
+        Bundle.open(fixed)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m["input"].update(dynamic_batch={"min": 9, "opt": 5, "max": 2}), "need 1 <= min <= opt <= max"),
+        (lambda m: m["input"].update(dynamic_batch={"min": 1, "opt": 1, "max": 10**6}), "fails its schema"),
+        (lambda m: m.update(deepstream={"file": "absent.txt", "exact": True}), "refers to absent.txt, which its file"),
+        (lambda m: m["artifacts"][0].update(report="absent.json"), "refers to absent.json, which its file list"),
+        (lambda m: m["model"].update(width=int("9" * 400)), "fails its schema at model/width"),
+        (lambda m: m["files"][0].update(sha256=m["files"][0]["sha256"] + "\n"), "fails its schema at files/0/sha256"),
+    ],
+    ids=["min>max", "huge max", "deepstream", "report", "400 digits", "sha256 newline"],
+)
+def test_manifest_values_that_meant_nothing_are_refused(
+    tmp_path: Path, tiny_bundle: Path, change: Any, message: str
+) -> None:
+    bundle = _copy(tiny_bundle, tmp_path / "b")
+    _edit(bundle, change)
+    with pytest.raises(ManifestError, match=message):
+        Bundle.open(bundle)
+
+
+def test_a_file_name_with_a_trailing_newline_is_refused(tmp_path: Path, tiny_bundle: Path) -> None:
+    """The schema's `$` matched before a final newline (Python's search): 'labels.txt\\n' passed as a name."""
+    bundle = _copy(tiny_bundle, tmp_path / "b")
+    (bundle / "labels.txt").rename(bundle / "labels.txt\n")
+
+    def rename(m: dict[str, Any]) -> None:
+        m["labels_file"] = "labels.txt\n"
+        next(f for f in m["files"] if f["path"] == "labels.txt")["path"] = "labels.txt\n"
+
+    _edit(bundle, rename)
+    with pytest.raises(ManifestError, match="fails its schema"):
+        Bundle.open(bundle)
+
+
+def test_a_key_named_twice_is_refused(tmp_path: Path, tiny_bundle: Path) -> None:
+    """json.loads keeps the last of two keys; another reader may take the first: which manifest is this?"""
+    bundle = _copy(tiny_bundle, tmp_path / "b")
+    text = (bundle / "manifest.json").read_text()
+    (bundle / "manifest.json").write_text(text.replace('"num_labels"', '"num_labels": 999, "num_labels"', 1))
+    with pytest.raises(ManifestError, match="the key 'num_labels' appears twice"):
+        Bundle.open(bundle)
+    assert main(["inspect", str(bundle)]) == 2
+
+
+def test_an_onnx_replaced_after_open_is_never_run(tmp_path: Path, tiny_bundle: Path) -> None:
+    """A directory bundle's ONNX was read lazily by ONNX Runtime: swapped after open, an unchecked model ran."""
+    from tests.helpers import tiny_onnx
+
+    bundle = _copy(tiny_bundle, tmp_path / "b")
+    with Bundle.open(bundle) as opened:
+        expected = opened.predict(IMAGE, top_k=3)
+    with Bundle.open(bundle) as opened:
+        shutil.copyfile(tiny_onnx(tmp_path / "other.onnx", poison=1e3), bundle / "tiny.onnx")  # class 3 always wins
+        assert opened.predict(IMAGE, top_k=3) == expected
+
+
+def test_inspect_and_run_show_control_characters_escaped(
+    tmp_path: Path, tiny_bundle: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A manifest's or a label's escape sequences (clear screen, set title, CSI as C1) reached the terminal raw."""
+    bundle = _copy(tiny_bundle, tmp_path / "b")
+    _edit(bundle, lambda m: (m["model"].update(arch="\x1b[2J\x1b]0;pwned\x07x\ny"), m.update(created="\x9b31m\x7f")))
+    labels = "".join(f"\x1b[31m{i}\r\n" for i in range(10)).encode()
+    _replace_file(bundle, "labels.txt", labels)
+    assert main(["inspect", str(bundle)]) == 0
+    assert main(["run", str(bundle), str(IMAGE), "--top-k", "10"]) == 0
+    shown = capsys.readouterr()
+    text = shown.out + shown.err
+    assert not any(ch in text for ch in "\x1b\x07\x9b\x7f\r")
+    assert r"model: \x1b[2J\x1b]0;pwned\x07x\ny (width" in text and r"\x9b31m\x7f" in text
+    assert text.count(r"\x1b[31m") == 10

@@ -259,3 +259,92 @@ def test_arbitrary_archives_raise_only_bundle_errors(
         Bundle.open(path, extract_to=dest).close()
     except BundleError:
         assert not dest.exists()  # nothing left of a refused bundle, not even the folder this call created
+
+
+# --- reliability (issue 22): the Bundle API's inputs, and a closed bundle ---
+
+
+def test_predict_gives_one_answer_for_a_file_and_its_pil_image(tiny_bundle: Path, tmp_path: Path) -> None:
+    """A 16-bit image: `predict(Image.open(p))` once clipped it to white where `predict(p)` scaled it."""
+    from PIL import Image
+
+    path = tmp_path / "w16.png"
+    Image.fromarray((np.arange(32 * 32).reshape(32, 32) * 60).astype(np.uint16)).save(path)
+    with Bundle.open(tiny_bundle) as b, Image.open(path) as img:
+        assert np.abs(b.preprocess(img) - b.preprocess(path)).max() == 0.0
+        assert b.predict(img, top_k=3) == b.predict(path, top_k=3)
+
+
+def test_a_closed_bundle_raises_the_projects_error(tiny_exports: dict[str, Path], tmp_path: Path) -> None:
+    """After close() (a temporary extraction, removed) predict raised ONNX Runtime's raw NoSuchFile."""
+    pack([tiny_exports["good"]], tmp_path / "t.tar.gz")
+    image = np.zeros((3, 32, 32), np.float32)
+    bundle = Bundle.open(tmp_path / "t.tar.gz")
+    bundle.predict(image)
+    bundle.close()
+    bundle.close()  # twice: nothing more
+    with pytest.raises(BundleError, match="is closed") as raised:
+        bundle.predict(image)
+    assert type(raised.value).__name__ == "BundleClosedError" and raised.value.exit_code == 2
+
+
+def test_closing_while_other_threads_predict(tiny_exports: dict[str, Path], tmp_path: Path) -> None:
+    """Each call under way finishes with its result or raises BundleClosedError: never an ONNX Runtime error."""
+    import threading
+
+    pack([tiny_exports["good"]], tmp_path / "t.tar.gz")
+    bundle = Bundle.open(tmp_path / "t.tar.gz")
+    image = np.zeros((3, 32, 32), np.float32)
+    expected = bundle.predict(image)
+    outcomes: list[object] = []
+    started = threading.Barrier(5)
+
+    def loop() -> None:
+        started.wait()
+        try:
+            for _ in range(10_000):
+                assert bundle.predict(image) == expected
+        except BaseException as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=loop) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    started.wait()
+    bundle.close()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(outcomes) == 4 and all(isinstance(exc, BundleError) and "is closed" in str(exc) for exc in outcomes), outcomes
+    assert not bundle.root.exists()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.full((3, 32, 32), None, dtype=object),
+        np.full((3, 32, 32), "a"),
+        np.full((32, 32, 3), b"x"),
+        np.zeros((3, 32, 32), np.complex64),
+        [[1.0, 2.0], [3.0]],
+    ],
+    ids=["object", "str", "bytes", "complex", "ragged"],
+)
+def test_arrays_that_are_not_numbers_are_input_errors(tiny_bundle: Path, value: object) -> None:
+    """A string array was a ValueError, an object array 'holds NaN or Inf' (exit 1 or a wrong message)."""
+    with Bundle.open(tiny_bundle) as b:
+        with pytest.raises(InputError, match="not (numbers|an array of numbers)"):
+            b.predict(value)  # type: ignore[arg-type]
+        with pytest.raises(InputError, match="not (numbers|an array of numbers)"):
+            b.infer(np.asarray(value, dtype=object)[None] if not isinstance(value, list) else value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("top_k", [2.5, True, -1, 0, 11, "3"])
+def test_top_k_outside_1_to_the_classes_is_an_input_error(tiny_bundle: Path, top_k: object) -> None:
+    """2.5 was a TypeError; True, -1 and 0 gave one label, 11 gave 10 (a 10-class model)."""
+    with Bundle.open(tiny_bundle) as b:
+        with pytest.raises(InputError, match=r"top_k \(--top-k\) must be a whole number from 1 to 10"):
+            b.predict(np.zeros((3, 32, 32), np.float32), top_k=top_k)  # type: ignore[arg-type]
+        assert len(b.predict(np.zeros((3, 32, 32), np.float32))) == 5
+        assert len(b.predict(np.zeros((3, 32, 32), np.float32), top_k=np.int64(10))) == 10
+    proc = run_cli("run", str(tiny_bundle), str(IMAGES[0]), "--top-k", "11")
+    assert proc.returncode == 2 and "from 1 to 10" in proc.stderr

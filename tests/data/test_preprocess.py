@@ -175,3 +175,63 @@ def test_fuzzed_images_give_a_finite_input_or_an_input_error(
             assert str(path) in str(exc) and "\n" not in str(exc)
             return
     assert out.shape == (3, 32, 32) and out.dtype == np.float32 and np.isfinite(out).all()
+
+
+# --- reliability (issue 22): one conversion for files and PIL images; EXIF orientation; float images by range ---
+
+
+def _wide_16_bit() -> Image.Image:
+    """A 16-bit ramp (0..61380) whose 8-bit clip would be nearly all white."""
+    return Image.fromarray((np.arange(32 * 32).reshape(32, 32) * 60).astype(np.uint16))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        _wide_16_bit,
+        lambda: _wide_16_bit().convert("I"),
+        lambda: Image.fromarray((np.arange(32 * 32).reshape(32, 32) / 1024).astype(np.float32), "F"),
+    ],
+    ids=["I;16", "I", "F"],
+)
+def test_a_pil_image_and_its_file_give_the_same_input(tmp_path: Path, make: object) -> None:
+    """`Bundle.predict(Image.open(p))` once converted with PIL's clipping (up to 4.2 apart in normalised units)."""
+    from ghost_deploy.data.preprocess import to_rgb
+
+    img = make()  # type: ignore[operator]
+    path = tmp_path / "x.tiff"
+    img.save(path)
+    pre = Preprocessing(32, 32)
+    from_file = preprocess_file(path, pre)
+    with Image.open(path) as opened:
+        from_pil = preprocess_image(to_rgb(opened), pre)
+    assert np.abs(from_file - from_pil).max() == 0.0
+    assert 0.2 < float(np.asarray(load_rgb(path)).mean()) / 255 < 0.8  # a ramp, neither clipped white nor black
+
+
+def test_the_exif_orientation_is_applied_to_files_and_pil_images(tmp_path: Path) -> None:
+    """Orientation 6 (a portrait phone photo stored sideways): the left half white is, shown, the top half."""
+    from ghost_deploy.data.preprocess import to_rgb
+
+    arr = np.zeros((32, 32, 3), np.uint8)
+    arr[:, :16] = 255
+    img = Image.fromarray(arr)
+    exif = img.getexif()
+    exif[0x0112] = 6
+    img.save(tmp_path / "p.jpg", exif=exif.tobytes(), quality=95)
+    for shown in (np.asarray(load_rgb(tmp_path / "p.jpg")), np.asarray(to_rgb(Image.open(tmp_path / "p.jpg")))):
+        assert shown[:16].mean() > 200 and shown[16:].mean() < 50
+
+
+def test_float_images_are_read_by_their_range_or_refused() -> None:
+    from ghost_deploy.data.preprocess import to_rgb
+
+    def grey(value: float) -> int:
+        return int(np.asarray(to_rgb(Image.fromarray(np.full((4, 4), value, np.float32), "F")))[0, 0, 0])
+
+    assert grey(0.8) == 204  # 0..1 (once clipped to black: 0)
+    assert grey(100.0) == 100  # 0..255
+    assert grey(32768.0) == 128  # 0..65535
+    for bad in (-0.5, 1e6, float("nan")):
+        with pytest.raises(InputError, match="convert it to 8 or 16 bits"):
+            grey(bad)
