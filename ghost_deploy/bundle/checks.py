@@ -287,7 +287,9 @@ def _parses_as_onnx(path: Path) -> bool:
     return bool(model.graph.node) and bool(model.graph.output)
 
 
-def check_onnx_artifact(path: Path, manifest: dict[str, Any] | None = None, data: bytes | None = None) -> onnx.ModelProto:
+def check_onnx_artifact(
+    path: Path, manifest: dict[str, Any] | None = None, data: bytes | None = None
+) -> onnx.ModelProto:
     """Parse an ONNX artifact without running it; refuse external data and I/O that differ from the manifest.
     `data`: the file's bytes as already read and verified (then `path` only names it)."""
     try:

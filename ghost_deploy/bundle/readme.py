@@ -52,7 +52,7 @@ in `manifest.json`; `ghost_deploy.bundle.runtime.Bundle.open` checks them.
 
     from ghost_deploy.runtime import Bundle
     with Bundle.open("THIS_BUNDLE") as bundle:  # or Bundle.open("THIS_BUNDLE", artifact="TARGET_OR_FILE")
-        print(bundle.predict("image.png", top_k=5))
+        print(bundle.predict("image.png"))  # the 5 best labels (top_k=N: from 1 to the classes)
 
 {_which_text(manifest)}
 

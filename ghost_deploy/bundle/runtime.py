@@ -412,7 +412,9 @@ class Bundle:
         if top_k is None:
             return min(DEFAULT_TOP_K, classes)
         if isinstance(top_k, (bool, np.bool_)) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= classes:
-            raise InputError(f"top_k (--top-k) must be a whole number from 1 to {classes} (the model's classes), got {top_k!r}")
+            raise InputError(
+                f"top_k (--top-k) must be a whole number from 1 to {classes} (the model's classes), got {top_k!r}"
+            )
         return int(top_k)
 
     def _label(self, index: int) -> str:

@@ -8,13 +8,14 @@ is escaped by JSON itself.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ghost_deploy.cli.flags import common as _common
-
 
 _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0 (newline, tab, ESC included), DEL and C1 (CSI: 0x9b)
 
@@ -22,6 +23,18 @@ _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0 (newline, tab, ESC included
 def printable(text: str) -> str:
     """`text` with every control character written as an escape (`\\x1b`, `\\n`): one line, inert on a terminal."""
     return _CONTROLS.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+@contextlib.contextmanager
+def _printable_errors() -> Iterator[None]:
+    """The project's errors raised inside leave with a `printable` message: they may quote a bundle's files."""
+    from ghost_deploy.errors import GhostDeployError
+
+    try:
+        yield
+    except GhostDeployError as exc:
+        exc.args = (printable(str(exc)),)
+        raise
 
 
 def fill_pack_parser(p: argparse.ArgumentParser) -> None:
@@ -153,7 +166,7 @@ def run_bundle(args: argparse.Namespace) -> dict[str, Any]:
     from ghost_deploy.bundle.runtime import Bundle
 
     say = None if args.quiet else _stderr
-    with Bundle.open(
+    with _printable_errors(), Bundle.open(
         args.bundle, warn=False, artifact=args.artifact, engine=args.engine, cache_dir=args.cache_dir, say=say
     ) as bundle:
         _warn(bundle.warnings)
@@ -185,7 +198,7 @@ def inspect_bundle(args: argparse.Namespace) -> dict[str, Any]:
     from ghost_deploy.bundle.runtime import Bundle
     from ghost_deploy.bundle.select import describe_here
 
-    with Bundle.open(args.bundle, warn=False, settle=False) as bundle:
+    with _printable_errors(), Bundle.open(args.bundle, warn=False, settle=False) as bundle:
         manifest, warnings = bundle.manifest, bundle.warnings
         here = describe_here(bundle.root, manifest, args.artifact, args.cache_dir)
     lines = [*_here_lines(here), *(f"warning: {w}" for w in warnings)]

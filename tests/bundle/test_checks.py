@@ -199,7 +199,7 @@ def test_the_manifests_batch_is_bounded_and_a_fixed_models_own(tmp_path: Path, t
     assert main(["run", str(bundle), str(IMAGE)]) == 2
     fixed = _copy(tiny_bundle, tmp_path / "f")  # its model's batch is 1
     _edit(fixed, lambda m: m["input"].update(shape=[-1, 3, 32, 32]))
-    with pytest.raises(ManifestError, match="has a fixed batch of 1, manifest.json says -1"):
+    with pytest.raises(ManifestError, match=r"has a fixed batch of 1, manifest\.json says -1"):
         Bundle.open(fixed)
 
 
@@ -275,3 +275,7 @@ def test_inspect_and_run_show_control_characters_escaped(
     assert not any(ch in text for ch in "\x1b\x07\x9b\x7f\r")
     assert r"model: \x1b[2J\x1b]0;pwned\x07x\ny (width" in text and r"\x9b31m\x7f" in text
     assert text.count(r"\x1b[31m") == 10
+    _edit(bundle, lambda m: m["artifacts"][0].update(versions={"\x1b]0;pwned\x07": 5}))  # quoted by an error
+    assert main(["inspect", str(bundle)]) == 2 and main(["run", str(bundle), str(IMAGE)]) == 2
+    shown = capsys.readouterr()
+    assert r"versions/\x1b]0;pwned\x07: 5 is not of type" in shown.err and "\x1b" not in shown.err

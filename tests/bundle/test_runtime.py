@@ -314,7 +314,9 @@ def test_closing_while_other_threads_predict(tiny_exports: dict[str, Path], tmp_
     bundle.close()
     for thread in threads:
         thread.join(timeout=60)
-    assert len(outcomes) == 4 and all(isinstance(exc, BundleError) and "is closed" in str(exc) for exc in outcomes), outcomes
+    assert len(outcomes) == 4 and all(isinstance(exc, BundleError) and "is closed" in str(exc) for exc in outcomes), (
+        outcomes
+    )
     assert not bundle.root.exists()
 
 
@@ -332,9 +334,9 @@ def test_closing_while_other_threads_predict(tiny_exports: dict[str, Path], tmp_
 def test_arrays_that_are_not_numbers_are_input_errors(tiny_bundle: Path, value: object) -> None:
     """A string array was a ValueError, an object array 'holds NaN or Inf' (exit 1 or a wrong message)."""
     with Bundle.open(tiny_bundle) as b:
-        with pytest.raises(InputError, match="not (numbers|an array of numbers)"):
+        with pytest.raises(InputError, match=r"not (numbers|an array of numbers)"):
             b.predict(value)  # type: ignore[arg-type]
-        with pytest.raises(InputError, match="not (numbers|an array of numbers)"):
+        with pytest.raises(InputError, match=r"not (numbers|an array of numbers)"):
             b.infer(np.asarray(value, dtype=object)[None] if not isinstance(value, list) else value)  # type: ignore[arg-type]
 
 
