@@ -348,5 +348,10 @@ def test_top_k_outside_1_to_the_classes_is_an_input_error(tiny_bundle: Path, top
             b.predict(np.zeros((3, 32, 32), np.float32), top_k=top_k)  # type: ignore[arg-type]
         assert len(b.predict(np.zeros((3, 32, 32), np.float32))) == 5
         assert len(b.predict(np.zeros((3, 32, 32), np.float32), top_k=np.int64(10))) == 10
-    proc = run_cli("run", str(tiny_bundle), str(IMAGES[0]), "--top-k", "11")
-    assert proc.returncode == 2 and "from 1 to 10" in proc.stderr
+
+
+def test_run_top_k_beyond_the_classes_is_exit_2(tiny_bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ghost_deploy.cli.main import main
+
+    assert main(["run", str(tiny_bundle), str(IMAGES[0]), "--top-k", "11"]) == 2
+    assert "from 1 to 10" in capsys.readouterr().err
