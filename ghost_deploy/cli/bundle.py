@@ -166,9 +166,12 @@ def run_bundle(args: argparse.Namespace) -> dict[str, Any]:
     from ghost_deploy.bundle.runtime import Bundle
 
     say = None if args.quiet else _stderr
-    with _printable_errors(), Bundle.open(
-        args.bundle, warn=False, artifact=args.artifact, engine=args.engine, cache_dir=args.cache_dir, say=say
-    ) as bundle:
+    with (
+        _printable_errors(),
+        Bundle.open(
+            args.bundle, warn=False, artifact=args.artifact, engine=args.engine, cache_dir=args.cache_dir, say=say
+        ) as bundle,
+    ):
         _warn(bundle.warnings)
         choice = bundle.select()
         if say is not None:
