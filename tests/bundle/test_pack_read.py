@@ -77,7 +77,7 @@ REPORT_CASES = {  # id: (change of tiny.onnx.json, what the message says)
     "nested-50000-deep": ('{"target": ' + DEEP + "}", "nested at most 64 levels"),
     "a-list-not-an-object": ("[1]", "not a JSON object"),
     "inputs-a-string": (_set("io.inputs", "abc"), "io.inputs must be a list"),
-    "input-shape-a-string": (_set("io.inputs.0.shape", "abc"), "io.inputs[0].shape must be a list of at most 8 integers"),
+    "input-shape-a-string": (_set("io.inputs.0.shape", "abc"), "io.inputs[0].shape must be a list of at most 8 int"),
     "input-name-an-integer": (_set("io.inputs.0.name", 3), "io.inputs[0].name must be a string"),
     "output-an-integer": (_set("io.outputs", [5]), "io.outputs[0] must be an object, got 5"),
     "labels-integers": (_set("model.labels", list(range(10))), "model.labels[0] must be a string"),
