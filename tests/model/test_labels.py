@@ -22,7 +22,12 @@ from ghost_deploy.cli.main import export_main
     ],
 )
 def test_a_label_with_a_control_character_is_refused_at_export(
-    source: str, label: str, said: str, tiny_exports: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    source: str,
+    label: str,
+    said: str,
+    tiny_exports: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     model = tmp_path / "m.onnx"
     shutil.copyfile(tiny_exports["good"], model)
