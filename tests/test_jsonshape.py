@@ -18,7 +18,7 @@ from ghost_deploy.jsonshape import MAX_JSON_DEPTH, Field, nesting_ok, read_json_
         ("[]", True),
         ("[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH, True),
         ("[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1), False),
-        (json.dumps({"a": ["[[[[", "\\\"[", "\\", {"b": "}}}"}]}), True),  # brackets in strings do not count
+        (json.dumps({"a": ["[[[[", '\\"[', "\\", {"b": "}}}"}]}), True),  # brackets in strings do not count
         (json.dumps(["[" * 100]), True),
         ("[1, 2", False),  # brackets that do not match
         ("][", False),
