@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import json
 import os
 import platform
 import sys
@@ -17,6 +16,7 @@ from typing import Any, TextIO
 
 from ghost_deploy.errors import InputError
 from ghost_deploy.fileio import sha256_file, write_json_atomic
+from ghost_deploy.jsonshape import Field, read_json_file
 from ghost_deploy.version import __version__
 
 REPORT_SCHEMA = 1
@@ -263,6 +263,12 @@ class ArtifactReport:
         """Whether the engine's build allowed TF32 (`--tf32`); False for anything else."""
         return self.build_plan.get("tf32") is True
 
+    @property
+    def field(self) -> Field:
+        """The whole report as a `Field`: values read through it are checked, and a wrong one is an InputError
+        naming this file and the key path."""
+        return Field(self.raw, f"report {self.path}", "", "export the artifact again (ghost-export writes its report)")
+
     def section(self, name: str) -> dict[str, Any] | None:
         """Any other top-level object of the report, when it is one."""
         value = self.raw.get(name)
@@ -270,11 +276,9 @@ class ArtifactReport:
 
 
 def read_report(path: Path) -> ArtifactReport:
-    """Read a report file; InputError when it cannot be read or is not a ghost-deploy report."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"cannot read the report {path}: {exc}") from None
+    """Read a report file (bounded, strict JSON, nested at most MAX_JSON_DEPTH deep: `jsonshape`); InputError
+    when it cannot be read or is not a ghost-deploy report. `field` gives its values typed and checked."""
+    data = read_json_file(path, "report")
     if not isinstance(data, dict):
         raise InputError(f"{path} is not a ghost-deploy report (not a JSON object)")
     return ArtifactReport(path, data)

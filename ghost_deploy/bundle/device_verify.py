@@ -100,12 +100,14 @@ def reject(
 def earlier_rejection(entry: dict[str, Any], kept: Path, packed: bool = False) -> EngineRejected:
     """The same engine failed its verification on this device before: not built (or, packed, not verified)
     again unless asked."""
-    from ghost_deploy.fileio import loads_strict
+    from ghost_deploy.errors import InputError
+    from ghost_deploy.jsonshape import read_object
 
+    record: dict[str, Any] | None
     try:
-        record = loads_strict((kept / "verification.json").read_text(encoding="utf-8"))
-        failures = "; ".join(record.get("failures") or [])
-    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+        root = read_object(kept / "verification.json", "verification record")
+        record, failures = root.obj(), "; ".join(root["failures"].texts_or_none(64) or [])[:1000]
+    except InputError:
         record, failures = None, "its record is unreadable"
     return EngineRejected(
         f"the engine of {entry['file']} {'packed in the bundle' if packed else 'built on this device'} failed its "

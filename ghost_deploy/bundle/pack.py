@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ghost_deploy.bundle import pack_read
 from ghost_deploy.bundle.checks import MANIFEST, SCHEMA_VERSION, check_onnx_artifact, validate_manifest
 from ghost_deploy.bundle.deepstream import CONFIG_NAME, render_config
 from ghost_deploy.bundle.pack_device import DevicePlan, plan_device, stage_device
@@ -25,7 +26,7 @@ from ghost_deploy.bundle.readme import render_readme
 from ghost_deploy.bundle.runtime import Bundle
 from ghost_deploy.bundle.select import find_artifact
 from ghost_deploy.errors import InputError, VerificationFailed
-from ghost_deploy.fileio import check_regular_destination, read_bytes_limited, sha256_file, strict_json, write_error
+from ghost_deploy.fileio import check_regular_destination, sha256_file, strict_json, write_error
 from ghost_deploy.report import ArtifactReport, report_of
 from ghost_deploy.targets import TARGETS
 from ghost_deploy.version import __version__
@@ -42,7 +43,7 @@ def _load_report(path: Path) -> ArtifactReport:
 
 
 def _onnx_report_of_engine(engine: Path, report: ArtifactReport) -> ArtifactReport:
-    onnx_path = Path(str((report.section("onnx") or {}).get("path", "")))
+    onnx_path = pack_read.onnx_path(report)
     for cand in (onnx_path, engine.parent / onnx_path.name):
         if cand.is_file() and report_of(cand) is not None:
             return _load_report(cand)
@@ -51,15 +52,7 @@ def _onnx_report_of_engine(engine: Path, report: ArtifactReport) -> ArtifactRepo
 
 def gate_failures(path: Path, report: ArtifactReport) -> tuple[list[str], list[str]]:
     """(failed gates, changed bytes) of an artifact, as its report tells them: what pack refuses."""
-    gates = []
-    status = report.raw.get("status")
-    if status not in (None, "ok"):
-        gates.append(f"its report's status is {str(status)[:40]!r}")
-    for key in ("verification", "precision_verification"):
-        record = report.section(key)
-        if record is not None and record.get("passed") is not True:
-            why = "; ".join(str(f) for f in record.get("failures") or [])[:300]
-            gates.append(f"{key.replace('_', ' ')} failed" + (f": {why}" if why else ""))
+    gates = pack_read.gate_failures_of(report)
     engine = report.engine
     recorded = engine.sha256 if engine is not None else (report.artifact.sha256 if report.artifact else None)
     changed = []
@@ -85,7 +78,7 @@ def _artifact_entry(
     path: Path, report: ArtifactReport, profile: Path | None, allow_failed: bool = False
 ) -> tuple[dict[str, Any], ArtifactReport]:
     """The manifest's entry for one artifact and the ONNX report holding the model's description."""
-    target = TARGETS.get(report.target or "")
+    target = TARGETS.get(report.field["target"].text(64, line=True))
     if target is None:
         raise InputError(f"{path}: its report names target {report.target!r}, which pack does not know")
     entry: dict[str, Any] = {"file": path.name, "target": target.name, "precision": target.precision}
@@ -95,45 +88,32 @@ def _artifact_entry(
         if engine is None or not engine.built:
             raise InputError(f"{path}: the engine was not built ({(engine and engine.why_not) or 'see its report'})")
         entry["gate"] = _gate(path, report, allow_failed)
-        gpu = engine.gpus[0] if engine.gpus else {}
-        plan = report.build_plan
+        plan, entry["tensorrt"] = pack_read.tensorrt_entry(report)
         entry.update(kind="engine", build=plan)
-        entry["tensorrt"] = {
-            "version": report.trt_version or "",
-            "gpu": gpu.get("name"),
-            "compute_capability": engine.compute_capability,
-            "version_compatible": bool(plan.get("version_compatible", False)),
-            "tf32": report.tf32,  # FP32 layers may use TF32 (--tf32); older reports say nothing: False
-            "hardware_compatibility": plan.get("hardware_compatibility"),
-            "dla_core": plan.get("dla_core"),
-            "simulated": bool(report.raw.get("simulated", False)),
-        }
         onnx_report = _onnx_report_of_engine(path, report)
         if target.precision == "int8":  # the ranges' method, from the Q/DQ ONNX the engine was built from
             entry["build"] = {**(plan or {}), "calibration": _calibration(onnx_report)}
-        entry["verification"] = report.section("verification")
+        entry["verification"] = pack_read.record(report, "verification")
     else:
         entry["gate"] = _gate(path, report, allow_failed)
         check_onnx_artifact(path)  # no external data: a bundle never reads outside itself
-        precision = report.section("precision") or {}
-        build = {"config": report.section("config"), "precision": precision.get("precision")}
+        precision = report.field["precision"]["precision"].text_or_none(16, line=True)
+        build = {"config": report.field["config"].obj_or_none(), "precision": precision}
         build["calibration"] = _calibration(report)
-        entry.update(kind="onnx", build=build, verification=report.section("verification"))
-        entry["precision_verification"] = report.section("precision_verification")
+        entry.update(kind="onnx", build=build, verification=pack_read.record(report, "verification"))
+        entry["precision_verification"] = pack_read.record(report, "precision_verification")
         onnx_report = report
-    share = (report.section("precision") or {}).get("quantized")
-    if isinstance(share, dict):  # how much of an INT8 artifact is quantized (layers, MACs, mostly float)
+    share = pack_read.quantized(report)
+    if share is not None:  # how much of an INT8 artifact is quantized (layers, MACs, mostly float)
         entry["quantized"] = share
-    versions = report.section("versions") or {}
-    entry["versions"] = {k: versions.get(k) for k in ("onnxruntime", "onnx", "torch", "tensorrt")}
+    entry["versions"] = pack_read.versions(report)
     entry["latency"] = _latency(path, profile)
     return entry, onnx_report
 
 
 def _calibration(report: ArtifactReport) -> dict[str, Any] | None:
     """The report's calibration without the per-tensor ranges: method, images, cache header, auto-exclusion."""
-    calib = (report.section("precision") or {}).get("calibration") or {}
-    return {k: v for k, v in calib.items() if k != "ranges"} or None
+    return pack_read.calibration(report)
 
 
 def profile_file(artifact: Path, profile: Path | None) -> Path | None:
@@ -146,38 +126,23 @@ def _latency(artifact: Path, profile: Path | None) -> dict[str, Any] | None:
     """The latency summary of the artifact's profile report, for the manifest (the per-query times stay in the
     profile file, which the bundle holds beside the artifact as `<artifact>.profile.json`)."""
     path = profile_file(artifact, profile)
-    if path is None:
-        return None
-    try:
-        data = json.loads(read_bytes_limited(path, 64 << 20, "profile report"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"cannot read the profile report {path}: {str(exc)[:200]}") from None
-    results = data.get("results") if isinstance(data, dict) else None
-    if not isinstance(results, list):
-        raise InputError(f"{path} is not a profile report of `ghost-deploy profile` (it has no results)")
-    env = data.get("environment") or {}
-    keep = ("batch", "latency_ms", "throughput", "cv", "cv_threshold", "stable", "timed_queries", "warnings")
-    return {
-        "file": artifact.name + ".profile.json",
-        "results": [{k: r.get(k) for k in keep if k in r} for r in results if isinstance(r, dict)],
-        "environment": {
-            "cpu": (env.get("cpu") or {}).get("model"),
-            "gpus": [g.get("name") for g in env.get("gpus") or [] if isinstance(g, dict)],
-            "load_average_1min": env.get("load_average_1min"),
-            "tensorrt_simulated": bool(env.get("tensorrt_simulated", False)),
-        },
-    }
+    return pack_read.latency(artifact, path) if path is not None else None
 
 
 def latency_warnings(entry: dict[str, Any]) -> list[str]:
     """A profile whose timing was not stable is packed with a warning: its figures are not comparable."""
     latency = entry.get("latency") or {}
     return [
-        f"{entry['file']}: the profile at batch {r.get('batch')} was unstable (CV {r.get('cv', 0):.0%} above "
-        f"{r.get('cv_threshold', 0):.1%}); its latency is not comparable: profile again on a quiet machine"
+        f"{entry['file']}: the profile at batch {r.get('batch')} was unstable (CV {_share(r.get('cv'), '.0%')} above "
+        f"{_share(r.get('cv_threshold'), '.1%')}); its latency is not comparable: profile again on a quiet machine"
         for r in latency.get("results", [])
         if r.get("stable") is False
     ]
+
+
+def _share(value: float | None, spec: str) -> str:
+    """A CV or threshold as a percentage; 'not measured' when the profile recorded none (null)."""
+    return format(value, spec) if isinstance(value, (int, float)) else "not measured"
 
 
 def build_manifest(
@@ -194,26 +159,25 @@ def build_manifest(
         for key in ("model", "io", "preprocessing"):
             if other.raw.get(key) != first.raw.get(key):
                 raise InputError(f"{path} describes another model than {artifacts[0]} (its {key} differs)")
-    model, io = first.model or {}, first.section("io") or {}
-    if not io.get("inputs") or not io.get("outputs"):
+    model, labels = pack_read.model_and_labels(first)
+    io = pack_read.io_entries(first)
+    if io is None:
         raise InputError(f"the report of {artifacts[0]} has no input/output description; export it again")
-    labels = model.get("labels") or [str(i) for i in range(int(model.get("num_classes", 0)))]
-    inp, out = io["inputs"][0], io["outputs"][0]
-    batch = (first.section("config") or {}).get("batch") or {}
-    dynamic = {k: batch[k] for k in ("min", "opt", "max")} if batch.get("dynamic") else None
+    inp, out = io
+    dynamic = pack_read.dynamic_batch(first)
     manifest: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "tool": {"name": "ghost-deploy", "version": __version__},
-        "model": {k: model.get(k) for k in ("arch", "width", "num_classes", "input_size")},
+        "model": model,
         "artifacts": entries,
         "input": {**inp, "layout": "NCHW", "dynamic_batch": dynamic},
         "output": {**out, "kind": "logits"},
-        "preprocessing": first.section("preprocessing") or model.get("preprocessing"),
+        "preprocessing": pack_read.preprocessing(first),
         "labels_file": "labels.txt",
         "num_labels": len(labels),
     }
-    return manifest, [str(label) for label in labels]
+    return manifest, labels
 
 
 def check_destination(output: Path, force: bool = False) -> None:

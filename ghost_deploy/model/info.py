@@ -12,6 +12,7 @@ from typing import Any
 from ghost_deploy.config import Overrides
 from ghost_deploy.data.preprocess import Preprocessing
 from ghost_deploy.errors import CheckpointError, InputError
+from ghost_deploy.jsonshape import control_character
 from ghost_deploy.model.variants import check_input_size, family_of, get_variant
 
 METADATA_KEY = "ghost_deploy"
@@ -115,8 +116,9 @@ def apply_overrides(info: ModelInfo, ov: Overrides) -> ModelInfo:
     check_input_size(info.input_size, info.family)
     info = info.replace(preprocessing=pre)
     labels = ov.labels if ov.labels is not None else info.labels
+    given = "--labels" if ov.labels is not None else STATED_BY.get(info.source, "the model's description")
+    _check_labels_are_lines(labels or (), given)
     if labels is not None and len(labels) != info.num_classes:
-        given = "--labels" if ov.labels is not None else STATED_BY.get(info.source, "the model's description")
         raise InputError(
             f"{len(labels)} labels for a model with {info.num_classes} classes (labels from {given}); "
             "give one per class"
@@ -141,3 +143,15 @@ def _check_not_contradicted(info: ModelInfo, ov: Overrides) -> None:
             f"--num-classes {ov.num_classes} contradicts {stated}, which says {info.num_classes} classes: "
             "drop --num-classes"
         )
+
+
+def _check_labels_are_lines(labels: tuple[str, ...], given: str) -> None:
+    """InputError naming the first label with a control character (a newline, a tab, an escape): labels are
+    written one per line (a bundle's labels.txt, DeepStream's label file) and shown on terminals."""
+    for index, label in enumerate(labels):
+        bad = control_character(label)
+        if bad is not None:
+            raise InputError(
+                f"label {index} ({label[:40]!r}, from {given}) has a control character ({bad}); a label is one "
+                "line of plain text: remove it"
+            )

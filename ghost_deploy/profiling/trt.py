@@ -19,7 +19,6 @@ exists only once the event has been waited for, which `_collect` does before rea
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +26,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ghost_deploy.errors import MissingDependencyError
+from ghost_deploy.errors import InputError, MissingDependencyError
+from ghost_deploy.jsonshape import read_object
 from ghost_deploy.profiling.layers import trt_layer_table
 from ghost_deploy.profiling.stats import LoopConfig
 from ghost_deploy.profiling.trt_timing import QueryEvents, keep_running, summarize_events
@@ -203,11 +203,14 @@ def trt_layer_profile(engine_path: Path, feeds: dict[str, np.ndarray], runs: int
 
 def engine_onnx(engine_path: Path) -> Path | None:
     """The ONNX an engine was built from, as its ghost-deploy report (`<engine>.json`) names it."""
+    report = engine_path.with_name(engine_path.name + ".json")
     try:
-        report = json.loads(engine_path.with_name(engine_path.name + ".json").read_text())
-        path = Path(report["onnx"]["path"])
-    except (OSError, ValueError, KeyError, TypeError):
+        recorded = read_object(report, "report")["onnx"]["path"].text_or_none(4096, line=True)
+    except InputError:
+        return None  # no report, or not one of ours: the layers are listed without their ONNX names
+    if recorded is None:
         return None
+    path = Path(recorded)
     for candidate in (path, engine_path.parent / path.name):
         if candidate.is_file():
             return candidate

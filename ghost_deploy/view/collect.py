@@ -10,19 +10,18 @@ as data that may be anything: a file that is no ghost-deploy report is an InputE
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ghost_deploy.errors import InputError
+from ghost_deploy.jsonshape import MAX_JSON_BYTES, read_json_file
 from ghost_deploy.targets import TARGETS
 from ghost_deploy.view.data import Check, Page, Quantized, Ranking, Target
 from ghost_deploy.view.profiles import Profile
 from ghost_deploy.view.read import num, obj, seq, text
 
 ARTIFACT_SUFFIXES = (".onnx", ".engine", ".plan")
-MAX_JSON_BYTES = 64 << 20
 WHAT_TO_GIVE = (
     "give an .onnx/.engine artifact with its <file>.json report beside it, a report, profile (-o of "
     "ghost-deploy profile) or sensitivity .json, or a bundle"
@@ -30,15 +29,12 @@ WHAT_TO_GIVE = (
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from `path`; InputError naming the file when it is missing, too large or not an object."""
+    """A JSON object from `path`, read by `jsonshape` (a regular file, bounded, strict, nested at most 64 deep);
+    InputError naming the file when it is missing, too large, too deep or not an object. Its fields are read
+    without trusting them (`view.read`): a wrong one shows as "not measured"."""
     if not path.is_file():
         raise InputError(f"{path} does not exist or is not a file; {WHAT_TO_GIVE}")
-    if path.stat().st_size > MAX_JSON_BYTES:
-        raise InputError(f"{path} is larger than {MAX_JSON_BYTES >> 20} MiB; it is no ghost-deploy report")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise InputError(f"{path} is not a readable JSON report ({str(exc)[:120]})") from None
+    data = read_json_file(path, "report", MAX_JSON_BYTES)
     if not isinstance(data, dict):
         raise InputError(f"{path} is not a ghost-deploy report (not a JSON object); {WHAT_TO_GIVE}")
     return data

@@ -74,7 +74,7 @@ def _item(path: Path, kind: str, key_name: str) -> Item:
             size += info.st_size
             newest = max(newest, info.st_mtime)
     key: dict[str, Any] = {}
-    with contextlib.suppress(OSError, ValueError, UnicodeDecodeError):
+    with contextlib.suppress(OSError, ValueError, UnicodeDecodeError, RecursionError):
         meta = loads_strict((path / ENTRY_FILE).read_bytes()[: 1 << 20])
         if isinstance(meta, dict) and isinstance(meta.get("key"), dict):
             key = meta["key"]
