@@ -274,6 +274,17 @@ def _write_all(out: IO[bytes], data: bytes, target: Path) -> None:
         raise write_error(target, exc) from None
 
 
+def write_member(dest: Path, name: str, data: bytes) -> None:
+    """Write an extracted file `name` into `dest`: created new (never through a link), errors naming it."""
+    target = dest / name
+    try:
+        out = os.fdopen(create_new(target, 0o644), "wb", buffering=0)
+    except OSError as exc:
+        raise write_error(target, exc) from None
+    with out:
+        _write_all(out, data, target)
+
+
 def extract(archive: Path, dest: Path, expected: dict[str, tuple[int, str]]) -> None:
     """Write the members named in `expected` (name -> size, sha256) into `dest`, each checked while written."""
 

@@ -28,11 +28,11 @@ from ghost_deploy.errors import InputError
 from ghost_deploy.fileio import (
     LockRefused,
     check_regular_destination,
-    open_created,
+    create_new,
     open_lock,
     remove_stale_temporaries,
     same_file,
-    temp_beside,
+    temp_name,
     write_error,
 )
 
@@ -100,30 +100,41 @@ def _locked_fd(path: Path, output: Path) -> int:
 
 
 class StagedOutput:
-    """Temporaries for the files of one artifact, moved into place together by `commit`, else removed."""
+    """Temporaries for the files of one artifact, moved into place together by `commit`, else removed.
+
+    Each temporary is created here (`O_EXCL | O_NOFOLLOW`) and written through the descriptor that created it,
+    held open until the end: its name is never reopened, and `commit` moves it only while the name still holds
+    that very file (a file swapped in meanwhile, a link included, is refused).
+    """
 
     def __init__(self) -> None:
         self._temps: dict[Path, Path] = {}
-        self._made: dict[Path, tuple[int, int]] = {}
+        self._fds: dict[Path, int] = {}
 
     def temp(self, final: Path) -> Path:
         """The temporary that stands for `final` until commit (created empty, beside it)."""
         if final not in self._temps:
             check_regular_destination(final)
             remove_stale_temporaries(final)
-            tmp = temp_beside(final)
+            tmp = temp_name(final)
+            try:
+                self._fds[tmp] = create_new(tmp)
+            except OSError as exc:
+                raise write_error(final, exc) from None
             self._temps[final] = tmp
-            self._made[tmp] = _identity(tmp)
         return self._temps[final]
 
     def write_bytes(self, final: Path, data: bytes) -> Path:
         """Write `data` to the temporary of `final`; returns the temporary."""
         tmp = self.temp(final)
+        fd = self._fds[tmp]
         try:
-            with open_created(tmp, final) as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+            os.ftruncate(fd, 0)
+            view = memoryview(data)
+            offset = 0
+            while offset < len(view):
+                offset += os.pwrite(fd, view[offset:], offset)
+            os.fsync(fd)
         except OSError as exc:
             raise write_error(final, exc) from None
         return tmp
@@ -134,7 +145,7 @@ class StagedOutput:
         with _signals_held():
             try:
                 for final, tmp in self._temps.items():  # all checked before the first is moved
-                    if _identity(tmp) != self._made.get(tmp):
+                    if not same_file(self._fds[tmp], tmp):
                         raise InputError(
                             f"cannot write {final}: its temporary {tmp} was replaced; not moved into place"
                         )
@@ -145,16 +156,22 @@ class StagedOutput:
             except OSError as exc:
                 raise write_error(final, exc) from None
             self._temps.clear()
-            self._made.clear()
+            self._close()
         return moved
 
     def discard(self) -> None:
-        """Remove every temporary not yet committed."""
-        for tmp in self._temps.values():
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        """Remove every temporary not yet committed (only while its name still holds the file made here)."""
+        for tmp, fd in self._fds.items():
+            if same_file(fd, tmp):
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
         self._temps.clear()
-        self._made.clear()
+        self._close()
+
+    def _close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
     def __enter__(self) -> StagedOutput:
         return self
@@ -163,12 +180,6 @@ class StagedOutput:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.discard()
-
-
-def _identity(path: Path) -> tuple[int, int]:
-    """(device, inode) of `path` itself, a link not followed."""
-    found = os.lstat(path)
-    return found.st_dev, found.st_ino
 
 
 @contextlib.contextmanager
