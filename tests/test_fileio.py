@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -11,16 +12,23 @@ from pathlib import Path
 
 import pytest
 
-from ghost_deploy.errors import InputError
+from ghost_deploy.errors import InputError, StepFailed
 from ghost_deploy.fileio import (
+    LockRefused,
     atomic_path,
     check_writable,
+    copy_new,
     finite_only,
     loads_strict,
+    open_created,
+    open_lock,
     remove_stale_temporaries,
     strict_json,
     temp_beside,
+    temp_dir_beside,
+    write_error,
     write_json_atomic,
+    write_new,
 )
 
 
@@ -67,3 +75,81 @@ def test_temporaries_of_dead_processes_are_removed_and_live_ones_kept(tmp_path: 
     other.write_bytes(b"partial")
     assert remove_stale_temporaries(final) == [stale]
     assert mine.exists() and other.exists() and not stale.exists()
+
+
+VICTIM = b"a file of whoever runs ghost-deploy\n"
+
+
+def _dead_pid() -> int:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(dead.stdout)
+
+
+@pytest.mark.parametrize("to", ["existing", "missing"])
+def test_a_new_file_is_never_created_through_a_planted_link(tmp_path: Path, to: str) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(VICTIM)
+    link = tmp_path / "staging-file"
+    link.symlink_to(victim if to == "existing" else tmp_path / "created-through-the-link")
+    with pytest.raises(FileExistsError):
+        write_new(link, b"ours")
+    with pytest.raises(FileExistsError):
+        copy_new(victim, link)
+    assert victim.read_bytes() == VICTIM
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["staging-file", "victim.txt"]
+
+
+def test_a_temporary_reopened_by_name_refuses_a_link_swapped_in(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(VICTIM)
+    final = tmp_path / "out.png"
+    with pytest.raises(InputError, match="replaced by a link; not followed"), atomic_path(final) as tmp:
+        tmp.unlink()
+        tmp.symlink_to(victim)
+        with open_created(tmp, final) as fh:
+            fh.write(b"ours")
+    assert victim.read_bytes() == VICTIM and not final.exists()
+
+
+def test_a_lock_file_is_written_only_when_created_and_a_link_is_refused(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(VICTIM)
+    lock = tmp_path / ".x.lock"
+    os.link(victim, lock)  # an existing lock file: opened read-only, its bytes kept
+    os.close(open_lock(lock))
+    assert victim.read_bytes() == VICTIM
+    lock.unlink()
+    os.close(open_lock(lock))
+    assert lock.read_text() == f"{os.getpid()}\n"
+    lock.unlink()
+    lock.symlink_to(tmp_path / "missing")
+    with pytest.raises(LockRefused, match="symbolic link"):
+        open_lock(lock)
+    assert not (tmp_path / "missing").exists()
+
+
+def test_stale_staging_folders_are_removed_and_links_named_like_them_never_followed(tmp_path: Path) -> None:
+    final = tmp_path / "b"
+    mine = temp_dir_beside(final)
+    dead = _dead_pid()
+    stale = tmp_path / f".b.ghost-{dead}-0123abcd.tmp"
+    stale.mkdir()
+    (stale / "manifest.json").write_text("{}")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_bytes(VICTIM)
+    link = tmp_path / f".b.ghost-{dead}-4567cdef.tmp"
+    link.symlink_to(elsewhere)
+    assert sorted(remove_stale_temporaries(final)) == sorted([stale, link])
+    assert mine.is_dir() and not stale.exists() and not link.is_symlink()
+    assert (elsewhere / "keep.txt").read_bytes() == VICTIM
+
+
+@pytest.mark.parametrize(
+    ("code", "cause"),
+    [(errno.EFBIG, "file too large"), (errno.ENOSPC, "no space left"), (errno.EDQUOT, "disk quota exceeded")],
+)
+def test_a_write_that_fails_for_want_of_space_names_the_path_and_the_cause(code: int, cause: str) -> None:
+    error = write_error(Path("out/b.tar.gz"), OSError(code, os.strerror(code)))
+    assert isinstance(error, StepFailed) and error.exit_code == 1
+    assert str(error).startswith(f"cannot write out/b.tar.gz: {cause}") and "\n" not in str(error)

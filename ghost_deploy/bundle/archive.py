@@ -31,6 +31,7 @@ from ghost_deploy.bundle.errors import (
     show,
 )
 from ghost_deploy.data.kinds import MODEL_SUFFIXES, describe
+from ghost_deploy.fileio import create_new, write_error
 
 BLOCK = 512
 MAX_EXTENSION_BYTES = 64 << 10
@@ -263,6 +264,27 @@ def scan(archive: Path, max_bytes: int, keep: str, keep_limit: int) -> dict[str,
     return members
 
 
+def _write_all(out: IO[bytes], data: bytes, target: Path) -> None:
+    """Write all of `data` to the unbuffered `out`; an OSError (no space, EFBIG) is the project's, naming `target`."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[out.write(view) or 0 :]
+    except OSError as exc:
+        raise write_error(target, exc) from None
+
+
+def write_member(dest: Path, name: str, data: bytes) -> None:
+    """Write an extracted file `name` into `dest`: created new (never through a link), errors naming it."""
+    target = dest / name
+    try:
+        out = os.fdopen(create_new(target, 0o644), "wb", buffering=0)
+    except OSError as exc:
+        raise write_error(target, exc) from None
+    with out:
+        _write_all(out, data, target)
+
+
 def extract(archive: Path, dest: Path, expected: dict[str, tuple[int, str]]) -> None:
     """Write the members named in `expected` (name -> size, sha256) into `dest`, each checked while written."""
 
@@ -275,11 +297,15 @@ def extract(archive: Path, dest: Path, expected: dict[str, tuple[int, str]]) -> 
         if size != want_size:
             raise TamperedFileError(f"{name} has {size} bytes in the archive, the manifest says {want_size}")
         digest = hashlib.sha256()
-        fd = os.open(dest / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        with os.fdopen(fd, "wb") as out:
+        target = dest / name
+        try:  # created new, never through a link; a write that fails is the destination's fault, not the archive's
+            out = os.fdopen(create_new(target, 0o644), "wb", buffering=0)
+        except OSError as exc:
+            raise write_error(target, exc) from None
+        with out:
             for chunk in stream.chunks(size):
                 digest.update(chunk)
-                out.write(chunk)
+                _write_all(out, chunk, target)
         if digest.hexdigest() != want_sha:
             raise TamperedFileError(f"{name} changed while the archive was read (sha256); get the bundle again")
 

@@ -7,13 +7,11 @@ renamed into place: a failed pack leaves nothing that looks like a bundle.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import os
 import shutil
 import tarfile
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -26,7 +24,18 @@ from ghost_deploy.bundle.readme import render_readme
 from ghost_deploy.bundle.runtime import Bundle
 from ghost_deploy.bundle.select import find_artifact
 from ghost_deploy.errors import InputError, VerificationFailed
-from ghost_deploy.fileio import check_regular_destination, sha256_file, strict_json, write_error
+from ghost_deploy.fileio import (
+    atomic_file,
+    check_regular_destination,
+    copy_new,
+    remove_stale_temporaries,
+    sha256_file,
+    strict_json,
+    temp_dir_beside,
+    temp_name,
+    write_error,
+    write_new,
+)
 from ghost_deploy.report import ArtifactReport, report_of
 from ghost_deploy.targets import TARGETS
 from ghost_deploy.version import __version__
@@ -229,9 +238,10 @@ def pack(
     device = plan_device(artifacts, manifest, tensorrt, reference)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
     except OSError as exc:
         raise write_error(output, exc) from None
+    remove_stale_temporaries(output)  # staging folders and temporaries of packs that were killed
+    staging = temp_dir_beside(output)
     try:
         warnings = _stage(staging, artifacts, manifest, labels, profile, device)
         warnings += [w for entry in manifest["artifacts"] for w in latency_warnings(entry)]
@@ -243,6 +253,8 @@ def pack(
             _write_tar(staging, output)
         else:
             _replace_dir(staging, output)
+    except OSError as exc:  # a full disk, a quota, a file-size limit (EFBIG), a folder made read-only meanwhile
+        raise write_error(output, exc) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     files = manifest["files"]
@@ -265,18 +277,18 @@ def _stage(
     """Copy and write every file of the bundle into `staging`, ending with the validated manifest (strict JSON)."""
     roles: dict[str, str] = {}
     for path in artifacts:
-        shutil.copyfile(path, staging / path.name)
-        shutil.copyfile(path.with_name(path.name + ".json"), staging / (path.name + ".json"))
+        copy_new(path, staging / path.name)
+        copy_new(path.with_name(path.name + ".json"), staging / (path.name + ".json"))
         roles.update({path.name: "artifact", path.name + ".json": "report"})
         timing = profile_file(path, profile)
         if timing is not None:  # the per-query times live here, the manifest keeps the summary
-            shutil.copyfile(timing, staging / (path.name + ".profile.json"))
+            copy_new(timing, staging / (path.name + ".profile.json"))
             roles[path.name + ".profile.json"] = "profile"
         for extra, role in ((path.name + ".build.sh", "build-script"), (path.name + ".cache", "calibration-cache")):
             if (path.parent / extra).is_file():
-                shutil.copyfile(path.parent / extra, staging / extra)
+                copy_new(path.parent / extra, staging / extra)
                 roles[extra] = role
-    (staging / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
+    write_new(staging / "labels.txt", ("\n".join(labels) + "\n").encode("utf-8"))
     roles["labels.txt"] = "labels"
     notes = stage_device(staging, manifest, device, roles)
     runnable = [a for a in manifest["artifacts"] if TARGETS[a["target"]].qdq != "onnxruntime"]
@@ -286,7 +298,7 @@ def _stage(
         cache = cache or (first.get("device_build") or {}).get("calibration_cache")
         config, norm = render_config(manifest, first, cache)
         manifest["deepstream"] = {"file": CONFIG_NAME, "exact": norm.exact, "note": norm.note}
-        (staging / CONFIG_NAME).write_text(config, encoding="utf-8")
+        write_new(staging / CONFIG_NAME, config.encode("utf-8"))
         roles[CONFIG_NAME] = "deepstream"
         notes += [f"DeepStream: {norm.note}"] if norm.note else []
     else:
@@ -294,7 +306,7 @@ def _stage(
             "DeepStream: no config_infer_primary.txt: ort-int8 is ONNX Runtime's CPU layout (uint8 activations), "
             "which TensorRT does not take; pack an onnx, onnx-fp16, onnx-int8 or trt-* artifact for DeepStream"
         )
-    (staging / "README.md").write_text(render_readme(manifest), encoding="utf-8")
+    write_new(staging / "README.md", render_readme(manifest).encode("utf-8"))
     roles["README.md"] = "readme"
     roles[bundle_page(staging, manifest, artifacts)] = "report"  # report.html: the page to look at
     manifest["files"] = [
@@ -302,7 +314,7 @@ def _stage(
         for name, role in sorted(roles.items())
     ]
     validate_manifest(manifest)
-    (staging / MANIFEST).write_text(strict_json(manifest) + "\n", encoding="utf-8")
+    write_new(staging / MANIFEST, (strict_json(manifest) + "\n").encode("utf-8"))
     return notes
 
 
@@ -319,11 +331,9 @@ def _portable(obj: Any) -> Any:
 
 
 def _write_tar(staging: Path, output: Path) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        with tarfile.open(tmp, "w:gz") as tf:
+    with atomic_file(output) as out:
+        os.fchmod(out.fileno(), 0o644)
+        with tarfile.open(fileobj=out, mode="w:gz") as tf:
             for path in sorted(staging.iterdir()):
                 info = tf.gettarinfo(str(path), arcname=path.name)
                 info.uid = info.gid = 0
@@ -331,11 +341,6 @@ def _write_tar(staging: Path, output: Path) -> None:
                 info.mode = 0o644
                 with path.open("rb") as fh:
                     tf.addfile(info, fh)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, output)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def _replace_dir(staging: Path, output: Path) -> None:
@@ -343,10 +348,17 @@ def _replace_dir(staging: Path, output: Path) -> None:
     if output.exists():
         if not (output / MANIFEST).is_file():
             raise InputError(f"{output} exists and is not a bundle; refusing to replace it")
-        old = output.with_name(f".{output.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
+        old = temp_name(output, "old")  # a fresh name: a user's folder is never removed in its place
         os.replace(output, old)
     os.chmod(staging, 0o755)
-    os.replace(staging, output)
+    try:
+        os.replace(staging, output)
+    except OSError:
+        if old is not None:
+            os.replace(old, output)  # the bundle that was there stays
+        raise
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_symlink():  # --force onto a link to a bundle replaced the link, not what it points to
+            old.unlink()
+        else:
+            shutil.rmtree(old, ignore_errors=True)

@@ -133,7 +133,7 @@ def extract_archive(archive_path: Path, dest: Path, max_bytes: int = MAX_BUNDLE_
     free = shutil.disk_usage(dest).free
     if total > free:
         raise InputError(f"extracting {archive_path} needs {total} bytes; {dest} has {free} free; free some space")
-    (dest / MANIFEST).write_bytes(members[MANIFEST].data or b"")
+    archive.write_member(dest, MANIFEST, members[MANIFEST].data or b"")
     archive.extract(archive_path, dest, {f["path"]: (f["bytes"], f["sha256"]) for f in manifest["files"]})
     return manifest
 

@@ -17,7 +17,7 @@ from ghost_deploy import optional
 from ghost_deploy.config import Overrides
 from ghost_deploy.data.preprocess import Preprocessing
 from ghost_deploy.errors import CheckpointError, InputError
-from ghost_deploy.fileio import atomic_path, open_regular
+from ghost_deploy.fileio import atomic_file, open_regular
 from ghost_deploy.model.assumptions import Hints, assumed_defaults, check_hints, foreign_hints
 from ghost_deploy.model.info import METADATA_KEY, ModelInfo, apply_overrides
 from ghost_deploy.model.variants import FAMILY_PREFIX, VARIANTS, check_input_size, variant_for_width
@@ -132,8 +132,8 @@ def save_checkpoint(path: Path, module: torch.nn.Module, info: ModelInfo, extra:
     if clash:
         raise InputError(f"extra metadata may not replace {clash}; put them in the ModelInfo")
     payload: dict[str, Any] = {"state_dict": module.state_dict(), METADATA_KEY: {**meta, **(extra or {})}}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    with atomic_file(path) as fh:
+        torch.save(payload, fh)
 
 
 def _check_file(path: Path) -> None:

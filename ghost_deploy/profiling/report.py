@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ghost_deploy import optional
-from ghost_deploy.fileio import atomic_path
+from ghost_deploy.fileio import atomic_file
 
 PERCENTILE_DEFINITION = (
     "nearest rank, no interpolation: pP = sorted[max(N-1-floor((1-P/100)*N), 0)] (trtexec); the median is the "
@@ -65,8 +65,8 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
         what = "GPU compute CV" if res.get("cv_of") == "gpu_compute" else "CV"
         trace.set(xlabel="query start (s)", ylabel="latency (ms)", title=f"per-query trace, {what} {res['cv']:.1%}")
         trace.legend()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+    with atomic_file(path) as fh:
+        fig.savefig(fh, format="png", dpi=100)
 
 
 def human_summary(report: dict[str, Any], top: int = 10) -> str:

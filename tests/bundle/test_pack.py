@@ -246,3 +246,65 @@ def test_a_bundle_made_before_these_fields_still_opens(tiny_bundle: Path, tmp_pa
     (old / "manifest.json").write_text(json.dumps(manifest))
     with Bundle.open(old) as bundle:
         assert bundle.manifest["schema_version"] == 1 and bundle.labels
+
+
+def test_pack_force_never_deletes_a_users_old_folder(tiny_exports: dict[str, Path], tmp_path: Path) -> None:
+    """`.NAME.old` was where pack put the bundle it replaced, deleting whatever a user kept under that name."""
+    out = tmp_path / "b"
+    pack([tiny_exports["good"]], out)
+    mine = tmp_path / ".b.old"
+    mine.mkdir()
+    (mine / "precious.txt").write_text("the user's")
+    first = out.stat().st_ino
+    pack([tiny_exports["good"]], out, force=True)
+    assert (mine / "precious.txt").read_text() == "the user's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".b.old", "b"]  # the replaced bundle is gone, nothing else
+    assert out.stat().st_ino != first and (out / MANIFEST).is_file()  # replaced by the new bundle
+
+
+def test_a_killed_packs_staging_is_removed_by_the_next_pack(tiny_exports: dict[str, Path], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
+    for name in (".b.tar.gz", ".b"):  # what a SIGKILLed pack leaves: its staging folder, its archive's temporary
+        staging = tmp_path / f"{name}.ghost-{dead}-0123abcd.tmp"
+        staging.mkdir()
+        (staging / "manifest.json").write_text("{}")
+    (tmp_path / f".b.tar.gz.ghost-{dead}-4567cdef.tmp").write_bytes(b"\x1f\x8b partial")
+    pack([tiny_exports["good"]], tmp_path / "b.tar.gz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".b.ghost-{dead}-0123abcd.tmp", "b.tar.gz"]  # another's
+    pack([tiny_exports["good"]], tmp_path / "b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "b.tar.gz"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["b.tar.gz", "b"])
+def test_pack_under_a_file_size_limit_is_one_clear_line(
+    tiny_exports: dict[str, Path], tmp_path: Path, name: str
+) -> None:
+    from tests.helpers import run_limited
+
+    out = tmp_path / "out" / name
+    code = "import sys; from ghost_deploy.cli.main import main; sys.exit(main(['pack', *sys.argv[1:]]))"
+    proc = run_limited(code, str(tiny_exports["good"]), "-o", str(out), file_size=1000)
+    assert proc.returncode == 1, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and f"cannot write {out}: file too large" in errors[0], proc.stderr
+    assert "unexpected" not in proc.stderr and list(out.parent.iterdir()) == []  # no bundle, no staging left
+
+
+@pytest.mark.slow
+def test_run_under_a_file_size_limit_blames_the_limit_not_the_archive(
+    tiny_exports: dict[str, Path], tmp_path: Path
+) -> None:
+    from tests.helpers import DIGITS, run_limited
+
+    bundle = tmp_path / "b.tar.gz"
+    pack([tiny_exports["good"]], bundle)
+    image = sorted((DIGITS / "test").rglob("*.png"))[0]
+    code = "import sys; from ghost_deploy.cli.main import main; sys.exit(main(['run', *sys.argv[1:]]))"
+    proc = run_limited(code, str(bundle), str(image), file_size=1000)
+    assert proc.returncode == 1, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "file too large" in errors[0] and f"cannot read {bundle}" not in errors[0], errors

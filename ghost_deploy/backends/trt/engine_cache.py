@@ -10,9 +10,12 @@ Guarantees, each tested:
 - one build per key at a time, across threads and processes: an exclusive `flock` on `<key name>.lock`
   (one open file description per holder, so two threads of one process exclude each other too; the kernel
   releases the lock of a killed process);
-- nothing half-made is ever an entry: files are written into `.staging-<key name>-<pid>-<random>/`, which is
-  renamed into place only when complete and verified; a killed build leaves only a staging folder, removed
-  by the next holder of that key's lock or by `prune`;
+- nothing half-made is ever an entry: files are written into `.staging-<key name>-<pid>-<random>/` (made
+  0700 by `mkdir`, its files created new with `O_EXCL | O_NOFOLLOW`), which is renamed into place only when
+  complete and verified; a killed build leaves only a staging folder, removed by the next holder of that
+  key's lock or by `prune`;
+- a lock file is opened without following a link (`fileio.open_lock`): a link or anything but a regular file
+  at `<key name>.lock` is refused naming it, never followed, written into or created through;
 - a damaged entry (a file missing, changed, or an `entry.json` that does not describe the key) is reported
   as such and removed by the caller, never used;
 - a rejected engine is kept aside under `rejected/` with its build report and verification for the user to
@@ -37,7 +40,16 @@ from pathlib import Path
 from typing import Any
 
 from ghost_deploy.errors import InputError
-from ghost_deploy.fileio import loads_strict, sha256_file, strict_json, write_error
+from ghost_deploy.fileio import (
+    LockRefused,
+    loads_strict,
+    open_lock,
+    same_file,
+    sha256_file,
+    strict_json,
+    write_error,
+    write_new,
+)
 
 try:
     import fcntl
@@ -162,10 +174,13 @@ class EngineCache:
         """A new, empty staging folder for `key`; leftovers of killed builds of the same key are removed first
         (hold the lock: no one else can be writing them)."""
         for old in self.root.glob(f"{_STAGING}{key.name}-*"):
-            shutil.rmtree(old, ignore_errors=True)
+            if old.is_symlink():  # a link is removed, never followed
+                old.unlink()
+            else:
+                shutil.rmtree(old, ignore_errors=True)
         folder = self.root / f"{_STAGING}{key.name}-{os.getpid()}-{secrets.token_hex(4)}"
         try:
-            folder.mkdir(parents=True)
+            folder.mkdir(0o700)
         except OSError as exc:
             raise _cache_error(self.root, exc) from None
         return folder
@@ -244,7 +259,9 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(strict_json(obj) + "\n", encoding="utf-8")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # a staging folder is ours: what is there is a record written before (publish after reject)
+    write_new(path, (strict_json(obj) + "\n").encode("utf-8"))
 
 
 def _now() -> str:
@@ -277,7 +294,12 @@ def _locked_fd(path: Path, waiting: Callable[[], None] | None, blocking: bool) -
     told = False
     while True:
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = open_lock(path)
+        except LockRefused as why:
+            raise InputError(
+                f"the engine cache's lock file {path} {why}, not a lock ghost-deploy made; it was not followed or "
+                f"written: remove it (or set {ENV_CACHE} to another folder)"
+            ) from None
         except OSError as exc:
             raise _cache_error(path.parent, exc) from None
         try:
@@ -290,10 +312,6 @@ def _locked_fd(path: Path, waiting: Callable[[], None] | None, blocking: bool) -
                 waiting()
                 told = True
             fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            same = os.fstat(fd).st_ino == os.stat(path).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
+        if same_file(fd, path):
             return fd
         os.close(fd)

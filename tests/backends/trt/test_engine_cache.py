@@ -186,3 +186,34 @@ def test_an_unwritable_cache_names_the_variable_that_moves_it(tmp_path: Path) ->
     with pytest.raises(InputError, match="GHOST_DEPLOY_ENGINE_CACHE"), EngineCache(blocker / "engines").locked(key()):
         pass
     assert dataclasses.asdict(key())["options"]  # the key stays a plain record
+
+
+@pytest.mark.parametrize("to", ["existing", "missing"])
+def test_a_link_planted_at_a_cache_lock_is_refused_never_followed(tmp_path: Path, to: str) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"someone's file\n")
+    cache = EngineCache(tmp_path / "cache")
+    cache.root.mkdir()
+    target = victim if to == "existing" else tmp_path / "created-through-the-link"
+    (cache.root / f"{key().name}.lock").symlink_to(target)
+    with pytest.raises(InputError, match="is a symbolic link, not a lock ghost-deploy made"), cache.locked(key()):
+        pass
+    assert victim.read_bytes() == b"someone's file\n" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "cache",
+        "victim.txt",
+    ]
+
+
+def test_staging_is_private_and_its_records_are_never_written_through_a_link(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"someone's file\n")
+    cache = EngineCache(tmp_path / "cache")
+    k = key()
+    with cache.locked(k):
+        staging = cache.staging(k)
+        assert staging.stat().st_mode & 0o777 == 0o700
+        (staging / ENGINE_FILE).write_bytes(b"plan")
+        (staging / ENTRY_FILE).symlink_to(victim)  # a link where a record goes is replaced, not followed
+        entry = cache.publish(k, staging, {"built": True}, PASSED)
+    assert victim.read_bytes() == b"someone's file\n" and not (entry.folder / ENTRY_FILE).is_symlink()
+    assert cache.lookup(k).entry is not None
