@@ -35,9 +35,11 @@ from ghost_deploy.data.preprocess import Preprocessing
 from ghost_deploy.errors import InputError, VerificationFailed
 from ghost_deploy.machine.cpu import job_threads, usable_cpus
 from ghost_deploy.model.assumptions import assumed_defaults, describe_assumed
+from ghost_deploy.model.datapaths import metadata_folder
 from ghost_deploy.model.info import ModelInfo, apply_overrides
 from ghost_deploy.report import Steps, file_entry, report_of, report_path
 from ghost_deploy.stages.evaldata import EvalData, eval_data
+from ghost_deploy.targets import precision_of
 from ghost_deploy.verify import Recorded, compare_runners, verification_record
 
 # GhostNetV3's fused model must give the unfused model's logits within this (max abs error in float64, real images)
@@ -101,6 +103,7 @@ def open_source(
             _note_assumed(path, assumed_defaults(info, cfg.overrides, "the default"), steps, facts)
         dims = input_dims(model)
         batch = cfg.batch or (BatchSpec(fixed=dims[0]) if dims[0] else BatchSpec(None, (1, 1, 1)))
+        _note_refused_folders(info, path.parent, cfg, steps, facts)
         if early is not None:
             early(info)
         reference = Reference(info, OnnxRuntimeRunner(path, threads=threads), onnx_model=model)
@@ -113,6 +116,7 @@ def open_source(
             path, cfg.overrides, cfg.trust, batch, steps, facts, threads, allow_nonfinite=cfg.allow_nonfinite_weights
         )
         check_batch_memory(batch, reference.info.input_size)
+        _note_refused_folders(reference.info, path.parent, cfg, steps, facts)
         if early is not None:
             early(reference.info)
         data = eval_data(reference.info, path.parent, cfg.eval_dir, cfg.eval_limit, cfg.seed)
@@ -163,6 +167,18 @@ def _note_assumed(path: Path, assumed: dict[str, str], steps: Steps, facts: dict
     if assumed:
         steps.say(describe_assumed(path, assumed))
         facts["assumed"] = assumed
+
+
+def _note_refused_folders(info: ModelInfo, base: Path, cfg: ExportConfig, steps: Steps, facts: dict[str, Any]) -> None:
+    """One warning line for each folder the model's metadata names outside the model's folder, that this run would
+    otherwise have read (test: no --eval; calibration: a reduced precision without --calib or --calib-cache)."""
+    wanted = {"test": cfg.eval_dir is None}
+    wanted["calibration"] = precision_of(cfg.target) != "fp32" and cfg.calib is None and cfg.precision.calib_cache is None
+    for split in (s for s, use in wanted.items() if use):
+        folder = metadata_folder(info, split, base)
+        if folder.refused is not None:
+            steps.say(f"warning: {folder.refused}")
+            facts.setdefault("refused_metadata_folders", {})[split] = folder.refused
 
 
 def _torch_runner(info: ModelInfo, module: Any, threads: int | None) -> Runner:
