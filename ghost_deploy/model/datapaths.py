@@ -23,7 +23,10 @@ __all__ = ["MetadataFolder", "metadata_folder"]
 _SHOWN = 120  # characters of a refused value quoted in a message
 
 # who states the folder, by ModelInfo.source: (in a sentence, in a label)
-_OWNER = {"metadata": ("the checkpoint's metadata", "checkpoint metadata"), "report": ("the ONNX's report", "ONNX report")}
+_OWNER = {
+    "metadata": ("the checkpoint's metadata", "checkpoint metadata"),
+    "report": ("the ONNX's report", "ONNX report"),
+}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from ghost_deploy.data.preprocess import Preprocessing
 from ghost_deploy.config import MAX_INPUT_SIZE
+from ghost_deploy.data.preprocess import Preprocessing
 from ghost_deploy.errors import InputError
 
 FAMILIES = ("v1", "v2", "v3")

@@ -42,13 +42,13 @@ def eval_data(
     inside it: `model.datapaths`), else fallback. `images_source` in the description says which, in words."""
     if eval_dir is not None:
         folder = ImageFolder(eval_dir, info.preprocessing, info.labels, limit, seed)
-        desc = _describe(folder, "user", "the user's --eval folder")
-        return EvalData([folder], {**desc, "images_source": f"--eval DIR ({folder.root})"})
+        user = _describe(folder, "user", "the user's --eval folder")
+        return EvalData([folder], {**user, "images_source": f"--eval DIR ({folder.root})"})
     test = metadata_folder(info, "test", base_dir)
     if test.path is not None and test.path.is_dir():
         folder = ImageFolder(test.path, info.preprocessing, info.labels, limit, seed)
-        desc = _describe(folder, "model-test-split", "the model's held-out test split")
-        return EvalData([folder], {**desc, "images_source": test.source})
+        split = _describe(folder, "model-test-split", "the model's held-out test split")
+        return EvalData([folder], {**split, "images_source": test.source})
     sources: list[Iterable[Sample]] = []
     desc: dict[str, Any] = {
         "kind": "fallback",

@@ -172,8 +172,9 @@ def _note_assumed(path: Path, assumed: dict[str, str], steps: Steps, facts: dict
 def _note_refused_folders(info: ModelInfo, base: Path, cfg: ExportConfig, steps: Steps, facts: dict[str, Any]) -> None:
     """One warning line for each folder the model's metadata names outside the model's folder, that this run would
     otherwise have read (test: no --eval; calibration: a reduced precision without --calib or --calib-cache)."""
+    reduced = precision_of(cfg.target) != "fp32"
     wanted = {"test": cfg.eval_dir is None}
-    wanted["calibration"] = precision_of(cfg.target) != "fp32" and cfg.calib is None and cfg.precision.calib_cache is None
+    wanted["calibration"] = reduced and cfg.calib is None and cfg.precision.calib_cache is None
     for split in (s for s, use in wanted.items() if use):
         folder = metadata_folder(info, split, base)
         if folder.refused is not None:

@@ -87,7 +87,10 @@ def test_metadata_out_of_bounds_is_one_line_exit_2(tmp_path: Path, tiny: dict[st
     ],
 )
 def test_metadata_that_disagrees_with_the_weights_is_refused_before_building(
-    tmp_path: Path, tiny: dict[str, Any], edit, match: str  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    tiny: dict[str, Any],
+    edit,
+    match: str,  # type: ignore[no-untyped-def]
 ) -> None:
     _refused(_saved(tmp_path, tiny, meta=edit), match)
 
@@ -104,7 +107,11 @@ def test_metadata_that_disagrees_with_the_weights_is_refused_before_building(
 )
 @pytest.mark.filterwarnings("ignore:.*quantize_per_tensor:UserWarning")
 def test_sparse_quantized_meta_or_non_float_weights_are_one_line_exit_2(
-    tmp_path: Path, tiny: dict[str, Any], key: str, make, match: str  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    tiny: dict[str, Any],
+    key: str,
+    make,
+    match: str,  # type: ignore[no-untyped-def]
 ) -> None:
     _refused(_saved(tmp_path, tiny, state=lambda sd: sd.update({key: make(sd[key])})), match)
 
