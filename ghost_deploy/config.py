@@ -19,6 +19,7 @@ HIGH_PRECISIONS = ("fp32", "fp16")
 # the memory of a run. One batch of inputs is at most MAX_BATCH_PIXELS x 3 float32 (154 MB; 256 at 224 x 224).
 MAX_BATCH = 1024
 MAX_INPUT_SIZE = 2048
+MAX_CLASSES = 1_000_000  # --num-classes, and a model's metadata (num_classes, labels)
 MAX_BATCH_PIXELS = 256 * 224 * 224
 MAX_SAMPLES = 100_000  # --calib-size, --eval-limit
 MAX_LATENCY_BATCH = 64  # --latency-batch: every ort-int8 candidate runs a few times at it during the export

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ghost_deploy.config import (
     GATE_FLAGS,
+    MAX_CLASSES,
     MAX_INPUT_SIZE,
     MAX_LATENCY_BATCH,
     MAX_SAMPLES,
@@ -63,7 +64,6 @@ def int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
-MAX_CLASSES = 1_000_000
 MAX_RESIZE = 4096  # the same bound as Preprocessing's
 
 

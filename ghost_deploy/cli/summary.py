@@ -31,6 +31,8 @@ def summary(report: dict[str, Any]) -> str:
     ver = report.get("verification")
     if ver:
         lines.append(_verification_line(ver))
+        if isinstance(ver["data"].get("images_source"), str):  # where the images came from, in words
+            lines.append(f"  images: {ver['data']['images_source']}")
         lines += [f"  failed: {f}" for f in ver.get("failures", [])]
         if ver.get("accuracy_note"):
             lines.append(f"  while: {ver['accuracy_note']}")

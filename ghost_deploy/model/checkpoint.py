@@ -19,12 +19,14 @@ from ghost_deploy.data.preprocess import Preprocessing
 from ghost_deploy.errors import CheckpointError, InputError
 from ghost_deploy.fileio import atomic_file, open_regular
 from ghost_deploy.model.assumptions import Hints, assumed_defaults, check_hints, foreign_hints
-from ghost_deploy.model.info import METADATA_KEY, ModelInfo, apply_overrides
+from ghost_deploy.model.info import METADATA_KEY, STATED_BY, ModelInfo, apply_overrides
 from ghost_deploy.model.variants import FAMILY_PREFIX, VARIANTS, check_input_size, variant_for_width
 
 __all__ = [
     "LoadedModel",
     "build_ghostnet",
+    "check_shapes",
+    "check_tensor_kinds",
     "infer_layout",
     "infer_width",
     "load_model",
@@ -107,9 +109,11 @@ def _load_model(path: Path, overrides: Overrides, trust: bool) -> LoadedModel:
             raise CheckpointError(f"{path} holds a pickled module, not a state_dict; {_TRUST_HINT}")
         return _trusted_module(torch, state, overrides, "pickled module", hints, path)
     state, prefix_note = _clean_keys(state)
+    check_tensor_kinds(torch, state, path)
     family, fused = infer_layout(state)
     info, assumed = _resolve_info(state, meta if isinstance(meta, Mapping) else None, overrides, path, family, hints)
     check_hints(hints, info, overrides, path)
+    check_shapes(info, state, path)  # before anything is allocated from the info
     module = build_ghostnet(info, fused=fused)
     _load_strict(torch, module, state, info, path)
     module.eval()
@@ -293,7 +297,7 @@ def _resolve_info(
     """The model's info (metadata, else flags and defaults) and the defaults it took."""
     assumed: dict[str, str] = {}
     if meta is not None:
-        info = ModelInfo.from_dict(dict(meta))
+        info = ModelInfo.from_dict(dict(meta), origin=path)
         _check_metadata(info, state, path)
     else:
         if ov.arch is not None:
@@ -336,6 +340,60 @@ def _check_metadata(info: ModelInfo, state: Mapping[str, Any], path: Path) -> No
         raise CheckpointError(
             f"{path}: its metadata says {info.num_classes} classes, but its classifier has {rows} rows; "
             "fix the metadata (or the weights)"
+        )
+
+
+def check_tensor_kinds(torch: Any, state: Mapping[str, Any], path: Path) -> None:
+    """CheckpointError (one line, naming the key) for a tensor no GhostNet parameter can be loaded from: sparse,
+    quantized or meta (no data), or not floating point where a weight is (complex, integer); BatchNorm's
+    `num_batches_tracked` counters are integers. Checked before the model is built."""
+    for key, tensor in state.items():
+        kind = None
+        if tensor.layout != torch.strided:
+            kind = f"a sparse tensor ({tensor.layout})"
+        elif tensor.is_quantized:
+            kind = f"a quantized tensor ({tensor.dtype})"
+        elif tensor.is_meta:
+            kind = "a meta tensor (a shape without data)"
+        elif not key.endswith("num_batches_tracked") and not tensor.is_floating_point():
+            kind = f"a {tensor.dtype} tensor, not floating point"
+        if kind is not None:
+            raise CheckpointError(
+                f"{path}: '{key}' holds {kind}; save the dense float weights (model.state_dict() of the float model)"
+            )
+
+
+def check_shapes(info: ModelInfo, state: Mapping[str, Any], path: Path) -> None:
+    """The state_dict's stem, last conv and classifier must have the shapes `info` implies (width, classes),
+    checked on the tensors' shapes before a model of that width and class count is allocated (exit 2, naming
+    both); every other key is compared by `_load_strict` once the model exists."""
+    from ghost_deploy.model.ghostnet import HEAD_CHANNELS, last_channels, stem_channels
+
+    if not info.width > 0:
+        raise CheckpointError(f"{path}: width {info.width} is not a GhostNet's; fix the metadata or pass --arch")
+    where = {**STATED_BY, "flags": "the flags", "inferred": "--num-classes"}.get(info.source, info.source)
+    expected = {
+        "conv_stem.weight": (stem_channels(info.width), f"{info.arch} (width {info.width:g})"),
+        "blocks.9.0.conv.weight": (last_channels(info.width), f"{info.arch} (width {info.width:g})"),
+        "classifier.weight": (info.num_classes, f"{info.num_classes} classes"),
+    }
+    for key, (rows, said) in expected.items():
+        tensor = state.get(key)
+        if tensor is None:
+            raise CheckpointError(
+                f"not a GhostNet state_dict: {path} has no {key!r} key; for another architecture pass a trusted "
+                "pickled module or TorchScript with --trust-checkpoint"
+            )
+        shape = tuple(tensor.shape)
+        if not shape or shape[0] != rows:
+            raise CheckpointError(
+                f"{path}: {where} says {said}, which needs {rows} rows in {key!r}, but the file's has shape "
+                f"{shape}; fix the metadata, or pass the right --arch/--num-classes"
+            )
+    classifier = tuple(state["classifier.weight"].shape)
+    if classifier != (info.num_classes, HEAD_CHANNELS):
+        raise CheckpointError(
+            f"{path}: 'classifier.weight' has shape {classifier}, a GhostNet's is ({info.num_classes}, {HEAD_CHANNELS})"
         )
 
 

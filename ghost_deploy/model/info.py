@@ -7,9 +7,10 @@ Stored under the key `ghost_deploy` of our own checkpoints (plain types only, so
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
-from ghost_deploy.config import Overrides
+from ghost_deploy.config import MAX_CLASSES, MAX_INPUT_SIZE, Overrides
 from ghost_deploy.data.preprocess import Preprocessing
 from ghost_deploy.errors import CheckpointError, InputError
 from ghost_deploy.jsonshape import control_character
@@ -17,6 +18,17 @@ from ghost_deploy.model.variants import check_input_size, family_of, get_variant
 
 METADATA_KEY = "ghost_deploy"
 METADATA_VERSION = 1
+
+# Bounds of what a model's metadata (a checkpoint's `ghost_deploy` entry, an ONNX's report) may say, the same
+# as the flags that say it: --num-classes (MAX_CLASSES), --input-size (MAX_INPUT_SIZE), --resize (Preprocessing's
+# MAX_SIDE). Width: the widest GhostNet the width inference knows (4.0x, ~60M parameters at 1000 classes).
+# Labels: one per class, each at most MAX_LABEL_CHARS. Data folders: at most MAX_DATA_FOLDERS, each a path of at
+# most MAX_PATH_CHARS (PATH_MAX). Checked before any tensor is sized from them.
+MAX_WIDTH = 4.0
+MAX_LABEL_CHARS = 1000
+MAX_ARCH_CHARS = 64
+MAX_DATA_FOLDERS = 16
+MAX_PATH_CHARS = 4096
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,23 +62,32 @@ class ModelInfo:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "metadata") -> ModelInfo:
-        """Read the form written by `to_dict`; a malformed entry is a CheckpointError."""
+    def from_dict(cls, data: dict[str, Any], source: str = "metadata", origin: object = None) -> ModelInfo:
+        """Read the form written by `to_dict`; a malformed or out-of-bounds entry is a CheckpointError (naming
+        `origin`, the file it came from, when given).
+
+        Every field is bounded as the flag that sets it is (the MAX_* above), before anything is sized from it:
+        a file's metadata never asks for more than a user could on the command line."""
+        where = (f"{origin}: " if origin is not None else "") + STATED_BY.get(source, "the model's description")
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{where} is a {type(data).__name__}, not a mapping; remove it or fix it")
         try:
-            labels = data.get("labels")
+            labels = _labels(data.get("labels"))
             return cls(
-                arch=str(data["arch"]),
-                width=float(data["width"]),
-                num_classes=int(data["num_classes"]),
-                input_size=int(data["input_size"]),
+                arch=_text(data["arch"], "arch", MAX_ARCH_CHARS),
+                width=_width(data["width"]),
+                num_classes=_integer(data["num_classes"], "num_classes", 1, MAX_CLASSES),
+                input_size=_integer(data["input_size"], "input_size", 1, MAX_INPUT_SIZE),
                 preprocessing=Preprocessing.from_dict(data["preprocessing"]),
-                labels=tuple(str(x) for x in labels) if labels is not None else None,
-                data={str(k): str(v) for k, v in dict(data.get("data") or {}).items()},
+                labels=labels,
+                data=_data_folders(data.get("data")),
                 source=source,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except _Bad as exc:
+            raise CheckpointError(f"{where} is out of bounds: {exc}; fix it, or remove it and pass the flags") from None
+        except (KeyError, TypeError, ValueError, InputError) as exc:
             raise CheckpointError(
-                f"the checkpoint's '{METADATA_KEY}' metadata is malformed ({exc!r}); "
+                f"{where} ('{METADATA_KEY}') is malformed ({_short(exc)}); "
                 "remove it or pass --arch/--num-classes/--input-size"
             ) from None
 
@@ -98,9 +119,12 @@ def apply_overrides(info: ModelInfo, ov: Overrides) -> ModelInfo:
         variant = get_variant(ov.arch)
         info = info.replace(arch=variant.name, width=variant.width, source="flags")
     if ov.num_classes is not None:
-        if ov.num_classes < 1:
-            raise InputError(f"--num-classes must be at least 1, got {ov.num_classes}")
+        if not 1 <= ov.num_classes <= MAX_CLASSES:
+            raise InputError(f"--num-classes must be between 1 and {MAX_CLASSES}, got {ov.num_classes}")
         info = info.replace(num_classes=ov.num_classes)
+    if not 1 <= info.num_classes <= MAX_CLASSES:
+        where = STATED_BY.get(info.source, "the model")
+        raise InputError(f"{where} says {info.num_classes} classes; a model may have 1 to {MAX_CLASSES}")
     if ov.input_size is not None and ov.crop is not None and ov.input_size != ov.crop:
         raise InputError(f"--input-size {ov.input_size} and --crop {ov.crop} differ; the crop is the input size")
     size = ov.input_size or ov.crop
@@ -155,3 +179,69 @@ def _check_labels_are_lines(labels: tuple[str, ...], given: str) -> None:
                 f"label {index} ({label[:40]!r}, from {given}) has a control character ({bad}); a label is one "
                 "line of plain text: remove it"
             )
+
+
+class _Bad(ValueError):
+    """A metadata value of the right type outside its bounds."""
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _text(value: object, name: str, longest: int) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, got {type(value).__name__}")
+    if not value or len(value) > longest:
+        raise _Bad(f"{name} must be 1 to {longest} characters, got {len(value)}")
+    return value
+
+
+def _integer(value: object, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, got {value!r:.40}")
+    if not low <= value <= high:
+        raise _Bad(f"{name} {value} is outside {low}..{high}")
+    return value
+
+
+def _width(value: object) -> float:
+    """0 is the width of a model that is not a GhostNet (a trusted module, an ONNX); a GhostNet's is above 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"width must be a number, got {value!r:.40}")
+    if not (math.isfinite(value) and 0 <= value <= MAX_WIDTH):
+        raise _Bad(f"width {value!r} is not a finite number in 0..{MAX_WIDTH:g}")
+    return float(value)
+
+
+def _labels(value: object) -> tuple[str, ...] | None:
+    """Class names: at most MAX_CLASSES strings (their count must then equal num_classes), each bounded."""
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"labels must be a list of strings, got {type(value).__name__}")
+    if len(value) > MAX_CLASSES:
+        raise _Bad(f"{len(value)} labels, more than the {MAX_CLASSES} classes a model may have")
+    for i, label in enumerate(value):
+        if not isinstance(label, str):
+            raise TypeError(f"label {i} is a {type(label).__name__}, not a string")
+        if len(label) > MAX_LABEL_CHARS:
+            raise _Bad(f"label {i} has {len(label)} characters (at most {MAX_LABEL_CHARS})")
+    return tuple(value)
+
+
+def _data_folders(value: object) -> dict[str, str]:
+    """Split name -> folder (relative to the model file; where they may point is `model.datapaths`' concern)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError(f"data must be a mapping of split names to folders, got {type(value).__name__}")
+    if len(value) > MAX_DATA_FOLDERS:
+        raise _Bad(f"data names {len(value)} folders (at most {MAX_DATA_FOLDERS})")
+    for key, folder in value.items():
+        _text(key, "a data split name", MAX_ARCH_CHARS)
+        _text(folder, f"data.{key}", MAX_PATH_CHARS)
+        if "\0" in folder:
+            raise _Bad(f"data.{key} holds a NUL character")
+    return dict(value)

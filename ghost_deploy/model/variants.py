@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ghost_deploy.config import MAX_INPUT_SIZE
 from ghost_deploy.data.preprocess import Preprocessing
 from ghost_deploy.errors import InputError
 
@@ -77,8 +78,10 @@ def check_input_size(size: int, family: str = "v1") -> None:
     """GhostNet downsamples by 32: refuse other input sizes with the nearest valid ones.
 
     V2 and V3 also need the last stage's maps (input / 32) to be at least 2 px for DFC attention's
-    average pool by 2: their smallest input is 64.
+    average pool by 2: their smallest input is 64. At most MAX_INPUT_SIZE, whoever says it (flag or file).
     """
+    if size > MAX_INPUT_SIZE:
+        raise InputError(f"input size {size} is larger than {MAX_INPUT_SIZE}, the largest ghost-deploy takes")
     smallest = MIN_INPUT[family]
     if size < smallest and size % 32 == 0:
         raise InputError(

@@ -24,6 +24,7 @@ from ghost_deploy.data.calibration import calibration_samples
 from ghost_deploy.data.inputs import Sample, batches, check_data_paths
 from ghost_deploy.errors import InputError, VerificationFailed
 from ghost_deploy.fileio import check_writable, strict_json
+from ghost_deploy.model.datapaths import metadata_folder
 from ghost_deploy.model.info import ModelInfo
 from ghost_deploy.precision.boundary import boundary_summary
 from ghost_deploy.precision.build import PrecisionResult, build_precision, check_latency_batch
@@ -191,14 +192,15 @@ def calibration_path(cfg: ExportConfig, info: ModelInfo, base: Path) -> Path | N
     trt-fp16 builds without any). InputError when INT8 has none, or when --calib does not exist."""
     if cfg.precision.calib_cache is not None:
         return None
-    split = info.data.get("calibration")
-    path = cfg.calib or ((base / split).resolve() if split and (base / split).is_dir() else None)
+    split = metadata_folder(info, "calibration", base)  # only inside the model's own folder: its metadata is input
+    path = cfg.calib or (split.path if split.path is not None and split.path.is_dir() else None)
     if path is None and precision_of(cfg.target) == "fp16":
         return None
     if path is None:
+        refused = f" ({split.brief})" if split.refused is not None else ""
         raise InputError(
             f"--target {cfg.target} needs calibration data: pass --calib DIR of images (or an .npy/.npz "
-            "of preprocessed batches); random data is never used"
+            f"of preprocessed batches); random data is never used{refused}"
         )
     if not path.exists():
         raise InputError(f"calibration data {path} does not exist; pass --calib DIR or an .npy/.npz file")
@@ -220,6 +222,8 @@ def calibration_data(source: Source, cfg: ExportConfig, report: dict[str, Any]) 
     if path is None:
         return None
     samples, desc = calibration_samples(path, source.info, cfg.calib_size, cfg.seed)
+    named = metadata_folder(source.info, "calibration", source.path.parent)
+    desc["images_source"] = f"--calib ({path})" if cfg.calib is not None else named.source
     report["calibration_data"] = desc
     return samples
 
@@ -230,8 +234,11 @@ def _describe_model(
     """The model, configuration, I/O (read by ONNX Runtime from the file written) and preprocessing."""
     info = source.info.to_dict()
     base = source.path.parent
+    allowed = {k: metadata_folder(source.info, k, base) for k in info["data"]}  # a refused folder is not carried on
     info["data"] = {
-        k: os.path.relpath((base / v).resolve(), artifact.parent.resolve()) for k, v in info["data"].items()
+        k: os.path.relpath((base / v).resolve(), artifact.parent.resolve())
+        for k, v in info["data"].items()
+        if allowed[k].refused is None
     }
     report["model"] = info
     report["config"] = {"opset": opset_of(model), "batch": source.batch.to_dict()}

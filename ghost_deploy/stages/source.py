@@ -35,9 +35,11 @@ from ghost_deploy.data.preprocess import Preprocessing
 from ghost_deploy.errors import InputError, VerificationFailed
 from ghost_deploy.machine.cpu import job_threads, usable_cpus
 from ghost_deploy.model.assumptions import assumed_defaults, describe_assumed
+from ghost_deploy.model.datapaths import metadata_folder
 from ghost_deploy.model.info import ModelInfo, apply_overrides
-from ghost_deploy.report import Steps, file_entry, report_of
+from ghost_deploy.report import Steps, file_entry, report_of, report_path
 from ghost_deploy.stages.evaldata import EvalData, eval_data
+from ghost_deploy.targets import precision_of
 from ghost_deploy.verify import Recorded, compare_runners, verification_record
 
 # GhostNetV3's fused model must give the unfused model's logits within this (max abs error in float64, real images)
@@ -101,6 +103,7 @@ def open_source(
             _note_assumed(path, assumed_defaults(info, cfg.overrides, "the default"), steps, facts)
         dims = input_dims(model)
         batch = cfg.batch or (BatchSpec(fixed=dims[0]) if dims[0] else BatchSpec(None, (1, 1, 1)))
+        _note_refused_folders(info, path.parent, cfg, steps, facts)
         if early is not None:
             early(info)
         reference = Reference(info, OnnxRuntimeRunner(path, threads=threads), onnx_model=model)
@@ -113,6 +116,7 @@ def open_source(
             path, cfg.overrides, cfg.trust, batch, steps, facts, threads, allow_nonfinite=cfg.allow_nonfinite_weights
         )
         check_batch_memory(batch, reference.info.input_size)
+        _note_refused_folders(reference.info, path.parent, cfg, steps, facts)
         if early is not None:
             early(reference.info)
         data = eval_data(reference.info, path.parent, cfg.eval_dir, cfg.eval_limit, cfg.seed)
@@ -163,6 +167,19 @@ def _note_assumed(path: Path, assumed: dict[str, str], steps: Steps, facts: dict
     if assumed:
         steps.say(describe_assumed(path, assumed))
         facts["assumed"] = assumed
+
+
+def _note_refused_folders(info: ModelInfo, base: Path, cfg: ExportConfig, steps: Steps, facts: dict[str, Any]) -> None:
+    """One warning line for each folder the model's metadata names outside the model's folder, that this run would
+    otherwise have read (test: no --eval; calibration: a reduced precision without --calib or --calib-cache)."""
+    reduced = precision_of(cfg.target) != "fp32"
+    wanted = {"test": cfg.eval_dir is None}
+    wanted["calibration"] = reduced and cfg.calib is None and cfg.precision.calib_cache is None
+    for split in (s for s, use in wanted.items() if use):
+        folder = metadata_folder(info, split, base)
+        if folder.refused is not None:
+            steps.say(f"warning: {folder.refused}")
+            facts.setdefault("refused_metadata_folders", {})[split] = folder.refused
 
 
 def _torch_runner(info: ModelInfo, module: Any, threads: int | None) -> Runner:
@@ -253,7 +270,9 @@ def info_from_onnx(model: onnx.ModelProto, path: Path, overrides: Overrides) -> 
     except InputError:
         meta = None  # an unreadable report says nothing: the ONNX's own shapes do
     if meta:
-        return apply_overrides(ModelInfo.from_dict(meta, source="report"), overrides)
+        info = ModelInfo.from_dict(meta, source="report", origin=report_path(path))
+        check_report_matches(info, model, path)
+        return apply_overrides(info, overrides)
     if len(model.graph.input) != 1 or len(model.graph.output) < 1:
         raise InputError(f"{path} must have one image input; it has {len(model.graph.input)} inputs")
     dims = input_dims(model)
@@ -265,6 +284,32 @@ def info_from_onnx(model: onnx.ModelProto, path: Path, overrides: Overrides) -> 
     size = int(hw[0])
     info = ModelInfo("onnx", 0.0, classes or 1, size, Preprocessing(round(size * 256 / 224), size), source="onnx")
     return apply_overrides(info, overrides)
+
+
+def check_report_matches(info: ModelInfo, model: onnx.ModelProto, path: Path) -> None:
+    """The report beside an ONNX must describe that ONNX: its input size, crop and classes are the ONNX's own
+    fixed input and output dimensions (InputError naming both otherwise; a symbolic dimension says nothing).
+    A report is a file beside the model that anyone may have edited; the ONNX's shapes are what runs."""
+    said = report_path(path)
+    if info.preprocessing.crop != info.input_size:
+        raise InputError(
+            f"{said} contradicts itself: input size {info.input_size} but preprocessing crop "
+            f"{info.preprocessing.crop} (the crop is the input); fix or remove the report"
+        )
+    dims = input_dims(model) if len(model.graph.input) else []
+    if len(dims) == 4 and any(d is not None and d != info.input_size for d in dims[2:]):
+        raise InputError(
+            f"{said} says {info.input_size} x {info.input_size} inputs, but {path.name}'s input is "
+            f"{' x '.join(str(d) if d is not None else '?' for d in dims)}; the report does not describe this model: "
+            "fix or remove it"
+        )
+    out = model.graph.output[0].type.tensor_type.shape.dim if len(model.graph.output) else []
+    classes = out[-1].dim_value if out and out[-1].HasField("dim_value") else None
+    if classes is not None and classes != info.num_classes:
+        raise InputError(
+            f"{said} says {info.num_classes} classes, but {path.name}'s output has {classes}; the report does "
+            "not describe this model: fix or remove it"
+        )
 
 
 def _simplify(model: onnx.ModelProto, steps: Steps, facts: dict[str, Any]) -> onnx.ModelProto:
