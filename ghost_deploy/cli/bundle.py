@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ghost_deploy.cli.flags import common as _common
+from ghost_deploy.cli.flags import int_at_least
 
 
 def fill_pack_parser(p: argparse.ArgumentParser) -> None:
@@ -95,7 +96,7 @@ def fill_run_parser(p: argparse.ArgumentParser) -> None:
     """Options of `ghost-deploy run`."""
     p.add_argument("bundle", type=Path, metavar="BUNDLE", help="a bundle directory or .tar.gz")
     p.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, BMP) to classify")
-    p.add_argument("--top-k", type=int, default=5, metavar="K", help="labels per image (default 5)")
+    p.add_argument("--top-k", type=int_at_least(1), default=5, metavar="K", help="labels per image (default 5)")
     artifact_flags(p)
     p.add_argument(
         "--engine",

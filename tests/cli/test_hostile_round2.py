@@ -1,0 +1,126 @@
+"""Hostile input, round 2 (issue 22): flags without bounds, output that cannot be written, deep and non-UTF-8
+folders, optional dependencies that cannot load. Each test runs what a user would run and checks what they see."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ghost_deploy.cli.main import build_export_parser, build_parser
+from ghost_deploy.errors import InputError
+from ghost_deploy.profiling.profile import ProfileConfig
+from ghost_deploy.profiling.stats import LoopConfig
+from tests.helpers import tiny_onnx
+
+HUGE = "1" * 5000
+
+
+def _cli(*args: str, timeout: float = 60, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """`python -m ghost_deploy ARGS` in a fresh process, killed at `timeout` (a hang fails the test, quickly)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **kwargs.pop("env", {})}  # type: ignore[dict-item]
+    kwargs.setdefault("capture_output", "stdout" not in kwargs)
+    cmd = [sys.executable, "-m", "ghost_deploy", *args]
+    return subprocess.run(cmd, text=True, env=env, timeout=timeout, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+
+def _usage_error(argv: list[str], capsys: pytest.CaptureFixture[str], export: bool = False) -> str:
+    """The one-line usage error (exit 2) of parsing `argv`: refused before anything runs."""
+    parser = build_export_parser() if export else build_parser()
+    with pytest.raises(SystemExit) as caught:
+        parser.parse_args(argv)
+    err = capsys.readouterr().err
+    assert caught.value.code == 2, err
+    assert len(err.strip().splitlines()) == 1 and len(err) < 400, err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--seed", "-1", "at least 0"),
+        ("--seed", str(2**32), f"at most {2**32 - 1}"),
+        ("--provider", "", "provider names"),
+        ("--provider", " , ", "provider names"),
+        ("--threads", "1000000", "at most"),
+        ("--threads", "0", "at least 1"),
+        ("--cv-threshold", "nan", "finite"),
+        ("--cv-threshold", "inf", "finite"),
+        ("--cv-threshold", "0", "finite number > 0"),
+        ("--cv-threshold", "101", "<= 100"),
+        ("--duration-s", "1e300", "<= 3600"),
+        ("--duration-s", "nan", "finite"),
+        ("--warmup-ms", "1e300", "<= 3.6e+06"),
+        ("--warmup-ms", "-1", ">= 0"),
+        ("--iterations", "100000000000", "at most 1000000"),
+        ("--layer-runs", "100000000000", "at most 1000000"),
+        ("--layer-runs", "-1", "at least 0"),
+        ("--top", "-1", "at least 0"),
+        ("--seed", HUGE, "expected an integer"),
+        ("--duration-s", HUGE, "must be a finite number"),
+    ],
+)
+def test_profile_flags_are_bounded(flag: str, value: str, says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    err = _usage_error(["profile", "m.onnx", flag, value], capsys)
+    assert flag in err and says in err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--batch", "100000000"), ("--threads", "1000000"), ("--duration-s", "1e300"), ("--warmup-ms", "inf"),
+     ("--iterations", "100000000000"), ("--eval-limit", "1e300"), ("--calib-size", "0")],
+)  # fmt: skip
+def test_bench_flags_are_bounded(flag: str, value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert flag in _usage_error(["bench", "m.pt", flag, value], capsys)
+
+
+@pytest.mark.parametrize("command", [["export", "m.pt"], ["build", "m.onnx", "--target", "trt-fp16"]])
+def test_trt_version_of_5000_digits_is_a_usage_error(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    err = _usage_error([*command, "--trt-version", f"{HUGE}.0"], capsys)
+    assert "--trt-version" in err and "MAJOR.MINOR" in err
+
+
+def test_numbers_too_long_are_not_repeated_whole(capsys: pytest.CaptureFixture[str]) -> None:
+    err = _usage_error(["m.pt", "--eval-limit", HUGE], capsys, export=True)
+    assert "expected an integer" in err
+
+
+def test_the_library_bounds_what_the_flags_bound() -> None:
+    for loop in ({"warmup_ms": 1e300}, {"duration_s": 1e300}, {"min_iterations": 10**12}):
+        with pytest.raises(InputError):
+            LoopConfig(**loop)  # type: ignore[arg-type]
+    for cfg in ({"threads": 10**6}, {"seed": -1}, {"providers": ()}, {"cv_threshold": float("nan")},
+                {"layer_runs": 10**12}):  # fmt: skip
+        with pytest.raises(InputError):
+            ProfileConfig(**cfg)  # type: ignore[arg-type]
+
+
+def test_a_profile_of_1e300_seconds_ends_at_once(tmp_path: Path) -> None:
+    model = tiny_onnx(tmp_path / "m.onnx")
+    for flag, value in (("--duration-s", "1e300"), ("--threads", "1000000")):
+        # before: still timing (or starting a million threads) at the timeout
+        proc = _cli("profile", str(model), "--random-input", "--no-output", "--layer-runs", "0", flag, value)
+        assert proc.returncode == 2 and flag in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["cache", "prune", "--older-than", "nan"], "--older-than"),  # before: accepted, removed nothing, exit 0
+        (["cache", "prune", "--older-than", "inf"], "--older-than"),
+        (["doctor", "--selftest", "--duration-s", "1e300"], "--duration-s"),
+        (["run", "b.tar.gz", "x.png", "--top-k", "0"], "--top-k"),  # before: taken as 1, silently
+    ],
+)
+def test_other_commands_numbers_are_bounded(argv: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert says in _usage_error(argv, capsys)
+
+
+def test_a_cache_size_of_400_digits_is_bad_input(tmp_path: Path) -> None:
+    from ghost_deploy.backends.trt.cache_admin import parse_size
+
+    with pytest.raises(InputError, match="--max-size"):  # before: OverflowError (exit 1)
+        parse_size("9" * 400 + "G")
