@@ -10,6 +10,7 @@ from typing import Any
 from ghost_deploy.cli.bundle import artifact_flags
 from ghost_deploy.cli.flags import common as _common
 from ghost_deploy.cli.flags import float_between
+from ghost_deploy.report import print_line
 
 MAX_DAYS = 36_500.0  # --older-than: a century; NaN (which removed nothing, silently) and inf are refused
 
@@ -142,4 +143,4 @@ def run_cache_prune(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _stderr(text: str) -> None:
-    print(text, file=sys.stderr)
+    print_line(text, sys.stderr)

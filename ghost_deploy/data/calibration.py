@@ -12,6 +12,7 @@ from ghost_deploy.data.arrays import ArrayFile
 from ghost_deploy.data.inputs import ImageFolder, Sample
 from ghost_deploy.data.preprocess import IMAGE_SUFFIXES
 from ghost_deploy.errors import InputError
+from ghost_deploy.report import print_line
 
 
 def calibration_samples(
@@ -32,13 +33,13 @@ def calibration_samples(
     desc: dict[str, Any] = {"path": str(path), "used": len(source), "list_sha256": source.digest()}
     if isinstance(source, ImageFolder) and source.skipped:
         desc["skipped"] = {"count": len(source.skipped), "why": source.skipped[:10]}
-        print(
+        print_line(
             f"warning: skipped {len(source.skipped)} unreadable calibration files, e.g. {source.skipped[0]}",
-            file=sys.stderr,
+            sys.stderr,
         )
     if size is not None and size > len(source):
         desc["warning"] = f"--calib-size {size} is larger than the {len(source)} inputs available: all are used"
-        print(f"warning: {desc['warning']}", file=sys.stderr)
+        print_line(f"warning: {desc['warning']}", sys.stderr)
     elif size is not None:
         desc["available"] = total
     return source, desc

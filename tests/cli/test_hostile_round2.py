@@ -22,7 +22,8 @@ HUGE = "1" * 5000
 def _cli(*args: str, timeout: float = 60, **kwargs: object) -> subprocess.CompletedProcess[str]:
     """`python -m ghost_deploy ARGS` in a fresh process, killed at `timeout` (a hang fails the test, quickly)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", **kwargs.pop("env", {})}  # type: ignore[dict-item]
-    kwargs.setdefault("capture_output", "stdout" not in kwargs)
+    kwargs.setdefault("stdout", subprocess.PIPE)
+    kwargs.setdefault("stderr", subprocess.PIPE)
     cmd = [sys.executable, "-m", "ghost_deploy", *args]
     return subprocess.run(cmd, text=True, env=env, timeout=timeout, **kwargs)  # type: ignore[call-overload,no-any-return]
 
@@ -124,3 +125,69 @@ def test_a_cache_size_of_400_digits_is_bad_input(tmp_path: Path) -> None:
 
     with pytest.raises(InputError, match="--max-size"):  # before: OverflowError (exit 1)
         parse_size("9" * 400 + "G")
+
+
+# Item 8: every write to the terminal is inside the error handling.
+
+LABELS = ("chat 猫", "Ω omega", "naïve", "déjà", "🚀 rocket", "five", "six", "seven", "eight", "nine")
+
+
+@pytest.fixture(scope="module")
+def unicode_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny classifier with labels no ASCII terminal can show, exported and packed (a directory bundle)."""
+    from ghost_deploy.bundle.pack import pack
+    from ghost_deploy.config import ExportConfig, Overrides
+    from ghost_deploy.report import Steps
+    from ghost_deploy.stages.export_onnx import export_model
+
+    folder = tmp_path_factory.mktemp("unicode")
+    cfg = ExportConfig(output=folder / "u.onnx", eval_limit=8, overrides=Overrides(labels=LABELS))
+    result = export_model(tiny_onnx(folder / "src.onnx"), cfg, Steps(echo=lambda text: None))
+    pack([result.artifact], folder / "b")
+    return folder / "b"
+
+
+def _commands(bundle: Path, tmp: Path) -> dict[str, list[str]]:
+    onnx = next(bundle.glob("*.onnx"))
+    image = sorted((Path(__file__).resolve().parents[2] / "calibration" / "digits" / "test").rglob("*.png"))[0]
+    fast = ["--duration-s", "0.05", "--warmup-ms", "0", "--layer-runs", "0", "--no-output"]
+    return {
+        "export": ["export", str(tiny_onnx(tmp / "src.onnx")), "-o", str(tmp / "new.onnx"), "--eval-limit", "4"],
+        "run": ["run", str(bundle), str(image)],
+        "inspect": ["inspect", str(bundle)],
+        "report": ["report", str(onnx), "-o", str(tmp / "r.html")],
+        "verify": ["verify", str(onnx), "--reference", str(tiny_onnx(tmp / "ref.onnx")), "--eval-limit", "4"],
+        "profile": ["profile", str(onnx), "--random-input", *fast],
+        "help": ["--help"],
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["export", "run", "inspect", "report", "verify", "profile", "help"])
+def test_standard_output_on_a_full_disk(command: str, unicode_bundle: Path, tmp_path: Path) -> None:
+    argv = _commands(unicode_bundle, tmp_path)[command]
+    with open("/dev/full", "w") as full:  # before: exit 1 with a traceback (OSError: No space left on device)
+        proc = _cli(*argv, stdout=full, stderr=subprocess.PIPE)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ghost-deploy: error: cannot write to standard output: No space left on device"), last
+    if command == "export":  # the work was done: the artifact is in place and the message says so
+        assert (tmp_path / "new.onnx").is_file() and "files it writes are in place" in last
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["run", "inspect", "report"])
+def test_labels_an_ascii_terminal_cannot_show_are_escaped(command: str, unicode_bundle: Path, tmp_path: Path) -> None:
+    argv = _commands(unicode_bundle, tmp_path)[command]
+    proc = _cli(*argv, env={"PYTHONIOENCODING": "ascii"})  # before (run): UnicodeEncodeError, exit 1
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    if command == "run":
+        assert "\\U0001f680 rocket" in proc.stdout or "\\u732b" in proc.stdout or "d\\xe9j\\xe0" in proc.stdout
+
+
+@pytest.mark.slow
+def test_standard_error_on_a_full_disk_does_not_stop_the_export(tmp_path: Path) -> None:
+    src = tiny_onnx(tmp_path / "src.onnx")
+    with open("/dev/full", "w") as full:  # before: the first progress line failed the job (exit 1, no artifact)
+        proc = _cli("export", str(src), "-o", str(tmp_path / "new.onnx"), "--eval-limit", "4", stderr=full)
+    assert proc.returncode == 0 and (tmp_path / "new.onnx").is_file()
