@@ -10,7 +10,7 @@ from typing import Any
 
 from ghost_deploy.data.arrays import ArrayFile
 from ghost_deploy.data.inputs import ImageFolder, Sample
-from ghost_deploy.data.preprocess import IMAGE_SUFFIXES
+from ghost_deploy.data.walk import image_files
 from ghost_deploy.errors import InputError
 from ghost_deploy.report import print_line
 
@@ -24,7 +24,7 @@ def calibration_samples(
     source: ImageFolder | ArrayFile
     if path.is_dir():
         source = ImageFolder(path, info.preprocessing, None, size, seed, skip_unreadable=True)
-        total = len(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
+        total = sum(1 for _ in image_files(path, "--calib"))
     elif path.suffix.lower() in (".npy", ".npz"):
         source = ArrayFile(path, (3, info.input_size, info.input_size), size, seed)
         total = len(source)

@@ -4,6 +4,7 @@ folders, optional dependencies that cannot load. Each test runs what a user woul
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -191,3 +192,27 @@ def test_standard_error_on_a_full_disk_does_not_stop_the_export(tmp_path: Path) 
     with open("/dev/full", "w") as full:  # before: the first progress line failed the job (exit 1, no artifact)
         proc = _cli("export", str(src), "-o", str(tmp_path / "new.onnx"), "--eval-limit", "4", stderr=full)
     assert proc.returncode == 0 and (tmp_path / "new.onnx").is_file()
+
+
+# Item 9: names that are not UTF-8, from the export's --eval folder to the report page.
+
+
+@pytest.mark.slow
+def test_image_names_that_are_not_utf8_reach_the_report_page(tmp_path: Path) -> None:
+    digits = Path(__file__).resolve().parents[2] / "calibration" / "digits" / "test"
+    evals = os.fsencode(tmp_path / "eval")
+    for cls in range(10):  # class folders named like the tiny model's classes, image names that are not UTF-8
+        os.makedirs(os.path.join(evals, b"%d" % cls))
+        for i, image in enumerate(sorted((digits / str(cls)).glob("*.png"))[:2]):
+            shutil.copy(image, os.path.join(evals, b"%d" % cls, b"x\xff%d.png" % i))
+    os.makedirs(os.path.join(evals, b"d\xff"))
+    model = tmp_path / "m.onnx"
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"{cls}\n" for cls in range(10)))
+    src = str(tiny_onnx(tmp_path / "src.onnx"))
+    export = _cli("export", src, "-o", str(model), "--eval", os.fsdecode(evals), "--labels", str(labels))
+    assert export.returncode == 0, export.stderr  # before: UnicodeEncodeError hashing the file list (exit 1)
+    page = tmp_path / "r.html"
+    proc = _cli("report", str(model), "-o", str(page))
+    assert proc.returncode == 0, proc.stderr  # before: UnicodeEncodeError writing the page (exit 1)
+    assert "x\\xff" in page.read_text(encoding="utf-8")  # the names of the images it got wrong, shown

@@ -131,7 +131,7 @@ def test_names_with_colons_and_a_missing_final_newline(tmp_path: Path) -> None:
 def test_unwritable_names_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="multi-line"):
         format_cache({"a\nb": 1.0}, "10.3.0")
-    with pytest.raises(InputError, match="calibration cache .*absent.cache does not exist"):
+    with pytest.raises(InputError, match=r"calibration cache .*absent\.cache does not exist"):
         read_cache(tmp_path / "absent.cache")
 
 
@@ -151,7 +151,7 @@ def test_write_is_atomic(tmp_path: Path) -> None:
 def test_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
     fifo = tmp_path / "calib.cache"
     os.mkfifo(fifo)
-    code = f"from pathlib import Path; from ghost_deploy.backends.trt.calib_cache import read_cache; read_cache(Path({str(fifo)!r}))"
+    code = f"import pathlib, ghost_deploy.backends.trt.calib_cache as c; c.read_cache(pathlib.Path({str(fifo)!r}))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)  # blocked before
     assert "InputError" in proc.stderr and "is a FIFO, not a regular file" in proc.stderr
 
