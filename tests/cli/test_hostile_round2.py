@@ -216,3 +216,39 @@ def test_image_names_that_are_not_utf8_reach_the_report_page(tmp_path: Path) -> 
     proc = _cli("report", str(model), "-o", str(page))
     assert proc.returncode == 0, proc.stderr  # before: UnicodeEncodeError writing the page (exit 1)
     assert "x\\xff" in page.read_text(encoding="utf-8")  # the names of the images it got wrong, shown
+
+
+# Debatable, decided: torch that is installed but cannot load under a memory limit is exit 1, not 3 (not missing).
+
+UNDER_A_LIMIT = """
+import re, resource, sys
+import numpy, onnx, onnxruntime, PIL.Image  # what the export loads before torch
+from ghost_deploy.cli.main import export_main
+size = int(re.search(r"VmSize:\\s+(\\d+) kB", open("/proc/self/status").read())[1]) << 10
+limit = size + (64 << 20)  # far less than torch's shared libraries map
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+sys.exit(export_main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads the address space size from /proc")
+def test_torch_under_an_address_space_limit_is_exit_1_naming_the_limit(tmp_path: Path) -> None:
+    from tests.helpers import TINY_MODEL
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-c", UNDER_A_LIMIT, str(TINY_MODEL), "-o", str(tmp_path / "m.onnx")]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    (line,) = [line for line in proc.stderr.splitlines() if not line.startswith("[")]
+    # before: "unexpected error: ImportError: libtorch_cpu.so: failed to map segment from shared object"
+    assert "needs 'torch', which is installed but could not be loaded" in line and "ulimit -v" in line, line
+    assert "pip install" not in line  # reinstalling would not help
+
+
+def test_a_package_that_is_not_installed_is_still_exit_3() -> None:
+    from ghost_deploy import optional
+    from ghost_deploy.errors import MissingDependencyError
+
+    with pytest.raises(MissingDependencyError) as caught:
+        optional.require("ghost_deploy_no_such_package", "Testing")
+    assert caught.value.exit_code == 3
