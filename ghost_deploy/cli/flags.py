@@ -105,6 +105,8 @@ MAX_NUMBER_CHARS = 100
 MAX_VERSION_PART_DIGITS = 4  # the same bound as the calibration cache's reader
 _TRT_VERSION = re.compile(rf"\d{{1,{MAX_VERSION_PART_DIGITS}}}(\.\d{{1,{MAX_VERSION_PART_DIGITS}}}){{1,3}}")
 MAX_CLASSES = 1_000_000
+# TensorRT takes the workspace as a size_t of bytes: a 23-digit MiB count overflows it (TypeError on the device)
+MAX_WORKSPACE_MIB = 1 << 20
 MAX_RESIZE = 4096  # the same bound as Preprocessing's
 
 
@@ -299,7 +301,12 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
         help="explicit: the Q/DQ graph (default); implicit: a calibrator reading the CPU-made cache "
         "(TensorRT 8.5 to 10 only)",
     )
-    g.add_argument("--workspace", type=int_at_least(1), metavar="MIB", help="builder workspace in MiB")
+    g.add_argument(
+        "--workspace",
+        type=int_at_least(1, MAX_WORKSPACE_MIB),
+        metavar="MIB",
+        help=f"builder workspace in MiB (at most {MAX_WORKSPACE_MIB}, a TiB)",
+    )
     g.add_argument("--timing-cache", type=Path, metavar="FILE", help="timing cache, loaded and saved back")
     g.add_argument("--builder-optimization-level", type=int, metavar="0-5", help="TensorRT 8.6+")
     g.add_argument(

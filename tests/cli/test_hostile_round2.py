@@ -252,3 +252,8 @@ def test_a_package_that_is_not_installed_is_still_exit_3() -> None:
     with pytest.raises(MissingDependencyError) as caught:
         optional.require("ghost_deploy_no_such_package", "Testing")
     assert caught.value.exit_code == 3
+
+
+def test_a_workspace_that_overflows_tensorrts_size_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["m.onnx", "--target", "trt-fp16", "--workspace", "99999999999999999999999"]
+    assert "at most 1048576" in _usage_error(argv, capsys, export=True)  # before: accepted (simulated: exit 0)
