@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
-from ghost_deploy.errors import InputError
+from ghost_deploy.errors import InputError, StepFailed
 from ghost_deploy.fileio import sha256_file, write_json_atomic
 from ghost_deploy.jsonshape import Field, read_json_file
 from ghost_deploy.version import __version__
@@ -55,12 +55,39 @@ def silence(stream: TextIO) -> None:
         os.close(devnull)
 
 
-def print_line(text: str, stream: TextIO) -> None:
-    """Print `text` to `stream` and flush; when its reader is gone, the rest of the output is dropped quietly."""
+class OutputLost(StepFailed):
+    """Standard output (or another stream the results go to) could not be written: a full disk, /dev/full, an I/O
+    error (exit 1). Whatever the command wrote to files is in place; only what it printed is lost."""
+
+
+def print_line(text: str, stream: TextIO, end: str = "\n") -> None:
+    """Print `text` to `stream` and flush, whatever the stream does.
+
+    - Its reader is gone (EPIPE, `| head`): the rest of the output is dropped quietly.
+    - Standard error cannot be written (a full disk): dropped quietly too; there is nowhere left to say so, and
+      progress and warnings are no reason to abandon the work (the exit code still tells the outcome).
+    - Any other stream (standard output) cannot be written: `OutputLost`, naming why; the stream is silenced so
+      that the interpreter's flush at exit does not fail again.
+    - A character the stream's encoding lacks (PYTHONIOENCODING=ascii and a label in Chinese) is written as a
+      backslash escape, never a UnicodeEncodeError.
+    """
     try:
-        print(text, file=stream, flush=True)
+        try:
+            print(text, file=stream, end=end, flush=True)
+        except UnicodeEncodeError:
+            encoding = getattr(stream, "encoding", None) or "ascii"
+            print(text.encode(encoding, "backslashreplace").decode(encoding), file=stream, end=end, flush=True)
     except BrokenPipeError:
         silence(stream)
+    except OSError as exc:
+        silence(stream)
+        if stream is not sys.stderr and stream is not sys.__stderr__:
+            name = (
+                "standard output"
+                if stream is sys.stdout or stream is sys.__stdout__
+                else str(getattr(stream, "name", "the output"))
+            )
+            raise OutputLost(f"cannot write to {name}: {exc.strerror or exc}") from None
 
 
 class Steps:
@@ -133,7 +160,7 @@ class _Progress:
             if now - self.shown >= 0.1 or done == self.total:
                 self.shown = now
                 self.open = True
-                print(f"\r{self._text(now)}\x1b[K", end="", file=sys.stderr, flush=True)
+                print_line(f"\r{self._text(now)}\x1b[K", sys.stderr, end="")
         elif self.total:
             quarter = min(4, 4 * done // self.total)
             if quarter > self.quarter and quarter < 4:
@@ -151,7 +178,7 @@ class _Progress:
 
     def close(self) -> None:
         if self.open:
-            print("\r\x1b[K", end="", file=sys.stderr, flush=True)
+            print_line("\r\x1b[K", sys.stderr, end="")
 
 
 def new_report(command: list[str], target: str) -> dict[str, Any]:

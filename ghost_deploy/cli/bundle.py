@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ghost_deploy.cli.flags import common as _common
+from ghost_deploy.cli.flags import int_at_least
 
 _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0 (newline, tab, ESC included), DEL and C1 (CSI: 0x9b)
 
@@ -123,7 +124,10 @@ def fill_run_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", type=Path, metavar="BUNDLE", help="a bundle directory or .tar.gz")
     p.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, BMP) to classify")
     p.add_argument(
-        "--top-k", type=int, metavar="K", help="labels per image, 1 to the model's classes (default 5, or all of fewer)"
+        "--top-k",
+        type=int_at_least(1),
+        metavar="K",
+        help="labels per image, 1 to the model's classes (default 5, or all of fewer)",
     )
     artifact_flags(p)
     p.add_argument(

@@ -9,6 +9,10 @@ from typing import Any
 
 from ghost_deploy.cli.bundle import artifact_flags
 from ghost_deploy.cli.flags import common as _common
+from ghost_deploy.cli.flags import float_between
+from ghost_deploy.report import print_line
+
+MAX_DAYS = 36_500.0  # --older-than: a century; NaN (which removed nothing, silently) and inf are refused
 
 
 def fill_prepare_parser(p: argparse.ArgumentParser) -> None:
@@ -90,7 +94,12 @@ def fill_cache_parser(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="cache_command", required=True, metavar="list|prune", help="what to do with the cache")
     listing = sub.add_parser("list", help="every cached engine: size, TensorRT, GPU, last use")
     prune = sub.add_parser("prune", help="remove cached engines by age, by total size, or all")
-    prune.add_argument("--older-than", type=float, metavar="DAYS", help="remove engines unused for DAYS days")
+    prune.add_argument(
+        "--older-than",
+        type=float_between(0.0, MAX_DAYS),
+        metavar="DAYS",
+        help=f"remove engines unused for DAYS days (0 to {MAX_DAYS:.0f})",
+    )
     prune.add_argument("--max-size", metavar="SIZE", help="then remove the least recently used down to SIZE (500M, 2G)")
     prune.add_argument("--all", action="store_true", help="remove everything, rejected engines kept aside included")
     for q in (listing, prune):
@@ -134,4 +143,4 @@ def run_cache_prune(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _stderr(text: str) -> None:
-    print(text, file=sys.stderr)
+    print_line(text, sys.stderr)

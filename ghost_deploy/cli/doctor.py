@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ghost_deploy.cli.flags import common, steps
+from ghost_deploy.cli.flags import common, float_between, steps
+from ghost_deploy.profiling.stats import MAX_DURATION_S
 
 
 def fill_doctor_parser(p: argparse.ArgumentParser) -> None:
@@ -21,7 +22,12 @@ def fill_doctor_parser(p: argparse.ArgumentParser) -> None:
         "-o", "--output", type=Path, metavar="FILE", help="--selftest: the JSON (default ghost-deploy-selftest.json)"
     )
     p.add_argument("--model", type=Path, metavar="MODEL", help="--selftest: another checkpoint than the shipped one")
-    p.add_argument("--duration-s", type=float, default=1.0, help="--selftest: timed seconds per engine (1)")
+    p.add_argument(
+        "--duration-s",
+        type=float_between(0.0, MAX_DURATION_S, low_open=True),
+        default=1.0,
+        help=f"--selftest: timed seconds per engine (at most {MAX_DURATION_S:.0f}; default 1)",
+    )
     common(p)
     p.set_defaults(handler=run_doctor)
 

@@ -160,7 +160,12 @@ def fill_build_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", type=Path, metavar="MODEL.onnx", help="FP32, FP16 or Q/DQ ONNX written by ghost-export")
     p.add_argument("--target", required=True, choices=ENGINE_TARGETS, help="the engine's precision")
     p.add_argument("-o", "--output", type=Path, metavar="PATH", help="the engine (default <onnx stem>.<target>.engine)")
-    p.add_argument("--trt-version", metavar="X.Y.Z", help="plan for this TensorRT (default: the installed one)")
+    p.add_argument(
+        "--trt-version",
+        type=flags.trt_version,
+        metavar="X.Y.Z",
+        help="plan for this TensorRT (default: the installed one)",
+    )
     p.add_argument("--dynamic-batch", metavar="MIN:OPT:MAX", help="profile for a dynamic batch dimension")
     flags.add_engine_flags(p)
     flags.common(p)

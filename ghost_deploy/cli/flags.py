@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -52,9 +54,11 @@ def int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
 
     def parse(text: str) -> int:
         try:
-            value = int(text)
+            value = int(text) if len(text) <= MAX_NUMBER_CHARS else None
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+            value = None
+        if value is None:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {shown(text)}")
         if value < low:
             raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
         if high is not None and value > high:
@@ -64,6 +68,45 @@ def int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+def float_between(low: float, high: float, low_open: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number in [low, high] ((low, high] with `low_open`); NaN and inf are refused."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text) if len(text) <= MAX_NUMBER_CHARS else math.nan
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {shown(text)}") from None
+        inside = value > low if low_open else value >= low
+        if not (math.isfinite(value) and inside and value <= high):
+            bound = f"{'>' if low_open else '>='} {low:g} and <= {high:g}"
+            raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {shown(text)}")
+        return value
+
+    return parse
+
+
+def trt_version(text: str) -> str:
+    """An argparse type: a TensorRT version MAJOR.MINOR[.PATCH[.BUILD]], each part at most a few digits."""
+    if not _TRT_VERSION.fullmatch(text.strip()):
+        raise argparse.ArgumentTypeError(
+            f"expected a TensorRT version MAJOR.MINOR[.PATCH] of at most {MAX_VERSION_PART_DIGITS} digits a part, "
+            f"such as 10.3.0, got {shown(text)}"
+        )
+    return text.strip()
+
+
+def shown(text: str, limit: int = 40) -> str:
+    """A value quoted for a one-line message, cut when long (a 5000-digit number is not repeated whole)."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+# No flag's number needs more characters; Python refuses int() of more than 4300 digits, and float() of a
+# million digits takes a while: both are refused before they are converted.
+MAX_NUMBER_CHARS = 100
+MAX_VERSION_PART_DIGITS = 4  # the same bound as the calibration cache's reader
+_TRT_VERSION = re.compile(rf"\d{{1,{MAX_VERSION_PART_DIGITS}}}(\.\d{{1,{MAX_VERSION_PART_DIGITS}}}){{1,3}}")
+# TensorRT takes the workspace as a size_t of bytes: a 23-digit MiB count overflows it (TypeError on the device)
+MAX_WORKSPACE_MIB = 1 << 20
 MAX_RESIZE = 4096  # the same bound as Preprocessing's
 
 
@@ -210,6 +253,7 @@ def add_precision_flags(p: argparse.ArgumentParser, export: bool = True) -> None
     )
     g.add_argument(
         "--trt-version",
+        type=trt_version,
         metavar="X.Y.Z",
         help="version in the calibration cache header (default: installed TensorRT, else 10.3)",
     )
@@ -257,7 +301,12 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
         help="explicit: the Q/DQ graph (default); implicit: a calibrator reading the CPU-made cache "
         "(TensorRT 8.5 to 10 only)",
     )
-    g.add_argument("--workspace", type=int_at_least(1), metavar="MIB", help="builder workspace in MiB")
+    g.add_argument(
+        "--workspace",
+        type=int_at_least(1, MAX_WORKSPACE_MIB),
+        metavar="MIB",
+        help=f"builder workspace in MiB (at most {MAX_WORKSPACE_MIB}, a TiB)",
+    )
     g.add_argument("--timing-cache", type=Path, metavar="FILE", help="timing cache, loaded and saved back")
     g.add_argument("--builder-optimization-level", type=int, metavar="0-5", help="TensorRT 8.6+")
     g.add_argument(

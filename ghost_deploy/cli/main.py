@@ -19,7 +19,7 @@ from ghost_deploy.cli import bundle, device, doctor, export, profile, report
 from ghost_deploy.cli.summary import summary
 from ghost_deploy.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, GhostDeployError, VerificationFailed
 from ghost_deploy.fileio import strict_json
-from ghost_deploy.report import print_line, silence
+from ghost_deploy.report import OutputLost, print_line, silence
 from ghost_deploy.version import __version__
 
 _MEANING = {
@@ -38,7 +38,8 @@ _OWN_MEANING = {
 }
 _SIGNALS = (
     "130  interrupted (Ctrl-C); 143: terminated (SIGTERM); nothing half-written is left\n"
-    "a standard output closed early (| head) ends the output quietly; the exit code stays the command's"
+    "a standard output closed early (| head) ends the output quietly; the exit code stays the command's;\n"
+    "one that cannot be written (a full disk) is exit 1 with one line on standard error: the files are in place"
 )
 
 
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None, prog: str) -> int:
+    _escape_unencodable()
     try:
         args = parser.parse_args(argv)
         args.argv = list(argv if argv is not None else sys.argv[1:])
@@ -142,6 +144,17 @@ def _dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None, prog:
         silence(sys.stdout)
         silence(sys.stderr)
         return EXIT_FAILURE
+    except OutputLost as exc:  # --help or --version into a full disk
+        print_line(f"{prog}: error: {exc}", sys.stderr)
+        return exc.exit_code
+
+
+def _escape_unencodable() -> None:
+    """Standard output and error write what their encoding lacks as backslash escapes (a label in Chinese under
+    PYTHONIOENCODING=ascii or LC_ALL=C), so printing a result never fails after the work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
 
 
 def _run(args: argparse.Namespace, prog: str) -> int:
@@ -154,7 +167,7 @@ def _run(args: argparse.Namespace, prog: str) -> int:
         if isinstance(rep, dict) and written is not None:
             rep["report_file"] = str(written)
         if isinstance(rep, dict) and (args.json or not getattr(args, "quiet", False)):
-            print_line(_render(rep, args.json, args), sys.stdout)  # `| head`: quietly
+            _print_result(_render(rep, args.json, args), prog)
         return _fail(prog, exc, args.verbose)
     except GhostDeployError as exc:
         return _fail(prog, exc, args.verbose)
@@ -163,7 +176,7 @@ def _run(args: argparse.Namespace, prog: str) -> int:
         return 130
     except (PermissionError, IsADirectoryError, NotADirectoryError) as exc:  # a path the user gave, unreadable
         if args.verbose:
-            traceback.print_exc()
+            _traceback(exc)
         print_line(
             f"{prog}: error: cannot access {exc.filename}: {exc.strerror}; check the path and its permissions",
             sys.stderr,
@@ -173,12 +186,25 @@ def _run(args: argparse.Namespace, prog: str) -> int:
         raise  # a closed pipe is no error of the job's: _dispatch ends quietly
     except Exception as exc:  # the last resort: one line, traceback with -v
         if args.verbose:
-            traceback.print_exc()
+            _traceback(exc)
         print_line(f"{prog}: unexpected error: {type(exc).__name__}: {exc} (run with -v for the traceback)", sys.stderr)
         return EXIT_FAILURE
-    if args.json or not getattr(args, "quiet", False):
-        print_line(_render(report, args.json, args), sys.stdout)
+    wanted = args.json or not getattr(args, "quiet", False)
+    if wanted and not _print_result(_render(report, args.json, args), prog):
+        return EXIT_FAILURE
     return EXIT_OK
+
+
+def _print_result(text: str, prog: str) -> bool:
+    """The result on standard output (into a closed pipe, quietly); False, said on standard error, when it
+    cannot be written: the command's work is done, only its printed result is lost."""
+    try:
+        print_line(text, sys.stdout)
+    except OutputLost as exc:
+        done = "the command itself finished (files it writes are in place): only its printed output is lost"
+        print_line(f"{prog}: error: {exc}; {done}", sys.stderr)
+        return False
+    return True
 
 
 def _simulation_notice(prog: str) -> None:
@@ -225,9 +251,15 @@ def _sigterm_unwinds() -> Iterator[None]:
 
 def _fail(prog: str, exc: GhostDeployError, verbose: bool) -> int:
     if verbose:
-        traceback.print_exception(exc)
+        _traceback(exc)
     print_line(f"{prog}: error: {exc}", sys.stderr)
     return exc.exit_code
+
+
+def _traceback(exc: BaseException) -> None:
+    """-v: the traceback on standard error, unless standard error cannot take it."""
+    with contextlib.suppress(OSError, ValueError):
+        traceback.print_exception(exc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

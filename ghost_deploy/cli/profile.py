@@ -7,12 +7,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ghost_deploy import optional
-from ghost_deploy.cli.flags import common, int_at_least
+from ghost_deploy.cli.flags import common, float_between, int_at_least
 from ghost_deploy.cli.flags import steps as flags_steps
-from ghost_deploy.config import MAX_BATCH, MAX_INPUT_SIZE
+from ghost_deploy.config import MAX_BATCH, MAX_INPUT_SIZE, MAX_SAMPLES
 from ghost_deploy.errors import InputError
 from ghost_deploy.fileio import check_writable, write_json_atomic
-from ghost_deploy.profiling.stats import CV_THRESHOLD_CPU, CV_THRESHOLD_GPU, LoopConfig
+from ghost_deploy.profiling.stats import (
+    CV_THRESHOLD_CPU,
+    CV_THRESHOLD_GPU,
+    MAX_CV_THRESHOLD_PERCENT,
+    MAX_DURATION_S,
+    MAX_ITERATIONS,
+    MAX_LAYER_RUNS,
+    MAX_SEED,
+    MAX_WARMUP_MS,
+    THREADS_PER_CPU,
+    LoopConfig,
+    max_threads,
+)
 from ghost_deploy.targets import BENCH_ORDER
 
 if TYPE_CHECKING:
@@ -30,25 +42,73 @@ def parse_batches(text: str) -> tuple[int, ...]:
     return values
 
 
+def providers(text: str) -> tuple[str, ...]:
+    """An argparse type: the comma-separated ONNX Runtime providers of --provider, at least one."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected provider names such as CPU or CUDA,CPU, got {text!r}")
+    return names
+
+
+def add_loop_flags(p: argparse.ArgumentParser, per: str = "") -> None:
+    """--warmup-ms, --duration-s and --iterations (trtexec's), each bounded so that no run lasts forever."""
+    p.add_argument(
+        "--warmup-ms",
+        type=float_between(0.0, MAX_WARMUP_MS),
+        default=200.0,
+        help=f"warm-up time{per} in ms (trtexec --warmUp; at most {MAX_WARMUP_MS:.0f}, an hour; default 200)",
+    )
+    p.add_argument(
+        "--duration-s",
+        type=float_between(0.0, MAX_DURATION_S, low_open=True),
+        default=3.0,
+        help=f"timed duration{per} in s (trtexec --duration; at most {MAX_DURATION_S:.0f}; default 3)",
+    )
+    p.add_argument(
+        "--iterations",
+        type=int_at_least(1, MAX_ITERATIONS),
+        default=10,
+        help=f"at least this many timed queries{per} (at most {MAX_ITERATIONS}; default 10)",
+    )
+
+
 def fill_profile_parser(p: argparse.ArgumentParser) -> None:
     """Options of `ghost-deploy profile`."""
     p.add_argument("artifact", type=Path, help=".onnx (ONNX Runtime), .pt/.pth (PyTorch eager), .engine (TensorRT)")
     p.add_argument("--batch", help="batch size, or a sweep such as 1,2,4,8 (default: the artifact's, else 1)")
-    p.add_argument("--warmup-ms", type=float, default=200.0, help="warm-up time in ms (trtexec --warmUp; 200)")
-    p.add_argument("--duration-s", type=float, default=3.0, help="timed duration in s (trtexec --duration; 3)")
-    p.add_argument("--iterations", type=int, default=10, help="at least this many timed queries (10)")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads / torch threads")
-    p.add_argument("--provider", default="CPU", help="ONNX Runtime providers, e.g. CUDA,CPU (default CPU)")
+    add_loop_flags(p)
+    p.add_argument(
+        "--threads",
+        type=int_at_least(1, max_threads()),
+        help=f"ONNX Runtime intra-op threads / torch threads (at most {THREADS_PER_CPU} per CPU: {max_threads()})",
+    )
+    p.add_argument(
+        "--provider",
+        type=providers,
+        default=("CPU",),
+        help="ONNX Runtime providers, e.g. CUDA,CPU (default CPU)",
+    )
     p.add_argument("--random-input", action="store_true", help="seeded random data instead of real images")
-    p.add_argument("--seed", type=int, default=0, help="seed of --random-input and of the image subset (0)")
+    p.add_argument(
+        "--seed",
+        type=int_at_least(0, MAX_SEED),
+        default=0,
+        help=f"seed of --random-input and of the image subset (0 to {MAX_SEED}; default 0)",
+    )
     p.add_argument("--eval", type=Path, dest="eval_dir", metavar="DIR", help="images to feed (default: the model's)")
-    p.add_argument("--top", type=int, default=10, help="layers to list (10)")
-    p.add_argument("--layer-runs", type=int, default=20, help="runs of the per-layer profiler; 0 skips it (20)")
+    p.add_argument("--top", type=int_at_least(0), default=10, help="layers to list (10)")
+    p.add_argument(
+        "--layer-runs",
+        type=int_at_least(0, MAX_LAYER_RUNS),
+        default=20,
+        help=f"runs of the per-layer profiler; 0 skips it (at most {MAX_LAYER_RUNS}; default 20)",
+    )
     p.add_argument(
         "--cv-threshold",
-        type=float,
+        type=float_between(0.0, MAX_CV_THRESHOLD_PERCENT, low_open=True),
         metavar="PERCENT",
-        help=f"warn above this CV in %% (default {CV_THRESHOLD_GPU * 100:g}%% GPU, {CV_THRESHOLD_CPU * 100:g}%% CPU)",
+        help=f"warn above this CV in %% (0 to {MAX_CV_THRESHOLD_PERCENT:g}; default {CV_THRESHOLD_GPU * 100:g}%% "
+        f"GPU, {CV_THRESHOLD_CPU * 100:g}%% CPU)",
     )
     p.add_argument(
         "--cuda-graph", action="store_true", help="engines: launch the enqueue as a CUDA graph (trtexec --useCudaGraph)"
@@ -82,13 +142,7 @@ def config_from_args(args: argparse.Namespace) -> ProfileConfig:
     """A ProfileConfig from parsed options, validated."""
     from ghost_deploy.profiling.profile import ProfileConfig, resolve_providers
 
-    if args.threads is not None and args.threads < 1:
-        raise InputError(f"--threads must be at least 1, got {args.threads}")
-    if args.cv_threshold is not None and args.cv_threshold <= 0:
-        raise InputError(f"--cv-threshold must be a positive percentage, got {args.cv_threshold}")
-    if args.top < 0 or args.layer_runs < 0:
-        raise InputError("--top and --layer-runs must be zero or positive")
-    names = [n.strip() for n in args.provider.split(",") if n.strip()]
+    names = list(args.provider)
     return ProfileConfig(
         loop=LoopConfig(args.warmup_ms, args.duration_s, args.iterations),
         batches=parse_batches(args.batch) if args.batch else None,
@@ -142,15 +196,31 @@ def run_profile(args: argparse.Namespace) -> dict[str, Any]:
 def fill_bench_parser(p: argparse.ArgumentParser) -> None:
     """Options of `ghost-deploy bench`."""
     p.add_argument("model", type=Path, help="a .pt/.pth checkpoint (or an .onnx file: no eager row)")
-    p.add_argument("--batch", type=int, default=1, help="batch size of every target (1)")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads and torch threads")
-    p.add_argument("--warmup-ms", type=float, default=200.0, help="warm-up time per target in ms (200)")
-    p.add_argument("--duration-s", type=float, default=3.0, help="timed duration per target (3)")
-    p.add_argument("--iterations", type=int, default=10, help="at least this many timed queries per target (10)")
+    p.add_argument(
+        "--batch",
+        type=int_at_least(1, MAX_BATCH),
+        default=1,
+        help=f"batch size of every target (at most {MAX_BATCH}; 1)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int_at_least(1, max_threads()),
+        help=f"ONNX Runtime intra-op threads and torch threads (at most {THREADS_PER_CPU} per CPU: {max_threads()})",
+    )
+    add_loop_flags(p, per=" per target")
     p.add_argument("--eval", type=Path, dest="eval_dir", metavar="DIR", help="labelled images for top-1")
-    p.add_argument("--eval-limit", type=int, default=500, help="a seeded subset of at most N images (500)")
+    p.add_argument(
+        "--eval-limit",
+        type=int_at_least(1, MAX_SAMPLES),
+        default=500,
+        help=f"a seeded subset of at most N images (at most {MAX_SAMPLES}; 500)",
+    )
     p.add_argument("--calib", type=Path, help="calibration images for the INT8 targets")
-    p.add_argument("--calib-size", type=int, help="a seeded subset of N calibration inputs")
+    p.add_argument(
+        "--calib-size",
+        type=int_at_least(1, MAX_SAMPLES),
+        help=f"a seeded subset of N calibration inputs (<= {MAX_SAMPLES})",
+    )
     p.add_argument("--targets", default=",".join(BENCH_ORDER), help="subset of " + ",".join(BENCH_ORDER))
     p.add_argument("--work-dir", type=Path, help="keep the built artifacts here (default: a temporary folder)")
     p.add_argument("-o", "--output", type=Path, help="write the JSON report here")
@@ -163,8 +233,6 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     """The `bench` command."""
     from ghost_deploy.profiling.bench import BenchConfig, bench_model, render
 
-    if args.threads is not None and args.threads < 1:
-        raise InputError(f"--threads must be at least 1, got {args.threads}")
     if args.output is not None:
         check_writable(args.output)
     from ghost_deploy.data.inputs import check_data_paths

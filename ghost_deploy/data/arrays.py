@@ -3,6 +3,9 @@
 An .npy is memory-mapped; an .npz is read member by member, each member row by row from its (possibly
 compressed) stream. Only the headers are trusted for shapes, and a header is checked before any row is read;
 a stream that ends before its header's promise is refused as truncated.
+
+numpy warns, in two lines each time a header is read, about headers it had to repair (a file saved by Python 2):
+the warning is said once per file, in one line, and the file is still read.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import sys
+import warnings
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +25,7 @@ import numpy as np
 from ghost_deploy.data.inputs import Sample
 from ghost_deploy.errors import InputError
 from ghost_deploy.fileio import open_regular
+from ghost_deploy.report import print_line
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +67,14 @@ class ArrayFile:
         self._digest = self._check_rows()
 
     def _read_headers(self) -> list[_Member]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            members = self._headers()
+        for text in dict.fromkeys(_one_line(str(w.message)) for w in caught):
+            print_line(f"warning: {self.path}: {text}", sys.stderr)
+        return members
+
+    def _headers(self) -> list[_Member]:
         try:
             if self.path.suffix.lower() == ".npz":
                 with zipfile.ZipFile(self.path) as zf:
@@ -72,7 +86,7 @@ class ArrayFile:
             with self.path.open("rb") as fh:
                 return [self._member(None, *_header(fh))]
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError) as exc:
-            raise InputError(f"cannot read {self.path} as .npy/.npz: {str(exc)[:200]}") from None
+            raise InputError(f"cannot read {self.path} as .npy/.npz: {_one_line(str(exc))[:200]}") from None
 
     def _member(self, name: str | None, shape: tuple[int, ...], fortran: bool, dtype: np.dtype[Any]) -> _Member:
         where = f"{self.path}" + (f" (member {name[:80]})" if name else "")
@@ -104,7 +118,7 @@ class ArrayFile:
                         yield start + offset, row
                 start += member.rows
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise InputError(f"cannot read {self.path}: {str(exc)[:200]}") from None
+            raise InputError(f"cannot read {self.path}: {_one_line(str(exc))[:200]}") from None
 
     def _wanted(self, start: int, rows: int) -> list[int]:
         if self._chosen is None:
@@ -121,6 +135,11 @@ class ArrayFile:
     def __iter__(self) -> Iterator[Sample]:
         for index, row in self._rows():
             yield Sample(row, None, f"{self.path.name}[{index}]")
+
+
+def _one_line(text: str) -> str:
+    """`text` with every run of whitespace, newlines included, as one space."""
+    return " ".join(text.split())
 
 
 def _header(fh: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
@@ -140,14 +159,18 @@ def _member_rows(
 ) -> Iterator[tuple[int, np.ndarray]]:
     """The wanted rows of one array: memory-mapped for an .npy, streamed for an .npz member."""
     if member.name is None:
-        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+        with warnings.catch_warnings():  # said once, in one line, when the header was first read
+            warnings.simplefilter("ignore")
+            mapped = np.load(path, mmap_mode="r", allow_pickle=False)
         for i in wanted:
             yield i, np.array(mapped[i], dtype=np.float32)
         return
     row_bytes = math.prod(chw) * member.dtype.itemsize
     targets = set(wanted)
     with zipfile.ZipFile(path) as zf, zf.open(member.name) as fh:
-        _header(fh)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _header(fh)
         for i in range(max(wanted) + 1):
             data = fh.read(row_bytes)
             if len(data) != row_bytes:

@@ -10,8 +10,9 @@ from typing import Any
 
 from ghost_deploy.data.arrays import ArrayFile
 from ghost_deploy.data.inputs import ImageFolder, Sample
-from ghost_deploy.data.preprocess import IMAGE_SUFFIXES
+from ghost_deploy.data.walk import image_files
 from ghost_deploy.errors import InputError
+from ghost_deploy.report import print_line
 
 
 def calibration_samples(
@@ -23,7 +24,7 @@ def calibration_samples(
     source: ImageFolder | ArrayFile
     if path.is_dir():
         source = ImageFolder(path, info.preprocessing, None, size, seed, skip_unreadable=True)
-        total = len(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
+        total = sum(1 for _ in image_files(path, "--calib"))
     elif path.suffix.lower() in (".npy", ".npz"):
         source = ArrayFile(path, (3, info.input_size, info.input_size), size, seed)
         total = len(source)
@@ -32,13 +33,13 @@ def calibration_samples(
     desc: dict[str, Any] = {"path": str(path), "used": len(source), "list_sha256": source.digest()}
     if isinstance(source, ImageFolder) and source.skipped:
         desc["skipped"] = {"count": len(source.skipped), "why": source.skipped[:10]}
-        print(
+        print_line(
             f"warning: skipped {len(source.skipped)} unreadable calibration files, e.g. {source.skipped[0]}",
-            file=sys.stderr,
+            sys.stderr,
         )
     if size is not None and size > len(source):
         desc["warning"] = f"--calib-size {size} is larger than the {len(source)} inputs available: all are used"
-        print(f"warning: {desc['warning']}", file=sys.stderr)
+        print_line(f"warning: {desc['warning']}", sys.stderr)
     elif size is not None:
         desc["available"] = total
     return source, desc

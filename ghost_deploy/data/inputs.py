@@ -17,6 +17,7 @@ import numpy as np
 
 from ghost_deploy.data.kinds import describe
 from ghost_deploy.data.preprocess import IMAGE_SUFFIXES, Preprocessing, load_rgb, preprocess_file
+from ghost_deploy.data.walk import image_files
 from ghost_deploy.errors import InputError
 
 
@@ -56,7 +57,7 @@ class ImageFolder:
     def __post_init__(self) -> None:
         if not self.root.is_dir():
             raise InputError(f"image folder {self.root} does not exist or is not a directory")
-        paths = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        paths = sorted(image_files(self.root))
         if not paths:
             raise InputError(
                 f"no image in {self.root} (searched recursively for {', '.join(IMAGE_SUFFIXES)}); "
@@ -99,7 +100,7 @@ class ImageFolder:
     def digest(self) -> str:
         """sha256 of the sorted relative file list: records which images were used."""
         text = "\n".join(str(p.relative_to(self.root)) for p in self.paths)
-        return hashlib.sha256(text.encode()).hexdigest()
+        return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()  # a name that is not UTF-8 too
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -135,10 +136,7 @@ def check_data_paths(calib: Path | None = None, eval_dir: Path | None = None) ->
 
 def _check_has_images(folder: Path, flag: str) -> None:
     """InputError unless `folder` holds an image file somewhere below it (stops at the first one)."""
-    try:
-        found = any(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in folder.rglob("*"))
-    except OSError as exc:
-        raise InputError(f"{flag} {folder} cannot be read: {exc.strerror or exc}") from None
+    found = next(iter(image_files(folder, flag)), None) is not None
     if not found:
         raise InputError(
             f"{flag} {folder}: no image in it (searched recursively for {', '.join(IMAGE_SUFFIXES)}); give a "

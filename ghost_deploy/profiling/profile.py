@@ -12,6 +12,7 @@ The text and the plot are `profile_report`'s; the per-layer tables `layer_profil
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -31,11 +32,16 @@ from ghost_deploy.profiling.report import PERCENTILE_DEFINITION
 from ghost_deploy.profiling.stats import (
     CV_THRESHOLD_CPU,
     CV_THRESHOLD_GPU,
+    MAX_CV_THRESHOLD_PERCENT,
+    MAX_LAYER_RUNS,
+    MAX_SEED,
+    THREADS_PER_CPU,
     LoopConfig,
     busy_warning,
     environment,
     load_average,
     mark_busy,
+    max_threads,
     summarize,
     time_queries,
 )
@@ -61,6 +67,22 @@ class ProfileConfig:
     cuda_graph: bool = False  # engines only: the enqueue captured in a CUDA graph (trtexec --useCudaGraph)
     data_transfers: bool = True  # engines only: False times the GPU compute alone (trtexec --noDataTransfers)
     input_size: int | None = None  # checkpoints only: as export's --input-size (an ONNX or engine fixes its own)
+
+    def __post_init__(self) -> None:
+        limit = max_threads()
+        if self.threads is not None and not 1 <= self.threads <= limit:
+            raise InputError(f"--threads must be from 1 to {limit} ({THREADS_PER_CPU} per CPU), got {self.threads}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise InputError(f"--seed must be from 0 to {MAX_SEED}, got {self.seed}")
+        if not 0 <= self.layer_runs <= MAX_LAYER_RUNS or self.top_layers < 0:
+            raise InputError(f"--layer-runs must be from 0 to {MAX_LAYER_RUNS} and --top at least 0")
+        if not self.providers:
+            raise InputError("--provider names no ONNX Runtime provider; give e.g. CPU or CUDA,CPU")
+        cv = self.cv_threshold
+        if cv is not None and not (math.isfinite(cv) and 0 < cv <= MAX_CV_THRESHOLD_PERCENT / 100):
+            raise InputError(
+                f"--cv-threshold must be a finite percentage in (0, {MAX_CV_THRESHOLD_PERCENT:g}], got {cv * 100}"
+            )
 
 
 @dataclasses.dataclass

@@ -43,6 +43,23 @@ CV_THRESHOLD_GPU = 0.025
 # (no idle machine was available to measure that side). `--cv-threshold` overrides it.
 CV_THRESHOLD_CPU = 0.08
 
+# Bounds of what a profile may be asked to do, so that no flag makes it run forever or start a million threads:
+# an hour of warm-up or timing, a million queries or per-layer runs, and per CPU a few threads (more threads than
+# cores only add contention; ONNX Runtime's spinning workers make a 1,000,000-thread pool hang the machine).
+MAX_WARMUP_MS = 3_600_000.0
+MAX_DURATION_S = 3600.0
+MAX_ITERATIONS = 1_000_000
+MAX_LAYER_RUNS = 1_000_000
+THREADS_PER_CPU = 4
+MAX_SEED = 2**32 - 1  # numpy's legacy seeds and most tools' are 32-bit: one range everywhere
+MAX_CV_THRESHOLD_PERCENT = 100.0  # a warning above a standard deviation as large as the mean warns of nothing
+
+
+def max_threads() -> int:
+    """The most intra-op threads a run may ask for: THREADS_PER_CPU per CPU of this machine."""
+    return THREADS_PER_CPU * (os.cpu_count() or 1)
+
+
 ADVICE_GPU = (
     "lock the GPU clocks (nvidia-smi -lgc, or sudo jetson_clocks and a fixed nvpmodel mode on a Jetson), "
     "close other GPU work, and use a longer --duration-s"
@@ -62,12 +79,15 @@ class LoopConfig:
     min_iterations: int = 10
 
     def __post_init__(self) -> None:
-        if not math.isfinite(self.warmup_ms) or self.warmup_ms < 0:
-            raise InputError(f"--warmup-ms must be zero or positive, got {self.warmup_ms}")
-        if not math.isfinite(self.duration_s) or self.duration_s <= 0:
-            raise InputError(f"--duration-s must be positive, got {self.duration_s}; e.g. --duration-s 3")
-        if self.min_iterations < 1:
-            raise InputError(f"--iterations must be at least 1, got {self.min_iterations}")
+        if not math.isfinite(self.warmup_ms) or not 0 <= self.warmup_ms <= MAX_WARMUP_MS:
+            raise InputError(f"--warmup-ms must be from 0 to {MAX_WARMUP_MS:.0f} (an hour), got {self.warmup_ms}")
+        if not math.isfinite(self.duration_s) or not 0 < self.duration_s <= MAX_DURATION_S:
+            raise InputError(
+                f"--duration-s must be positive and at most {MAX_DURATION_S:.0f} (an hour), got {self.duration_s}; "
+                "e.g. --duration-s 3"
+            )
+        if not 1 <= self.min_iterations <= MAX_ITERATIONS:
+            raise InputError(f"--iterations must be from 1 to {MAX_ITERATIONS}, got {self.min_iterations}")
 
 
 @dataclasses.dataclass

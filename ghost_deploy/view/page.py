@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ghost_deploy.data.walk import shown_name
 from ghost_deploy.fileio import write_bytes_atomic
 from ghost_deploy.view.collect import Collector
 from ghost_deploy.view.data import Page
@@ -15,8 +16,9 @@ BUNDLE_PAGE = "report.html"
 
 
 def write_page(page: Page, path: Path) -> None:
-    """Render `page` and write it to `path` atomically, as UTF-8."""
-    write_bytes_atomic(path, render_page(page, output=str(path)).encode("utf-8"))
+    """Render `page` and write it to `path` atomically, as UTF-8 (an image's name that is not UTF-8 shown as
+    `\\xff`: the file names a report carries are the bytes found on disk)."""
+    write_bytes_atomic(path, shown_name(render_page(page, output=str(path))).encode("utf-8"))
 
 
 def bundle_page(root: Path, manifest: Mapping[str, Any], artifacts: Sequence[Path] = ()) -> str:

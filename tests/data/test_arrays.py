@@ -80,3 +80,22 @@ def test_truncated_non_finite_and_misshaped_arrays_are_input_errors(tmp_path: Pa
     np.save(tmp_path / "shape.npy", np.zeros((2, 3, 9, 9), np.float32))
     with pytest.raises(InputError, match="expected float N x 3 x 8 x 8"):
         ArrayFile(tmp_path / "shape.npy", (3, 8, 8))
+
+
+def test_numpy_header_warnings_are_one_line_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import struct
+    import warnings
+
+    # a header as Python 2 wrote it ('1L'): numpy repairs it and warns, in two lines, at every read
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2L, 3L, 8L, 8L), }"
+    header += " " * (63 - (10 + len(header)) % 64) + "\n"
+    path = tmp_path / "py2.npy"
+    rows = np.ones((2, 3, 8, 8), np.float32)
+    path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + rows.tobytes())
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter("always")
+        source = ArrayFile(path, (3, 8, 8))
+        assert len(list(source)) == 2  # the file is still read
+    assert escaped == []  # before: numpy's UserWarning at each header read, "file:line: UserWarning: ..." + source
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"warning: {path}: Reading `.npy` or `.npz` file required additional header parsing")

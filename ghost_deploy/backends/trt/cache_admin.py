@@ -21,6 +21,7 @@ from ghost_deploy.backends.trt.engine_cache import ENTRY_FILE, REJECTED, EngineC
 from ghost_deploy.errors import InputError
 from ghost_deploy.fileio import loads_strict
 
+MAX_SIZE = 1 << 60  # --max-size: an exbibyte, more than any disk
 _ENTRY = re.compile(r"^[0-9a-f]{32}$")
 _STAGING = re.compile(r"^\.staging-(?P<key>[0-9a-f]{32})-\d+-[0-9a-f]{8}$")
 
@@ -145,4 +146,9 @@ def parse_size(text: str) -> int:
     if match is None:
         raise InputError(f"--max-size {text!r} is not a size such as 500M or 2G")
     scale = 1024 ** " KMGT".index(match[2] or " ")
-    return int(float(match[1]) * scale)
+    size = float(match[1]) * scale
+    if size > MAX_SIZE:  # a number of 400 digits is infinite as a float, and int() of it an OverflowError
+        raise InputError(
+            f"--max-size {text[:40]!r} is larger than {MAX_SIZE >> 50} PiB; give a size such as 500M or 2G"
+        )
+    return int(size)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ghost_deploy.errors import InputError
-from ghost_deploy.fileio import write_bytes_atomic
+from ghost_deploy.fileio import read_bytes_limited, write_bytes_atomic
 
 ALGORITHM = "EntropyCalibration2"
 # Below this a float32 scale is denormal or zero: a tensor that was zero on every image. Any positive scale
@@ -34,6 +34,13 @@ _HEADER = re.compile(r"TRT-(\d+)-([A-Za-z][A-Za-z0-9]*)")
 _LINE = re.compile(r"(.+): ([0-9a-fA-F]{8})")  # greedy name: ONNX names such as 'onnx::Conv_5' hold colons
 _VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?(?!\d)")
 _EXPECTED_LINE = "'<tensor name>: <8 hex digits>'"
+# A cache holds one short line per tensor: a few KB for GhostNet, about 1 MB for the largest networks. Read
+# through the bounded regular-file reader, a FIFO is refused instead of waited on and /dev/zero is not a MemoryError.
+MAX_CACHE_BYTES = 16 << 20
+# TensorRT's header numbers have 4 to 6 digits (8502, 100300); version parts have at most 2. Bounded before
+# int() sees them: Python refuses to convert more than 4300 digits (ValueError), and nothing that long is a version.
+MAX_HEADER_DIGITS = 9
+MAX_VERSION_PART_DIGITS = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,9 +68,16 @@ def parse_version(version: str) -> tuple[int, int, int]:
     match = _VERSION.match(version.strip())
     if match is None:
         raise InputError(
-            f"TensorRT version {version!r} is not a version number; give MAJOR.MINOR[.PATCH] such as 10.3.0"
+            f"TensorRT version {_show(version)} is not a version number; give MAJOR.MINOR[.PATCH] such as 10.3.0"
         )
-    return int(match[1]), int(match[2]), int(match[3] or 0)
+    parts = (match[1], match[2], match[3] or "0")
+    if max(len(part) for part in parts) > MAX_VERSION_PART_DIGITS:
+        raise InputError(
+            f"TensorRT version {_show(version)} has a part longer than {MAX_VERSION_PART_DIGITS} digits; give "
+            "MAJOR.MINOR[.PATCH] such as 10.3.0"
+        )
+    major, minor, patch = (int(part) for part in parts)
+    return major, minor, patch
 
 
 def version_int(version: str) -> int:
@@ -75,7 +89,7 @@ def version_int(version: str) -> int:
     minor_limit = 9 if major < 10 else 99
     if minor > minor_limit or patch > 99:
         raise InputError(
-            f"TensorRT version {version!r} does not fit a cache header (minor <= {minor_limit}, patch <= 99 "
+            f"TensorRT version {_show(version)} does not fit a cache header (minor <= {minor_limit}, patch <= 99 "
             f"for TensorRT {major}); give the version of the TensorRT that will read the cache"
         )
     return (major * 1000 if major < 10 else major * 10000) + minor * 100 + patch
@@ -136,6 +150,11 @@ def parse_cache(data: bytes, source: str = "calibration cache") -> CalibrationCa
             f"{source}: line 1: expected a header 'TRT-<version number>-<algorithm>' such as "
             f"'TRT-100300-{ALGORITHM}', got {_show(lines[0])}; is this a TensorRT calibration cache?"
         )
+    if len(header[1]) > MAX_HEADER_DIGITS:
+        raise InputError(
+            f"{source}: line 1: the version number in the header has {len(header[1])} digits (TensorRT writes "
+            f"at most {MAX_HEADER_DIGITS}, e.g. TRT-100300-{ALGORITHM}); is this a TensorRT calibration cache?"
+        )
     scales: dict[str, float] = {}
     for number, line in enumerate(lines[1:], start=2):
         name, scale = _parse_line(line, number, source)
@@ -168,9 +187,9 @@ def check_cache_for(cache: CalibrationCache, trt_version: str, source: str) -> N
 
 
 def read_cache(path: Path) -> CalibrationCache:
-    """Read and strictly parse a TensorRT calibration cache file."""
+    """Read and strictly parse a TensorRT calibration cache file: a regular file of at most MAX_CACHE_BYTES."""
     try:
-        data = path.read_bytes()
+        data = read_bytes_limited(path, MAX_CACHE_BYTES, "calibration cache")
     except OSError as exc:
         raise InputError(f"cannot read calibration cache {path}: {exc.strerror or exc}; check the path") from None
     return parse_cache(data, str(path))

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ghost_deploy.backends.trt.calib_cache import (
+    MAX_CACHE_BYTES,
     amax_from_scale,
     cache_scale,
     format_cache,
@@ -127,7 +131,7 @@ def test_names_with_colons_and_a_missing_final_newline(tmp_path: Path) -> None:
 def test_unwritable_names_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="multi-line"):
         format_cache({"a\nb": 1.0}, "10.3.0")
-    with pytest.raises(InputError, match="cannot read calibration cache"):
+    with pytest.raises(InputError, match=r"calibration cache .*absent\.cache does not exist"):
         read_cache(tmp_path / "absent.cache")
 
 
@@ -139,3 +143,36 @@ def test_write_is_atomic(tmp_path: Path) -> None:
         write_cache(path, {"input": 1.0, "x": float("nan")}, "10.3.0")
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model.cache"]
+
+
+# Issue 22, item 4: the cache is read like every other input file, bounded; its numbers are bounded before int().
+
+
+def test_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "calib.cache"
+    os.mkfifo(fifo)
+    code = f"import pathlib, ghost_deploy.backends.trt.calib_cache as c; c.read_cache(pathlib.Path({str(fifo)!r}))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)  # blocked before
+    assert "InputError" in proc.stderr and "is a FIFO, not a regular file" in proc.stderr
+
+
+def test_a_huge_cache_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "huge.cache"
+    with path.open("wb") as fh:  # sparse: a valid start, then more than a cache can hold (a 3 GB file: MemoryError)
+        fh.write(b"TRT-100300-EntropyCalibration2\ninput: 3c010204\n")
+        fh.truncate(MAX_CACHE_BYTES + 1)
+    with pytest.raises(InputError, match=f"larger than {MAX_CACHE_BYTES} bytes"):
+        read_cache(path)
+
+
+def test_a_header_of_5000_digits_is_bad_input(tmp_path: Path) -> None:
+    path = tmp_path / "digits.cache"
+    path.write_bytes(b"TRT-" + b"1" * 5000 + b"-EntropyCalibration2\ninput: 3c010204\n")
+    with pytest.raises(InputError, match="line 1: the version number in the header has 5000 digits"):
+        read_cache(path)
+
+
+def test_a_version_of_5000_digits_is_bad_input() -> None:
+    with pytest.raises(InputError, match="longer than 4 digits") as caught:
+        version_int("1" * 5000 + ".0")  # before: ValueError, Python's 4300-digit limit
+    assert len(str(caught.value)) < 300  # the number is not repeated whole
