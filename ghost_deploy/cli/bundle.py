@@ -113,8 +113,10 @@ def pack_and_warn(artifacts: list[Path], output: Path, fp32: Any = None) -> str 
             reference = Path(temp) / f"{artifacts[0].name}.fp32.onnx"
             reference.write_bytes(fp32.SerializeToString())
         packed = pack(artifacts, output, reference=reference)
+    from ghost_deploy.report import print_line
+
     for warning in packed.get("warnings", []):
-        print(f"warning: {warning}", file=sys.stderr)
+        print_line(f"warning: {warning}", sys.stderr)
     bundle = packed.get("bundle")
     return str(bundle) if bundle is not None else None
 
@@ -235,7 +237,9 @@ def _here_lines(here: dict[str, Any]) -> list[str]:
 
 
 def _stderr(text: str) -> None:
-    print(printable(text), file=sys.stderr)
+    from ghost_deploy.report import print_line
+
+    print_line(printable(text), sys.stderr)
 
 
 def _warn(warnings: list[str]) -> None:

@@ -257,3 +257,22 @@ def test_a_package_that_is_not_installed_is_still_exit_3() -> None:
 def test_a_workspace_that_overflows_tensorrts_size_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["m.onnx", "--target", "trt-fp16", "--workspace", "99999999999999999999999"]
     assert "at most 1048576" in _usage_error(argv, capsys, export=True)  # before: accepted (simulated: exit 0)
+
+
+def test_warnings_of_run_pack_and_tensorrt_on_a_full_standard_error_do_not_stop_the_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`run`'s and `pack`'s warnings and TensorRT's log lines go through the one guarded writer: standard error on
+    a full disk drops them (before: OSError, exit 1 after the work was done)."""
+    from ghost_deploy.backends.trt import build
+    from ghost_deploy.cli import bundle as cli_bundle
+    from ghost_deploy.testing import trtsim
+
+    with open("/dev/full", "w") as full, trtsim.simulate("10.3"):
+        monkeypatch.setattr(sys, "stderr", full)
+        cli_bundle._stderr("warning: a packed engine of another GPU")
+        logger = build.keeping_logger()
+        import tensorrt
+
+        logger.log(tensorrt.ILogger.Severity.ERROR, "parser refused the node")
+        assert logger.errors == ["parser refused the node"]

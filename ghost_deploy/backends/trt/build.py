@@ -147,6 +147,8 @@ def keeping_logger() -> trt.ILogger:
 
     import tensorrt as trt_mod
 
+    from ghost_deploy.report import print_line
+
     severity = trt_mod.ILogger.Severity
 
     class Messages(trt_mod.ILogger):
@@ -158,7 +160,7 @@ def keeping_logger() -> trt.ILogger:
             if level in (severity.INTERNAL_ERROR, severity.ERROR):
                 self.errors.append(msg)
             if level in (severity.INTERNAL_ERROR, severity.ERROR, severity.WARNING):
-                print(f"[TensorRT] {msg}", file=sys.stderr)
+                print_line(f"[TensorRT] {msg}", sys.stderr)
 
     return Messages()
 

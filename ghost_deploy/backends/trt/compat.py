@@ -23,7 +23,9 @@ from ghost_deploy.errors import GhostDeployError, InputError, StepFailed
 from ghost_deploy.fileio import sha256_file
 from ghost_deploy.report import ArtifactReport, report_of
 
-_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?(?:\.(\d+))?")
+# each part at most 9 digits: a report or manifest naming a 5000-digit version is refused, not a ValueError
+# (Python refuses int() of more than 4300 digits)
+_VERSION = re.compile(r"(\d{1,9})\.(\d{1,9})(?:\.(\d{1,9}))?(?:\.(\d{1,9}))?(?!\d)")
 # TensorRT's deserialization errors (stdArchiveReader: "The engine plan file is not compatible with this version
 # of TensorRT, expecting library version 8.6.1.6 got 8.5.2.2, please rebuild.")
 _OTHER_VERSION = re.compile(r"expecting library version (\S+?),? got (\S+?)[,.]? ", re.I)
@@ -58,7 +60,7 @@ def version_parts(text: str) -> tuple[int, ...]:
     """(major, minor[, patch[, build]]) of a TensorRT version such as '10.3.0.26' or '8.6.1'."""
     match = _VERSION.match(text.strip())
     if match is None:
-        raise InputError(f"TensorRT version {text!r} is not a version number such as 10.3.0.26")
+        raise InputError(f"TensorRT version {text[:40]!r} is not a version number such as 10.3.0.26")
     return tuple(int(p) for p in match.groups() if p is not None)
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from ghost_deploy.backends.trt import compat
 from ghost_deploy.backends.trt.compat import EngineOrigin, check_compatible
 from ghost_deploy.errors import InputError
 from ghost_deploy.report import ArtifactReport
@@ -88,3 +89,11 @@ def test_a_report_is_trusted_only_for_the_bytes_it_describes(tmp_path: Path) -> 
     report["engine"]["sha256"] = sha256_file(engine)
     (tmp_path / "m.engine.json").write_text(json.dumps(report))
     assert trusted_origin(engine) == EngineOrigin("10.3.0", "8.7")
+
+
+@pytest.mark.parametrize("text", ["1" * 5000 + ".3", "10." + "9" * 5000, "1234567890.3"])
+def test_a_version_of_thousands_of_digits_is_bad_input_not_a_value_error(text: str) -> None:
+    """A report or manifest naming a 5000-digit TensorRT version: InputError (exit 2), its text cut in the message."""
+    with pytest.raises(InputError, match="is not a version number") as caught:
+        compat.version_parts(text)
+    assert len(str(caught.value)) < 200
