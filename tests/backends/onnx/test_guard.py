@@ -261,3 +261,42 @@ def test_every_kind_of_onnx_our_pipeline_writes_passes(tmp_path: Path) -> None:
     assert len(written) == 2 * len(ONNX_TARGETS)
     for path in written:
         check_untrusted(onnx.load(str(path)), path.name)
+
+
+def _resealed(bundle: Path, dest: Path, model: onnx.ModelProto) -> Path:
+    """A copy of `bundle` whose ONNX is `model`, its manifest's size and sha256 rewritten as a crafted bundle's."""
+    import hashlib
+    import json
+    import shutil
+
+    shutil.copytree(bundle, dest)
+    manifest = json.loads((dest / "manifest.json").read_text())
+    name = manifest["artifacts"][0]["file"]
+    data = model.SerializeToString()
+    (dest / name).write_bytes(data)
+    entry = next(f for f in manifest["files"] if f["path"] == name)
+    entry.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest
+
+
+@pytest.mark.parametrize("kind", ["loop-2^62", "resize-44TB", "custom-domain", "graph-cycle"])
+def test_bundle_open_refuses_a_resealed_hostile_model(tmp_path: Path, tiny_bundle: Path, kind: str) -> None:
+    """The Loop made `run` hang; the others were ONNX Runtime's exceptions (exit 1) at the first predict."""
+    from ghost_deploy.bundle.errors import BundleError
+    from ghost_deploy.bundle.runtime import Bundle
+
+    bundle = _resealed(tiny_bundle, tmp_path / "b", HOSTILE[kind]())
+    with pytest.raises(BundleError) as refused:
+        Bundle.open(bundle)
+    assert REASONS[kind] in str(refused.value) and "\n" not in str(refused.value)
+
+
+@pytest.mark.slow
+def test_run_of_a_resealed_bundle_with_an_endless_loop_is_exit_2_at_once(tmp_path: Path, tiny_bundle: Path) -> None:
+    from tests.helpers import DIGITS
+
+    bundle = _resealed(tiny_bundle, tmp_path / "b", endless_loop())
+    image = sorted((DIGITS / "test" / "3").glob("*.png"))[0]
+    proc = _cli("run", str(bundle), str(image))
+    assert proc.returncode == 2 and REASONS["loop-2^62"] in proc.stderr.strip().splitlines()[-1], proc.stderr[-800:]
