@@ -90,3 +90,19 @@ def test_verify_and_profile_of_a_model_onnx_runtime_cannot_load_are_exit_2(tmp_p
             proc.stderr[-800:],
         )
         assert "noimpl.onnx" in last and "HardSigmoid" in last
+
+
+def test_a_model_with_external_data_loads_and_runs_from_its_checked_bytes(tmp_path: Path) -> None:
+    """The weights beside the file are read relative to it (not to the working directory) and inlined."""
+    from onnx import numpy_helper
+
+    from ghost_deploy.backends.onnx.files import load_onnx
+
+    model = _model(_graph())
+    for init in model.graph.initializer:
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init), init.name))  # as raw bytes
+    path = tmp_path / "ext.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, location="w.bin", size_threshold=0)
+    assert load_onnx(path).graph.initializer[0].raw_data
+    with OnnxRuntimeRunner(path) as runner:
+        assert runner.infer({"input": np.zeros((1, 3, 32, 32), np.float32)})["logits"].shape == (1, 10)

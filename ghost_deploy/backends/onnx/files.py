@@ -18,10 +18,11 @@ MAX_ONNX_BYTES = (2 << 30) - 1  # protobuf's limit: a larger model keeps its wei
 _FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
 
 
-def load_onnx(path: Path, *, external_data: bool = True) -> onnx.ModelProto:
-    """The model in `path`; InputError (exit 2) when it is not a readable, valid ONNX model, or not one a
-    GhostNet export can be (`guard.check_untrusted`: allow-listed ops, bounded sizes, onnx.checker in full)."""
-    return _read_checked(path, external_data)[0]
+def load_onnx(path: Path) -> onnx.ModelProto:
+    """The model in `path`, external data loaded (the guard checks every tensor's bytes); InputError (exit 2)
+    when it is not a readable, valid ONNX model, or not one a GhostNet export can be (`guard.check_untrusted`:
+    allow-listed ops, bounded sizes, onnx.checker in full)."""
+    return _read_checked(path)[0]
 
 
 def onnx_bytes(path: Path) -> bytes:
@@ -31,18 +32,18 @@ def onnx_bytes(path: Path) -> bytes:
     ONNX Runtime takes a model as bytes whatever its file's name (it raised a TypeError on a name that is not
     UTF-8), and never resolves external data against the working directory this way.
     """
-    model, data, inlined = _read_checked(path, external_data=True)
+    model, data, inlined = _read_checked(path)
     return model.SerializeToString() if inlined else data
 
 
-def _read_checked(path: Path, external_data: bool) -> tuple[onnx.ModelProto, bytes, bool]:
+def _read_checked(path: Path) -> tuple[onnx.ModelProto, bytes, bool]:
     """The parsed, checked model, the file's bytes, and whether external data was loaded into the model."""
     data = read_bytes_limited(path, MAX_ONNX_BYTES, "ONNX model")  # a FIFO or device is refused, not waited on
     inlined = False
     try:
         model = onnx.ModelProto.FromString(data)
         tensors = [*model.graph.initializer, *(a.t for n in model.graph.node for a in n.attribute if a.HasField("t"))]
-        if external_data and any(uses_external_data(t) for t in tensors):
+        if any(uses_external_data(t) for t in tensors):
             load_external_data_for_model(model, os.fspath(path.parent))
             inlined = True
     except Exception as exc:  # protobuf DecodeError, OSError, ValueError: all mean 'not valid ONNX'
