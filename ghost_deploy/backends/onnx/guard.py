@@ -19,8 +19,9 @@ GhostNet export can contain, checked on the parsed model and nothing else (`chec
 - sizes: every initializer, Constant and attribute tensor, every declared graph input, output and value_info,
   and every shape onnx's shape inference (with data propagation) derives, holds at most MAX_TENSOR_ELEMENTS
   elements (1 GiB of float32; GhostNet's largest tensor at batch 1024 and 224 px is about 2^26); a tensor's
-  bytes match its dims and type; the inputs that set an output's size (Resize's scales and sizes, Pad's pads)
-  are constants, so that inference knows every size; at most MAX_NODES nodes.
+  bytes match its dims and type; the inputs that set the output size of Resize and Pad derive from constants and
+  shapes only (V2's attention resizes to another tensor's height and width), never from the data; at most
+  MAX_NODES nodes.
 - onnx.checker with full_check (types and shapes too) on the loaded model: SSA form, sorted nodes (a cycle is
   refused here), known ops at the declared opset.
 
@@ -55,8 +56,9 @@ OPS = frozenset(
         *("QLinearConv", "QLinearMatMul"),
     }
 )
-# inputs that set the size of an output: constants only, so that shape inference bounds every output
-SIZE_INPUTS = {"Resize": (1, 2, 3), "Pad": (1, 2)}
+# ops whose output size comes from an input: shape inference (with data propagation) must know it, so that
+# the size is bounded (a constant, or shapes: V2's attention resizes to another tensor's height and width)
+SIZE_OPS = frozenset({"Resize", "Pad"})
 _TENSOR_TYPES = frozenset(
     {
         *(onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE),
@@ -84,8 +86,9 @@ def check_untrusted(model: onnx.ModelProto, name: str, error: type[InputError] =
         _check_structure(model)
         _check_sizes(model)
         onnx.checker.check_model(model, full_check=True)
-        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+        inferred = _inferred(model)
         _check_declared([*inferred.graph.value_info, *inferred.graph.output], "tensor")
+        _check_sizes_known(model)
     except _Refused as exc:
         why = "ghost-deploy runs only what a GhostNet export contains (README: Reliability)"
         raise error(f"{name}: {exc}; {why}") from None
@@ -138,15 +141,42 @@ def _check_sizes(model: onnx.ModelProto) -> None:
     _check_declared(graph.input, "input")
     _check_declared(graph.output, "output")
     _check_declared(graph.value_info, "tensor")
-    constant = {t.name for t in graph.initializer}
-    constant |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+
+
+def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The shapes onnx's inference derives (data propagated) at batch 1, from the inputs alone.
+
+    Every symbolic input dim (the batch) is set to 1, and what the file declares for inner tensors and outputs
+    is dropped, so that no declared shape stands in for a derived one: a size computed from constants and
+    shapes comes out as a number (bounded), one computed from the data as unknown (refused)."""
+    bare = onnx.ModelProto()
+    bare.CopyFrom(model)
+    del bare.graph.value_info[:]
+    for output in bare.graph.output:
+        output.type.tensor_type.ClearField("shape")
+    for value in bare.graph.input:
+        for dim in value.type.tensor_type.shape.dim:
+            if not dim.HasField("dim_value"):
+                dim.dim_value = 1
+    return onnx.shape_inference.infer_shapes(bare, check_type=True, strict_mode=True, data_prop=True)
+
+
+def _check_sizes_known(model: onnx.ModelProto) -> None:
+    """The inputs that set the output size of SIZE_OPS derive from constants and shapes only, never from the
+    data flowing through the graph (then inference bounds the size wherever it can evaluate it)."""
+    graph = model.graph
+    initializers = {t.name for t in graph.initializer}
+    data = {i.name for i in graph.input if i.name not in initializers}
     for node in graph.node:
-        for index in SIZE_INPUTS.get(node.op_type, ()):
-            if index < len(node.input) and node.input[index] and node.input[index] not in constant:
+        if node.op_type in SIZE_OPS:
+            sizes = [name for name in node.input[1:] if name in data]
+            if sizes:
                 raise _Refused(
-                    f"{node.op_type} {_show(node.name)} takes its output size from {_show(node.input[index])}, "
-                    "which is computed, not a constant"
+                    f"{node.op_type} {_show(node.name)} takes its output size from {_show(sizes[0])}, "
+                    "which is computed from the input's values, not from constants or shapes"
                 )
+        if node.op_type != "Shape" and any(name in data for name in node.input):
+            data.update(node.output)
 
 
 def _attribute_tensors(node: onnx.NodeProto) -> Iterator[onnx.TensorProto]:

@@ -122,6 +122,25 @@ def huge_resize() -> onnx.ModelProto:
     return _model(_graph(nodes, [_out("up")]))
 
 
+def resize_by_data() -> onnx.ModelProto:
+    """A Resize whose scales are four of the input's pixels: its size is known only at run time (unbounded)."""
+    four = helper.make_tensor("four", TensorProto.INT64, [1], [4])
+    nodes = [
+        helper.make_node("Flatten", ["input"], ["pixels"], name="pixels", axis=0),
+        helper.make_node("Constant", [], ["four"], name="four", value=four),
+        helper.make_node(
+            "Constant", [], ["zero"], name="zero", value=helper.make_tensor("z", TensorProto.INT64, [1], [0])
+        ),
+        helper.make_node(
+            "Constant", [], ["one"], name="one", value=helper.make_tensor("o", TensorProto.INT64, [1], [1])
+        ),
+        helper.make_node("Slice", ["pixels", "zero", "four", "one"], ["picked"], name="pick"),
+        helper.make_node("Reshape", ["picked", "four"], ["scales"], name="as_scales"),
+        helper.make_node("Resize", ["input", "", "scales"], ["up"], name="resize", mode="nearest"),
+    ]
+    return _model(_graph(nodes, [_out("up")]))
+
+
 def endless_loop() -> onnx.ModelProto:
     """A Loop of 2^62 iterations whose body adds one: the model never returns."""
     body = helper.make_graph(
@@ -167,6 +186,7 @@ HOSTILE: dict[str, Callable[[], onnx.ModelProto]] = {
     "dims-not-data": dims_not_data,
     "constant-of-shape-2^40": constant_of_shape,
     "resize-44TB": huge_resize,
+    "resize-by-data": resize_by_data,
     "loop-2^62": endless_loop,
     "input-2^30-batch": huge_input,
 }
@@ -178,6 +198,7 @@ REASONS = {
     "dims-not-data": "has dims [8, 3, 3, 3] (216 values) but holds 40 bytes",
     "constant-of-shape-2^40": "'ConstantOfShape', an op no GhostNet export contains",
     "resize-44TB": "more than 268435456",
+    "resize-by-data": "which is computed from the input's values",
     "loop-2^62": "'Loop', an op no GhostNet export contains",
     "input-2^30-batch": "input 'input' has shape [1073741824, 3, 32, 32]",
 }
@@ -261,6 +282,29 @@ def test_every_kind_of_onnx_our_pipeline_writes_passes(tmp_path: Path) -> None:
     assert len(written) == 2 * len(ONNX_TARGETS)
     for path in written:
         check_untrusted(onnx.load(str(path)), path.name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("version", "fused"), [("v1", False), ("v2", False), ("v3", False), ("v3", True)])
+def test_a_raw_export_of_another_exporter_passes(version: str, fused: bool) -> None:
+    """What a user may bring as MODEL: torch.onnx.export with a dynamic batch, nothing folded (BatchNorm kept,
+    V2/V3's Resize scales a Concat of Constants), in training mode too (Dropout)."""
+    import io
+    import warnings
+
+    import torch
+
+    from ghost_deploy.model.ghostnet import GhostNet
+
+    module = GhostNet(10, 0.5, version=version, fused=fused).eval()
+    for fold in (False, True):
+        buffer = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (torch.zeros(1, 3, 64, 64),), buffer, dynamo=False, opset_version=17,
+                              input_names=["input"], output_names=["logits"], do_constant_folding=fold,
+                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})  # fmt: skip
+        check_untrusted(onnx.load_from_string(buffer.getvalue()), f"{version}.onnx")
 
 
 def _resealed(bundle: Path, dest: Path, model: onnx.ModelProto) -> Path:
