@@ -9,7 +9,8 @@ import numpy as np
 import onnxruntime as ort
 
 from ghost_deploy.backends.base import Runner, TensorSpec
-from ghost_deploy.errors import InputError
+from ghost_deploy.backends.onnx.guard import first_line
+from ghost_deploy.errors import InputError, StepFailed
 
 _ORT_DTYPES = {
     "tensor(float)": "float32",
@@ -19,6 +20,29 @@ _ORT_DTYPES = {
     "tensor(int8)": "int8",
     "tensor(uint8)": "uint8",
 }
+
+
+def new_session(
+    model: Path | bytes, options: ort.SessionOptions, providers: Sequence[str] = ("CPUExecutionProvider",)
+) -> ort.InferenceSession:
+    """An ONNX Runtime session: every session of ghost-deploy is made here, from bytes.
+
+    A file (`Path`) is read once and checked (`files.onnx_bytes`: the guard against models no GhostNet export
+    can be) before ONNX Runtime sees it, and is given to it as bytes: a name that is not UTF-8 no longer raises
+    ONNX Runtime's TypeError, and a file swapped after the check is not what runs. A session that fails to
+    build is the model's fault: InputError (exit 2) naming the file, for bytes the tool made a StepFailed
+    (exit 1); both one line (ONNX Runtime's own message is several).
+    """
+    from ghost_deploy.backends.onnx.files import onnx_bytes
+
+    data = onnx_bytes(model) if isinstance(model, Path) else model
+    try:
+        return ort.InferenceSession(data, sess_options=options, providers=list(providers))
+    except Exception as exc:  # Fail, InvalidGraph, InvalidArgument, NotImplemented, RuntimeException...
+        why = first_line(exc, 300)
+        if isinstance(model, Path):
+            raise InputError(f"ONNX Runtime cannot load {model}: {why}") from None
+        raise StepFailed(f"ONNX Runtime cannot load a model derived from the input: {why}") from None
 
 
 class OnnxRuntimeRunner(Runner):
@@ -59,8 +83,7 @@ class OnnxRuntimeRunner(Runner):
         missing = [p for p in self.providers if p not in available]
         if missing:
             raise InputError(f"ONNX Runtime providers {missing} are not available here; available: {available}")
-        source = str(self.model) if isinstance(self.model, Path) else self.model
-        self._session = ort.InferenceSession(source, sess_options=opts, providers=self.providers)
+        self._session = new_session(self.model, opts, self.providers)
 
     def deactivate(self) -> None:
         """Drop the session."""

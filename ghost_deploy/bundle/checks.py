@@ -26,7 +26,9 @@ from typing import Any
 import jsonschema
 import onnx
 
+from ghost_deploy.backends.onnx.guard import check_untrusted
 from ghost_deploy.bundle.errors import (
+    BundleError,
     ExternalDataError,
     ManifestError,
     MissingFileError,
@@ -304,6 +306,7 @@ def check_onnx_artifact(
             f"{path.name}: tensor {show(external)} is stored outside the model (ONNX external data); a bundle may "
             "not read files outside itself. Re-export without external data (models under 2 GB never need it)"
         )
+    check_untrusted(model, path.name, BundleError)  # allow-listed ops, bounded sizes: before any session
     if manifest is not None:
         _check_io(path.name, model, manifest)
     return model

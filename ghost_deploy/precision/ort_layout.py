@@ -199,7 +199,8 @@ def with_float_prefix(quantized: onnx.ModelProto, fp32: onnx.ModelProto, cut: Cu
         out.graph.node.extend(sorted_nodes(quantized))
         return out
     prefix = list(fp32.graph.node[: cut.position])
-    suffix = _suffix_nodes(quantized, cut.tensor)
+    made = {name for node in prefix for name in node.output}  # a Constant both halves read is made once (SSA)
+    suffix = [n for n in _suffix_nodes(quantized, cut.tensor) if not made.intersection(n.output)]
     out.graph.node.extend([*prefix, *suffix])
     del out.graph.value_info[:]
     del out.graph.input[:]

@@ -145,6 +145,8 @@ def ort_layer_profile(
     import onnx
     import onnxruntime as ort
 
+    from ghost_deploy.backends.onnxruntime import new_session
+
     skip = 3  # the first runs allocate and fill caches: left out like trtexec's warm-up
     with tempfile.TemporaryDirectory(prefix="ghost-profile-") as tmp:
         opts = ort.SessionOptions()
@@ -153,7 +155,7 @@ def ort_layer_profile(
         opts.profile_file_prefix = str(Path(tmp) / "ort")
         if threads:
             opts.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(model_path), sess_options=opts, providers=list(providers))
+        session = new_session(model_path, opts, providers)
         for _ in range(skip + runs):
             session.run(None, feeds)
         events = json.loads(Path(session.end_profiling()).read_text())

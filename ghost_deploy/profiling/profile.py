@@ -220,7 +220,7 @@ def _onnx_info(path: Path, cfg: ProfileConfig) -> ModelInfo | None:
     """What the ONNX (or its report) says about its input; None with --random-input for a non-image model."""
     from ghost_deploy.stages.source import info_from_onnx
 
-    model = load_onnx(path, external_data=False)
+    model = load_onnx(path)
     try:
         return info_from_onnx(model, path, Overrides())
     except InputError:

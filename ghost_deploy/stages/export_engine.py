@@ -315,7 +315,7 @@ def onnx_kind(model_path: Path) -> str:
     """What kind of ONNX a file is, for the build plan: 'qdq-fp16', 'qdq-fp32', 'fp16' or 'fp32'."""
     import onnx
 
-    model = load_onnx(model_path, external_data=False)
+    model = load_onnx(model_path)
     ops = {n.op_type for n in model.graph.node}
     half = any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
     if ops & {"QuantizeLinear", "DequantizeLinear"}:  # INT8 weights are read by a DequantizeLinear alone
@@ -331,7 +331,7 @@ def build_engine(onnx_path: Path, cfg: ExportConfig, steps: Steps | None = None)
     engine = cfg.output or onnx_path.with_name(f"{onnx_path.stem}.{cfg.target}.engine")
     check_writable(engine)
     kind = onnx_kind(onnx_path)
-    dims = input_dims(load_onnx(onnx_path, external_data=False))
+    dims = input_dims(load_onnx(onnx_path))
     chw = (dims[1] or 0, dims[2] or 0, dims[3] or 0)
     batch = cfg.batch
     if dims[0] is not None:

@@ -157,3 +157,30 @@ def test_reduce_range_gives_7_bit_weights_and_full_range_otherwise(
 
     assert largest_weight(qdq_for_onnxruntime(fp32, ranges, reduce_range=True)[0]) <= 64
     assert largest_weight(all_int8) == 127  # built with reduce_range=False
+
+
+def test_a_constant_both_halves_read_is_made_once() -> None:
+    """GhostNetV2/V3's DFC attention: one Constant holds the scales of every Resize. The float prefix and the
+    INT8 suffix both read it; it was copied into each, two nodes of one name making one tensor (not SSA:
+    onnx.checker refused the ort-int8 artifact of every V2 and V3)."""
+    from onnx import TensorProto, helper
+
+    from ghost_deploy.precision.ort_layout import Cut
+
+    scales = helper.make_tensor("s", TensorProto.FLOAT, [4], [1.0, 1.0, 2.0, 2.0])
+    nodes = [
+        helper.make_node("Constant", [], ["scales"], name="scales_const", value=scales),
+        helper.make_node("Resize", ["input", "", "scales"], ["up1"], name="resize1", mode="nearest"),
+        helper.make_node("Relu", ["up1"], ["cut"], name="relu"),
+        helper.make_node("Resize", ["cut", "", "scales"], ["logits"], name="resize2", mode="nearest"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "shared",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 2, 2])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1, 8, 8])],
+    )
+    fp32 = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = with_float_prefix(fp32, fp32, Cut(3, "cut", "after relu"))
+    onnx.checker.check_model(model, full_check=True)
+    assert [n.name for n in model.graph.node] == ["scales_const", "resize1", "relu", "resize2"]

@@ -75,8 +75,12 @@ def build_plan(plan: BuildPlan) -> BuiltEngine:
     for name in plan.parser_flags:
         parser.set_flag(getattr(trt_mod.OnnxParserFlag, name))
     if not parser.parse_from_file(str(plan.onnx_path)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise StepFailed(f"TensorRT's ONNX parser refused {plan.onnx_path}: {errors[:500]}")
+        # the ONNX is the input (its ops, opset or Q/DQ layout are not this TensorRT's): bad input, exit 2, one line
+        errors = " ".join("; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)).split())
+        raise InputError(
+            f"TensorRT {trt_mod.__version__}'s ONNX parser refused {plan.onnx_path}: {errors[:500]}; export an ONNX "
+            "this TensorRT takes (an older --opset, another target) or build with the TensorRT it was made for"
+        )
     config = _config(builder, plan)
     notes: list[str] = []
     if plan.tf32 and getattr(builder, "platform_has_tf32", None) is False:  # the property is gone in 11
