@@ -14,10 +14,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ghost_deploy.backends.onnxruntime import OnnxRuntimeRunner
 from ghost_deploy.precision.channel_pad import ALIGN, depthwise_padded
+from ghost_deploy.precision.probe import dynamic_batch
 from ghost_deploy.precision.quantize import qdq_for_onnxruntime
 
 
-def _chain(channels: int = 12) -> onnx.ModelProto:
+def _chain(channels: int = 12, batch: int | str = "N") -> onnx.ModelProto:
     """input (4 ch) -> 1x1 Conv (`channels`) -> Relu -> depthwise 3x3 -> Relu, concatenated with the Relu before."""
     rng = np.random.default_rng(0)
     weights = [
@@ -36,8 +37,8 @@ def _chain(channels: int = 12) -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes,
         "chain",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 4, 8, 8])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 2 * channels, 8, 8])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 4, 8, 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [batch, 2 * channels, 8, 8])],
         weights,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -105,6 +106,23 @@ def test_counts_already_aligned_and_boundaries_are_left_alone() -> None:
     # a graph cut at "x" (an FP32 prefix ending there) must find every reader of x: the chain stays unpadded
     assert depthwise_padded(_chain(12), boundaries={"x"}).padded == {}
     assert depthwise_padded(_chain(12), boundaries={"y"}).padded == {"cheap": [12, 16]}  # y made again by the Slice
+
+
+def test_a_fixed_batch_padded_graph_can_still_be_timed_at_another_batch() -> None:
+    # `--latency-batch 8` and `bench` time a batch-1 export at batch 8 on a dynamic-batch copy; the channel
+    # Slices (constant axes, not the batch's) must not pin the batch
+    padded = depthwise_padded(_chain(12, batch=1)).model
+    dynamic = dynamic_batch(padded)
+    assert dynamic is not None
+    x = np.random.default_rng(2).standard_normal((4, 4, 8, 8)).astype(np.float32)
+    with OnnxRuntimeRunner(dynamic.SerializeToString()) as runner:
+        assert runner.infer({"input": x})["out"].shape == (4, 24, 8, 8)
+    # a Slice on the batch axis still pins it
+    sliced = onnx.ModelProto()
+    sliced.CopyFrom(padded)
+    axes = next(i for i in sliced.graph.initializer if i.name.endswith("_axes"))
+    axes.CopyFrom(numpy_helper.from_array(np.array([0], dtype=np.int64), axes.name))
+    assert dynamic_batch(sliced) is None
 
 
 @pytest.mark.slow
