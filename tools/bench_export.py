@@ -221,17 +221,13 @@ def _cosines(
 def _print_choice(name: str, report: dict[str, Any], seconds: float) -> None:
     """What the export measured: every candidate's ratio and cosine, the choice and its notes."""
     boundary = report["boundary"]
-    race = boundary.get("race")
-    raced = f", then {race['rounds']} among the {len(race['candidates'])} closest" if race else ""
     print(
         f"  {name}: built in {seconds:.1f} s (the boundary choice {boundary['seconds']:.1f} s of it, "
-        f"{boundary['rounds']} interleaved rounds{raced} at batch {boundary['latency_batch']}, "
-        f"{boundary['threads']} threads)"
+        f"{boundary['rounds']} interleaved rounds at batch {boundary['latency_batch']}, {boundary['threads']} threads)"
     )
     for row in boundary["candidates"]:
         mark = "<- kept" if row["name"] == boundary["chosen"] else ("" if row["passed"] else "(fails the gate)")
-        how = " (raced)" if row.get("raced") else ""
-        print(f"    {row['name']:<16} {row['ratio']:.2f}x FP32{how}, cosine {row['cosine_mean']:.4f} {mark}")
+        print(f"    {row['name']:<16} {row['ratio']:.2f}x FP32, cosine {row['cosine_mean']:.4f} {mark}")
     for note in boundary["notes"]:
         print(f"    note: {note}")
 

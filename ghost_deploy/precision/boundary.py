@@ -45,12 +45,6 @@ MIN_ROUNDS = 6
 MAX_ROUNDS = 400
 BUDGET_S = 3.0
 MARGIN = 0.05
-# then a race: the passing candidates whose intervals overlap the fastest one's (the first run, every candidate
-# at +-MARGIN, cannot order them) run again, alone with FP32, until every interval is within +-RACE_MARGIN or
-# RACE_BUDGET_S is spent (issue 20, two threads at batch 8: 9 rounds kept "all INT8", measured 0.60x FP32 in
-# 68 rounds, over "after blocks.0", 0.52x)
-RACE_MARGIN = 0.02
-RACE_BUDGET_S = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,11 +153,9 @@ def choose_boundary(
     threads: int | None = None,
     timer: Timer = perf_timer,
     budget_s: float = BUDGET_S,
-    race_budget_s: float = RACE_BUDGET_S,
 ) -> BoundaryChoice:
     """Time every candidate interleaved at the latency batch on this CPU, judge each one's accuracy on the
-    same runs, race the passing candidates that run could not order (`contenders`), and keep the fastest that
-    passes `tol` (see `decide`); `timer` is injectable for tests."""
+    same runs, and keep the fastest that passes `tol` (see `decide`); `timer` is injectable for tests."""
     start = time.perf_counter()
     if not samples:
         raise InputError("choosing the INT8 boundary needs calibration inputs; none were given")
@@ -187,25 +179,10 @@ def choose_boundary(
             warmup=1,  # a session's first run allocates; one round is enough, and at batch 8 each costs much
             timer=timer,
         )
-        measured = [_measured(c.name, timing, recorded, labels, tol) for c in found]
-        close = contenders(measured)
-        race = None
-        if close:  # past the recorded rounds: the race records no outputs
-            shifted = {name: _shifted(calls[name], timing.rounds) for name in (FP32_ONLY, *close)}
-            race = interleave(
-                shifted,
-                FP32_ONLY,
-                min_rounds=MIN_ROUNDS,
-                max_rounds=MAX_ROUNDS,
-                budget_s=race_budget_s,
-                margin=RACE_MARGIN,
-                warmup=0,
-                timer=timer,
-            )
-            measured = [_raced(m, race) if m.name in close else m for m in measured]
+    measured = [_measured(c.name, timing, recorded, labels, tol) for c in found]
     decision = decide(measured)
     chosen = next(c for c in found if c.name == decision.chosen)
-    report = _report(found, measured, decision, timing, size, threads, len(labels), race)
+    report = _report(found, measured, decision, timing, size, threads, len(labels))
     report["seconds"] = round(time.perf_counter() - start, 2)
     return BoundaryChoice(chosen.model, chosen.cut.position if chosen.cut else 0, report)
 
@@ -222,27 +199,6 @@ def _call(runner: OnnxRuntimeRunner, data: list[Batch], record: Recorded) -> Cal
         return out
 
     return run
-
-
-def _shifted(call: Callable[[int], object], offset: int) -> Callable[[int], object]:
-    """`call` with its rounds numbered from `offset` on."""
-    return lambda round_: call(round_ + offset)
-
-
-def contenders(measured: Sequence[Measured]) -> list[str]:
-    """The passing INT8 candidates whose 95% interval overlaps the fastest passing one's, when there are two or
-    more: the ones a first run could not order."""
-    passing = [m for m in measured if m.name != FP32_ONLY and m.passed]
-    if len(passing) < 2:
-        return []
-    best = min(passing, key=lambda m: m.ratio)
-    close = [m.name for m in passing if m.ratio - m.half_width <= best.ratio + best.half_width]
-    return close if len(close) > 1 else []
-
-
-def _raced(measured: Measured, race: Interleaved) -> Measured:
-    """`measured` with the race's ratio and interval."""
-    return dataclasses.replace(measured, ratio=race.ratio(measured.name), half_width=race.half_width(measured.name))
 
 
 def _measured(
@@ -297,13 +253,10 @@ def _report(
     batch: int,
     threads: int | None,
     samples: int,
-    race: Interleaved | None = None,
 ) -> dict[str, Any]:
-    """The report's `boundary` entry: every candidate's ratio and accuracy (a raced one's from the race), and
-    the choice."""
+    """The report's `boundary` entry: every candidate's ratio and accuracy, and the choice."""
     rows = []
     for candidate, m in zip(found, measured, strict=True):
-        raced = race is not None and m.name in race.times and m.name != FP32_ONLY
         float_nodes = candidate.cut.position if candidate.cut else (0 if candidate.name == ALL_INT8 else None)
         rows.append(
             {
@@ -311,8 +264,7 @@ def _report(
                 "float_nodes": float_nodes,
                 "boundary_tensor": candidate.cut.tensor if candidate.cut else None,
                 "float_macs": candidate.cut.float_macs if candidate.cut else (0.0 if float_nodes == 0 else 1.0),
-                **(race.entry(m.name) if race is not None and raced else timing.entry(m.name)),
-                "raced": raced,
+                **timing.entry(m.name),
                 "cosine_mean": m.metrics.get("cosine_mean"),
                 "cosine_min": m.metrics.get("cosine_min"),
                 "top1_agreement": m.metrics["top1_agreement"],
@@ -326,13 +278,6 @@ def _report(
         "measured_on": f"{samples} calibration inputs",
         "rounds": timing.rounds,
         "timing_seconds": round(timing.seconds, 2),
-        "race": {
-            "candidates": [n for n in race.times if n != FP32_ONLY],
-            "rounds": race.rounds,
-            "timing_seconds": round(race.seconds, 2),
-        }
-        if race is not None
-        else None,
         "margin": MARGIN,
         "candidates": rows,
         "chosen": decision.chosen,
@@ -395,7 +340,5 @@ def boundary_summary(entry: Mapping[str, Any]) -> list[str]:
         f"INT8 from {where} on: {chosen['ratio']:.2f}x the FP32 latency at batch {entry['latency_batch']} on this "
         f"CPU, mean cosine {cosine}"
     )
-    race = entry.get("race")
-    raced = f", then {race['rounds']} among the {len(race['candidates'])} closest" if race else ""
-    line += f" ({len(rows)} candidates, {entry['rounds']} interleaved rounds{raced}, {entry['seconds']:.1f} s)"
+    line += f" ({len(rows)} candidates, {entry['rounds']} interleaved rounds, {entry['seconds']:.1f} s)"
     return [line, *entry["notes"]]

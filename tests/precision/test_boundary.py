@@ -24,7 +24,6 @@ from ghost_deploy.precision.boundary import (
     at_batch,
     candidates,
     choose_boundary,
-    contenders,
     decide,
     ort_int8,
 )
@@ -68,7 +67,6 @@ def test_the_fastest_candidate_is_kept_and_every_ratio_is_reported(tiny: dict[st
     assert {name: row["ratio"] for name, row in rows.items()} == pytest.approx(expected)
     assert rows[fastest]["ratio_interval"] == pytest.approx([0.5, 0.5])  # the same time every round
     assert report["rounds"] == max(MIN_ROUNDS, SAMPLES) and report["latency_batch"] == 1
-    assert report["race"] is None  # one candidate clearly fastest: nothing to race
     assert rows[FP32_ONLY]["cosine_mean"] == pytest.approx(1.0)
     assert all(0.9 < row["cosine_mean"] <= 1.0 + 1e-6 and row["passed"] for row in rows.values())
     # more FP32 is at least about as accurate: the cosine of the longest prefix beats all INT8's
@@ -80,46 +78,6 @@ def test_the_fastest_candidate_is_kept_and_every_ratio_is_reported(tiny: dict[st
     tensor = rows[fastest]["boundary_tensor"]
     readers = [n.op_type for n in choice.model.graph.node[choice.float_nodes :] if tensor in n.input]
     assert readers == ["QuantizeLinear"]
-
-
-@pytest.mark.slow
-def test_candidates_the_first_run_cannot_order_are_raced(tiny: dict[str, Any]) -> None:
-    names = tiny["names"]
-    slow_but_lucky, fast = names[2], names[3]
-    rounds = max(MIN_ROUNDS, SAMPLES)
-    counts: dict[str, int] = {}
-
-    def timer(name: str, call: Callable[[], object]) -> float:
-        """The first run: both alternate (their intervals overlap, the slower one's median lower); then steady."""
-        call()
-        k = counts[name] = counts.get(name, -1) + 1
-        if k < rounds and name in (slow_but_lucky, fast):
-            return {slow_but_lucky: (4.8, 5.8), fast: (5.0, 6.0)}[name][k % 2]
-        return {FP32_ONLY: 10.0, slow_but_lucky: 6.0, fast: 5.0}.get(name, 7.0)
-
-    choice = choose_boundary(tiny["fp32"], tiny["quantized"], tiny["samples"], LOOSE, timer=timer)
-    report = choice.report
-    rows = {row["name"]: row for row in report["candidates"]}
-    assert report["rounds"] == rounds and report["race"]["candidates"] == [slow_but_lucky, fast]
-    assert report["race"]["rounds"] == MIN_ROUNDS  # steady times: settled at once
-    assert report["chosen"] == fast and rows[fast]["ratio"] == pytest.approx(0.5) and rows[fast]["raced"]
-    assert rows[slow_but_lucky]["ratio"] == pytest.approx(0.6) and not rows[ALL_INT8]["raced"]
-    assert rows[ALL_INT8]["ratio"] == pytest.approx(0.7)  # from the first run
-    # the race recorded no outputs: every candidate's accuracy is on the calibration inputs once each
-    assert all(row["cosine_mean"] is not None for row in rows.values())
-
-
-def test_contenders_are_the_passing_candidates_overlapping_the_fastest() -> None:
-    measured = [
-        _measured(FP32_ONLY, 1.0, 1.0),
-        _measured(ALL_INT8, 0.50, 0.97, passed=False, half=0.05),  # fails the gate: never raced
-        _measured("a", 0.55, 0.995, half=0.03),
-        _measured("b", 0.58, 0.999, half=0.02),  # 0.56 <= 0.58
-        _measured("c", 0.70, 0.999, half=0.02),
-    ]
-    assert contenders(measured) == ["a", "b"]
-    measured[3] = _measured("b", 0.61, 0.999, half=0.02)
-    assert contenders(measured) == []  # the fastest stands apart
 
 
 def _measured(name: str, ratio: float, cosine: float, passed: bool = True, half: float = 0.01) -> Measured:
