@@ -27,6 +27,7 @@ from ghost_deploy.config import PrecisionConfig, Tolerances
 from ghost_deploy.data.inputs import Batch, Sample, batches
 from ghost_deploy.errors import InputError
 from ghost_deploy.machine.cpu import int8_flags
+from ghost_deploy.precision.channel_pad import depthwise_padded
 from ghost_deploy.precision.collectors import Range
 from ghost_deploy.precision.interleave import Interleaved, Timer, interleave, perf_timer
 from ghost_deploy.precision.ort_layout import Cut, candidate_cuts, reduce_range_for, with_float_prefix
@@ -103,8 +104,20 @@ def candidates(fp32: onnx.ModelProto, quantized: onnx.ModelProto) -> list[Candid
     read = {name for node in every.graph.node for name in node.input}
     for cut in candidate_cuts(fp32):
         if cut.position > 0 and cut.tensor in read:  # a tensor the quantizer renamed cannot be a boundary
-            found.append(Candidate(cut.label, cut, with_float_prefix(every, fp32, cut)))
+            model = with_float_prefix(every, fp32, cut)
+            if _complete(model):  # the suffix (padded, say) reads nothing the dropped INT8 prefix made
+                found.append(Candidate(cut.label, cut, model))
     return found
+
+
+def _complete(model: onnx.ModelProto) -> bool:
+    """Every node input is a graph input, an initializer or an earlier node's output."""
+    made = {i.name for i in model.graph.input} | {i.name for i in model.graph.initializer} | {""}
+    for node in model.graph.node:
+        if not all(name in made for name in node.input):
+            return False
+        made.update(node.output)
+    return True
 
 
 _NONE = Cut(0, "", "input")  # no FP32 prefix
@@ -285,10 +298,14 @@ def ort_int8(
     timer: Timer = perf_timer,
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """The `ort-int8` graph: ONNX Runtime's U8S8 layout with 7-bit weights only where this CPU (`flags`, by
-    default read from /proc/cpuinfo) needs them, at the boundary `choose_boundary` keeps; and its report."""
+    default read from /proc/cpuinfo) needs them, depthwise convolutions padded to 16k channels in the INT8 part
+    (`channel_pad`), at the boundary `choose_boundary` keeps; and its report."""
     found = int8_flags() if flags is None else dict(flags)
     reduce = reduce_range_for(found)
-    quantized, summary = qdq_for_onnxruntime(fp32, ranges, cfg.exclude_nodes, cfg.exclude_op_types, reduce_range=reduce)
+    padded = depthwise_padded(fp32, boundaries={cut.tensor for cut in candidate_cuts(fp32)})
+    quantized, summary = qdq_for_onnxruntime(
+        padded.model, ranges, cfg.exclude_nodes, cfg.exclude_op_types, reduce_range=reduce, aliases=padded.aliases
+    )
     subset = list(itertools.islice(iter(samples), SAMPLES)) if samples is not None else []
     choice = choose_boundary(fp32, quantized, subset, gate, cfg.latency_batch, threads, timer)
     in_float = {n.name for n in fp32.graph.node[: choice.float_nodes]}
@@ -303,8 +320,10 @@ def ort_int8(
     )
     report = {
         "flavour": "ONNX Runtime CPU: uint8 activations, int8 per-channel weights, an FP32 prefix and an INT8 "
-        "suffix (one boundary), every Concat's inputs sharing its output's range",
+        "suffix (one boundary), every Concat's inputs sharing its output's range, depthwise convolutions padded "
+        "to a multiple of 16 channels",
         "qdq": summary.to_dict(),
+        "depthwise_padded": {name: c for name, c in padded.padded.items() if name not in in_float},
         "cpu_int8": {"flags": found, "present": have, "reduce_range": reduce, "why": why},
         "boundary": choice.report,
     }

@@ -18,6 +18,7 @@ from collections.abc import Collection, Iterator, Sequence
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from ghost_deploy.backends.base import INPUT_NAME
 from ghost_deploy.backends.onnxruntime import OnnxRuntimeRunner
@@ -37,7 +38,8 @@ def dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto | None:
     dims = [io.type.tensor_type.shape.dim for io in [*model.graph.input, *model.graph.output]]
     if not all(d and d[0].HasField("dim_value") for d in dims):
         return None
-    if any(n.op_type in _BATCH_BOUND for n in model.graph.node):
+    constants = {i.name: i for i in model.graph.initializer}
+    if any(n.op_type in _BATCH_BOUND and not _off_batch_slice(n, constants) for n in model.graph.node):
         return None
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -45,6 +47,14 @@ def dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto | None:
         io.type.tensor_type.shape.dim[0].dim_param = "batch"
     del out.graph.value_info[:]  # shapes inferred with the fixed batch
     return out
+
+
+def _off_batch_slice(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto]) -> bool:
+    """A Slice on constant, non-negative axes other than the batch's (`ort-int8`'s channel Slices)."""
+    if node.op_type != "Slice" or len(node.input) < 4 or node.input[3] not in constants:
+        return False
+    axes = numpy_helper.to_array(constants[node.input[3]])
+    return bool(axes.size) and bool((axes > 0).all())
 
 
 def _runnable(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
