@@ -116,7 +116,16 @@ def open_regular(path: Path, what: str = "file") -> Iterator[BinaryIO]:
 def read_bytes_limited(path: Path, limit: int, what: str = "file") -> bytes:
     """The bytes of a regular file of at most `limit` bytes; InputError otherwise."""
     with open_regular(path, what) as fh:
-        data = fh.read(limit + 1)
+        # read(n) allocates n bytes before reading: ask for the file's size (+1, to see it grew), not the limit,
+        # so that a 5 KB file under a 2 GiB limit does not reserve 2 GiB (an address-space limit, a Jetson
+        # without overcommit); a file that grows past its size is still cut at the limit
+        size = os.fstat(fh.fileno()).st_size
+        data = fh.read(min(size, limit) + 1)
+        while size < len(data) <= limit:  # it grew while read: the rest in chunks, up to the limit
+            chunk = fh.read(min(1 << 20, limit + 1 - len(data)))
+            if not chunk:
+                break
+            data += chunk
     if len(data) > limit:
         raise InputError(f"{what} {path} is larger than {limit} bytes; this is not the file expected")
     return data

@@ -22,6 +22,7 @@ from ghost_deploy.fileio import (
     loads_strict,
     open_created,
     open_lock,
+    read_bytes_limited,
     remove_stale_temporaries,
     strict_json,
     temp_beside,
@@ -153,3 +154,28 @@ def test_a_write_that_fails_for_want_of_space_names_the_path_and_the_cause(code:
     error = write_error(Path("out/b.tar.gz"), OSError(code, os.strerror(code)))
     assert isinstance(error, StepFailed) and error.exit_code == 1
     assert str(error).startswith(f"cannot write out/b.tar.gz: {cause}") and "\n" not in str(error)
+
+
+@pytest.mark.slow
+def test_a_small_file_under_a_large_limit_reads_under_an_address_space_limit(tmp_path: Path) -> None:
+    """read(n) reserves n bytes: reading a 5-byte file under a 2 GiB limit must not ask for 2 GiB (a process under
+    `ulimit -v`, a Jetson without overcommit). Before: MemoryError in every reader of ONNX files."""
+    from tests.helpers import run_limited
+
+    small = tmp_path / "small.bin"
+    small.write_bytes(b"hello")
+    code = (
+        "import sys; from pathlib import Path; from ghost_deploy.fileio import read_bytes_limited; "
+        "print(read_bytes_limited(Path(sys.argv[1]), 2 << 30).decode())"
+    )
+    proc = run_limited(code, str(small), memory=1 << 30)
+    assert proc.returncode == 0 and proc.stdout.strip() == "hello", proc.stderr
+
+
+def test_a_file_one_byte_over_the_limit_is_refused(tmp_path: Path) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * 10)
+    assert read_bytes_limited(big, 10) == b"x" * 10
+    big.write_bytes(b"x" * 11)
+    with pytest.raises(InputError, match="larger than 10 bytes"):
+        read_bytes_limited(big, 10)
