@@ -27,12 +27,12 @@ from ghost_deploy.config import PrecisionConfig, Tolerances
 from ghost_deploy.data.inputs import Batch, Sample, batches
 from ghost_deploy.errors import InputError
 from ghost_deploy.machine.cpu import int8_flags
-from ghost_deploy.precision.channel_pad import depthwise_padded
 from ghost_deploy.precision.collectors import Range
 from ghost_deploy.precision.interleave import Interleaved, Timer, interleave, perf_timer
 from ghost_deploy.precision.ort_layout import Cut, candidate_cuts, reduce_range_for, with_float_prefix
 from ghost_deploy.precision.probe import dynamic_batch
 from ghost_deploy.precision.quantize import qdq_for_onnxruntime
+from ghost_deploy.precision.relayout import Relaid, laid_out
 from ghost_deploy.verify import Recorded, compare_recorded, judge
 
 FP32_ONLY = "FP32 only"
@@ -49,11 +49,12 @@ MARGIN = 0.05
 
 @dataclasses.dataclass(frozen=True)
 class Candidate:
-    """One boundary: its name, the cut (None for FP32 only), and the graph."""
+    """One boundary: its name, the cut (None for FP32 only), the graph, and how its INT8 part was laid out."""
 
     name: str
     cut: Cut | None
     model: onnx.ModelProto
+    layout: Relaid | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,23 +91,28 @@ class Decision:
 
 @dataclasses.dataclass
 class BoundaryChoice:
-    """The graph to write, how many of the FP32 graph's first nodes it keeps in FP32, and the report's entry."""
+    """The graph to write, how many of the FP32 graph's first nodes it keeps in FP32, the report's entry, and how
+    its INT8 part was laid out."""
 
     model: onnx.ModelProto
     float_nodes: int
     report: dict[str, Any]
+    layout: Relaid | None = None
 
 
 def candidates(fp32: onnx.ModelProto, quantized: onnx.ModelProto) -> list[Candidate]:
-    """FP32 only, all INT8, then one candidate per `candidate_cuts` boundary (the FP32 prefix grows)."""
+    """FP32 only, all INT8, then one candidate per `candidate_cuts` boundary (the FP32 prefix grows); each INT8
+    part laid out for ONNX Runtime's fast kernels (`relayout.laid_out`: depthwise convs on 16k channels)."""
     every = with_float_prefix(quantized, fp32, _NONE)  # sorted once: each cut below then reads it in one pass
-    found = [Candidate(FP32_ONLY, None, fp32), Candidate(ALL_INT8, None, every)]
+    laid = laid_out(every)
+    found = [Candidate(FP32_ONLY, None, fp32), Candidate(ALL_INT8, None, laid.model, laid)]
     read = {name for node in every.graph.node for name in node.input}
     for cut in candidate_cuts(fp32):
         if cut.position > 0 and cut.tensor in read:  # a tensor the quantizer renamed cannot be a boundary
             model = with_float_prefix(every, fp32, cut)
-            if _complete(model):  # the suffix (padded, say) reads nothing the dropped INT8 prefix made
-                found.append(Candidate(cut.label, cut, model))
+            if _complete(model):  # the suffix reads nothing the dropped INT8 prefix made
+                laid = laid_out(model)
+                found.append(Candidate(cut.label, cut, laid.model, laid))
     return found
 
 
@@ -184,7 +190,7 @@ def choose_boundary(
     chosen = next(c for c in found if c.name == decision.chosen)
     report = _report(found, measured, decision, timing, size, threads, len(labels))
     report["seconds"] = round(time.perf_counter() - start, 2)
-    return BoundaryChoice(chosen.model, chosen.cut.position if chosen.cut else 0, report)
+    return BoundaryChoice(chosen.model, chosen.cut.position if chosen.cut else 0, report, chosen.layout)
 
 
 def _call(runner: OnnxRuntimeRunner, data: list[Batch], record: Recorded) -> Callable[[int], object]:
@@ -298,14 +304,11 @@ def ort_int8(
     timer: Timer = perf_timer,
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """The `ort-int8` graph: ONNX Runtime's U8S8 layout with 7-bit weights only where this CPU (`flags`, by
-    default read from /proc/cpuinfo) needs them, depthwise convolutions padded to 16k channels in the INT8 part
-    (`channel_pad`), at the boundary `choose_boundary` keeps; and its report."""
+    default read from /proc/cpuinfo) needs them, its INT8 part laid out so that depthwise convolutions run on
+    16k channels (`relayout`), at the boundary `choose_boundary` keeps; and its report."""
     found = int8_flags() if flags is None else dict(flags)
     reduce = reduce_range_for(found)
-    padded = depthwise_padded(fp32, boundaries={cut.tensor for cut in candidate_cuts(fp32)})
-    quantized, summary = qdq_for_onnxruntime(
-        padded.model, ranges, cfg.exclude_nodes, cfg.exclude_op_types, reduce_range=reduce, aliases=padded.aliases
-    )
+    quantized, summary = qdq_for_onnxruntime(fp32, ranges, cfg.exclude_nodes, cfg.exclude_op_types, reduce_range=reduce)
     subset = list(itertools.islice(iter(samples), SAMPLES)) if samples is not None else []
     choice = choose_boundary(fp32, quantized, subset, gate, cfg.latency_batch, threads, timer)
     in_float = {n.name for n in fp32.graph.node[: choice.float_nodes]}
@@ -320,14 +323,26 @@ def ort_int8(
     )
     report = {
         "flavour": "ONNX Runtime CPU: uint8 activations, int8 per-channel weights, an FP32 prefix and an INT8 "
-        "suffix (one boundary), every Concat's inputs sharing its output's range, depthwise convolutions padded "
-        "to a multiple of 16 channels",
+        "suffix (one boundary), every Concat's inputs sharing its output's range, depthwise convolutions on a "
+        "multiple of 16 channels (padded channels carried through the INT8 part)",
         "qdq": summary.to_dict(),
-        "depthwise_padded": {name: c for name, c in padded.padded.items() if name not in in_float},
+        **layout_entry(choice.layout),
         "cpu_int8": {"flags": found, "present": have, "reduce_range": reduce, "why": why},
         "boundary": choice.report,
     }
     return choice.model, report
+
+
+def layout_entry(layout: Relaid | None) -> dict[str, Any]:
+    """The report's account of the chosen graph's layout: depthwise convs run on more channels ([channels, run
+    on]), strided depthwise convs that now read each Concat input on its own, the Gathers added."""
+    if layout is None:
+        return {"depthwise_padded": {}, "concat_moved_after": [], "layout_gathers": 0}
+    return {
+        "depthwise_padded": dict(layout.padded),
+        "concat_moved_after": list(layout.split),
+        "layout_gathers": layout.gathers,
+    }
 
 
 def boundary_summary(entry: Mapping[str, Any]) -> list[str]:

@@ -50,7 +50,7 @@ def dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto | None:
 
 
 def _off_batch_slice(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto]) -> bool:
-    """A Slice on constant, non-negative axes other than the batch's (`ort-int8`'s channel Slices)."""
+    """A Slice on constant, non-negative axes other than the batch's (a channel Slice)."""
     if node.op_type != "Slice" or len(node.input) < 4 or node.input[3] not in constants:
         return False
     axes = numpy_helper.to_array(constants[node.input[3]])

@@ -308,14 +308,11 @@ def qdq_for_onnxruntime(
     exclude_op_types: Collection[str] = (),
     *,
     reduce_range: bool | None = None,
-    aliases: Mapping[str, str] | None = None,
 ) -> tuple[onnx.ModelProto, QuantSummary]:
     """ONNX Runtime's U8S8 QDQ layout (fast on its CPU provider) with our calibrated ranges, every Concat's
     inputs sharing its output's range (`ort_layout.shared_concat_ranges`).
 
     `reduce_range` (7-bit weights): None decides from this CPU's flags (`ort_layout.reduce_range_for`).
-    `aliases`: tensors that `ranges` does not know, each with the tensor whose range (as shared) it takes: the
-    padded tensors of `channel_pad.depthwise_padded`, so that their Slices run on uint8.
     """
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
@@ -327,7 +324,6 @@ def qdq_for_onnxruntime(
 
     nodes, excluded = select_nodes(model, exclude_nodes, exclude_op_types)
     shared = shared_concat_ranges(model, ranges)
-    shared.update({new: shared[old] for new, old in (aliases or {}).items() if old in shared})
     data = {
         name: TensorData(
             lowest=np.array(max(r.min, -r.amax), np.float32), highest=np.array(min(r.max, r.amax), np.float32)
