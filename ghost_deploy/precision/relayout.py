@@ -96,7 +96,8 @@ class _Graph:
     nodes: list[onnx.NodeProto]
     producer: dict[str, onnx.NodeProto]
     weights: dict[str, onnx.TensorProto]
-    channels: dict[str, int]
+    channels: dict[str, int]  # tensor -> its channel count (dimension 1) where shape inference knows it
+    ranks: dict[str, int]
     dense: dict[int, int]  # id(Conv of one group, quantized) -> output channels
     depthwise: dict[int, int]  # id(depthwise Conv, quantized) -> channels
 
@@ -128,16 +129,24 @@ def relaid(model: onnx.ModelProto, align: int = ALIGN) -> Relaid:
 
 
 def _read(model: onnx.ModelProto) -> _Graph:
-    inferred = onnx.shape_inference.infer_shapes(model)
+    nodes = sorted_nodes(model)  # ONNX Runtime's quantizer leaves its nodes unsorted: shape inference needs order
+    ordered = onnx.ModelProto()
+    ordered.CopyFrom(model)
+    del ordered.graph.node[:]
+    ordered.graph.node.extend(nodes)
+    inferred = onnx.shape_inference.infer_shapes(ordered)
     channels: dict[str, int] = {}
+    ranks: dict[str, int] = {}
     for info in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
+        if not info.type.tensor_type.HasField("shape"):
+            continue
         dims = info.type.tensor_type.shape.dim
+        ranks[info.name] = len(dims)
         if len(dims) >= 2 and dims[1].HasField("dim_value"):
             channels[info.name] = int(dims[1].dim_value)
-    nodes = sorted_nodes(model)  # ONNX Runtime's quantizer leaves its nodes unsorted
     producer = {o: n for n in nodes for o in n.output}
     weights = {i.name: i for i in model.graph.initializer}
-    graph = _Graph(model, nodes, producer, weights, channels, {}, {})
+    graph = _Graph(model, nodes, producer, weights, channels, ranks, {}, {})
     for node in nodes:
         kind = _quantized_conv(graph, node)
         if kind is not None:
@@ -204,6 +213,24 @@ def _source_conv(graph: _Graph, tensor: str) -> onnx.NodeProto | None:
     return node
 
 
+def _on_channels(graph: _Graph, node: onnx.NodeProto) -> bool:
+    """A Concat along axis 1 (a negative axis counted from its output's rank)."""
+    axis = _attr(node, "axis", 0)
+    rank = graph.ranks.get(node.output[0])
+    return rank is not None and rank >= 2 and (axis if axis >= 0 else axis + rank) == 1
+
+
+def _channel_for_channel(graph: _Graph, node: onnx.NodeProto) -> bool:
+    """An Add or Mul of two computed tensors of one rank and one channel count (the output's): channel c of the
+    output is made from channel c of each input only. A broadcast over channels (GhostNetV2's attention at one
+    channel, say) is not, and gets its inputs in the original layout."""
+    if len(node.input) != 2 or any(name in graph.weights for name in node.input):
+        return False
+    ranks = {graph.ranks.get(name) for name in [*node.input, node.output[0]]}
+    counts = {graph.channels.get(name) for name in [*node.input, node.output[0]]}
+    return len(ranks) == 1 and None not in ranks and len(counts) == 1 and None not in counts
+
+
 def _aligned(layout: Layout, align: int) -> Layout:
     return layout + (PAD,) * (-len(layout) % align)
 
@@ -242,7 +269,7 @@ def _propagate(
                     wanted[id(conv)] = _aligned(out, align)
         elif _passes(graph, node):
             out = ins[0]
-        elif node.op_type == "Concat" and _attr(node, "axis", 0) in (1, -3) and any(ins):
+        elif node.op_type == "Concat" and _on_channels(graph, node) and any(ins):
             parts = [lay if lay is not None else identity(name) for lay, name in zip(ins, node.input, strict=True)]
             counts = [graph.channels.get(name) for name in node.input]
             if all(p is not None for p in parts) and all(c is not None for c in counts):
@@ -259,12 +286,7 @@ def _propagate(
                         conversions[(ident, k)] = identity(node.input[k]) or ()
         elif node.op_type in BINARY and len(node.input) == 2 and any(_numel(graph, n) == 1 for n in node.input):
             out = ins[0] if ins[0] is not None else ins[1]  # a scalar constant on either side
-        elif (
-            node.op_type in BINARY
-            and len(node.input) == 2
-            and any(ins)
-            and all(n not in graph.weights for n in node.input)
-        ):
+        elif node.op_type in BINARY and any(ins) and _channel_for_channel(graph, node):
             left, right = (lay if lay is not None else identity(n) for lay, n in zip(ins, node.input, strict=True))
             if left is None or right is None:
                 for k, lay in enumerate(ins):

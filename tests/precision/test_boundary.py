@@ -197,6 +197,12 @@ def test_export_records_the_choice_and_the_cpu(tmp_path: Path) -> None:
     chosen = next(r for r in boundary["candidates"] if r["name"] == boundary["chosen"])
     qdq = [i for i, n in enumerate(written.graph.node) if n.op_type == "QuantizeLinear"]
     assert qdq and min(qdq) >= chosen["float_nodes"]  # nothing before the boundary is quantized
+    # the report names each depthwise conv of the INT8 part that runs on more channels, as the file has it
+    groups = {n.name: a.i for n in written.graph.node for a in n.attribute if n.op_type == "Conv" and a.name == "group"}
+    assert precision["depthwise_padded"]  # the 0.25x model's ghost modules: 4, 8, 12 ... channels
+    for name, (channels, run_on) in precision["depthwise_padded"].items():
+        assert channels < run_on == groups[name] and run_on % 16 == 0
+    assert "Slice" not in {n.op_type for n in written.graph.node}
 
 
 @pytest.mark.parametrize(

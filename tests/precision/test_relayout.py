@@ -182,3 +182,30 @@ def test_tiny_ghostnet_runs_every_depthwise_conv_on_16k_channels(tmp_path: Path,
     assert [g for g in _depthwise_groups(after) if g % ALIGN] == []
     assert "Slice" not in {n.op_type for n in after.graph.node}
     assert sorted(_float_islands(after)) == sorted(_float_islands(before))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", ["v2", "v3"])
+def test_ghostnet_v2_and_v3_keep_their_outputs_bit_for_bit(tmp_path: Path, version: str) -> None:
+    # V2's attention multiplies by a one-channel-per-pixel map made through Resize; V3's blocks differ again:
+    # whatever the layout pass does not know gets its original channels, and the outputs stay the same
+    import torch
+
+    from ghost_deploy.config import ExportConfig, Overrides
+    from ghost_deploy.model.ghostnet import GhostNet
+    from ghost_deploy.report import Steps
+    from ghost_deploy.stages.export_onnx import export_model
+    from tests.helpers import digit_images
+
+    images = digit_images(24, 64)
+    checkpoint = tmp_path / f"{version}.pth"
+    torch.manual_seed(0)
+    torch.save(GhostNet(10, 0.5, version=version).eval().state_dict(), checkpoint)
+    cfg = ExportConfig(output=tmp_path / f"{version}.onnx", overrides=Overrides(input_size=64, num_classes=10))
+    fp32 = onnx.load(str(export_model(checkpoint, cfg, Steps(echo=lambda text: None)).artifact))
+    samples = [Sample(image, None, str(i)) for i, image in enumerate(images[:16])]
+    quantized = qdq_for_onnxruntime(fp32, calibrate(fp32, samples, method="minmax").ranges, reduce_range=False)[0]
+    laid = laid_out(quantized)
+    onnx.checker.check_model(laid.model, full_check=True)
+    assert laid.padded and all(run_on % ALIGN == 0 for _channels, run_on in laid.padded.values())
+    np.testing.assert_array_equal(_run(laid.model, images[16:]), _run(quantized, images[16:]))
