@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    import onnx
+
     from ghost_deploy.config import ExportConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -173,3 +175,16 @@ def gzip_of_zeros(prefix: bytes, zeros: int, suffix: bytes = b"") -> bytes:
     if zeros & ((1 << 20) - 1):
         parts.append(gzip.compress(bytes(zeros & ((1 << 20) - 1))))
     return b"".join(parts) + gzip.compress(suffix)
+
+
+def session_graph(model: onnx.ModelProto, folder: Path) -> onnx.ModelProto:
+    """The graph ONNX Runtime runs (its basic and extended fusions applied: QLinear* ops, no NCHWc layout)."""
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(folder / "optimized.onnx")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.log_severity_level = 3
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return onnx.load(options.optimized_model_filepath)

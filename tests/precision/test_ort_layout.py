@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
@@ -22,6 +21,7 @@ from ghost_deploy.precision.ort_layout import (
     with_float_prefix,
 )
 from ghost_deploy.precision.quantize import qdq_for_onnxruntime
+from tests.helpers import session_graph
 
 QDQ = ("QuantizeLinear", "DequantizeLinear")
 
@@ -29,16 +29,6 @@ QDQ = ("QuantizeLinear", "DequantizeLinear")
 @pytest.fixture(scope="module")
 def all_int8(tiny_ghostnet: dict[str, Any]) -> onnx.ModelProto:
     return qdq_for_onnxruntime(tiny_ghostnet["fp32"], tiny_ghostnet["ranges"], reduce_range=False)[0]
-
-
-def _session_graph(model: onnx.ModelProto, folder: Path) -> onnx.ModelProto:
-    """The graph ONNX Runtime runs (its basic and extended fusions applied: QLinear* ops, no NCHWc layout)."""
-    options = ort.SessionOptions()
-    options.optimized_model_filepath = str(folder / "optimized.onnx")
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    options.log_severity_level = 3
-    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return onnx.load(options.optimized_model_filepath)
 
 
 @pytest.mark.slow
@@ -101,7 +91,7 @@ def test_every_concat_input_shares_the_output_scale(
             assert dq.op_type == "DequantizeLinear"
             assert (consts[dq.input[1]], consts[dq.input[2]]) == out, node.name
     # and in the session ONNX Runtime builds: QLinearConcat with every input at the output's scale (a copy)
-    graph = _session_graph(all_int8, tmp_path)
+    graph = session_graph(all_int8, tmp_path)
     values = {i.name: numpy_helper.to_array(i).item() for i in graph.graph.initializer if not i.dims}
     fused = [n for n in graph.graph.node if n.op_type == "QLinearConcat"]
     assert len(fused) == 32

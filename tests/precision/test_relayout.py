@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -18,6 +17,7 @@ from ghost_deploy.precision.calibrate import calibrate
 from ghost_deploy.precision.probe import dynamic_batch
 from ghost_deploy.precision.quantize import qdq_for_onnxruntime
 from ghost_deploy.precision.relayout import ALIGN, laid_out
+from tests.helpers import session_graph
 
 
 def _ghost(
@@ -76,16 +76,6 @@ def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
         return np.concatenate([runner.infer({feed: x[i : i + 1]})[name] for i in range(len(x))])
 
 
-def _session_graph(model: onnx.ModelProto, folder: Path) -> onnx.ModelProto:
-    """The graph ONNX Runtime runs (its basic and extended fusions applied: QLinear* ops, no NCHWc layout)."""
-    options = ort.SessionOptions()
-    options.optimized_model_filepath = str(folder / "optimized.onnx")
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    options.log_severity_level = 3
-    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return onnx.load(options.optimized_model_filepath)
-
-
 def _float_islands(graph: onnx.ModelProto) -> list[str]:
     """Op types run in float between a DequantizeLinear and a QuantizeLinear (each costs two conversions)."""
     producer = {o: n for n in graph.graph.node for o in n.output}
@@ -120,14 +110,14 @@ def test_a_ghost_module_runs_its_depthwise_conv_padded_with_the_same_outputs(tmp
     onnx.checker.check_model(laid.model, full_check=True)
     assert laid.padded == {"cheap": [4, ALIGN]}
     np.testing.assert_array_equal(_run(laid.model, _x()), _run(quantized, _x()))  # bit for bit
-    session = _session_graph(laid.model, tmp_path)
+    session = session_graph(laid.model, tmp_path)
     assert _depthwise_groups(session) == [ALIGN]
     ops = [n.op_type for n in laid.model.graph.node]
     assert "Slice" not in ops
     # the shortcut reads the graph's input, which no Conv of this graph makes: one Gather lays it out like the
     # ghost module's padded Concat (on uint8, no float island), and one gives the graph output its 8 channels
     assert laid.gathers == 2 and ops.count("Gather") == 2
-    assert sorted(_float_islands(session)) == sorted(_float_islands(_session_graph(quantized, tmp_path)))
+    assert sorted(_float_islands(session)) == sorted(_float_islands(session_graph(quantized, tmp_path)))
 
 
 def test_a_graph_output_gets_its_original_channels_back() -> None:
@@ -177,7 +167,7 @@ def test_tiny_ghostnet_runs_every_depthwise_conv_on_16k_channels(tmp_path: Path,
     assert laid.gathers == 0  # all INT8: the stem Conv makes the first shortcut's layout
     x = np.stack([s.array for s in samples[:8]])
     np.testing.assert_array_equal(_run(laid.model, x), _run(quantized, x))
-    before, after = _session_graph(quantized, tmp_path), _session_graph(laid.model, tmp_path)
+    before, after = session_graph(quantized, tmp_path), session_graph(laid.model, tmp_path)
     assert [g for g in _depthwise_groups(before) if g % ALIGN]  # the plain graph has slow ones
     assert [g for g in _depthwise_groups(after) if g % ALIGN] == []
     assert "Slice" not in {n.op_type for n in after.graph.node}
