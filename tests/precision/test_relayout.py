@@ -21,10 +21,16 @@ from tests.helpers import session_graph
 
 
 def _ghost(
-    channels: int = 8, half: int = 4, batch: int | str = "N", stride: int = 1, shortcut: bool = True
+    channels: int = 8,
+    half: int = 4,
+    batch: int | str = "N",
+    stride: int = 1,
+    shortcut: bool = True,
+    transposed: bool = False,
 ) -> onnx.ModelProto:
     """A ghost module on `channels` input channels: 1x1 Conv to `half` -> Relu -> depthwise 3x3 -> Relu,
-    concatenated; then (stride 2) a depthwise conv on the Concat; then the input added (identity shortcut)."""
+    concatenated; then (stride 2) a depthwise conv on the Concat; then the input added (identity shortcut);
+    `transposed`: the last tensor is also read by a Transpose, a second output."""
     rng = np.random.default_rng(0)
 
     def init(name: str, *shape: int) -> onnx.TensorProto:
@@ -50,11 +56,15 @@ def _ghost(
     if shortcut:
         nodes.append(helper.make_node("Add", [last, "input"], ["out"], name="add"))
         last = "out"
+    outputs = [helper.make_tensor_value_info(last, TensorProto.FLOAT, [batch, 2 * half, size, size])]
+    if transposed:
+        nodes.append(helper.make_node("Transpose", [last], ["turned"], name="turn", perm=[0, 1, 3, 2]))
+        outputs.append(helper.make_tensor_value_info("turned", TensorProto.FLOAT, [batch, 2 * half, size, size]))
     graph = helper.make_graph(
         nodes,
         "ghost",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, channels, 8, 8])],
-        [helper.make_tensor_value_info(last, TensorProto.FLOAT, [batch, 2 * half, size, size])],
+        outputs,
         weights,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -127,6 +137,19 @@ def test_a_graph_output_gets_its_original_channels_back() -> None:
     out = _run(laid.model, _x())
     assert out.shape == (3, 8, 8, 8)
     np.testing.assert_array_equal(out, _run(quantized, _x()))
+
+
+def test_a_graph_output_that_another_node_reads_is_made_once_and_read_in_the_original_layout() -> None:
+    quantized = _quantized(_ghost(shortcut=False, transposed=True))
+    laid = laid_out(quantized)
+    onnx.checker.check_model(laid.model, full_check=True)
+    assert laid.padded == {"cheap": [4, ALIGN]}
+    with (
+        OnnxRuntimeRunner(laid.model.SerializeToString()) as new,
+        OnnxRuntimeRunner(quantized.SerializeToString()) as old,
+    ):
+        for got, want in zip(new.infer({"input": _x(1)}).values(), old.infer({"input": _x(1)}).values(), strict=True):
+            np.testing.assert_array_equal(got, want)
 
 
 def test_a_strided_depthwise_conv_reads_each_concat_input_on_its_own() -> None:
