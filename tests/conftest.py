@@ -7,7 +7,12 @@ they are present. Every test module is collected everywhere: none imports tensor
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# pytest-xdist runs a worker per core: each worker's PyTorch on one thread. Two OpenMP pools spinning on two
+# cores made a test of 2 s alone take 70 s in the suite (test_reparameterize_returns_a_fused_copy...).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 
