@@ -38,32 +38,26 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ghost_deploy.precision.ort_layout import sorted_nodes
+from ghost_deploy.precision.concat_sink import concats_sunk
+from ghost_deploy.precision.qdq_graph import (
+    PAD,
+    SUFFIX,
+    Layout,
+    QdqGraph,
+    dq_arrays,
+    filled,
+    keeps_channels,
+    new_dq,
+    numel,
+    on_channels,
+    read_graph,
+    replace_nodes,
+    taken,
+)
 
 # MLAS's symmetric depthwise kernel takes channel counts that are a multiple of this on x86 (8 on ARM64)
 ALIGN = 16
-PAD = -1
-SUFFIX = "_relayout"
-# ops whose output has their first input's channels, one for one (per-tensor Q/DQ only: see `_passes`)
-PASS = frozenset(
-    {
-        "QuantizeLinear",
-        "DequantizeLinear",
-        "Relu",
-        "Clip",
-        "HardSigmoid",
-        "HardSwish",
-        "Sigmoid",
-        "LeakyRelu",
-        "Identity",
-        "GlobalAveragePool",
-        "GlobalMaxPool",
-        "MaxPool",
-        "AveragePool",
-    }
-)
 BINARY = frozenset({"Add", "Mul"})
-Layout = tuple[int, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,24 +79,10 @@ def laid_out(model: onnx.ModelProto, align: int = ALIGN) -> Relaid:
     return dataclasses.replace(found, split=split)
 
 
-@dataclasses.dataclass
-class _Graph:
-    """What the layout pass reads of a graph: producers, initializers, channel counts, the quantized convs."""
-
-    model: onnx.ModelProto
-    nodes: list[onnx.NodeProto]
-    producer: dict[str, onnx.NodeProto]
-    weights: dict[str, onnx.TensorProto]
-    channels: dict[str, int]  # tensor -> its channel count (dimension 1) where shape inference knows it
-    ranks: dict[str, int]
-    dense: dict[int, int]  # id(Conv of one group, quantized) -> output channels
-    depthwise: dict[int, int]  # id(depthwise Conv, quantized) -> channels
-
-
 def relaid(model: onnx.ModelProto, align: int = ALIGN) -> Relaid:
     """`model` with padded layouts carried through its quantized convolutions (see the module's text); the model
     itself where nothing is to pad or the layouts do not settle."""
-    graph = _read(model)
+    graph = read_graph(model)
     demand: dict[int, Layout] = {}  # id(dense Conv) -> the layout its output is asked to have (set once)
     for node in graph.nodes:
         channels = graph.depthwise.get(id(node))
@@ -121,99 +101,17 @@ def relaid(model: onnx.ModelProto, align: int = ALIGN) -> Relaid:
     return _rewrite(graph, demand, layouts, conversions)
 
 
-def _read(model: onnx.ModelProto) -> _Graph:
-    nodes = sorted_nodes(model)  # ONNX Runtime's quantizer leaves its nodes unsorted: shape inference needs order
-    ordered = onnx.ModelProto()
-    ordered.CopyFrom(model)
-    del ordered.graph.node[:]
-    ordered.graph.node.extend(nodes)
-    inferred = onnx.shape_inference.infer_shapes(ordered)
-    channels: dict[str, int] = {}
-    ranks: dict[str, int] = {}
-    for info in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
-        if not info.type.tensor_type.HasField("shape"):
-            continue
-        dims = info.type.tensor_type.shape.dim
-        ranks[info.name] = len(dims)
-        if len(dims) >= 2 and dims[1].HasField("dim_value"):
-            channels[info.name] = int(dims[1].dim_value)
-    producer = {o: n for n in nodes for o in n.output}
-    weights = {i.name: i for i in model.graph.initializer}
-    graph = _Graph(model, nodes, producer, weights, channels, ranks, {}, {})
-    for node in nodes:
-        kind = _quantized_conv(graph, node)
-        if kind is not None:
-            (graph.dense if kind[0] == "dense" else graph.depthwise)[id(node)] = kind[1]
-    return graph
-
-
-def _quantized_conv(graph: _Graph, node: onnx.NodeProto) -> tuple[str, int] | None:
-    """("dense", M) for a Conv of one group, ("depthwise", C) for a depthwise Conv, with weights (and bias) that
-    a DequantizeLinear makes from initializers along axis 0; else None."""
-    if node.op_type != "Conv" or len(node.input) < 2:
-        return None
-    parts = [_constant_dq(graph, name) for name in node.input[1:3] if name]
-    if not parts or any(p is None for p in parts):
-        return None
-    dims = list(graph.weights[graph.producer[node.input[1]].input[0]].dims)
-    if len(dims) != 4:
-        return None
-    group = _attr(node, "group", 1)
-    if group == 1:
-        return ("dense", dims[0])
-    if group == dims[0] and dims[1] == 1:
-        return ("depthwise", dims[0])
-    return None
-
-
-def _constant_dq(graph: _Graph, name: str) -> onnx.NodeProto | None:
-    """The DequantizeLinear that makes `name` from initializers (per axis 0 or per tensor), else None."""
-    node = graph.producer.get(name)
-    if node is None or node.op_type != "DequantizeLinear" or _attr(node, "axis", 1) not in (0, 1):
-        return None
-    if not all(i in graph.weights for i in node.input if i):
-        return None
-    scale = graph.weights[node.input[1]]
-    if len(scale.dims) > 1 or (len(scale.dims) == 1 and scale.dims[0] > 1 and _attr(node, "axis", 1) != 0):
-        return None
-    return node
-
-
-def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
-    return next((int(a.i) for a in node.attribute if a.name == name), default)
-
-
-def _passes(graph: _Graph, node: onnx.NodeProto) -> bool:
-    """True for an op whose output keeps its first input's channels one for one: its other inputs are constants
-    of one element (a per-tensor scale and zero point, Clip's bounds)."""
-    if node.op_type not in PASS:
-        return False
-    return all(i in graph.weights and _numel(graph, i) == 1 for i in node.input[1:] if i)
-
-
-def _numel(graph: _Graph, name: str) -> int:
-    tensor = graph.weights.get(name)
-    return int(np.prod(tensor.dims)) if tensor is not None else -1
-
-
-def _source_conv(graph: _Graph, tensor: str) -> onnx.NodeProto | None:
+def _source_conv(graph: QdqGraph, tensor: str) -> onnx.NodeProto | None:
     """The quantized Conv of one group that makes `tensor` through ops that keep channels, else None."""
     node = graph.producer.get(tensor)
     while node is not None and id(node) not in graph.dense:
-        if not _passes(graph, node):
+        if not keeps_channels(graph, node):
             return None
         node = graph.producer.get(node.input[0])
     return node
 
 
-def _on_channels(graph: _Graph, node: onnx.NodeProto) -> bool:
-    """A Concat along axis 1 (a negative axis counted from its output's rank)."""
-    axis = _attr(node, "axis", 0)
-    rank = graph.ranks.get(node.output[0])
-    return rank is not None and rank >= 2 and (axis if axis >= 0 else axis + rank) == 1
-
-
-def _channel_for_channel(graph: _Graph, node: onnx.NodeProto) -> bool:
+def _channel_for_channel(graph: QdqGraph, node: onnx.NodeProto) -> bool:
     """An Add or Mul of two computed tensors of one rank and one channel count (the output's): channel c of the
     output is made from channel c of each input only. A broadcast over channels (GhostNetV2's attention at one
     channel, say) is not, and gets its inputs in the original layout."""
@@ -229,77 +127,72 @@ def _aligned(layout: Layout, align: int) -> Layout:
 
 
 def _propagate(
-    graph: _Graph, demand: Mapping[int, Layout], align: int
+    graph: QdqGraph, demand: Mapping[int, Layout], align: int
 ) -> tuple[dict[str, Layout], dict[tuple[int, int], Layout], dict[int, Layout]]:
-    """Each tensor's layout (identity ones left out), the inputs to convert ((node, input) -> layout), and the
-    demands this pass found it needs (an Add's or Mul's other side, a depthwise conv's alignment)."""
+    """Each tensor's layout (identity ones left out), the inputs to convert ((node, input) -> layout; empty: the
+    original), and the demands this pass found it needs (an Add's or Mul's other side, a depthwise conv's
+    alignment)."""
     layouts: dict[str, Layout] = {}
     conversions: dict[tuple[int, int], Layout] = {}
     wanted: dict[int, Layout] = {}
-
-    def of(name: str) -> Layout | None:
-        return layouts.get(name)
-
-    def identity(name: str) -> Layout | None:
-        count = graph.channels.get(name)
-        return tuple(range(count)) if count is not None else None
 
     def free(name: str) -> onnx.NodeProto | None:
         conv = _source_conv(graph, name)
         return conv if conv is not None and id(conv) not in demand and id(conv) not in wanted else None
 
     for node in graph.nodes:
-        ident = id(node)
-        ins = [of(name) if name else None for name in node.input]
+        ins = [layouts.get(name) if name else None for name in node.input]
         out: Layout | None = None
-        if ident in graph.dense:
-            out = demand.get(ident)
-        elif ident in graph.depthwise:
+        if id(node) in graph.dense:
+            out = demand.get(id(node))
+        elif id(node) in graph.depthwise:
             out = ins[0]
-            if out is not None and len(out) % align:
-                conv = free(node.input[0])
-                if conv is not None:
-                    wanted[id(conv)] = _aligned(out, align)
-        elif _passes(graph, node):
+            conv = free(node.input[0]) if out is not None and len(out) % align else None
+            if out is not None and conv is not None:
+                wanted[id(conv)] = _aligned(out, align)
+        elif keeps_channels(graph, node):
             out = ins[0]
-        elif node.op_type == "Concat" and _on_channels(graph, node) and any(ins):
-            parts = [lay if lay is not None else identity(name) for lay, name in zip(ins, node.input, strict=True)]
-            counts = [graph.channels.get(name) for name in node.input]
-            if all(p is not None for p in parts) and all(c is not None for c in counts):
-                joined: list[int] = []
-                offset = 0
-                for part, count in zip(parts, counts, strict=True):
-                    assert part is not None and count is not None
-                    joined.extend(c + offset if c != PAD else PAD for c in part)
-                    offset += count
-                out = tuple(joined)
-            else:
-                for k, lay in enumerate(ins):
-                    if lay is not None:
-                        conversions[(ident, k)] = identity(node.input[k]) or ()
-        elif node.op_type in BINARY and len(node.input) == 2 and any(_numel(graph, n) == 1 for n in node.input):
+        elif node.op_type == "Concat" and on_channels(graph, node) and any(ins):
+            out = _joined(graph, node, ins)
+        elif node.op_type in BINARY and len(node.input) == 2 and any(numel(graph, n) == 1 for n in node.input):
             out = ins[0] if ins[0] is not None else ins[1]  # a scalar constant on either side
         elif node.op_type in BINARY and any(ins) and _channel_for_channel(graph, node):
-            left, right = (lay if lay is not None else identity(n) for lay, n in zip(ins, node.input, strict=True))
-            if left is None or right is None:
-                for k, lay in enumerate(ins):
-                    if lay is not None:
-                        conversions[(ident, k)] = identity(node.input[k]) or ()
-            elif left == right:
-                out = left if left != identity(node.output[0]) else None
-            else:
-                out = _meet(graph, node, ins, left, right, free, wanted, conversions)
-        else:
-            for k, lay in enumerate(ins):
-                if lay is not None:
-                    conversions[(ident, k)] = identity(node.input[k]) or ()
+            left, right = (
+                lay if lay is not None else _identity(graph, n) for lay, n in zip(ins, node.input, strict=True)
+            )
+            if left == right:
+                out = left if left != _identity(graph, node.output[0]) else None
+            elif left is not None and right is not None:
+                out = _meet(node, ins, left, right, free, wanted, conversions)
+        follows = id(node) in graph.dense or id(node) in graph.depthwise or keeps_channels(graph, node)
+        if out is None and not follows:  # any other reader gets the original channels back
+            conversions.update({(id(node), k): () for k, lay in enumerate(ins) if lay is not None})
         if out is not None and node.output:
             layouts[node.output[0]] = out
     return layouts, conversions, wanted
 
 
+def _identity(graph: QdqGraph, name: str) -> Layout | None:
+    """The original layout of `name` (its channels in order), None where its channel count is unknown."""
+    count = graph.channels.get(name)
+    return tuple(range(count)) if count is not None else None
+
+
+def _joined(graph: QdqGraph, node: onnx.NodeProto, ins: Sequence[Layout | None]) -> Layout | None:
+    """A Concat's layout: its inputs' layouts one after the other, each channel shifted by the channels before
+    it; None where a channel count is unknown (the inputs then get their original layouts back)."""
+    joined: list[int] = []
+    offset = 0
+    for lay, name in zip(ins, node.input, strict=True):
+        part, count = lay if lay is not None else _identity(graph, name), graph.channels.get(name)
+        if part is None or count is None:
+            return None
+        joined.extend(c + offset if c != PAD else PAD for c in part)
+        offset += count
+    return tuple(joined)
+
+
 def _meet(
-    graph: _Graph,
     node: onnx.NodeProto,
     ins: Sequence[Layout | None],
     left: Layout,
@@ -324,7 +217,7 @@ def _meet(
 
 
 def _rewrite(
-    graph: _Graph,
+    graph: QdqGraph,
     demand: Mapping[int, Layout],
     layouts: Mapping[str, Layout],
     conversions: Mapping[tuple[int, int], Layout],
@@ -363,7 +256,7 @@ def _rewrite(
         back = tuple(range(graph.channels[name]))
         nodes.append(_gather_node(inner, name, _indices(layouts[name], back), added))
     gathers = len(made) + len(renamed)
-    _replace(out, nodes, added)
+    replace_nodes(out, nodes, added)
     return Relaid(out, padded, gathers)
 
 
@@ -381,7 +274,7 @@ def _indices(source: Layout | None, target: Layout) -> list[int]:
 
 
 def _gathered(
-    graph: _Graph,
+    graph: QdqGraph,
     name: str,
     tensor: str,
     source: Layout | None,
@@ -402,7 +295,7 @@ def _gathered(
     indices = _indices(source, target)
     tag = f"{SUFFIX}{len(made)}"
     dq = graph.producer.get(name)
-    if dq is not None and dq.op_type == "DequantizeLinear" and _passes(graph, dq):
+    if dq is not None and dq.op_type == "DequantizeLinear" and keeps_channels(graph, dq):
         nodes.append(_gather_node(dq.input[0], dq.input[0] + tag, indices, added))
         copy = onnx.NodeProto()
         copy.CopyFrom(dq)
@@ -422,59 +315,8 @@ def _gather_node(source: str, output: str, indices: list[int], added: dict[str, 
     return helper.make_node("Gather", [source, name], [output], name=output + "_gather", axis=1)
 
 
-def _taken(array: np.ndarray, layout: Layout, axis: int) -> np.ndarray:
-    """`array` with its `axis` in `layout`: zeros at PAD."""
-    picks = np.array(layout, dtype=np.int64)
-    shape = list(array.shape)
-    shape[axis] = len(layout)
-    found = np.zeros(shape, dtype=array.dtype)
-    real = picks != PAD
-    index: list[slice | np.ndarray] = [slice(None)] * array.ndim
-    index[axis] = np.flatnonzero(real)
-    source: list[slice | np.ndarray] = [slice(None)] * array.ndim
-    source[axis] = picks[real]
-    found[tuple(index)] = array[tuple(source)]
-    return found
-
-
-def _filled(array: np.ndarray, layout: Layout) -> np.ndarray:
-    """A per-channel scale or zero point in `layout`: PAD channels repeat the first real channel's."""
-    if array.size <= 1:
-        return array
-    first = next((c for c in layout if c != PAD), 0)
-    return array[np.array([c if c != PAD else first for c in layout], dtype=np.int64)]
-
-
-def _new_dq(
-    graph: _Graph,
-    name: str,
-    tag: str,
-    arrays: list[np.ndarray],
-    added: dict[str, onnx.TensorProto],
-    nodes: list[onnx.NodeProto],
-) -> str:
-    """A copy of the DequantizeLinear that makes `name`, reading new initializers `arrays` (value, scale, zero
-    point); returns its output."""
-    dq = graph.producer[name]
-    copy = onnx.NodeProto()
-    copy.CopyFrom(dq)
-    copy.name = dq.name + tag
-    for k, array in enumerate(arrays):
-        init = dq.input[k] + tag
-        added[init] = numpy_helper.from_array(array, init)
-        copy.input[k] = init
-    copy.output[0] = name + tag
-    nodes.append(copy)
-    return str(copy.output[0])
-
-
-def _dq_arrays(graph: _Graph, name: str) -> list[np.ndarray]:
-    dq = graph.producer[name]
-    return [numpy_helper.to_array(graph.weights[i]) for i in dq.input if i]
-
-
 def _dense_weights(
-    graph: _Graph,
+    graph: QdqGraph,
     node: onnx.NodeProto,
     copy: onnx.NodeProto,
     source: Layout | None,
@@ -486,21 +328,21 @@ def _dense_weights(
     if source is None and target is None:
         return
     tag = f"{SUFFIX}_{len(nodes)}"
-    weight, *quant = _dq_arrays(graph, node.input[1])
+    weight, *quant = dq_arrays(graph, node.input[1])
     if source is not None:
-        weight = _taken(weight, source, 1)
+        weight = taken(weight, source, 1)
     if target is not None:
-        weight = _taken(weight, target, 0)
-        quant = [_filled(q, target) for q in quant]
-    copy.input[1] = _new_dq(graph, node.input[1], tag, [weight, *quant], added, nodes)
+        weight = taken(weight, target, 0)
+        quant = [filled(q, target) for q in quant]
+    copy.input[1] = new_dq(graph, node.input[1], tag, [weight, *quant], added, nodes)
     if target is not None and len(node.input) > 2 and node.input[2]:
-        bias, *bias_quant = _dq_arrays(graph, node.input[2])
-        arrays = [_taken(bias, target, 0), *(_filled(q, target) for q in bias_quant)]
-        copy.input[2] = _new_dq(graph, node.input[2], tag, arrays, added, nodes)
+        bias, *bias_quant = dq_arrays(graph, node.input[2])
+        arrays = [taken(bias, target, 0), *(filled(q, target) for q in bias_quant)]
+        copy.input[2] = new_dq(graph, node.input[2], tag, arrays, added, nodes)
 
 
 def _depthwise_weights(
-    graph: _Graph,
+    graph: QdqGraph,
     node: onnx.NodeProto,
     copy: onnx.NodeProto,
     layout: Layout,
@@ -509,151 +351,15 @@ def _depthwise_weights(
 ) -> None:
     """A depthwise Conv on `layout`: a filter per channel it holds (zero for PAD), one group each."""
     tag = f"{SUFFIX}_{len(nodes)}"
-    weight, *quant = _dq_arrays(graph, node.input[1])
-    copy.input[1] = _new_dq(
-        graph, node.input[1], tag, [_taken(weight, layout, 0), *(_filled(q, layout) for q in quant)], added, nodes
+    weight, *quant = dq_arrays(graph, node.input[1])
+    copy.input[1] = new_dq(
+        graph, node.input[1], tag, [taken(weight, layout, 0), *(filled(q, layout) for q in quant)], added, nodes
     )
     if len(node.input) > 2 and node.input[2]:
-        bias, *bias_quant = _dq_arrays(graph, node.input[2])
-        arrays = [_taken(bias, layout, 0), *(_filled(q, layout) for q in bias_quant)]
-        copy.input[2] = _new_dq(graph, node.input[2], tag, arrays, added, nodes)
+        bias, *bias_quant = dq_arrays(graph, node.input[2])
+        arrays = [taken(bias, layout, 0), *(filled(q, layout) for q in bias_quant)]
+        copy.input[2] = new_dq(graph, node.input[2], tag, arrays, added, nodes)
     del copy.attribute[:]
     copy.attribute.extend(
         helper.make_attribute("group", len(layout)) if a.name == "group" else a for a in node.attribute
     )
-
-
-def _replace(model: onnx.ModelProto, nodes: list[onnx.NodeProto], added: dict[str, onnx.TensorProto]) -> None:
-    """`model`'s nodes become `nodes` less the DequantizeLinears of constants nothing reads any more; its
-    initializers those the nodes read; its value_info is dropped (shapes changed)."""
-    outputs = {o.name for o in model.graph.output}
-    while True:
-        read = {name for n in nodes for name in n.input} | outputs
-        dead = [n for n in nodes if n.op_type == "DequantizeLinear" and not any(o in read for o in n.output)]
-        if not dead:
-            break
-        gone = {id(n) for n in dead}
-        nodes = [n for n in nodes if id(n) not in gone]
-    read = {name for n in nodes for name in n.input}
-    initializers = [i for i in model.graph.initializer if i.name in read] + [
-        i for name, i in added.items() if name in read
-    ]
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(initializers)
-    del model.graph.value_info[:]
-
-
-def concats_sunk(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
-    """`model` with each quantized Concat on channels that only a strided depthwise Conv reads moved after it:
-    the convolution runs on each input on its own (its filters split by channel) and the Concat joins the
-    results, a quarter of the bytes at stride 2 (GhostNet's ghost module before a stride-2 conv: its Concat at
-    112x112 took 1.2 ms of 26 ms at batch 8). Returns the model and the depthwise convs split."""
-    graph = _read(model)
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.nodes:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
-    replaced: dict[int, list[onnx.NodeProto]] = {}
-    added: dict[str, onnx.TensorProto] = {}
-    split: list[str] = []
-    for conv in graph.nodes:
-        if id(conv) not in graph.depthwise or max(_ints(conv, "strides") or [1]) < 2:
-            continue
-        chain = _concat_chain(graph, readers, conv)
-        if chain is None:
-            continue
-        concat, quant, dequant, after = chain
-        counts = [graph.channels.get(name) for name in concat.input]
-        if any(c is None for c in counts) or sum(c or 0 for c in counts) != graph.depthwise[id(conv)]:
-            continue
-        weight, *quant_w = _dq_arrays(graph, conv.input[1])
-        bias = _dq_arrays(graph, conv.input[2]) if len(conv.input) > 2 and conv.input[2] else None
-        parts: list[str] = []
-        emitted: list[onnx.NodeProto] = []
-        offset = 0
-        for k, (name, count) in enumerate(zip(concat.input, counts, strict=True)):
-            assert count is not None
-            tag = f"{SUFFIX}_split{k}"
-            rows = tuple(range(offset, offset + count))
-            copy = onnx.NodeProto()
-            copy.CopyFrom(conv)
-            copy.name = conv.name + tag
-            copy.input[0] = name
-            arrays = [_taken(weight, rows, 0), *(_filled(q, rows) for q in quant_w)]
-            copy.input[1] = _new_dq(graph, conv.input[1], tag, arrays, added, emitted)
-            if bias is not None:
-                arrays = [_taken(bias[0], rows, 0), *(_filled(q, rows) for q in bias[1:])]
-                copy.input[2] = _new_dq(graph, conv.input[2], tag, arrays, added, emitted)
-            copy.output[0] = conv.output[0] + tag
-            del copy.attribute[:]
-            copy.attribute.extend(
-                helper.make_attribute("group", count) if a.name == "group" else a for a in conv.attribute
-            )
-            q = onnx.NodeProto()
-            q.CopyFrom(after)
-            q.name = after.name + tag
-            q.input[0] = copy.output[0]
-            q.output[0] = after.output[0] + tag
-            emitted.extend([copy, q])
-            parts.append(q.output[0])
-            offset += count
-        emitted.append(helper.make_node("Concat", parts, [after.output[0]], name=concat.name + SUFFIX, axis=1))
-        for node in (concat, quant, dequant):
-            replaced[id(node)] = []
-        replaced[id(conv)] = []
-        replaced[id(after)] = emitted
-        split.append(conv.name)
-    if not split:
-        return model, []
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    nodes = [m for n in graph.nodes for m in replaced.get(id(n), [n])]
-    _replace(out, nodes, added)
-    return out, split
-
-
-def _ints(node: onnx.NodeProto, name: str) -> list[int]:
-    return next((list(a.ints) for a in node.attribute if a.name == name), [])
-
-
-def _concat_chain(
-    graph: _Graph, readers: Mapping[str, list[onnx.NodeProto]], conv: onnx.NodeProto
-) -> tuple[onnx.NodeProto, onnx.NodeProto, onnx.NodeProto, onnx.NodeProto] | None:
-    """Concat -> QuantizeLinear -> DequantizeLinear -> `conv` -> QuantizeLinear, each tensor read by the next
-    node alone, the Concat's inputs dequantized with the Concat's own scale and zero point; else None."""
-    dequant = graph.producer.get(conv.input[0])
-    quant = graph.producer.get(dequant.input[0]) if dequant is not None else None
-    concat = graph.producer.get(quant.input[0]) if quant is not None else None
-    after = readers.get(conv.output[0], [])
-    if dequant is None or quant is None or concat is None or len(after) != 1:
-        return None
-    if (dequant.op_type, quant.op_type, concat.op_type, after[0].op_type) != (
-        "DequantizeLinear",
-        "QuantizeLinear",
-        "Concat",
-        "QuantizeLinear",
-    ):
-        return None
-    if _attr(concat, "axis", 0) not in (1, -3) or not _passes(graph, quant) or not _passes(graph, after[0]):
-        return None
-    single = [concat.output[0], quant.output[0], dequant.output[0]]
-    if any(len(readers.get(name, [])) != 1 for name in single):
-        return None
-    for name in concat.input:
-        source = graph.producer.get(name)
-        if source is None or source.op_type != "DequantizeLinear" or not _same_values(graph, source, quant):
-            return None
-    return concat, quant, dequant, after[0]
-
-
-def _same_values(graph: _Graph, first: onnx.NodeProto, second: onnx.NodeProto) -> bool:
-    """True when two Q/DQ nodes' scale and zero point are constants of equal value (and type)."""
-    for a, b in zip(first.input[1:3], second.input[1:3], strict=False):
-        if a not in graph.weights or b not in graph.weights:
-            return False
-        left, right = numpy_helper.to_array(graph.weights[a]), numpy_helper.to_array(graph.weights[b])
-        if left.dtype != right.dtype or left.shape != right.shape or not np.array_equal(left, right):
-            return False
-    return len(first.input) == len(second.input)
