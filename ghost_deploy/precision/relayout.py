@@ -113,8 +113,8 @@ def _source_conv(graph: QdqGraph, tensor: str) -> onnx.NodeProto | None:
 
 def _channel_for_channel(graph: QdqGraph, node: onnx.NodeProto) -> bool:
     """An Add or Mul of two computed tensors of one rank and one channel count (the output's): channel c of the
-    output is made from channel c of each input only. A broadcast over channels (GhostNetV2's attention at one
-    channel, say) is not, and gets its inputs in the original layout."""
+    output is made from channel c of each input only. A broadcast over channels (a one-channel map times a
+    tensor, say) is not, and gets its inputs in the original layout."""
     if len(node.input) != 2 or any(name in graph.weights for name in node.input):
         return False
     ranks = {graph.ranks.get(name) for name in [*node.input, node.output[0]]}

@@ -27,10 +27,12 @@ def _ghost(
     stride: int = 1,
     shortcut: bool = True,
     transposed: bool = False,
+    gated: bool = False,
 ) -> onnx.ModelProto:
     """A ghost module on `channels` input channels: 1x1 Conv to `half` -> Relu -> depthwise 3x3 -> Relu,
     concatenated; then (stride 2) a depthwise conv on the Concat; then the input added (identity shortcut);
-    `transposed`: the last tensor is also read by a Transpose, a second output."""
+    `transposed`: the last tensor is also read by a Transpose, a second output; `gated`: the last tensor times a
+    one-channel map (a 1x1 Conv of the input to 1 channel, Sigmoid), broadcast over the channels."""
     rng = np.random.default_rng(0)
 
     def init(name: str, *shape: int) -> onnx.TensorProto:
@@ -56,6 +58,14 @@ def _ghost(
     if shortcut:
         nodes.append(helper.make_node("Add", [last, "input"], ["out"], name="add"))
         last = "out"
+    if gated:
+        weights.append(init("wg", 1, channels, 1, 1))
+        nodes += [
+            helper.make_node("Conv", ["input", "wg"], ["g"], name="gate", strides=[stride, stride]),
+            helper.make_node("Sigmoid", ["g"], ["map"], name="sigmoid"),
+            helper.make_node("Mul", [last, "map"], ["gated"], name="times"),
+        ]
+        last = "gated"
     outputs = [helper.make_tensor_value_info(last, TensorProto.FLOAT, [batch, 2 * half, size, size])]
     if transposed:
         nodes.append(helper.make_node("Transpose", [last], ["turned"], name="turn", perm=[0, 1, 3, 2]))
@@ -152,6 +162,18 @@ def test_a_graph_output_that_another_node_reads_is_made_once_and_read_in_the_ori
             np.testing.assert_array_equal(got, want)
 
 
+def test_a_map_broadcast_over_the_channels_meets_the_original_layout() -> None:
+    # a one-channel map times the padded ghost output: not channel for channel, so the ghost output is gathered
+    # back to its 8 channels first (a Conv asked for its layout would make a map of 32 channels: wrong)
+    quantized = _quantized(_ghost(shortcut=False, gated=True))
+    laid = laid_out(quantized)
+    onnx.checker.check_model(laid.model, full_check=True)
+    assert laid.padded == {"cheap": [4, ALIGN]} and laid.gathers == 1
+    gate = next(n for n in laid.model.graph.node if n.op_type == "Conv" and n.name.startswith("gate"))
+    assert "_relayout" not in gate.input[1]  # the map's Conv still makes one channel
+    np.testing.assert_array_equal(_run(laid.model, _x()), _run(quantized, _x()))
+
+
 def test_a_strided_depthwise_conv_reads_each_concat_input_on_its_own() -> None:
     quantized = _quantized(_ghost(stride=2, shortcut=False))
     laid = laid_out(quantized)
@@ -200,7 +222,7 @@ def test_tiny_ghostnet_runs_every_depthwise_conv_on_16k_channels(tmp_path: Path,
 @pytest.mark.slow
 @pytest.mark.parametrize("version", ["v2", "v3"])
 def test_ghostnet_v2_and_v3_keep_their_outputs_bit_for_bit(tmp_path: Path, version: str) -> None:
-    # V2's attention multiplies by a one-channel-per-pixel map made through Resize; V3's blocks differ again:
+    # V2's attention multiplies by a map made through a Resize (the layouts stop there: a Gather); V3 differs again:
     # whatever the layout pass does not know gets its original channels, and the outputs stay the same
     import torch
 
