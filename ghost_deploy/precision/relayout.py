@@ -81,7 +81,7 @@ def laid_out(model: onnx.ModelProto, align: int = ALIGN) -> Relaid:
 
 def relaid(model: onnx.ModelProto, align: int = ALIGN) -> Relaid:
     """`model` with padded layouts carried through its quantized convolutions (see the module's text); the model
-    itself where nothing is to pad or the layouts do not settle."""
+    itself where nothing is to pad."""
     graph = read_graph(model)
     demand: dict[int, Layout] = {}  # id(dense Conv) -> the layout its output is asked to have (set once)
     for node in graph.nodes:
@@ -253,7 +253,8 @@ def _rewrite(
         copy.output[:] = [renamed.get(o, o) for o in node.output]
         nodes.append(copy)
     for name, inner in renamed.items():
-        back = tuple(range(graph.channels[name]))
+        count = graph.channels.get(name)
+        back = tuple(range(count)) if count is not None else tuple(sorted(c for c in layouts[name] if c != PAD))
         nodes.append(_gather_node(inner, name, _indices(layouts[name], back), added))
     gathers = len(made) + len(renamed)
     replace_nodes(out, nodes, added)
