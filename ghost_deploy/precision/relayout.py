@@ -19,8 +19,8 @@ each op does with layouts:
   depthwise conv's filters follow it), so a depthwise conv on a padded layout runs on its length;
 - Concat on channels concatenates its inputs' layouts: the ghost module's Concat passes both padded halves on;
 - an Add or Mul takes two tensors of one layout; where their layouts differ and no Conv can be asked for the
-  other's, a Gather on the uint8 tensor puts one into the other's layout (at most one per identity shortcut
-  that follows the FP32 prefix);
+  other's, a Gather on the uint8 tensor puts one into the other's layout (an identity shortcut right after the
+  FP32 prefix; GhostNetV2's attention map, which comes through a Resize);
 - any other reader, and a graph output, gets the original tensor back through a Gather.
 
 PAD channels hold zeros where a zero filter and zero bias made them, and values nothing reads where a Gather
